@@ -1,0 +1,92 @@
+// Composing records in the head cache: the hot path of every append and merge. No allocation per
+// event: payload bytes are copied into the cache, framing is written through one DataView, and one
+// checksum covers each record (one small bigint per record).
+
+import { assert } from './assert.js'
+import type { Checksum } from './checksum.js'
+import {
+  EVENT_HEADER_BYTES, EVENT_OFFSET_LENGTH, EVENT_OFFSET_TIME, RECORD_FLAG_CONTINUES, RECORD_HEADER_BYTES,
+  RECORD_KIND_EVENTS, RECORD_OFFSET_CHECKSUM, RECORD_OFFSET_COUNT, RECORD_OFFSET_DURABLE, RECORD_OFFSET_EXTENSION,
+  RECORD_OFFSET_FLAGS, RECORD_OFFSET_KIND, RECORD_OFFSET_LENGTH, RECORD_OFFSET_LOCAL_POS, RECORD_OFFSET_ORIGIN,
+  RECORD_OFFSET_ORIGIN_POS, RECORD_OFFSET_RESERVED, recordBytesPadded, writeU64,
+} from './format.js'
+import type { HeadCache } from './head-cache.js'
+
+/** Events of one batch: payloads with one time for all, or a time each. */
+export interface BatchSource {
+  payloads: readonly Uint8Array[]
+  time: number
+  times: readonly number[] | null
+}
+
+/** Index of the first event of the next record, splitting at `splitBytes`. */
+export function recordEnd(payloads: readonly Uint8Array[], from: number, splitBytes: number): number {
+  let bytes = RECORD_HEADER_BYTES
+  let i = from
+  while (i < payloads.length) {
+    const eventBytes = EVENT_HEADER_BYTES + (payloads[i] as Uint8Array).length
+    if (i > from && bytes + eventBytes > splitBytes) break
+    bytes += eventBytes
+    i++
+  }
+  return i
+}
+
+/** Bytes (padded) a whole batch takes, split as compose splits it. */
+export function batchBytes(payloads: readonly Uint8Array[], splitBytes: number): number {
+  let total = 0
+  let bytes = RECORD_HEADER_BYTES
+  for (let i = 0; i < payloads.length; i++) {
+    const eventBytes = EVENT_HEADER_BYTES + (payloads[i] as Uint8Array).length
+    if (bytes > RECORD_HEADER_BYTES && bytes + eventBytes > splitBytes) {
+      total += recordBytesPadded(bytes)
+      bytes = RECORD_HEADER_BYTES
+    }
+    bytes += eventBytes
+  }
+  return total + recordBytesPadded(bytes)
+}
+
+export interface RecordFields {
+  localPos: number
+  durable: number
+  origin: Uint8Array
+  originPos: number
+  continues: boolean
+}
+
+/** Composes events [from, to) of `source` as one record at the cache's composed end; returns its padded size. */
+export function composeRecord(cache: HeadCache, checksum: Checksum, source: BatchSource, from: number, to: number, fields: RecordFields): number {
+  const memory = cache.memory
+  const view = cache.view
+  const start = cache.at(cache.composedEnd)
+  const payloads = source.payloads
+  const times = source.times
+  let cursor = start + RECORD_HEADER_BYTES
+  for (let i = from; i < to; i++) {
+    const payload = payloads[i] as Uint8Array
+    const time = times === null ? source.time : (times[i] as number)
+    view.setUint32(cursor + EVENT_OFFSET_LENGTH, payload.length, true)
+    view.setUint32(cursor + EVENT_OFFSET_TIME, time >>> 0, true)
+    view.setUint32(cursor + EVENT_OFFSET_TIME + 4, Math.floor(time / 0x1_0000_0000), true)
+    memory.set(payload, cursor + EVENT_HEADER_BYTES)
+    cursor += EVENT_HEADER_BYTES + payload.length
+  }
+  const length = cursor - start
+  const padded = recordBytesPadded(length)
+  assert(start + padded <= memory.length, 'record fits the cache')
+  view.setUint32(start + RECORD_OFFSET_LENGTH, length, true)
+  memory[start + RECORD_OFFSET_KIND] = RECORD_KIND_EVENTS
+  memory[start + RECORD_OFFSET_FLAGS] = fields.continues ? RECORD_FLAG_CONTINUES : 0
+  view.setUint16(start + RECORD_OFFSET_EXTENSION, 0, true)
+  view.setUint32(start + RECORD_OFFSET_COUNT, to - from, true)
+  view.setUint32(start + RECORD_OFFSET_RESERVED, 0, true)
+  writeU64(view, start + RECORD_OFFSET_LOCAL_POS, fields.localPos)
+  writeU64(view, start + RECORD_OFFSET_DURABLE, fields.durable)
+  memory.set(fields.origin, start + RECORD_OFFSET_ORIGIN)
+  writeU64(view, start + RECORD_OFFSET_ORIGIN_POS, fields.originPos)
+  memory.fill(0, start + length, start + padded)
+  view.setBigUint64(start + RECORD_OFFSET_CHECKSUM, checksum(memory.subarray(start + 8, start + length)), true)
+  cache.composedEnd += padded
+  return padded
+}

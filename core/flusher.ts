@@ -1,0 +1,181 @@
+// Group commit: writes the composed bytes of the head cache to the segment file in whole pages
+// and, when asked, fdatasyncs them. One flush runs at a time; appends that arrive meanwhile join
+// the next one, so 128 concurrent durable appenders share one fdatasync.
+//
+// Faults expected: a failed write or fdatasync. The page cache may then hold data the disk does
+// not, and a retry could report success for data that is lost (the "fsyncgate" lesson), so the
+// flusher never retries: it records the failure, rejects every waiter with IO, and the log turns
+// read-only. Reopening the log recovers from what is really on disk.
+
+import fs from 'node:fs'
+import { assert } from './assert.js'
+import { LogError } from './errors.js'
+import { PAGE_BYTES, alignDown, alignUp } from './format.js'
+import type { HeadCache } from './head-cache.js'
+
+/** A point of the log at a batch boundary. */
+export interface CommitPoint {
+  /** Events committed (complete batches). */
+  count: number
+  /** Global offset just past the last committed record. */
+  end: number
+}
+
+interface Waiter {
+  count: number
+  resolve: () => void
+  reject: (error: LogError) => void
+}
+
+function writeAsync(fd: number, buffer: Buffer, offset: number, length: number, position: number): Promise<void> {
+  return new Promise((resolve, reject) => {
+    fs.write(fd, buffer, offset, length, position, (error, written) => {
+      if (error !== null) reject(error)
+      else if (written !== length) reject(Object.assign(new Error(`short write: ${written} of ${length} bytes`), { code: 'EIO' }))
+      else resolve()
+    })
+  })
+}
+
+function fdatasyncAsync(fd: number): Promise<void> {
+  return new Promise((resolve, reject) => fs.fdatasync(fd, (error) => (error === null ? resolve() : reject(error))))
+}
+
+export interface FlusherHost {
+  /** The committed point now (read at the start of each flush round). */
+  commitPoint(): CommitPoint
+  /** Called after an fdatasync made `point` durable. */
+  onDurable(point: CommitPoint): void
+}
+
+export class Flusher {
+  /** Global offset up to which composed bytes are written. */
+  writtenEnd: number
+  /** Events known durable (the watermark stored in new records). */
+  durableCount: number
+  failure: LogError | null = null
+  private running: Promise<void> | null = null
+  private syncWanted = false
+  private scheduled = false
+  private readonly waiters: Waiter[] = []
+  private waiterHead = 0
+
+  constructor(
+    private readonly cache: HeadCache,
+    public fd: number,
+    private readonly host: FlusherHost,
+    end: number,
+    count: number,
+  ) {
+    this.writtenEnd = end
+    this.durableCount = count
+  }
+
+  /** Resolves once `count` events are durable. */
+  waitDurable(count: number): Promise<void> {
+    if (this.failure !== null) return Promise.reject(this.failure)
+    if (this.durableCount >= count) return Promise.resolve()
+    return new Promise((resolve, reject) => {
+      this.waiters.push({ count, resolve, reject })
+      this.schedule(true)
+    })
+  }
+
+  /** Starts a flush on the next turn of the event loop, so appends of this turn share it. */
+  schedule(sync: boolean): void {
+    this.syncWanted ||= sync
+    if (this.scheduled || this.running !== null) return
+    this.scheduled = true
+    setImmediate(() => {
+      this.scheduled = false
+      if (this.running === null) this.start()
+    })
+  }
+
+  /** Writes (and with `sync`, syncs) everything composed so far; resolves with nothing in flight. */
+  async flushAll(sync: boolean): Promise<void> {
+    for (;;) {
+      if (this.failure !== null) throw this.failure
+      const point = this.host.commitPoint()
+      const pending = this.cache.composedEnd > this.writtenEnd || (sync && this.durableCount < point.count)
+      if (this.running === null && !pending) return
+      if (this.running === null) {
+        this.syncWanted ||= sync
+        this.start()
+      } else if (pending) {
+        this.syncWanted ||= sync
+      }
+      await this.running
+    }
+  }
+
+  /** Rebinds to a new segment: everything before `end` is durable. */
+  resetTo(fd: number, end: number): void {
+    assert(this.running === null, 'no flush in flight while rolling')
+    this.fd = fd
+    this.writtenEnd = end
+  }
+
+  get idle(): boolean {
+    return this.running === null
+  }
+
+  private start(): void {
+    assert(this.running === null, 'one flush at a time')
+    this.running = this.loop().finally(() => {
+      this.running = null
+    })
+  }
+
+  private async loop(): Promise<void> {
+    try {
+      for (;;) {
+        const point = this.host.commitPoint()
+        const sync = this.syncWanted
+        this.syncWanted = false
+        const composedEnd = this.cache.composedEnd
+        if (composedEnd > this.writtenEnd) {
+          const start = alignDown(this.writtenEnd, PAGE_BYTES)
+          const stop = alignUp(composedEnd, PAGE_BYTES)
+          assert(start >= this.cache.windowStart, 'unwritten bytes are still in the cache')
+          await writeAsync(this.fd, this.cache.memory, this.cache.at(start), stop - start, start - this.cache.segment.start)
+          this.writtenEnd = composedEnd
+        }
+        if (sync && this.durableCount < point.count) {
+          await fdatasyncAsync(this.fd)
+          this.durableCount = point.count
+          this.releaseWaiters()
+          this.host.onDurable(point)
+        }
+        if (!(this.cache.composedEnd > this.writtenEnd || (this.syncWanted && this.durableCount < this.host.commitPoint().count))) return
+      }
+    } catch (error) {
+      this.fail(error)
+    }
+  }
+
+  private releaseWaiters(): void {
+    while (this.waiterHead < this.waiters.length) {
+      const waiter = this.waiters[this.waiterHead] as Waiter
+      if (waiter.count > this.durableCount) break
+      this.waiterHead++
+      waiter.resolve()
+    }
+    if (this.waiterHead > 1024 && this.waiterHead * 2 > this.waiters.length) {
+      this.waiters.splice(0, this.waiterHead)
+      this.waiterHead = 0
+    }
+  }
+
+  fail(error: unknown): void {
+    if (this.failure === null) {
+      this.failure = error instanceof LogError ? error : new LogError('IO',
+        `write to segment ${this.cache.segment.name} failed (${(error as Error).message}); the log is now read-only: ` +
+        'nothing after the last acknowledged event is known durable. Close it and reopen to recover',
+        { segment: this.cache.segment.name, cause: error })
+    }
+    while (this.waiterHead < this.waiters.length) (this.waiters[this.waiterHead++] as Waiter).reject(this.failure)
+    this.waiters.length = 0
+    this.waiterHead = 0
+  }
+}

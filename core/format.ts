@@ -1,0 +1,170 @@
+// Every layout constant of the on-disk format, in one place (docs/format.md is the prose).
+// Relationships between constants are asserted once, at load time. All integers are
+// little-endian. 64-bit fields hold integers below 2^53 (JavaScript numbers), asserted on read.
+//
+// A log directory holds: LOCK (flock), replica (the replica id), checkpoint (index snapshot)
+// and segment files NNNNNNNNNNNN.seg. A segment is one header page followed by records.
+// A record (LevelDB calls it a fragment) is a run of consecutive events of one origin.
+
+import { assert } from './assert.js'
+
+export const FORMAT_VERSION = 1
+
+/** Unit of every write: offsets and lengths of writes are multiples of this. */
+export const PAGE_BYTES = 4096
+/** O_DIRECT needs memory, offset and length aligned to the logical block size (512 here). */
+export const DIRECT_IO_ALIGN_BYTES = 512
+/** Records start at multiples of this; the gap is zero padding. */
+export const RECORD_ALIGN_BYTES = 8
+
+// Segment header: the first page of every segment file.
+export const SEGMENT_MAGIC = 'INTERLOG' // 8 ASCII bytes
+export const SEGMENT_HEADER_BYTES = PAGE_BYTES
+export const SEGMENT_HEADER_USED_BYTES = 80
+export const SEGMENT_OFFSET_MAGIC = 0 //            8 bytes
+export const SEGMENT_OFFSET_VERSION = 8 //          u16
+export const SEGMENT_OFFSET_HEADER_BYTES = 10 //    u16, = SEGMENT_HEADER_BYTES
+export const SEGMENT_OFFSET_FLAGS = 12 //           u32, 0
+export const SEGMENT_OFFSET_INDEX = 16 //           u64, sequence number of the segment
+export const SEGMENT_OFFSET_START = 24 //           u64, global log offset of byte 0 of this file
+export const SEGMENT_OFFSET_SIZE = 32 //            u64, file size in bytes
+export const SEGMENT_OFFSET_FIRST_LOCAL_POS = 40 // u64, local position of its first event
+export const SEGMENT_OFFSET_REPLICA = 48 //         16 bytes, the replica that wrote it
+export const SEGMENT_OFFSET_CREATED_MS = 64 //      u64, wall clock at creation
+export const SEGMENT_OFFSET_CHECKSUM = 72 //        u64, xxh64 (seed 0) of bytes [0, 72)
+
+// Record header.
+export const RECORD_HEADER_BYTES = 64
+export const RECORD_OFFSET_CHECKSUM = 0 //     u64, xxh64 (seed 0) of bytes [8, length)
+export const RECORD_OFFSET_LENGTH = 8 //       u32, header + body + extension, without padding
+export const RECORD_OFFSET_KIND = 12 //        u8
+export const RECORD_OFFSET_FLAGS = 13 //       u8
+export const RECORD_OFFSET_EXTENSION = 14 //   u16, extension bytes after the body (0 in v1)
+export const RECORD_OFFSET_COUNT = 16 //       u32, events in the record, >= 1
+export const RECORD_OFFSET_RESERVED = 20 //    u32, 0
+export const RECORD_OFFSET_LOCAL_POS = 24 //   u64, local position of the first event
+export const RECORD_OFFSET_DURABLE = 32 //     u64, events of this log known durable when written
+export const RECORD_OFFSET_ORIGIN = 40 //      16 bytes, origin replica id
+export const RECORD_OFFSET_ORIGIN_POS = 56 //  u64, origin position of the first event
+
+export const RECORD_KIND_EVENTS = 1
+/** More records of the same atomic batch follow this one. */
+export const RECORD_FLAG_CONTINUES = 0x01
+export const RECORD_FLAGS_KNOWN = RECORD_FLAG_CONTINUES
+
+// Event header inside a record body, followed by the payload bytes.
+export const EVENT_HEADER_BYTES = 12
+export const EVENT_OFFSET_LENGTH = 0 // u32, payload bytes
+export const EVENT_OFFSET_TIME = 4 //   u64, origin wall clock in ms since the Unix epoch
+
+export const REPLICA_ID_BYTES = 16
+
+/** Format-wide bounds, independent of options: a log stays readable when maxEventBytes changes. */
+export const MAX_EVENT_BYTES_LIMIT = 256 << 20
+export const RECORD_BYTES_LIMIT = RECORD_HEADER_BYTES + EVENT_HEADER_BYTES + MAX_EVENT_BYTES_LIMIT
+
+// The replica file.
+export const REPLICA_MAGIC = 'ILOGREPL'
+export const REPLICA_FILE_BYTES = 48
+export const REPLICA_OFFSET_MAGIC = 0 //      8 bytes
+export const REPLICA_OFFSET_VERSION = 8 //    u16
+export const REPLICA_OFFSET_ID = 16 //        16 bytes
+export const REPLICA_OFFSET_CREATED_MS = 32 // u64
+export const REPLICA_OFFSET_CHECKSUM = 40 //  u64, xxh64 of bytes [0, 40)
+
+// The checkpoint file: magic, version, length, checksum, then a CBOR body.
+export const CHECKPOINT_MAGIC = 'ILOGCKPT'
+export const CHECKPOINT_HEADER_BYTES = 32
+export const CHECKPOINT_OFFSET_MAGIC = 0 //    8 bytes
+export const CHECKPOINT_OFFSET_VERSION = 8 //  u16
+export const CHECKPOINT_OFFSET_LENGTH = 12 //  u32, CBOR body bytes
+export const CHECKPOINT_OFFSET_CHECKSUM = 16 // u64, xxh64 of the body
+/** A checkpoint body larger than this is refused as corrupt (bounded memory at open). */
+export const CHECKPOINT_BODY_BYTES_MAX = 256 << 20
+
+// Index strides: how sparse the in-memory indexes are.
+/** One local index entry per this many log bytes (at the first record at or after it). */
+export const INDEX_STRIDE_BYTES = 64 << 10
+/** One per-origin index entry per this many of that origin's events, or INDEX_STRIDE_BYTES. */
+export const ORIGIN_INDEX_STRIDE_EVENTS = 256
+
+export const FILE_NAME_LOCK = 'LOCK'
+export const FILE_NAME_REPLICA = 'replica'
+export const FILE_NAME_CHECKPOINT = 'checkpoint'
+export const SEGMENT_FILE_SUFFIX = '.seg'
+export const SEGMENT_FILE_DIGITS = 12
+
+/** Largest integer stored in a u64 field (JavaScript numbers are exact up to here). */
+export const U64_SAFE_MAX = Number.MAX_SAFE_INTEGER
+
+// Load-time checks of how the constants relate.
+assert(SEGMENT_MAGIC.length === 8 && REPLICA_MAGIC.length === 8 && CHECKPOINT_MAGIC.length === 8, 'magics are 8 bytes')
+assert(PAGE_BYTES % DIRECT_IO_ALIGN_BYTES === 0, 'pages are whole O_DIRECT blocks')
+assert(SEGMENT_HEADER_BYTES % PAGE_BYTES === 0, 'records start on a page boundary')
+assert(SEGMENT_OFFSET_CHECKSUM + 8 === SEGMENT_HEADER_USED_BYTES, 'segment checksum is the last field')
+assert(SEGMENT_HEADER_USED_BYTES <= SEGMENT_HEADER_BYTES, 'segment header fits its page')
+assert(RECORD_OFFSET_ORIGIN_POS + 8 === RECORD_HEADER_BYTES, 'record header fields fill the header')
+assert(RECORD_HEADER_BYTES % RECORD_ALIGN_BYTES === 0, 'record bodies start aligned')
+assert(PAGE_BYTES % RECORD_ALIGN_BYTES === 0, 'pages hold whole alignment units')
+assert(EVENT_OFFSET_TIME + 8 === EVENT_HEADER_BYTES, 'event header fields fill the header')
+assert(REPLICA_OFFSET_CHECKSUM + 8 === REPLICA_FILE_BYTES, 'replica checksum is the last field')
+assert(CHECKPOINT_OFFSET_CHECKSUM + 8 <= CHECKPOINT_HEADER_BYTES, 'checkpoint header fits')
+assert(INDEX_STRIDE_BYTES % PAGE_BYTES === 0, 'index stride is whole pages')
+
+export function alignUp(value: number, unit: number): number {
+  return Math.ceil(value / unit) * unit
+}
+
+export function alignDown(value: number, unit: number): number {
+  return Math.floor(value / unit) * unit
+}
+
+/** Bytes a record occupies on disk, padding included. */
+export function recordBytesPadded(length: number): number {
+  return alignUp(length, RECORD_ALIGN_BYTES)
+}
+
+export function writeU64(view: DataView, offset: number, value: number): void {
+  assert(Number.isSafeInteger(value) && value >= 0, `u64 field holds a safe integer, got ${value}`)
+  view.setUint32(offset, value % 0x1_0000_0000, true)
+  view.setUint32(offset + 4, Math.floor(value / 0x1_0000_0000), true)
+}
+
+/** Reads a u64; returns -1 when it does not fit a safe integer (callers treat that as damage). */
+export function readU64(view: DataView, offset: number): number {
+  const high = view.getUint32(offset + 4, true)
+  if (high > 0x1f_ffff) return -1
+  return high * 0x1_0000_0000 + view.getUint32(offset, true)
+}
+
+export function segmentFileName(index: number): string {
+  return String(index).padStart(SEGMENT_FILE_DIGITS, '0') + SEGMENT_FILE_SUFFIX
+}
+
+/** Parses a segment file name; returns -1 for names that are not segments. */
+export function parseSegmentFileName(name: string): number {
+  const match = /^(\d{12})\.seg$/.exec(name)
+  return match === null ? -1 : Number(match[1])
+}
+
+const HEX = '0123456789abcdef'
+
+export function bytesToHex(bytes: Uint8Array, start = 0, length = bytes.length - start): string {
+  let text = ''
+  for (let i = start; i < start + length; i++) {
+    const byte = bytes[i] as number
+    text += HEX[byte >> 4]! + HEX[byte & 15]!
+  }
+  return text
+}
+
+export function isReplicaIdHex(value: unknown): value is string {
+  return typeof value === 'string' && /^[0-9a-f]{32}$/.test(value)
+}
+
+export function hexToBytes(hex: string, target: Uint8Array, offset: number): void {
+  assert(isReplicaIdHex(hex), 'replica ids are 32 lowercase hex chars')
+  for (let i = 0; i < REPLICA_ID_BYTES; i++) {
+    target[offset + i] = parseInt(hex.slice(i * 2, i * 2 + 2), 16)
+  }
+}

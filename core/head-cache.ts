@@ -1,0 +1,73 @@
+// The head page cache: one aligned buffer, allocated at open, holding the most recent bytes of
+// the current segment. It is the write buffer too: records are composed in place, written from it
+// in whole pages (O_DIRECT where possible) and read back from it without I/O.
+//
+// Invariants: `windowStart` is page-aligned and maps to memory[0]; bytes of the window past
+// `composedEnd` are zero, so a page written with a partial tail carries zeros after the last
+// record; the window only moves (slide) when nothing is in flight and every byte before the new
+// start has been written.
+
+import { assert } from './assert.js'
+import { PAGE_BYTES, alignDown } from './format.js'
+import type { Segment } from './segments.js'
+
+export class HeadCache {
+  readonly memory: Buffer
+  readonly view: DataView
+  /** The segment whose bytes the window holds. */
+  segment: Segment
+  /** Global offset of memory[0]. */
+  windowStart: number
+  /** Global offset just past the last composed byte. */
+  composedEnd: number
+
+  constructor(memory: Buffer, segment: Segment, end: number) {
+    assert(memory.length % PAGE_BYTES === 0 && memory.length >= 4 * PAGE_BYTES, 'cache holds whole pages')
+    this.memory = memory
+    this.view = new DataView(memory.buffer, memory.byteOffset, memory.byteLength)
+    this.segment = segment
+    this.windowStart = alignDown(end, PAGE_BYTES)
+    this.composedEnd = end
+  }
+
+  /** Points the window at `end` in `segment`, dropping what it held. The caller loads the tail page. */
+  reset(segment: Segment, end: number): void {
+    this.memory.fill(0)
+    this.segment = segment
+    this.windowStart = alignDown(end, PAGE_BYTES)
+    this.composedEnd = end
+  }
+
+  /** Memory index of global offset `offset`. */
+  at(offset: number): number {
+    return offset - this.windowStart
+  }
+
+  /** Bytes that can still be composed without sliding. */
+  room(): number {
+    return this.windowStart + this.memory.length - this.composedEnd
+  }
+
+  /** Moves the window so it keeps at most `keepBytes` before the composed end. */
+  slide(keepBytes: number): void {
+    const newStart = Math.max(this.windowStart, alignDown(this.composedEnd - keepBytes, PAGE_BYTES))
+    if (newStart === this.windowStart) return
+    const shift = newStart - this.windowStart
+    const used = this.composedEnd - this.windowStart
+    this.memory.copyWithin(0, shift, used)
+    this.memory.fill(0, used - shift)
+    this.windowStart = newStart
+  }
+
+  /** Whether [offset, end) of `segment` is in the window. */
+  holds(segment: Segment, offset: number, end: number): boolean {
+    return segment === this.segment && offset >= this.windowStart && end <= this.composedEnd
+  }
+
+  /** A fresh copy of [offset, end): readers keep it, the window moves on. */
+  copyOut(offset: number, end: number): Buffer {
+    const copy = Buffer.allocUnsafe(end - offset)
+    this.memory.copy(copy, 0, this.at(offset), this.at(end))
+    return copy
+  }
+}

@@ -1,0 +1,102 @@
+// Sparse in-memory indexes. The local index maps local positions to record offsets, one entry per
+// INDEX_STRIDE_BYTES of log; each origin's index maps its positions to record offsets, one entry
+// per ORIGIN_INDEX_STRIDE_EVENTS of its events or per INDEX_STRIDE_BYTES of log, whichever comes
+// first. Memory is bounded by log bytes / stride, not by the event count: a 10-million-event log
+// of 128-byte events (1.5 GB) keeps about 24,000 local entries. A lookup gives a record at or
+// before the wanted position; the reader scans forward at most one stride of records.
+
+import { assert } from './assert.js'
+import { INDEX_STRIDE_BYTES, ORIGIN_INDEX_STRIDE_EVENTS } from './format.js'
+
+/** Growable pairs of (position, global offset), sorted by both. */
+export class SparseIndex {
+  private positions = new Float64Array(64)
+  private offsets = new Float64Array(64)
+  count = 0
+
+  get lastPosition(): number {
+    return this.count === 0 ? -1 : (this.positions[this.count - 1] as number)
+  }
+
+  get lastOffset(): number {
+    return this.count === 0 ? -1 : (this.offsets[this.count - 1] as number)
+  }
+
+  add(position: number, offset: number): void {
+    assert(this.count === 0 || (position >= this.lastPosition && offset > this.lastOffset), 'index entries ascend')
+    if (this.count === this.positions.length) {
+      const positions = new Float64Array(this.count * 2)
+      const offsets = new Float64Array(this.count * 2)
+      positions.set(this.positions)
+      offsets.set(this.offsets)
+      this.positions = positions
+      this.offsets = offsets
+    }
+    this.positions[this.count] = position
+    this.offsets[this.count] = offset
+    this.count++
+  }
+
+  /** Offset of the last entry whose position is <= `position`, or -1. */
+  floorOffset(position: number): number {
+    let low = 0
+    let high = this.count - 1
+    let found = -1
+    while (low <= high) {
+      const middle = (low + high) >> 1
+      if ((this.positions[middle] as number) <= position) {
+        found = middle
+        low = middle + 1
+      } else {
+        high = middle - 1
+      }
+    }
+    return found < 0 ? -1 : (this.offsets[found] as number)
+  }
+
+  /** Drops entries at or beyond `offset` (recovery cut, or a checkpoint taken at `offset`). */
+  entriesBefore(offset: number): { positions: number[], offsets: number[] } {
+    const positions: number[] = []
+    const offsets: number[] = []
+    for (let i = 0; i < this.count && (this.offsets[i] as number) < offset; i++) {
+      positions.push(this.positions[i] as number)
+      offsets.push(this.offsets[i] as number)
+    }
+    return { positions, offsets }
+  }
+
+  static from(positions: readonly number[], offsets: readonly number[]): SparseIndex {
+    assert(positions.length === offsets.length, 'index columns have one length')
+    const index = new SparseIndex()
+    for (let i = 0; i < positions.length; i++) index.add(positions[i] as number, offsets[i] as number)
+    return index
+  }
+}
+
+/** What this log holds of one origin. */
+export class OriginState {
+  /** Events of this origin held (the version vector entry). */
+  count = 0
+  index = new SparseIndex()
+  constructor(readonly origin: string, readonly originBytes: Uint8Array) {}
+
+  /** Notes a record of this origin at `offset` starting at origin position `originPos`. */
+  noteRecord(originPos: number, offset: number): void {
+    if (this.index.count === 0 ||
+      originPos >= this.index.lastPosition + ORIGIN_INDEX_STRIDE_EVENTS ||
+      offset >= this.index.lastOffset + INDEX_STRIDE_BYTES) {
+      this.index.add(originPos, offset)
+    }
+  }
+}
+
+/** The local index: one entry per INDEX_STRIDE_BYTES of log. */
+export class LocalIndex {
+  constructor(readonly index = new SparseIndex()) {}
+
+  noteRecord(localPos: number, offset: number): void {
+    if (this.index.count === 0 || offset >= this.index.lastOffset + INDEX_STRIDE_BYTES) {
+      this.index.add(localPos, offset)
+    }
+  }
+}

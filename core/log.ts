@@ -1,0 +1,629 @@
+// The log: one directory, one writer, segments of records, a head cache, sparse indexes.
+// This class wires the pieces together and owns the public verbs; the format, composition,
+// group commit, recovery and reading live in their own files.
+//
+// Invariants: events become visible (length, read, tail) only as whole batches; an append
+// resolves only once its batch is durable per the durability mode; after any failed write or
+// fdatasync the log is read-only (IO) until reopened; batches never span segments; a segment is
+// synced before the next one is created.
+
+import fs from 'node:fs'
+import path from 'node:path'
+import { assert } from './assert.js'
+import { loadChecksum, type Checksum } from './checksum.js'
+import { writeCheckpoint, type CheckpointBody } from './checkpoint.js'
+import { batchBytes, composeRecord, recordEnd, type BatchSource } from './composer.js'
+import { allocateArena, directFlag } from './direct-io.js'
+import { LogError } from './errors.js'
+import { Flusher, type CommitPoint } from './flusher.js'
+import { PAGE_BYTES, SEGMENT_HEADER_BYTES, alignDown, isReplicaIdHex } from './format.js'
+import { HeadCache } from './head-cache.js'
+import { LocalIndex, OriginState } from './indexes.js'
+import { DirectoryLock } from './lock.js'
+import { MergeBuffer, type RemoteEvent } from './merge-buffer.js'
+import { deriveLayout, resolveOptions, type Layout, type OpenOptions } from './options.js'
+import { eventsOfRecord, scanRecords, type LogEvent, type ReadSource, type RecordCursor } from './reader.js'
+import { originStateFor, recover, type Truncation } from './recovery.js'
+import { loadOrCreateReplica } from './replica.js'
+import { createSegmentFile, type Segment, type SegmentTable } from './segments.js'
+import { verifyLog, type VerifyResult } from './verify.js'
+
+export interface EventId {
+  origin: string
+  pos: number
+}
+
+/** A batch appended: `count` events of `origin` from `pos`, at local positions from `localPos`. */
+export interface BatchRange {
+  origin: string
+  pos: number
+  localPos: number
+  count: number
+}
+
+export interface MergeResult {
+  /** Events stored by this call (including held events it released). */
+  added: number
+  /** Events already held (MQTT redelivers: never an error). */
+  duplicates: number
+  /** Events of this call held back by a gap in their origin's sequence. */
+  waiting: number
+  /** Events of this call dropped because the waiting buffer was full (sync sends them again). */
+  dropped: number
+}
+
+export type VersionVector = Record<string, number>
+
+interface CommitState extends CommitPoint {
+  lastRecordOffset: number
+  /** Origin counts at this point, captured only when a checkpoint is due. */
+  origins: [string, number][] | null
+}
+
+export class Log {
+  readonly replicaId: string
+  readonly directory: string
+  readonly direct: boolean
+  /** What recovery cut at open (also reported by verify). */
+  readonly truncations: readonly Truncation[]
+
+  private readonly options: OpenOptions
+  private readonly layout: Layout
+  private readonly checksum: Checksum
+  private readonly lock: DirectoryLock
+  private readonly table: SegmentTable
+  private readonly cache: HeadCache
+  private readonly flusher: Flusher
+  private readonly origins: Map<string, OriginState>
+  private readonly own: OriginState
+  private readonly local: LocalIndex
+  private readonly mergeBuffer: MergeBuffer
+  private readonly readSource: ReadSource
+  private committedCount: number
+  private committedEnd: number
+  private lastRecordOffset: number
+  private checkpointEnd: number
+  private checkpointFailed = false
+  private gate: Promise<void> | null = null
+  private mergeChain: Promise<unknown> = Promise.resolve()
+  private closed = false
+  private closing: Promise<void> | null = null
+  private timer: NodeJS.Timeout | null = null
+  private growthWaiters: (() => void)[] = []
+
+  /** Use openLog. */
+  constructor(init: {
+    directory: string, options: OpenOptions, layout: Layout, checksum: Checksum, lock: DirectoryLock,
+    replicaId: string, replicaBytes: Uint8Array,
+  }) {
+    this.directory = init.directory
+    this.options = init.options
+    this.layout = init.layout
+    this.checksum = init.checksum
+    this.lock = init.lock
+    this.replicaId = init.replicaId
+    const state = recover({
+      directory: init.directory, checksum: init.checksum, replicaId: init.replicaId, replicaBytes: init.replicaBytes,
+      segmentBytes: init.options.segmentBytes, zeroCheckBytes: Math.max(init.options.cacheBytes, 8 << 20) + PAGE_BYTES,
+      warn: init.options.onWarning,
+    })
+    this.table = state.table
+    this.origins = state.origins
+    this.local = state.local
+    this.truncations = state.truncations
+    this.committedCount = state.length
+    this.committedEnd = Math.max(state.end, this.table.last.start + SEGMENT_HEADER_BYTES)
+    this.lastRecordOffset = state.lastRecordOffset
+    this.checkpointEnd = state.checkpointEnd
+    this.own = originStateFor(this.origins, init.replicaId)
+    this.mergeBuffer = new MergeBuffer(init.options.mergeWaitingEventsMax, init.options.mergeWaitingBytesMax)
+
+    const arena = allocateArena(init.options.cacheBytes - (init.options.cacheBytes % PAGE_BYTES), init.directory, init.options.directIo !== 'off')
+    if (init.options.directIo === 'on' && !arena.direct) {
+      throw new LogError('INVALID_ARGUMENT', `directIo 'on': the file system of ${init.directory} refuses O_DIRECT writes`, { option: 'directIo' })
+    }
+    this.direct = arena.direct
+    const segment = this.table.last
+    this.cache = new HeadCache(arena.memory, segment, this.committedEnd)
+    const fd = this.openWriteDescriptor(segment)
+    // What survived a crash in the OS page cache is made durable before new records claim it.
+    fs.fdatasyncSync(fd)
+    this.loadTailPage(segment)
+    this.flusher = new Flusher(this.cache, fd, {
+      commitPoint: () => this.commitPoint(),
+      onDurable: (point) => this.onDurable(point as CommitState),
+    }, this.committedEnd, this.committedCount)
+    this.readSource = {
+      table: this.table, cache: this.cache, checksum: this.checksum,
+      committedEnd: () => this.committedEnd,
+      writtenEnd: () => this.flusher.writtenEnd,
+      checkOpen: () => this.checkOpen(),
+    }
+    if (this.options.durability === 'interval') {
+      this.timer = setInterval(() => this.flusher.schedule(true), this.options.intervalMs)
+      this.timer.unref()
+    }
+  }
+
+  /** Number of events in this log, all origins. */
+  get length(): number {
+    return this.committedCount
+  }
+
+  /** For each origin, the count of its events this log holds. */
+  versionVector(): VersionVector {
+    const vector: VersionVector = {}
+    for (const [origin, state] of this.origins) if (state.count > 0) vector[origin] = state.count
+    return vector
+  }
+
+  /** Appends one event; resolves once durable per the durability mode. */
+  async append(payload: Uint8Array): Promise<EventId> {
+    const result = await this.appendRange([payload], 'append')
+    return { origin: result.origin, pos: result.pos }
+  }
+
+  /** Appends events atomically (all or nothing, across crashes too). */
+  async appendBatch(payloads: readonly Uint8Array[]): Promise<EventId[]> {
+    const range = await this.appendBatchRange(payloads)
+    const ids: EventId[] = new Array(range.count)
+    for (let i = 0; i < range.count; i++) ids[i] = { origin: range.origin, pos: range.pos + i }
+    return ids
+  }
+
+  /** appendBatch without one id object per event: the ids are pos .. pos + count - 1 of origin. */
+  appendBatchRange(payloads: readonly Uint8Array[]): Promise<BatchRange> {
+    if (!Array.isArray(payloads)) return Promise.reject(new LogError('INVALID_ARGUMENT', 'appendBatch takes an array of Uint8Array'))
+    return this.appendRange(payloads, 'appendBatch')
+  }
+
+  private appendRange(payloads: readonly Uint8Array[], verb: string): Promise<BatchRange> {
+    try {
+      this.checkWritable()
+      if (payloads.length === 0) throw new LogError('INVALID_ARGUMENT', `${verb} needs at least one payload`)
+      for (let i = 0; i < payloads.length; i++) this.checkPayload(payloads[i], i, verb)
+    } catch (error) {
+      return Promise.reject(error)
+    }
+    const source: BatchSource = { payloads, time: Date.now(), times: null }
+    return this.writeBatch(source, this.own, -1).then((range) => this.awaitDurable(range))
+  }
+
+  private checkPayload(payload: unknown, index: number, verb: string): void {
+    if (!(payload instanceof Uint8Array)) {
+      throw new LogError('INVALID_ARGUMENT', `${verb}: payload ${index} is not a Uint8Array`, { index })
+    }
+    if (payload.length > this.options.maxEventBytes) {
+      throw new LogError('TOO_LARGE', `${verb}: payload ${index} has ${payload.length} bytes; maxEventBytes is ${this.options.maxEventBytes}. Nothing was written`,
+        { index, bytes: payload.length, maxEventBytes: this.options.maxEventBytes })
+    }
+  }
+
+  private awaitDurable(range: BatchRange): Promise<BatchRange> | BatchRange {
+    if (this.options.durability !== 'fsync') return range
+    return this.flusher.waitDurable(range.localPos + range.count).then(() => range)
+  }
+
+  /**
+   * Composes a batch of `origin` and commits it. `expectedPos` >= 0 (merge) skips the batch if the
+   * origin moved on meanwhile (returns count 0). Fast path: synchronous when the batch fits the
+   * cache and the segment and nobody is waiting; otherwise queued behind the gate.
+   */
+  private writeBatch(source: BatchSource, origin: OriginState, expectedPos: number): Promise<BatchRange> {
+    const bytes = batchBytes(source.payloads, this.layout.recordSplitBytes)
+    if (bytes > this.layout.segmentDataBytes) {
+      return Promise.reject(new LogError('TOO_LARGE', `batch of ${source.payloads.length} events takes ${bytes} bytes; a batch must fit one segment ` +
+        `(${this.layout.segmentDataBytes} bytes of segmentBytes ${this.options.segmentBytes}). Nothing was written`, { bytes }))
+    }
+    const segment = this.cache.segment
+    const fits = this.committedEnd + bytes <= segment.start + segment.size && this.cache.room() >= bytes
+    if (this.gate === null && fits) return Promise.resolve(this.composeBatch(source, origin, expectedPos))
+    return this.writeBatchSlowly(source, origin, expectedPos, bytes)
+  }
+
+  private async writeBatchSlowly(source: BatchSource, origin: OriginState, expectedPos: number, bytes: number): Promise<BatchRange> {
+    const previous = this.gate
+    let release!: () => void
+    const mine = new Promise<void>((resolve) => { release = resolve })
+    this.gate = mine
+    try {
+      if (previous !== null) await previous
+      this.checkWritable()
+      const segment = this.cache.segment
+      if (this.committedEnd + bytes > segment.start + segment.size) await this.roll()
+      if (this.cache.room() >= bytes) return this.composeBatch(source, origin, expectedPos)
+      return await this.composeBatchInSteps(source, origin, expectedPos)
+    } finally {
+      if (this.gate === mine) this.gate = null
+      release()
+    }
+  }
+
+  /** Composes and commits a batch that fits the cache. */
+  private composeBatch(source: BatchSource, origin: OriginState, expectedPos: number): BatchRange {
+    if (expectedPos >= 0 && origin.count !== expectedPos) return { origin: origin.origin, pos: origin.count, localPos: this.committedCount, count: 0 }
+    const payloads = source.payloads
+    const range = { origin: origin.origin, pos: origin.count, localPos: this.committedCount, count: payloads.length }
+    let from = 0
+    let lastOffset = this.committedEnd
+    while (from < payloads.length) {
+      const to = recordEnd(payloads, from, this.layout.recordSplitBytes)
+      lastOffset = this.cache.composedEnd
+      this.local.noteRecord(range.localPos + from, lastOffset)
+      origin.noteRecord(range.pos + from, lastOffset)
+      composeRecord(this.cache, this.checksum, source, from, to, {
+        localPos: range.localPos + from, durable: this.flusher.durableCount, origin: origin.originBytes,
+        originPos: range.pos + from, continues: to < payloads.length,
+      })
+      from = to
+    }
+    this.commit(origin, payloads.length, lastOffset)
+    return range
+  }
+
+  /** A batch larger than the free cache: records are composed one by one, flushing in between. */
+  private async composeBatchInSteps(source: BatchSource, origin: OriginState, expectedPos: number): Promise<BatchRange> {
+    if (expectedPos >= 0 && origin.count !== expectedPos) return { origin: origin.origin, pos: origin.count, localPos: this.committedCount, count: 0 }
+    const payloads = source.payloads
+    const range = { origin: origin.origin, pos: origin.count, localPos: this.committedCount, count: payloads.length }
+    let from = 0
+    let lastOffset = this.committedEnd
+    while (from < payloads.length) {
+      const to = recordEnd(payloads, from, this.layout.recordSplitBytes)
+      const bytes = batchBytes(payloads.slice(from, to), this.layout.recordBytesMax)
+      if (this.cache.room() < bytes) await this.makeRoom(bytes)
+      this.checkWritable()
+      lastOffset = this.cache.composedEnd
+      this.local.noteRecord(range.localPos + from, lastOffset)
+      origin.noteRecord(range.pos + from, lastOffset)
+      composeRecord(this.cache, this.checksum, source, from, to, {
+        localPos: range.localPos + from, durable: this.flusher.durableCount, origin: origin.originBytes,
+        originPos: range.pos + from, continues: to < payloads.length,
+      })
+      from = to
+    }
+    this.commit(origin, payloads.length, lastOffset)
+    return range
+  }
+
+  private commit(origin: OriginState, count: number, lastOffset: number): void {
+    origin.count += count
+    this.committedCount += count
+    this.committedEnd = this.cache.composedEnd
+    this.lastRecordOffset = lastOffset
+    this.cache.segment.dataEnd = this.committedEnd
+    if (this.options.durability === 'none' && this.cache.room() < this.cache.memory.length / 4) this.flusher.schedule(false)
+    const waiters = this.growthWaiters
+    if (waiters.length > 0) {
+      this.growthWaiters = []
+      for (const wake of waiters) wake()
+    }
+  }
+
+  private async makeRoom(bytes: number): Promise<void> {
+    assert(bytes <= this.cache.memory.length / 2, 'a record fits half the cache')
+    await this.flusher.flushAll(false)
+    this.cache.slide(this.cache.memory.length / 2 - PAGE_BYTES)
+    assert(this.cache.room() >= bytes, 'sliding made room')
+  }
+
+  /** Seals the current segment (written and synced) and starts the next one. */
+  private async roll(): Promise<void> {
+    await this.flusher.flushAll(true)
+    const old = this.table.last
+    let segment: Segment
+    let fd: number
+    try {
+      segment = createSegmentFile(this.directory, {
+        index: old.index + 1, start: old.start + old.size, size: this.options.segmentBytes,
+        firstLocalPos: this.committedCount, replica: this.own.originBytes, createdMs: Date.now(),
+      }, this.checksum)
+      fd = this.openWriteDescriptor(segment)
+    } catch (error) {
+      this.flusher.fail(error)
+      throw this.flusher.failure
+    }
+    this.table.add(segment)
+    fs.closeSync(this.flusher.fd)
+    this.cache.reset(segment, segment.start + SEGMENT_HEADER_BYTES)
+    this.committedEnd = segment.start + SEGMENT_HEADER_BYTES
+    this.flusher.resetTo(fd, this.committedEnd)
+  }
+
+  private openWriteDescriptor(segment: Segment): number {
+    const flags = fs.constants.O_RDWR | (this.direct ? directFlag() : 0)
+    return fs.openSync(segment.path, flags)
+  }
+
+  /** The partial page at the end of the log goes back into the cache, to be rewritten whole. */
+  private loadTailPage(segment: Segment): void {
+    const pageStart = alignDown(this.committedEnd, PAGE_BYTES)
+    const used = this.committedEnd - pageStart
+    if (used === 0) return
+    const readFd = fs.openSync(segment.path, 'r')
+    try {
+      fs.readSync(readFd, this.cache.memory, 0, used, pageStart - segment.start)
+    } finally {
+      fs.closeSync(readFd)
+    }
+  }
+
+  private commitPoint(): CommitState {
+    const due = this.committedEnd - this.checkpointEnd >= this.options.checkpointIntervalBytes
+    return {
+      count: this.committedCount, end: this.committedEnd, lastRecordOffset: this.lastRecordOffset,
+      origins: due && this.committedCount > 0 ? [...this.origins].map(([origin, state]) => [origin, state.count]) : null,
+    }
+  }
+
+  private onDurable(point: CommitState): void {
+    if (point.origins === null || point.end <= this.checkpointEnd || this.checkpointFailed) return
+    const body: CheckpointBody = {
+      length: point.count, end: point.end, lastRecordOffset: point.lastRecordOffset,
+      segmentEnds: this.table.segments.filter((segment) => segment.start < point.end)
+        .map((segment) => [segment.index, Math.min(segment.dataEnd, point.end)]),
+      local: this.local.index.entriesBefore(point.end),
+      origins: point.origins.map(([origin, count]) => {
+        const entries = this.origins.get(origin)!.index.entriesBefore(point.end)
+        return { origin, count, positions: entries.positions, offsets: entries.offsets }
+      }),
+    }
+    try {
+      writeCheckpoint(this.directory, body, this.checksum)
+      this.checkpointEnd = point.end
+    } catch (error) {
+      this.checkpointFailed = true
+      this.options.onWarning({ code: 'CHECKPOINT_FAILED', message: `interlog: checkpoint not written (${(error as Error).message}); the next open scans more` })
+    }
+  }
+
+  private checkOpen(): void {
+    if (this.closed) throw new LogError('CLOSED', `log ${this.directory} is closed`, { path: this.directory })
+  }
+
+  private checkWritable(): void {
+    this.checkOpen()
+    if (this.closing !== null) throw new LogError('CLOSED', `log ${this.directory} is closing`, { path: this.directory })
+    if (this.flusher.failure !== null) throw this.flusher.failure
+  }
+
+  /** Events with local positions in [from, to). */
+  async *read(options: { from?: number, to?: number } = {}): AsyncGenerator<LogEvent> {
+    const from = options.from ?? 0
+    const to = Math.min(options.to ?? this.committedCount, this.committedCount)
+    checkPosition(from, 'from')
+    checkPosition(to, 'to')
+    if (from >= to) return
+    const out: LogEvent[] = []
+    for await (const cursor of scanRecords(this.readSource, this.startOffsetFor(from))) {
+      if (cursor.header.localPos >= to) return
+      if (cursor.header.localPos + cursor.header.count <= from) continue
+      out.length = 0
+      eventsOfRecord(cursor, from, to, out)
+      for (const event of out) yield event
+      if (cursor.header.localPos + cursor.header.count >= to) return
+    }
+  }
+
+  /** Reads from `from`, then waits for new events; ends when `signal` aborts. */
+  async *tail(options: { from?: number, signal?: AbortSignal } = {}): AsyncGenerator<LogEvent> {
+    let next = options.from ?? 0
+    checkPosition(next, 'from')
+    const signal = options.signal
+    const aborted = (): boolean => signal?.aborted === true
+    let offset = this.startOffsetFor(next)
+    const out: LogEvent[] = []
+    while (!aborted()) {
+      for await (const cursor of scanRecords(this.readSource, offset)) {
+        offset = cursor.offset + cursor.header.padded
+        if (cursor.header.localPos + cursor.header.count <= next) continue
+        out.length = 0
+        eventsOfRecord(cursor, next, Infinity, out)
+        for (const event of out) {
+          if (aborted()) return
+          yield event
+          next = event.localPos + 1
+        }
+      }
+      if (aborted()) return
+      await this.waitForGrowth(next, signal)
+    }
+  }
+
+  private waitForGrowth(length: number, signal: AbortSignal | undefined): Promise<void> {
+    if (this.committedCount > length || this.closed) return Promise.resolve()
+    return new Promise((resolve) => {
+      const onAbort = (): void => resolve()
+      signal?.addEventListener('abort', onAbort, { once: true })
+      this.growthWaiters.push(() => {
+        signal?.removeEventListener('abort', onAbort)
+        resolve()
+      })
+    })
+  }
+
+  /** Events this log holds beyond version vector `vector`, in local order. */
+  async *eventsSince(vector: VersionVector = {}): AsyncGenerator<LogEvent> {
+    const want = new Map<string, { next: number, end: number }>()
+    let start = Infinity
+    if (typeof vector !== 'object' || vector === null) throw new LogError('INVALID_ARGUMENT', 'eventsSince takes a version vector object')
+    for (const [origin, count] of Object.entries(vector)) {
+      if (!isReplicaIdHex(origin) || !Number.isSafeInteger(count) || count < 0) {
+        throw new LogError('INVALID_ARGUMENT', `eventsSince: version vector entry ${origin}: ${String(count)} is not replica id: count`, { origin })
+      }
+    }
+    for (const [origin, state] of this.origins) {
+      const have = vector[origin] ?? 0
+      if (state.count <= have) continue
+      want.set(origin, { next: have, end: state.count })
+      const offset = state.index.floorOffset(have)
+      start = Math.min(start, offset < 0 ? this.table.segments[0]!.start : offset)
+    }
+    if (want.size === 0) return
+    const limit = this.committedCount
+    const out: LogEvent[] = []
+    for await (const cursor of scanRecords(this.readSource, start)) {
+      if (cursor.header.localPos >= limit) return
+      const wanted = want.get(cursor.origin)
+      if (wanted === undefined || cursor.header.originPos + cursor.header.count <= wanted.next) continue
+      out.length = 0
+      eventsOfRecord(cursor, 0, limit, out)
+      for (const event of out) {
+        if (event.pos < wanted.next || event.pos >= wanted.end) continue
+        wanted.next = event.pos + 1
+        yield event
+      }
+      if (wanted.next >= wanted.end) {
+        want.delete(cursor.origin)
+        if (want.size === 0) return
+      }
+    }
+  }
+
+  private startOffsetFor(localPos: number): number {
+    const offset = this.local.index.floorOffset(localPos)
+    return offset < 0 ? this.table.segments[0]!.start + SEGMENT_HEADER_BYTES : offset
+  }
+
+  /**
+   * Stores remote events: idempotent (duplicates are counted, not errors), gapless per origin
+   * (an event beyond a gap waits in a bounded buffer until the gap is filled).
+   */
+  merge(events: readonly RemoteEvent[]): Promise<MergeResult> {
+    try {
+      this.checkWritable()
+      checkRemoteEvents(events, this.options.maxEventBytes)
+    } catch (error) {
+      return Promise.reject(error)
+    }
+    const run = this.mergeChain.then(() => this.mergeNow(events))
+    this.mergeChain = run.catch(() => undefined)
+    return run
+  }
+
+  private async mergeNow(events: readonly RemoteEvent[]): Promise<MergeResult> {
+    this.checkWritable()
+    const result: MergeResult = { added: 0, duplicates: 0, waiting: 0, dropped: 0 }
+    const touched = new Set<string>()
+    const held: RemoteEvent[] = []
+    for (const event of events) {
+      const count = this.origins.get(event.origin)?.count ?? 0
+      if (event.pos < count || this.mergeBuffer.has(event.origin, event.pos)) {
+        result.duplicates++
+        continue
+      }
+      const copy = { origin: event.origin, pos: event.pos, time: event.time, payload: event.payload }
+      if (!this.mergeBuffer.hold(copy)) {
+        result.dropped++
+        continue
+      }
+      held.push(copy)
+      touched.add(event.origin)
+    }
+    for (const origin of touched) {
+      const state = originStateFor(this.origins, origin)
+      for (;;) {
+        const run = this.mergeBuffer.takeRun(origin, state.count)
+        if (run.length === 0) break
+        const expected = state.count
+        const range = await this.writeBatch({
+          payloads: run.map((event) => event.payload), time: 0, times: run.map((event) => event.time),
+        }, state, expected)
+        result.added += range.count
+        await this.awaitDurable(range)
+        if (range.count === 0) break
+      }
+    }
+    for (const event of held) if (this.mergeBuffer.has(event.origin, event.pos)) result.waiting++
+    return result
+  }
+
+  /** Checks every segment: headers, record framing and checksums, sequences. */
+  async verify(): Promise<VerifyResult> {
+    this.checkOpen()
+    await this.flusher.flushAll(false)
+    return verifyLog({
+      table: this.table, checksum: this.checksum, end: this.committedEnd, length: this.committedCount,
+      truncations: this.truncations,
+    })
+  }
+
+  /** Flushes and syncs everything, releases the lock. Later calls reject with CLOSED. */
+  close(): Promise<void> {
+    if (this.closing === null) this.closing = this.closeNow()
+    return this.closing
+  }
+
+  private async closeNow(): Promise<void> {
+    if (this.timer !== null) clearInterval(this.timer)
+    while (this.gate !== null) await this.gate
+    await this.mergeChain
+    try {
+      if (this.flusher.failure === null) await this.flusher.flushAll(true)
+    } finally {
+      this.closed = true
+      const waiters = this.growthWaiters
+      this.growthWaiters = []
+      for (const wake of waiters) wake()
+      fs.closeSync(this.flusher.fd)
+      this.table.closeAll()
+      this.lock.release()
+    }
+  }
+}
+
+function checkPosition(value: number, name: string): void {
+  if (!Number.isSafeInteger(value) || value < 0) {
+    throw new LogError('INVALID_ARGUMENT', `${name} must be a non-negative integer, got ${String(value)}`, { option: name })
+  }
+}
+
+function checkRemoteEvents(events: readonly RemoteEvent[], maxEventBytes: number): void {
+  if (!Array.isArray(events)) throw new LogError('INVALID_ARGUMENT', 'merge takes an array of events')
+  for (let i = 0; i < events.length; i++) {
+    const event = events[i] as Partial<RemoteEvent> | undefined
+    const fail = (what: string): never => {
+      throw new LogError('INVALID_ARGUMENT', `merge: event ${i} ${what}; nothing was stored`, { index: i })
+    }
+    if (typeof event !== 'object' || event === null) fail('is not an object')
+    if (!isReplicaIdHex(event!.origin)) fail('has no origin of 32 lowercase hex chars')
+    if (!Number.isSafeInteger(event!.pos) || event!.pos! < 0) fail('has no non-negative integer pos')
+    if (!Number.isSafeInteger(event!.time) || event!.time! < 0) fail('has no non-negative integer time')
+    if (!(event!.payload instanceof Uint8Array)) fail('has no Uint8Array payload')
+    if (event!.payload!.length > maxEventBytes) {
+      throw new LogError('TOO_LARGE', `merge: event ${i} has ${event!.payload!.length} bytes; maxEventBytes is ${maxEventBytes}; nothing was stored`,
+        { index: i, bytes: event!.payload!.length })
+    }
+  }
+}
+
+/** Opens (creating if needed) the log in `directory`. */
+export async function openLog(directory: string, givenOptions?: Readonly<Partial<OpenOptions>>): Promise<Log> {
+  if (typeof directory !== 'string' || directory.length === 0) {
+    throw new LogError('INVALID_ARGUMENT', 'openLog needs a directory path')
+  }
+  const options = resolveOptions(givenOptions)
+  const layout = deriveLayout(options)
+  const checksum = await loadChecksum()
+  const resolved = path.resolve(directory)
+  try {
+    fs.mkdirSync(resolved, { recursive: true })
+  } catch (error) {
+    throw new LogError('IO', `cannot create log directory ${resolved}: ${(error as Error).message}`, { path: resolved, cause: error })
+  }
+  const lock = DirectoryLock.acquire(resolved)
+  try {
+    const replica = loadOrCreateReplica(resolved, checksum)
+    return new Log({ directory: resolved, options, layout, checksum, lock, replicaId: replica.id, replicaBytes: replica.idBytes })
+  } catch (error) {
+    lock.release()
+    if (error instanceof LogError) throw error
+    const code = (error as NodeJS.ErrnoException).code
+    if (typeof code === 'string') {
+      throw new LogError('IO', `cannot open log ${resolved}: ${(error as Error).message}`, { path: resolved, cause: error })
+    }
+    throw error
+  }
+}
+
+export type { RecordCursor }

@@ -1,0 +1,87 @@
+// Remote events that arrived beyond a gap in their origin's sequence wait here until the gap is
+// filled. Bounded by count and payload bytes (mergeWaitingEventsMax, mergeWaitingBytesMax): when
+// full, the events furthest ahead are dropped, and sync fetches them again later (the version
+// vector still says they are missing). Held in memory only: a crash forgets them, which is safe
+// for the same reason.
+
+export interface RemoteEvent {
+  origin: string
+  pos: number
+  time: number
+  payload: Uint8Array
+}
+
+export class MergeBuffer {
+  private readonly byOrigin = new Map<string, Map<number, RemoteEvent>>()
+  events = 0
+  bytes = 0
+
+  constructor(private readonly eventsMax: number, private readonly bytesMax: number) {}
+
+  has(origin: string, pos: number): boolean {
+    return this.byOrigin.get(origin)?.has(pos) ?? false
+  }
+
+  /** Holds `event`; returns false when it was dropped for lack of room. */
+  hold(event: RemoteEvent): boolean {
+    if (this.events + 1 > this.eventsMax || this.bytes + event.payload.length > this.bytesMax) {
+      if (!this.evictAbove(event)) return false
+    }
+    let waiting = this.byOrigin.get(event.origin)
+    if (waiting === undefined) {
+      waiting = new Map()
+      this.byOrigin.set(event.origin, waiting)
+    }
+    waiting.set(event.pos, event)
+    this.events++
+    this.bytes += event.payload.length
+    return true
+  }
+
+  /** Removes and returns the run of events of `origin` starting at `pos`. */
+  takeRun(origin: string, pos: number): RemoteEvent[] {
+    const waiting = this.byOrigin.get(origin)
+    const run: RemoteEvent[] = []
+    if (waiting === undefined) return run
+    for (let next = pos; ; next++) {
+      const event = waiting.get(next)
+      if (event === undefined) break
+      waiting.delete(next)
+      this.events--
+      this.bytes -= event.payload.length
+      run.push(event)
+    }
+    // Anything left below `pos` is now a duplicate.
+    for (const held of waiting.keys()) {
+      if (held < pos) {
+        this.bytes -= waiting.get(held)!.payload.length
+        this.events--
+        waiting.delete(held)
+      }
+    }
+    if (waiting.size === 0) this.byOrigin.delete(origin)
+    return run
+  }
+
+  /** Makes room for `incoming` by dropping the held event furthest ahead of it, if any is further. */
+  private evictAbove(incoming: RemoteEvent): boolean {
+    let victimOrigin: string | undefined
+    let victimPos = -1
+    for (const [origin, waiting] of this.byOrigin) {
+      for (const pos of waiting.keys()) {
+        if (pos > victimPos && (origin !== incoming.origin || pos > incoming.pos)) {
+          victimOrigin = origin
+          victimPos = pos
+        }
+      }
+    }
+    if (victimOrigin === undefined) return false
+    const waiting = this.byOrigin.get(victimOrigin)!
+    const victim = waiting.get(victimPos)!
+    waiting.delete(victimPos)
+    if (waiting.size === 0) this.byOrigin.delete(victimOrigin)
+    this.events--
+    this.bytes -= victim.payload.length
+    return this.events + 1 <= this.eventsMax && this.bytes + incoming.payload.length <= this.bytesMax
+  }
+}

@@ -1,0 +1,128 @@
+// openLog options: defaults, bounds and the derived sizes every other module relies on.
+// Unknown keys and wrong types are refused with INVALID_ARGUMENT naming the key, so a typo in a
+// config never silently falls back to a default.
+
+import { LogError } from './errors.js'
+import {
+  EVENT_HEADER_BYTES, MAX_EVENT_BYTES_LIMIT, PAGE_BYTES, RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES, alignUp, recordBytesPadded,
+} from './format.js'
+
+export type Durability = 'fsync' | 'interval' | 'none'
+export type DirectIoMode = 'auto' | 'on' | 'off'
+
+export interface LogWarning {
+  code: 'TRUNCATED_TAIL' | 'CHECKPOINT_IGNORED' | 'CHECKPOINT_FAILED' | 'REMOVED_TORN_SEGMENT'
+  message: string
+  segment?: string
+  offset?: number
+  bytes?: number
+}
+
+export interface OpenOptions {
+  /** 'fsync' (default): an append resolves once on disk; concurrent appends share one fdatasync.
+   *  'interval': flushed at most intervalMs later. 'none': flushed when the cache fills and on close. */
+  durability: Durability
+  /** Flush period with durability 'interval'. Default 200. */
+  intervalMs: number
+  /** Head page cache, allocated at open; also the write buffer. Default 8 MiB. */
+  cacheBytes: number
+  /** Size of each preallocated segment file. Default 64 MiB. */
+  segmentBytes: number
+  /** Largest payload accepted. Default 1 MiB. */
+  maxEventBytes: number
+  /** O_DIRECT writes: 'auto' (default: where the file system accepts them), 'on' (fail open
+   *  otherwise), 'off' (buffered writes and fdatasync). */
+  directIo: DirectIoMode
+  /** A checkpoint (index and version vector) is written after this many new durable bytes; open
+   *  scans at most about this much. Default 32 MiB. */
+  checkpointIntervalBytes: number
+  /** Remote events held back by a gap in merge, at most (then dropped for sync to resend). Default 100000. */
+  mergeWaitingEventsMax: number
+  /** Payload bytes held back by gaps in merge, at most. Default 16 MiB. */
+  mergeWaitingBytesMax: number
+  /** Receives recovery and checkpoint warnings. Default: process.emitWarning. */
+  onWarning: (warning: LogWarning) => void
+}
+
+export const DEFAULT_OPTIONS: Readonly<OpenOptions> = {
+  durability: 'fsync',
+  intervalMs: 200,
+  cacheBytes: 8 << 20,
+  segmentBytes: 64 << 20,
+  maxEventBytes: 1 << 20,
+  directIo: 'auto',
+  checkpointIntervalBytes: 32 << 20,
+  mergeWaitingEventsMax: 100_000,
+  mergeWaitingBytesMax: 16 << 20,
+  onWarning: (warning) => process.emitWarning(warning.message, { code: `INTERLOG_${warning.code}` }),
+}
+
+/** Sizes derived from the options, checked once at open. */
+export interface Layout {
+  /** Largest record: one event of maxEventBytes, or the split size of big batches. */
+  recordBytesMax: number
+  /** Big batches are split into records of about this many bytes. */
+  recordSplitBytes: number
+  /** Bytes of a segment available to records. */
+  segmentDataBytes: number
+}
+
+type Checker = (value: unknown) => boolean
+const isInteger = (min: number, max: number): Checker =>
+  (value) => typeof value === 'number' && Number.isInteger(value) && value >= min && value <= max
+
+const CHECKS: Record<keyof OpenOptions, [Checker, string]> = {
+  durability: [(v) => v === 'fsync' || v === 'interval' || v === 'none', `'fsync', 'interval' or 'none'`],
+  intervalMs: [isInteger(1, 3_600_000), 'an integer from 1 to 3600000'],
+  cacheBytes: [isInteger(64 << 10, 2 ** 31), 'an integer from 65536 to 2^31'],
+  segmentBytes: [(v) => isInteger(64 << 10, 2 ** 40)(v) && (v as number) % PAGE_BYTES === 0,
+    `a multiple of ${PAGE_BYTES} from 65536 to 2^40`],
+  maxEventBytes: [isInteger(0, MAX_EVENT_BYTES_LIMIT), `an integer from 0 to ${MAX_EVENT_BYTES_LIMIT}`],
+  directIo: [(v) => v === 'auto' || v === 'on' || v === 'off', `'auto', 'on' or 'off'`],
+  checkpointIntervalBytes: [isInteger(PAGE_BYTES, 2 ** 40), 'an integer from 4096 to 2^40'],
+  mergeWaitingEventsMax: [isInteger(0, 10_000_000), 'an integer from 0 to 10000000'],
+  mergeWaitingBytesMax: [isInteger(0, 2 ** 31), 'an integer from 0 to 2^31'],
+  onWarning: [(v) => typeof v === 'function', 'a function'],
+}
+
+export function resolveOptions(given: unknown): OpenOptions {
+  if (given !== undefined && (typeof given !== 'object' || given === null || Array.isArray(given))) {
+    throw new LogError('INVALID_ARGUMENT', 'openLog options must be an object')
+  }
+  const options: Record<string, unknown> = { ...DEFAULT_OPTIONS }
+  for (const [key, value] of Object.entries(given ?? {})) {
+    const check = CHECKS[key as keyof OpenOptions]
+    if (check === undefined) {
+      throw new LogError('INVALID_ARGUMENT', `unknown openLog option '${key}'`, { option: key })
+    }
+    if (value === undefined) continue
+    if (!check[0](value)) {
+      throw new LogError('INVALID_ARGUMENT', `openLog option '${key}' must be ${check[1]}, got ${String(value)}`, { option: key })
+    }
+    options[key] = value
+  }
+  return options as unknown as OpenOptions
+}
+
+export function deriveLayout(options: OpenOptions): Layout {
+  const singleEventRecord = recordBytesPadded(RECORD_HEADER_BYTES + EVENT_HEADER_BYTES + options.maxEventBytes)
+  const segmentDataBytes = options.segmentBytes - SEGMENT_HEADER_BYTES
+  const recordSplitBytes = Math.max(
+    RECORD_HEADER_BYTES + EVENT_HEADER_BYTES,
+    Math.min(256 << 10, alignUp(segmentDataBytes / 4, 8), alignUp(options.cacheBytes / 4, 8)),
+  )
+  const recordBytesMax = Math.max(singleEventRecord, recordSplitBytes)
+  // The cache must hold a record being composed plus the page in flight before it.
+  if (alignUp(recordBytesMax, PAGE_BYTES) * 2 + 2 * PAGE_BYTES > options.cacheBytes) {
+    throw new LogError('INVALID_ARGUMENT',
+      `cacheBytes (${options.cacheBytes}) must be at least ${alignUp(recordBytesMax, PAGE_BYTES) * 2 + 2 * PAGE_BYTES} ` +
+      `to hold two records of maxEventBytes (${options.maxEventBytes}); raise cacheBytes or lower maxEventBytes`,
+      { option: 'cacheBytes' })
+  }
+  if (recordBytesMax > segmentDataBytes) {
+    throw new LogError('INVALID_ARGUMENT',
+      `segmentBytes (${options.segmentBytes}) must hold one event of maxEventBytes (${options.maxEventBytes}) ` +
+      `plus headers: at least ${alignUp(recordBytesMax + SEGMENT_HEADER_BYTES, PAGE_BYTES)}`, { option: 'segmentBytes' })
+  }
+  return { recordBytesMax, recordSplitBytes, segmentDataBytes }
+}

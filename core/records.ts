@@ -1,0 +1,107 @@
+// Decoding and checking one record in a buffer. Used by recovery, reads and verify, on bytes from
+// disk or from the head cache. A record is trusted only after its length, fields, event framing
+// and checksum all agree; every failure returns a reason instead of throwing, so that the caller
+// decides (recovery: the decision table; reads: CORRUPT).
+
+import type { Checksum } from './checksum.js'
+import {
+  EVENT_HEADER_BYTES, EVENT_OFFSET_LENGTH, MAX_EVENT_BYTES_LIMIT, RECORD_BYTES_LIMIT, EVENT_OFFSET_TIME, RECORD_FLAGS_KNOWN, RECORD_HEADER_BYTES,
+  RECORD_KIND_EVENTS, RECORD_OFFSET_CHECKSUM, RECORD_OFFSET_COUNT, RECORD_OFFSET_DURABLE,
+  RECORD_OFFSET_EXTENSION, RECORD_OFFSET_FLAGS, RECORD_OFFSET_KIND, RECORD_OFFSET_LENGTH,
+  RECORD_OFFSET_LOCAL_POS, RECORD_OFFSET_ORIGIN, RECORD_OFFSET_ORIGIN_POS, RECORD_OFFSET_RESERVED,
+  REPLICA_ID_BYTES, bytesToHex, readU64, recordBytesPadded,
+} from './format.js'
+
+/** A decoded record header; reused across calls (fill it with decodeRecord). */
+export class RecordHeader {
+  /** Where the record starts in the buffer it was decoded from. */
+  at = 0
+  length = 0
+  padded = 0
+  flags = 0
+  extensionBytes = 0
+  count = 0
+  localPos = 0
+  durable = 0
+  originPos = 0
+  bodyStart = 0
+  bodyEnd = 0
+}
+
+/** Outcome of decodeRecord: the header is filled only for 'ok'. */
+export type DecodeResult = 'ok' | 'zero' | 'short' | string
+
+/**
+ * Decodes and checks the record at `at`. `end` bounds the readable bytes. Returns 'ok', 'zero'
+ * (an all-zero header: no record here), 'short' (the record claims more bytes than are readable:
+ * read more, or it is torn) or a reason the bytes are not a valid record.
+ */
+export function decodeRecord(
+  bytes: Uint8Array, view: DataView, at: number, end: number,
+  checksum: Checksum | null, header: RecordHeader,
+): DecodeResult {
+  if (at + RECORD_HEADER_BYTES > end) return isZero(bytes, at, end) ? 'zero' : 'short'
+  const length = view.getUint32(at + RECORD_OFFSET_LENGTH, true)
+  if (length === 0) {
+    return isZero(bytes, at, at + RECORD_HEADER_BYTES) ? 'zero' : 'record length is zero'
+  }
+  if (length < RECORD_HEADER_BYTES + EVENT_HEADER_BYTES || length > RECORD_BYTES_LIMIT) {
+    return `record length ${length} is out of range`
+  }
+  if (bytes[at + RECORD_OFFSET_KIND] !== RECORD_KIND_EVENTS) return `record kind ${bytes[at + RECORD_OFFSET_KIND]} is unknown`
+  const flags = bytes[at + RECORD_OFFSET_FLAGS] as number
+  if ((flags & ~RECORD_FLAGS_KNOWN) !== 0) return `record flags ${flags} are unknown`
+  if (view.getUint32(at + RECORD_OFFSET_RESERVED, true) !== 0) return 'record reserved field is not zero'
+  const count = view.getUint32(at + RECORD_OFFSET_COUNT, true)
+  const extensionBytes = view.getUint16(at + RECORD_OFFSET_EXTENSION, true)
+  if (count === 0 || RECORD_HEADER_BYTES + count * EVENT_HEADER_BYTES + extensionBytes > length) {
+    return `record event count ${count} does not fit its length ${length}`
+  }
+  const localPos = readU64(view, at + RECORD_OFFSET_LOCAL_POS)
+  const durable = readU64(view, at + RECORD_OFFSET_DURABLE)
+  const originPos = readU64(view, at + RECORD_OFFSET_ORIGIN_POS)
+  if (localPos < 0 || durable < 0 || originPos < 0) return 'record position out of range'
+  if (at + length > end) return 'short'
+  const bodyEnd = at + length - extensionBytes
+  // Event framing must tile the body exactly.
+  let cursor = at + RECORD_HEADER_BYTES
+  for (let i = 0; i < count; i++) {
+    if (cursor + EVENT_HEADER_BYTES > bodyEnd) return `event ${i} header overruns the record`
+    const payloadLength = view.getUint32(cursor + EVENT_OFFSET_LENGTH, true)
+    if (payloadLength > MAX_EVENT_BYTES_LIMIT) return `event ${i} claims ${payloadLength} bytes`
+    if (readU64(view, cursor + EVENT_OFFSET_TIME) < 0) return `event ${i} time out of range`
+    cursor += EVENT_HEADER_BYTES + payloadLength
+  }
+  if (cursor !== bodyEnd) return 'record events do not tile its body'
+  if (checksum !== null &&
+    view.getBigUint64(at + RECORD_OFFSET_CHECKSUM, true) !== checksum(bytes.subarray(at + 8, at + length))) {
+    return 'record checksum mismatch'
+  }
+  header.at = at
+  header.length = length
+  header.padded = recordBytesPadded(length)
+  header.flags = flags
+  header.extensionBytes = extensionBytes
+  header.count = count
+  header.localPos = localPos
+  header.durable = durable
+  header.originPos = originPos
+  header.bodyStart = at + RECORD_HEADER_BYTES
+  header.bodyEnd = bodyEnd
+  return 'ok'
+}
+
+export function recordOriginHex(bytes: Uint8Array, header: RecordHeader): string {
+  return bytesToHex(bytes, header.at + RECORD_OFFSET_ORIGIN, REPLICA_ID_BYTES)
+}
+
+export function isZero(bytes: Uint8Array, start: number, end: number): boolean {
+  for (let i = start; i < end; i++) if (bytes[i] !== 0) return false
+  return true
+}
+
+/** Index of the last non-zero byte in [start, end), or -1. */
+export function lastNonZero(bytes: Uint8Array, start: number, end: number): number {
+  for (let i = end - 1; i >= start; i--) if (bytes[i] !== 0) return i
+  return -1
+}

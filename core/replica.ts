@@ -1,0 +1,74 @@
+// The replica file: this log's replica id (16 random bytes), created at first open and never
+// changed. Written to a temporary name, synced, renamed, and the directory synced, so a crash
+// leaves either no file or a whole one.
+
+import crypto from 'node:crypto'
+import fs from 'node:fs'
+import path from 'node:path'
+import type { Checksum } from './checksum.js'
+import { LogError } from './errors.js'
+import {
+  FILE_NAME_REPLICA, FORMAT_VERSION, REPLICA_FILE_BYTES, REPLICA_ID_BYTES, REPLICA_MAGIC, REPLICA_OFFSET_CHECKSUM,
+  REPLICA_OFFSET_CREATED_MS, REPLICA_OFFSET_ID, REPLICA_OFFSET_MAGIC, REPLICA_OFFSET_VERSION, bytesToHex, writeU64,
+} from './format.js'
+import { fsyncDirectory } from './segments.js'
+
+export interface Replica {
+  id: string
+  idBytes: Uint8Array
+}
+
+export function loadOrCreateReplica(directory: string, checksum: Checksum): Replica {
+  const filePath = path.join(directory, FILE_NAME_REPLICA)
+  let bytes: Buffer
+  try {
+    bytes = fs.readFileSync(filePath)
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== 'ENOENT') {
+      throw new LogError('IO', `cannot read ${filePath}: ${(error as Error).message}`, { path: filePath, cause: error })
+    }
+    return createReplica(directory, filePath, checksum)
+  }
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength)
+  const valid = bytes.length === REPLICA_FILE_BYTES &&
+    bytes.toString('latin1', REPLICA_OFFSET_MAGIC, REPLICA_OFFSET_MAGIC + 8) === REPLICA_MAGIC &&
+    view.getBigUint64(REPLICA_OFFSET_CHECKSUM, true) === checksum(bytes.subarray(0, REPLICA_OFFSET_CHECKSUM))
+  if (!valid) {
+    throw new LogError('CORRUPT', `replica file ${filePath} is damaged (bad size, magic or checksum); ` +
+      'restore it from a backup: it names this log to its peers', { path: filePath, segment: FILE_NAME_REPLICA, offset: 0 })
+  }
+  const version = view.getUint16(REPLICA_OFFSET_VERSION, true)
+  if (version !== FORMAT_VERSION) {
+    throw new LogError('CORRUPT', `replica file ${filePath} has format version ${version}; this build reads ${FORMAT_VERSION}`,
+      { path: filePath })
+  }
+  const idBytes = bytes.slice(REPLICA_OFFSET_ID, REPLICA_OFFSET_ID + REPLICA_ID_BYTES)
+  return { id: bytesToHex(idBytes), idBytes }
+}
+
+function createReplica(directory: string, filePath: string, checksum: Checksum): Replica {
+  const idBytes = crypto.randomBytes(REPLICA_ID_BYTES)
+  const bytes = Buffer.alloc(REPLICA_FILE_BYTES)
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength)
+  bytes.write(REPLICA_MAGIC, REPLICA_OFFSET_MAGIC, 'latin1')
+  view.setUint16(REPLICA_OFFSET_VERSION, FORMAT_VERSION, true)
+  bytes.set(idBytes, REPLICA_OFFSET_ID)
+  writeU64(view, REPLICA_OFFSET_CREATED_MS, Date.now())
+  view.setBigUint64(REPLICA_OFFSET_CHECKSUM, checksum(bytes.subarray(0, REPLICA_OFFSET_CHECKSUM)), true)
+  writeFileAtomically(directory, filePath, bytes)
+  return { id: bytesToHex(idBytes), idBytes: new Uint8Array(idBytes) }
+}
+
+/** temp file, fsync, rename, fsync directory: readers see the old file or the new, whole. */
+export function writeFileAtomically(directory: string, filePath: string, bytes: Uint8Array): void {
+  const temporary = `${filePath}.tmp`
+  const fd = fs.openSync(temporary, 'w', 0o644)
+  try {
+    fs.writeSync(fd, bytes, 0, bytes.length, 0)
+    fs.fsyncSync(fd)
+  } finally {
+    fs.closeSync(fd)
+  }
+  fs.renameSync(temporary, filePath)
+  fsyncDirectory(directory)
+}

@@ -1,0 +1,50 @@
+// Synchronous chunked reads of one segment file for recovery and verify: a window of the file kept
+// in one buffer, refilled on demand. Bytes past the end of a short (truncated) file read as zeros,
+// which is what a preallocated segment holds there.
+
+import fs from 'node:fs'
+import { LogError } from './errors.js'
+import type { Segment } from './segments.js'
+
+export const RECOVERY_CHUNK_BYTES = 1 << 20
+
+export class SegmentReader {
+  bytes: Buffer = Buffer.alloc(RECOVERY_CHUNK_BYTES)
+  view = new DataView(this.bytes.buffer, this.bytes.byteOffset, this.bytes.byteLength)
+  /** File offset of bytes[0]. */
+  chunkStart = 0
+  /** Valid bytes in the buffer (zeros past the file end included). */
+  chunkLength = 0
+  readonly fileBytes: number
+
+  constructor(readonly fd: number, readonly segment: Segment) {
+    this.fileBytes = fs.fstatSync(fd).size
+  }
+
+  /** Makes file bytes [offset, offset + length) (clipped to the segment size) available; returns the buffer index of offset. */
+  ensure(offset: number, length: number): number {
+    const end = Math.min(offset + length, this.segment.size)
+    if (offset >= this.chunkStart && end <= this.chunkStart + this.chunkLength) return offset - this.chunkStart
+    const want = Math.min(Math.max(length, RECOVERY_CHUNK_BYTES), this.segment.size - offset)
+    if (want > this.bytes.length) {
+      this.bytes = Buffer.alloc(want)
+      this.view = new DataView(this.bytes.buffer, this.bytes.byteOffset, this.bytes.byteLength)
+    }
+    let got = 0
+    try {
+      got = offset < this.fileBytes ? fs.readSync(this.fd, this.bytes, 0, Math.min(want, this.fileBytes - offset), offset) : 0
+    } catch (error) {
+      throw new LogError('IO', `cannot read segment ${this.segment.name} at ${offset}: ${(error as Error).message}`,
+        { segment: this.segment.name, offset, cause: error })
+    }
+    this.bytes.fill(0, got, want)
+    this.chunkStart = offset
+    this.chunkLength = want
+    return 0
+  }
+
+  /** File offset just past the buffer's valid bytes. */
+  get chunkEnd(): number {
+    return this.chunkStart + this.chunkLength
+  }
+}

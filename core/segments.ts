@@ -1,0 +1,191 @@
+// Segment files: naming, header encode/decode, creation (preallocated size, header fsynced, then
+// the directory fsynced, before anything in the segment is acknowledged) and a bounded pool of
+// read descriptors.
+//
+// Faults expected: a crash during creation leaves a file whose header is zero, torn or short;
+// recovery removes such a file only when it is the last segment (nothing in it was acknowledged).
+// Node has no fallocate: the size is reserved with ftruncate, and the file system allocates blocks
+// on first write (zero-filling ahead would double flash wear on SD cards).
+
+import fs from 'node:fs'
+import path from 'node:path'
+import { assert } from './assert.js'
+import type { Checksum } from './checksum.js'
+import { LogError } from './errors.js'
+import {
+  FORMAT_VERSION, REPLICA_ID_BYTES, SEGMENT_HEADER_BYTES, SEGMENT_HEADER_USED_BYTES, SEGMENT_MAGIC,
+  SEGMENT_OFFSET_CHECKSUM, SEGMENT_OFFSET_CREATED_MS, SEGMENT_OFFSET_FIRST_LOCAL_POS, SEGMENT_OFFSET_FLAGS,
+  SEGMENT_OFFSET_HEADER_BYTES, SEGMENT_OFFSET_INDEX, SEGMENT_OFFSET_MAGIC, SEGMENT_OFFSET_REPLICA,
+  SEGMENT_OFFSET_SIZE, SEGMENT_OFFSET_START, SEGMENT_OFFSET_VERSION, parseSegmentFileName, readU64,
+  segmentFileName, writeU64,
+} from './format.js'
+
+export interface Segment {
+  readonly index: number
+  readonly name: string
+  readonly path: string
+  /** Global log offset of byte 0 of the file. */
+  readonly start: number
+  readonly size: number
+  readonly firstLocalPos: number
+  /** Global offset just past the last record (all that is committed in the current segment). */
+  dataEnd: number
+}
+
+export interface SegmentHeader {
+  index: number
+  start: number
+  size: number
+  firstLocalPos: number
+  replica: Uint8Array
+  createdMs: number
+}
+
+/** Maximum read descriptors kept open on older segments. */
+export const READ_DESCRIPTORS_MAX = 8
+
+export function encodeSegmentHeader(header: SegmentHeader, checksum: Checksum): Buffer {
+  const page = Buffer.alloc(SEGMENT_HEADER_BYTES)
+  const view = new DataView(page.buffer, page.byteOffset, page.byteLength)
+  page.write(SEGMENT_MAGIC, SEGMENT_OFFSET_MAGIC, 'latin1')
+  view.setUint16(SEGMENT_OFFSET_VERSION, FORMAT_VERSION, true)
+  view.setUint16(SEGMENT_OFFSET_HEADER_BYTES, SEGMENT_HEADER_BYTES, true)
+  view.setUint32(SEGMENT_OFFSET_FLAGS, 0, true)
+  writeU64(view, SEGMENT_OFFSET_INDEX, header.index)
+  writeU64(view, SEGMENT_OFFSET_START, header.start)
+  writeU64(view, SEGMENT_OFFSET_SIZE, header.size)
+  writeU64(view, SEGMENT_OFFSET_FIRST_LOCAL_POS, header.firstLocalPos)
+  page.set(header.replica, SEGMENT_OFFSET_REPLICA)
+  writeU64(view, SEGMENT_OFFSET_CREATED_MS, header.createdMs)
+  view.setBigUint64(SEGMENT_OFFSET_CHECKSUM, checksum(page.subarray(0, SEGMENT_OFFSET_CHECKSUM)), true)
+  return page
+}
+
+/** Decodes a header page; returns a reason string when it is not a valid header. */
+export function decodeSegmentHeader(page: Uint8Array, checksum: Checksum): SegmentHeader | string {
+  if (page.length < SEGMENT_HEADER_USED_BYTES) return 'segment header is short'
+  const view = new DataView(page.buffer, page.byteOffset, page.byteLength)
+  if (Buffer.from(page.buffer, page.byteOffset, 8).toString('latin1') !== SEGMENT_MAGIC) {
+    return 'segment header has no magic'
+  }
+  if (view.getBigUint64(SEGMENT_OFFSET_CHECKSUM, true) !== checksum(page.subarray(0, SEGMENT_OFFSET_CHECKSUM))) {
+    return 'segment header checksum mismatch'
+  }
+  const version = view.getUint16(SEGMENT_OFFSET_VERSION, true)
+  if (version !== FORMAT_VERSION) return `segment format version ${version} is not supported (this build reads ${FORMAT_VERSION})`
+  if (view.getUint16(SEGMENT_OFFSET_HEADER_BYTES, true) !== SEGMENT_HEADER_BYTES) return 'segment header size is not supported'
+  const header = {
+    index: readU64(view, SEGMENT_OFFSET_INDEX),
+    start: readU64(view, SEGMENT_OFFSET_START),
+    size: readU64(view, SEGMENT_OFFSET_SIZE),
+    firstLocalPos: readU64(view, SEGMENT_OFFSET_FIRST_LOCAL_POS),
+    replica: page.slice(SEGMENT_OFFSET_REPLICA, SEGMENT_OFFSET_REPLICA + REPLICA_ID_BYTES),
+    createdMs: readU64(view, SEGMENT_OFFSET_CREATED_MS),
+  }
+  if (header.index < 0 || header.start < 0 || header.size <= SEGMENT_HEADER_BYTES || header.firstLocalPos < 0) {
+    return 'segment header fields out of range'
+  }
+  return header
+}
+
+export function listSegmentFiles(directory: string): { index: number, name: string }[] {
+  return fs.readdirSync(directory)
+    .map((name) => ({ index: parseSegmentFileName(name), name }))
+    .filter((entry) => entry.index >= 0)
+    .sort((a, b) => a.index - b.index)
+}
+
+export function fsyncDirectory(directory: string): void {
+  const fd = fs.openSync(directory, 'r')
+  try {
+    fs.fsyncSync(fd)
+  } finally {
+    fs.closeSync(fd)
+  }
+}
+
+/** Creates a segment file: header page written and synced, size reserved, directory synced. */
+export function createSegmentFile(directory: string, header: SegmentHeader, checksum: Checksum): Segment {
+  const name = segmentFileName(header.index)
+  const filePath = path.join(directory, name)
+  const fd = fs.openSync(filePath, fs.constants.O_RDWR | fs.constants.O_CREAT | fs.constants.O_EXCL, 0o644)
+  try {
+    const page = encodeSegmentHeader(header, checksum)
+    fs.writeSync(fd, page, 0, page.length, 0)
+    fs.ftruncateSync(fd, header.size)
+    fs.fsyncSync(fd)
+  } finally {
+    fs.closeSync(fd)
+  }
+  fsyncDirectory(directory)
+  return {
+    index: header.index, name, path: filePath, start: header.start, size: header.size,
+    firstLocalPos: header.firstLocalPos, dataEnd: header.start + SEGMENT_HEADER_BYTES,
+  }
+}
+
+/** The ordered segments of a log, and a small pool of read descriptors over them. */
+export class SegmentTable {
+  readonly segments: Segment[] = []
+  private readonly readDescriptors = new Map<number, number>()
+
+  get last(): Segment {
+    const segment = this.segments[this.segments.length - 1]
+    assert(segment !== undefined, 'a log has at least one segment')
+    return segment
+  }
+
+  add(segment: Segment): void {
+    const previous = this.segments[this.segments.length - 1]
+    assert(previous === undefined || segment.start === previous.start + previous.size, 'segments are contiguous')
+    this.segments.push(segment)
+  }
+
+  /** The segment holding global offset `offset`. */
+  find(offset: number): Segment {
+    let low = 0
+    let high = this.segments.length - 1
+    while (low < high) {
+      const middle = (low + high + 1) >> 1
+      if ((this.segments[middle] as Segment).start <= offset) low = middle
+      else high = middle - 1
+    }
+    const segment = this.segments[low]
+    assert(segment !== undefined && offset >= segment.start && offset < segment.start + segment.size,
+      `offset ${offset} lies in a segment`)
+    return segment
+  }
+
+  /** The segment after `segment`, if any. */
+  next(segment: Segment): Segment | undefined {
+    return this.segments[this.segments.indexOf(segment) + 1]
+  }
+
+  readDescriptor(segment: Segment): number {
+    const existing = this.readDescriptors.get(segment.index)
+    if (existing !== undefined) {
+      this.readDescriptors.delete(segment.index) // re-insert: most recently used last
+      this.readDescriptors.set(segment.index, existing)
+      return existing
+    }
+    if (this.readDescriptors.size >= READ_DESCRIPTORS_MAX) {
+      const [oldestIndex, oldestFd] = this.readDescriptors.entries().next().value as [number, number]
+      this.readDescriptors.delete(oldestIndex)
+      fs.closeSync(oldestFd)
+    }
+    let fd: number
+    try {
+      fd = fs.openSync(segment.path, 'r')
+    } catch (error) {
+      throw new LogError('IO', `cannot open segment ${segment.name} for reading: ${(error as Error).message}`,
+        { segment: segment.name, path: segment.path, cause: error })
+    }
+    this.readDescriptors.set(segment.index, fd)
+    return fd
+  }
+
+  closeAll(): void {
+    for (const fd of this.readDescriptors.values()) fs.closeSync(fd)
+    this.readDescriptors.clear()
+  }
+}

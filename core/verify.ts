@@ -1,0 +1,120 @@
+// verify(): reads every byte of every segment and checks it: header, record framing, checksums,
+// local and per-origin sequences, and zeros after the last record. It lists all damage (after
+// each damaged spot it looks for the next valid record and goes on), and repeats what recovery
+// cut at open. Read-only: it never repairs.
+
+import fs from 'node:fs'
+import type { Checksum } from './checksum.js'
+import { RECORD_ALIGN_BYTES, RECORD_BYTES_LIMIT, RECORD_FLAG_CONTINUES, RECORD_HEADER_BYTES, RECORD_KIND_EVENTS, RECORD_OFFSET_KIND, RECORD_OFFSET_LENGTH, SEGMENT_HEADER_BYTES } from './format.js'
+import { RecordHeader, decodeRecord, recordOriginHex, type DecodeResult } from './records.js'
+import type { Truncation } from './recovery.js'
+import { SegmentReader, RECOVERY_CHUNK_BYTES } from './segment-reader.js'
+import { decodeSegmentHeader, type Segment, type SegmentTable } from './segments.js'
+
+export interface Damage {
+  segment: string
+  offset: number
+  reason: string
+}
+
+export interface VerifyResult {
+  ok: boolean
+  damage: Damage[]
+  /** What recovery cut from the torn tail when this log was opened (not damage: nothing acknowledged). */
+  truncated: Truncation[]
+  events: number
+  segments: number
+  bytes: number
+}
+
+export interface VerifyInput {
+  table: SegmentTable
+  checksum: Checksum
+  /** Global offset past the last committed record. */
+  end: number
+  length: number
+  truncations: readonly Truncation[]
+}
+
+export function verifyLog(input: VerifyInput): VerifyResult {
+  const damage: Damage[] = []
+  const counts = new Map<string, number>()
+  const header = new RecordHeader()
+  let expectedLocal = 0
+  let events = 0
+  let bytes = 0
+  for (const segment of input.table.segments) {
+    const fd = fs.openSync(segment.path, 'r')
+    try {
+      const reader = new SegmentReader(fd, segment)
+      const page = Buffer.from(reader.bytes.subarray(reader.ensure(0, SEGMENT_HEADER_BYTES), SEGMENT_HEADER_BYTES))
+      const decoded = decodeSegmentHeader(page, input.checksum)
+      if (typeof decoded === 'string') damage.push({ segment: segment.name, offset: 0, reason: decoded })
+      const dataEnd = Math.min(segment.dataEnd, input.end) - segment.start
+      let offset = SEGMENT_HEADER_BYTES
+      while (offset < dataEnd) {
+        const result = decodeAt(reader, offset, input.checksum, header)
+        let reason: string | undefined = result === 'ok' ? undefined : (result === 'zero' ? 'zeros where a record was written' : result)
+        if (reason === undefined) {
+          const origin = recordOriginHex(reader.bytes, header)
+          const have = counts.get(origin) ?? 0
+          if (header.localPos !== expectedLocal) reason = `local position ${header.localPos} where ${expectedLocal} was expected`
+          else if (header.originPos !== have) reason = `origin ${origin} position ${header.originPos} where ${have} was expected`
+          counts.set(origin, header.originPos + header.count)
+          expectedLocal = header.localPos + header.count
+        }
+        if (reason === undefined) {
+          events += header.count
+          bytes += header.padded
+          offset += header.padded
+          continue
+        }
+        damage.push({ segment: segment.name, offset, reason })
+        offset = resync(reader, offset + RECORD_ALIGN_BYTES, dataEnd, input.checksum, header)
+        if (offset < dataEnd) expectedLocal = header.localPos
+      }
+      const garbage = firstNonZero(reader, Math.max(dataEnd, SEGMENT_HEADER_BYTES), segment)
+      if (garbage >= 0) damage.push({ segment: segment.name, offset: garbage, reason: 'non-zero bytes after the last record' })
+    } finally {
+      fs.closeSync(fd)
+    }
+  }
+  void RECORD_FLAG_CONTINUES
+  if (events !== input.length && damage.length === 0) {
+    damage.push({ segment: input.table.last.name, offset: 0, reason: `read ${events} events, the log holds ${input.length}` })
+  }
+  return { ok: damage.length === 0, damage, truncated: [...input.truncations], events, segments: input.table.segments.length, bytes }
+}
+
+function decodeAt(reader: SegmentReader, offset: number, checksum: Checksum, header: RecordHeader): DecodeResult {
+  let at = reader.ensure(offset, RECORD_HEADER_BYTES)
+  let result = decodeRecord(reader.bytes, reader.view, at, reader.chunkLength, checksum, header)
+  if (result === 'short') {
+    const length = reader.view.getUint32(at + RECORD_OFFSET_LENGTH, true)
+    if (length > RECORD_BYTES_LIMIT || offset + length > reader.segment.size) return 'record runs past the end of its segment'
+    at = reader.ensure(offset, length)
+    result = decodeRecord(reader.bytes, reader.view, at, reader.chunkLength, checksum, header)
+    if (result === 'short') return 'record runs past the end of its segment'
+  }
+  return result
+}
+
+/** The next offset in [from, end) where a valid record starts, or `end`. */
+function resync(reader: SegmentReader, from: number, end: number, checksum: Checksum, header: RecordHeader): number {
+  for (let offset = from; offset + RECORD_HEADER_BYTES <= end; offset += RECORD_ALIGN_BYTES) {
+    const at = reader.ensure(offset, RECORD_HEADER_BYTES)
+    const length = reader.view.getUint32(at + RECORD_OFFSET_LENGTH, true)
+    if (length < RECORD_HEADER_BYTES || reader.bytes[at + RECORD_OFFSET_KIND] !== RECORD_KIND_EVENTS) continue
+    if (decodeAt(reader, offset, checksum, header) === 'ok') return offset
+  }
+  return end
+}
+
+function firstNonZero(reader: SegmentReader, from: number, segment: Segment): number {
+  for (let chunk = from; chunk < segment.size; chunk += RECOVERY_CHUNK_BYTES) {
+    const length = Math.min(RECOVERY_CHUNK_BYTES, segment.size - chunk)
+    const at = reader.ensure(chunk, length)
+    for (let i = at; i < at + length; i++) if (reader.bytes[i] !== 0) return chunk + i - at
+  }
+  return -1
+}
