@@ -1,0 +1,189 @@
+// Recovery at open: the torn-tail table (every byte offset of the last two pages, four kinds of
+// damage), corruption before the tail, torn segment creation, damaged checkpoints.
+
+import t from 'tap'
+import fs from 'node:fs'
+import path from 'node:path'
+import { openLog, type LogWarning } from '../../index.js'
+import { batchExtents } from '../helpers/format-walk.js'
+import { collect, payload, prng, tempDir, text } from '../helpers/temp.js'
+
+const SMALL = { segmentBytes: 64 << 10, cacheBytes: 64 << 10, maxEventBytes: 2048 }
+const quiet = { onWarning: (_: LogWarning) => undefined }
+const SEGMENT = '000000000000.seg'
+
+async function buildLog(dir: string, batches: number): Promise<string[]> {
+  const log = await openLog(dir, SMALL)
+  const expected: string[] = []
+  for (let i = 0; i < batches; i++) {
+    const batch = Array.from({ length: 1 + (i % 4) }, (_, j) => payload(`batch ${i}.${j} `.padEnd(40 + ((i * 97) % 400), '.')))
+    await log.appendBatch(batch)
+    for (const p of batch) expected.push(text(p))
+  }
+  await log.close()
+  return expected
+}
+
+t.test('torn tail: every byte offset of the last two pages, truncated or overwritten', async (t) => {
+  const base = fs.existsSync('/dev/shm') ? '/dev/shm' : undefined
+  const dir = tempDir(t, base)
+  const expected = await buildLog(dir, 40)
+  const file = path.join(dir, SEGMENT)
+  const pristine = fs.readFileSync(file)
+  const batches = batchExtents(pristine)
+  const dataEnd = batches[batches.length - 1]!.end
+  t.equal(batches[batches.length - 1]!.eventsAfter, expected.length)
+  const random = prng(20261122)
+  t.comment(`seed 20261122; data end ${dataEnd}; offsets ${dataEnd - 8192} to ${dataEnd + 8}`)
+  let cases = 0
+  let failures = 0
+  for (let k = Math.max(4096, dataEnd - 8192); k <= dataEnd + 8; k++) {
+    for (const kind of ['truncate', 'zeros', 'ones', 'random'] as const) {
+      const damaged = Buffer.from(pristine)
+      if (kind === 'truncate') damaged.fill(0, k)
+      else if (kind === 'zeros') damaged.fill(0, k)
+      else if (kind === 'ones') damaged.fill(0xff, k)
+      else for (let i = k; i < damaged.length; i++) damaged[i] = Math.floor(random() * 256)
+      let firstDiff = k
+      while (firstDiff < damaged.length && damaged[firstDiff] === pristine[firstDiff]) firstDiff++
+      const keep = batches.filter((batch) => batch.end <= firstDiff).pop()?.eventsAfter ?? 0
+      if (kind === 'truncate') fs.truncateSync(file, k)
+      else fs.writeFileSync(file, damaged)
+      try {
+        const log = await openLog(dir, { ...SMALL, ...quiet, directIo: 'off' })
+        const ok = log.length === keep
+        let verified = true
+        if (ok && (cases % 97 === 0)) {
+          const events = await collect(log.read())
+          verified = events.every((e, i) => text(e.payload) === expected[i]) && (await log.verify()).ok
+        }
+        await log.close()
+        if (!ok || !verified) {
+          failures++
+          if (failures < 5) t.fail(`${kind} at ${k}: kept ${log.length} events, expected ${keep}`)
+        }
+      } catch (error) {
+        failures++
+        if (failures < 5) t.fail(`${kind} at ${k}: open failed: ${(error as Error).message}`)
+      }
+      fs.writeFileSync(file, pristine)
+      cases++
+    }
+  }
+  t.equal(failures, 0, `${cases} damaged tails recovered to exactly the complete batches before the damage`)
+})
+
+t.test('after a torn tail is cut, the log appends, verifies and reports what it dropped', async (t) => {
+  const dir = tempDir(t)
+  const expected = await buildLog(dir, 10)
+  const file = path.join(dir, SEGMENT)
+  const batches = batchExtents(fs.readFileSync(file))
+  const last = batches[batches.length - 1]!
+  const fd = fs.openSync(file, 'r+')
+  fs.writeSync(fd, Buffer.alloc(3000, 0xab), 0, 3000, last.end - 10)
+  fs.closeSync(fd)
+  const warnings: LogWarning[] = []
+  let log = await openLog(dir, { ...SMALL, onWarning: (w) => warnings.push(w) })
+  const kept = batches[batches.length - 2]!.eventsAfter
+  t.equal(log.length, kept)
+  t.equal(warnings.length, 1)
+  t.equal(warnings[0]!.code, 'TRUNCATED_TAIL')
+  t.ok(warnings[0]!.bytes! >= 3000, `reports ${warnings[0]!.bytes} bytes dropped`)
+  const report = await log.verify()
+  t.ok(report.ok)
+  t.equal(report.truncated.length, 1)
+  t.equal(report.truncated[0]!.segment, SEGMENT)
+  await log.append(payload('after the cut'))
+  await log.close()
+  log = await openLog(dir, SMALL)
+  const events = await collect(log.read())
+  t.same(events.map((e) => text(e.payload)), [...expected.slice(0, kept), 'after the cut'])
+  t.same(log.versionVector(), { [log.replicaId]: kept + 1 })
+  await log.close()
+})
+
+t.test('corruption before the tail: one flipped byte in an early record is CORRUPT, nothing cut', async (t) => {
+  for (const where of [4096 + 70, 4096 + 3, 4096 + 20]) {
+    const dir = tempDir(t)
+    const expected = await buildLog(dir, 30)
+    const file = path.join(dir, SEGMENT)
+    const before = fs.readFileSync(file)
+    const damaged = Buffer.from(before)
+    damaged[where] = damaged[where]! ^ 0x40
+    fs.writeFileSync(file, damaged)
+    const error = await openLog(dir, SMALL).catch((e: unknown) => e) as { code?: string, details?: { segment?: string, offset?: number } }
+    t.equal(error.code, 'CORRUPT', `flip at ${where}`)
+    t.equal(error.details?.segment, SEGMENT)
+    t.equal(error.details?.offset, 4096, 'names the offset of the damaged record')
+    t.same(fs.readFileSync(file), damaged, 'nothing was cut or rewritten')
+    void expected
+  }
+})
+
+t.test('verify lists damage in checkpointed data that open did not scan', async (t) => {
+  const dir = tempDir(t)
+  const options = { ...SMALL, segmentBytes: 1 << 20, checkpointIntervalBytes: 4096 }
+  let log = await openLog(dir, options)
+  for (let i = 0; i < 200; i++) await log.appendBatch([payload(`event ${i}`.padEnd(200, '-'))])
+  await log.close()
+  t.ok(fs.existsSync(path.join(dir, 'checkpoint')), 'a checkpoint was written')
+  const file = path.join(dir, SEGMENT)
+  const bytes = fs.readFileSync(file)
+  bytes[4096 + 100] = bytes[4096 + 100]! ^ 1
+  fs.writeFileSync(file, bytes)
+  log = await openLog(dir, options)
+  t.equal(log.length, 200, 'open trusts the checkpoint and does not rescan old records')
+  await t.rejects(collect(log.read({ from: 0, to: 1 })), { code: 'CORRUPT' })
+  const report = await log.verify()
+  t.notOk(report.ok)
+  t.equal(report.damage[0]?.segment, SEGMENT)
+  t.equal(report.damage[0]?.offset, 4096)
+  await log.close()
+})
+
+t.test('a damaged or stale checkpoint is ignored with a warning and the log is scanned', async (t) => {
+  const dir = tempDir(t)
+  const options = { ...SMALL, segmentBytes: 1 << 20, checkpointIntervalBytes: 4096 }
+  let log = await openLog(dir, options)
+  for (let i = 0; i < 100; i++) await log.append(payload(`e${i}`.padEnd(100, '.')))
+  await log.close()
+  const checkpoint = path.join(dir, 'checkpoint')
+  const bytes = fs.readFileSync(checkpoint)
+  bytes[bytes.length - 1] = bytes[bytes.length - 1]! ^ 0xff
+  fs.writeFileSync(checkpoint, bytes)
+  const warnings: LogWarning[] = []
+  log = await openLog(dir, { ...options, onWarning: (w) => warnings.push(w) })
+  t.equal(log.length, 100)
+  t.ok(warnings.some((w) => w.code === 'CHECKPOINT_IGNORED'))
+  t.same((await collect(log.read({ from: 99 }))).map((e) => text(e.payload).trim()), ['e99'.padEnd(100, '.')])
+  await log.close()
+})
+
+t.test('a segment torn while being created is removed; one with records is CORRUPT', async (t) => {
+  const dir = tempDir(t)
+  const options = { ...SMALL, segmentBytes: 64 << 10 }
+  let log = await openLog(dir, options)
+  for (let i = 0; i < 20; i++) await log.append(payload(`e${i}`))
+  await log.close()
+  const torn = path.join(dir, '000000000001.seg')
+  fs.writeFileSync(torn, Buffer.alloc(100)) // header never written
+  const warnings: LogWarning[] = []
+  log = await openLog(dir, { ...options, onWarning: (w) => warnings.push(w) })
+  t.equal(log.length, 20)
+  t.ok(warnings.some((w) => w.code === 'REMOVED_TORN_SEGMENT'))
+  t.notOk(fs.existsSync(torn))
+  await log.close()
+
+  const gap = path.join(dir, '000000000003.seg')
+  fs.copyFileSync(path.join(dir, SEGMENT), gap)
+  fs.copyFileSync(path.join(dir, SEGMENT), path.join(dir, '000000000002.seg'))
+  await t.rejects(openLog(dir, options), { code: 'CORRUPT' }, 'a segment sequence with holes is CORRUPT')
+})
+
+t.test('a damaged replica file is CORRUPT', async (t) => {
+  const dir = tempDir(t)
+  const log = await openLog(dir)
+  await log.close()
+  fs.writeFileSync(path.join(dir, 'replica'), 'garbage')
+  await t.rejects(openLog(dir), { code: 'CORRUPT', message: /replica/ })
+})
