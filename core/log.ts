@@ -104,7 +104,7 @@ export class Log {
     this.replicaId = init.replicaId
     const state = recover({
       directory: init.directory, checksum: init.checksum, replicaId: init.replicaId, replicaBytes: init.replicaBytes,
-      segmentBytes: init.options.segmentBytes, zeroCheckBytes: Math.max(init.options.cacheBytes, 8 << 20) + PAGE_BYTES,
+      segmentBytes: init.options.segmentBytes,
       warn: init.options.onWarning,
     })
     this.table = state.table

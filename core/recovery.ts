@@ -23,6 +23,7 @@ import { LocalIndex, OriginState, SparseIndex } from './indexes.js'
 import type { LogWarning } from './options.js'
 import { RecordHeader, decodeRecord, lastNonZero, recordOriginHex, type DecodeResult } from './records.js'
 import { SegmentReader, RECOVERY_CHUNK_BYTES } from './segment-reader.js'
+import { dataRegions, zeroTail } from './sparse-file.js'
 import {
   SegmentTable, createSegmentFile, decodeSegmentHeader, listSegmentFiles, type Segment, type SegmentHeader,
 } from './segments.js'
@@ -54,8 +55,6 @@ export interface RecoveryContext {
   replicaId: string
   replicaBytes: Uint8Array
   segmentBytes: number
-  /** How far past the end to look for torn pages (the largest possible unsynced flush). */
-  zeroCheckBytes: number
   warn: (warning: LogWarning) => void
 }
 
@@ -98,7 +97,9 @@ class Recovery {
   run(): RecoveredState {
     this.loadSegments()
     const start = this.loadCheckpoint()
-    let segment: Segment | undefined = this.table.find(start)
+    // A checkpoint may end exactly at the end of its segment: scan from the segment holding its
+    // last record, which moves on to the next segment by itself.
+    let segment: Segment | undefined = this.table.find(this.lastRecordOffset >= 0 ? this.lastRecordOffset : start)
     let offset = start
     while (segment !== undefined) {
       this.scanSegment(segment, offset)
@@ -166,7 +167,9 @@ class Recovery {
       index: -1, name, path: filePath, start: 0, size: Math.max(fs.statSync(filePath).size, SEGMENT_HEADER_BYTES),
       firstLocalPos: 0, dataEnd: 0,
     }
-    if (!isLast) throw new LogError('CORRUPT', `segment ${name}: ${reason}`, { segment: name, offset: 0, path: filePath })
+    if (!isLast || reason.startsWith('segment format version')) {
+      throw new LogError('CORRUPT', `segment ${name}: ${reason}`, { segment: name, offset: 0, path: filePath })
+    }
     const fd = fs.openSync(filePath, 'r')
     try {
       const evidence = this.scanEvidence(new SegmentReader(fd, probe), SEGMENT_HEADER_BYTES, 0)
@@ -220,6 +223,9 @@ class Recovery {
       const known = this.table.segments.find((candidate) => candidate.index === index)
       if (known === undefined || dataEnd < known.start || dataEnd > known.start + known.size) return 'its segment list does not match'
       known.dataEnd = dataEnd
+    }
+    if (!ascending(body.local.positions, body.local.offsets) || !body.origins.every((entry) => ascending(entry.positions, entry.offsets))) {
+      return 'its indexes are not in order'
     }
     this.local = new LocalIndex(SparseIndex.from(body.local.positions, body.local.offsets))
     for (const entry of body.origins) {
@@ -318,13 +324,14 @@ class Recovery {
     this.pendingOrigin = undefined
   }
 
-  /** File offset of the first non-zero byte in the zero-check window past `fileOffset`, or -1. */
+  /** File offset of the first non-zero byte past `fileOffset` in the segment, or -1. */
   private findGarbage(reader: SegmentReader, fileOffset: number): number {
-    const stop = Math.min(reader.segment.size, fileOffset + this.context.zeroCheckBytes)
-    for (let chunk = fileOffset; chunk < stop; chunk += RECOVERY_CHUNK_BYTES) {
-      const length = Math.min(RECOVERY_CHUNK_BYTES, stop - chunk)
-      const at = reader.ensure(chunk, length)
-      for (let i = at; i < at + length; i++) if (reader.bytes[i] !== 0) return chunk + i - at
+    for (const [regionStart, regionEnd] of dataRegions(reader.fd, fileOffset, reader.segment.size)) {
+      for (let chunk = Math.max(regionStart, fileOffset); chunk < regionEnd; chunk += RECOVERY_CHUNK_BYTES) {
+        const length = Math.min(RECOVERY_CHUNK_BYTES, regionEnd - chunk)
+        const at = reader.ensure(chunk, length)
+        for (let i = at; i < at + length; i++) if (reader.bytes[i] !== 0) return chunk + i - at
+      }
     }
     return -1
   }
@@ -339,17 +346,20 @@ class Recovery {
     const segment = reader.segment
     const cutOffset = (this.pending.length > 0 ? this.pendingStart : Math.max(this.end, segment.start + SEGMENT_HEADER_BYTES)) - segment.start
     if (this.table.next(segment) !== undefined) throw corrupt(segment, damageOffset, reason)
-    const evidence = this.scanEvidence(reader, damageOffset + RECORD_ALIGN_BYTES, this.length)
+    const evidence = this.scanEvidence(reader, damageOffset, this.length)
     if (evidence.durableMax > this.length) throw corrupt(segment, damageOffset, reason)
     let lastDirty = -1
-    for (let chunk = cutOffset; chunk < segment.size; chunk += RECOVERY_CHUNK_BYTES) {
-      const length = Math.min(RECOVERY_CHUNK_BYTES, segment.size - chunk)
-      const at = reader.ensure(chunk, length)
-      const found = lastNonZero(reader.bytes, at, at + length)
-      if (found >= 0) lastDirty = chunk + found - at
+    for (const [regionStart, regionEnd] of dataRegions(reader.fd, cutOffset, segment.size)) {
+      for (let chunk = Math.max(regionStart, cutOffset); chunk < regionEnd; chunk += RECOVERY_CHUNK_BYTES) {
+        const length = Math.min(RECOVERY_CHUNK_BYTES, regionEnd - chunk)
+        const at = reader.ensure(chunk, length)
+        const found = lastNonZero(reader.bytes, at, at + length)
+        if (found >= 0) lastDirty = chunk + found - at
+      }
     }
     const bytes = lastDirty < cutOffset ? 0 : lastDirty + 1 - cutOffset
-    if (bytes > 0) zeroRange(reader.fd, cutOffset, cutOffset + bytes)
+    // Why safe: no valid record after the damage says the cut bytes were ever synced.
+    if (bytes > 0) zeroTail(reader.fd, cutOffset, segment.size)
     fs.fsyncSync(reader.fd)
     this.pending = []
     this.pendingOrigin = undefined
@@ -368,23 +378,27 @@ class Recovery {
     let records = 0
     let durableMax = -1
     const size = reader.segment.size
-    for (let offset = alignUp(fromOffset, RECORD_ALIGN_BYTES); offset + RECORD_HEADER_BYTES <= size; offset += RECORD_ALIGN_BYTES) {
-      const at = reader.ensure(offset, RECORD_HEADER_BYTES)
-      const length = reader.view.getUint32(at + RECORD_OFFSET_LENGTH, true)
-      if (length < RECORD_HEADER_BYTES || length > RECORD_BYTES_LIMIT || reader.bytes[at + RECORD_OFFSET_KIND] !== RECORD_KIND_EVENTS) continue
-      if (this.decodeAt(reader, offset) !== 'ok' || this.header.localPos < minLocalPos) continue
-      records++
-      durableMax = Math.max(durableMax, this.header.durable)
+    for (const [regionStart, regionEnd] of dataRegions(reader.fd, alignUp(fromOffset, RECORD_ALIGN_BYTES), size)) {
+      // A record may start up to one header before a region boundary only if its header is data too.
+      for (let offset = alignUp(Math.max(regionStart, fromOffset), RECORD_ALIGN_BYTES); offset < regionEnd && offset + RECORD_HEADER_BYTES <= size; offset += RECORD_ALIGN_BYTES) {
+        const at = reader.ensure(offset, RECORD_HEADER_BYTES)
+        const length = reader.view.getUint32(at + RECORD_OFFSET_LENGTH, true)
+        if (length < RECORD_HEADER_BYTES || length > RECORD_BYTES_LIMIT || reader.bytes[at + RECORD_OFFSET_KIND] !== RECORD_KIND_EVENTS) continue
+        if (this.decodeAt(reader, offset) !== 'ok' || this.header.localPos < minLocalPos) continue
+        records++
+        durableMax = Math.max(durableMax, this.header.durable)
+      }
     }
     return { records, durableMax }
   }
 }
 
-function zeroRange(fd: number, start: number, end: number): void {
-  const zeros = Buffer.alloc(Math.min(RECOVERY_CHUNK_BYTES, end - start))
-  for (let offset = start; offset < end; offset += zeros.length) {
-    fs.writeSync(fd, zeros, 0, Math.min(zeros.length, end - offset), offset)
+function ascending(positions: readonly number[], offsets: readonly number[]): boolean {
+  if (positions.length !== offsets.length) return false
+  for (let i = 1; i < positions.length; i++) {
+    if (positions[i]! < positions[i - 1]! || offsets[i]! <= offsets[i - 1]!) return false
   }
+  return true
 }
 
 export function recover(context: RecoveryContext): RecoveredState {

@@ -41,6 +41,7 @@ export function verifyLog(input: VerifyInput): VerifyResult {
   const counts = new Map<string, number>()
   const header = new RecordHeader()
   let expectedLocal = 0
+  let openBatch: string | null = null
   let events = 0
   let bytes = 0
   for (const segment of input.table.segments) {
@@ -60,6 +61,8 @@ export function verifyLog(input: VerifyInput): VerifyResult {
           const have = counts.get(origin) ?? 0
           if (header.localPos !== expectedLocal) reason = `local position ${header.localPos} where ${expectedLocal} was expected`
           else if (header.originPos !== have) reason = `origin ${origin} position ${header.originPos} where ${have} was expected`
+          else if (openBatch !== null && openBatch !== origin) reason = 'a batch changes origin'
+          openBatch = (header.flags & RECORD_FLAG_CONTINUES) !== 0 ? origin : null
           counts.set(origin, header.originPos + header.count)
           expectedLocal = header.localPos + header.count
         }
@@ -73,13 +76,16 @@ export function verifyLog(input: VerifyInput): VerifyResult {
         offset = resync(reader, offset + RECORD_ALIGN_BYTES, dataEnd, input.checksum, header)
         if (offset < dataEnd) expectedLocal = header.localPos
       }
+      if (openBatch !== null) {
+        damage.push({ segment: segment.name, offset: dataEnd, reason: 'a batch is cut short at the end of the segment' })
+        openBatch = null
+      }
       const garbage = firstNonZero(reader, Math.max(dataEnd, SEGMENT_HEADER_BYTES), segment)
       if (garbage >= 0) damage.push({ segment: segment.name, offset: garbage, reason: 'non-zero bytes after the last record' })
     } finally {
       fs.closeSync(fd)
     }
   }
-  void RECORD_FLAG_CONTINUES
   if (events !== input.length && damage.length === 0) {
     damage.push({ segment: input.table.last.name, offset: 0, reason: `read ${events} events, the log holds ${input.length}` })
   }

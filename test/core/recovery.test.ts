@@ -187,3 +187,21 @@ t.test('a damaged replica file is CORRUPT', async (t) => {
   fs.writeFileSync(path.join(dir, 'replica'), 'garbage')
   await t.rejects(openLog(dir), { code: 'CORRUPT', message: /replica/ })
 })
+
+t.test('a checkpoint that ends exactly at the end of a segment', async (t) => {
+  // 52-byte payloads make 128-byte records: 480 of them fill a 64 KiB segment exactly, and a
+  // checkpoint interval of 64 KiB puts the checkpoint at that very end.
+  for (const after of [0, 1, 3]) {
+    const dir = tempDir(t)
+    const options = { segmentBytes: 64 << 10, cacheBytes: 64 << 10, maxEventBytes: 1024, checkpointIntervalBytes: 64 << 10 }
+    let log = await openLog(dir, options)
+    for (let i = 0; i < 480 + after; i++) await log.append(new Uint8Array(52).fill(i & 0xff))
+    await log.close()
+    log = await openLog(dir, { ...options, onWarning: (w) => t.fail(`unexpected warning ${w.message}`) })
+    t.equal(log.length, 480 + after, `${after} events after the full segment`)
+    t.ok((await log.verify()).ok)
+    await log.append(new Uint8Array(52))
+    t.equal((await collect(log.read({ from: 479 }))).length, 2 + after)
+    await log.close()
+  }
+})
