@@ -504,35 +504,38 @@ export class Log {
   private async mergeNow(events: readonly RemoteEvent[]): Promise<MergeResult> {
     this.checkWritable()
     const result: MergeResult = { added: 0, duplicates: 0, waiting: 0, dropped: 0 }
-    const touched = new Set<string>()
-    const held: RemoteEvent[] = []
+    const byOrigin = new Map<string, RemoteEvent[]>()
     for (const event of events) {
-      const count = this.origins.get(event.origin)?.count ?? 0
-      if (event.pos < count || this.mergeBuffer.has(event.origin, event.pos)) {
-        result.duplicates++
-        continue
-      }
-      const copy = { origin: event.origin, pos: event.pos, time: event.time, payload: event.payload }
-      if (!this.mergeBuffer.hold(copy)) {
-        result.dropped++
-        continue
-      }
-      held.push(copy)
-      touched.add(event.origin)
+      let list = byOrigin.get(event.origin)
+      if (list === undefined) byOrigin.set(event.origin, list = [])
+      list.push(event)
     }
-    for (const origin of touched) {
+    const held: RemoteEvent[] = []
+    for (const [origin, list] of byOrigin) {
+      list.sort((a, b) => a.pos - b.pos)
       const state = originStateFor(this.origins, origin)
-      for (;;) {
-        const run = this.mergeBuffer.takeRun(origin, state.count)
-        if (run.length === 0) break
-        const expected = state.count
-        const range = await this.writeBatch({
-          payloads: run.map((event) => event.payload), time: 0, times: run.map((event) => event.time),
-        }, state, expected)
-        result.added += range.count
-        await this.awaitDurable(range)
-        if (range.count === 0) break
+      const run: RemoteEvent[] = []
+      let next = state.count
+      for (const event of list) {
+        if (event.pos < next || this.mergeBuffer.has(origin, event.pos)) {
+          result.duplicates++
+        } else if (event.pos === next) {
+          run.push(event)
+          const released = this.mergeBuffer.takeRun(origin, ++next)
+          for (const more of released) run.push(more)
+          next += released.length
+        } else if (this.mergeBuffer.hold({ origin, pos: event.pos, time: event.time, payload: event.payload })) {
+          held.push(event)
+        } else {
+          result.dropped++
+        }
       }
+      if (run.length === 0) continue
+      const range = await this.writeBatch({
+        payloads: run.map((event) => event.payload), time: 0, times: run.map((event) => event.time),
+      }, state, run[0]!.pos)
+      result.added += range.count
+      await this.awaitDurable(range)
     }
     for (const event of held) if (this.mergeBuffer.has(event.origin, event.pos)) result.waiting++
     return result

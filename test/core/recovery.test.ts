@@ -205,3 +205,25 @@ t.test('a checkpoint that ends exactly at the end of a segment', async (t) => {
     await log.close()
   }
 })
+
+t.test('records after damage that were never synced are a torn flush: cut, not CORRUPT', async (t) => {
+  // With durability 'none' nothing is synced until close, so every record carries durable 0: a
+  // damaged record followed by valid ones is what a crash mid-flush with pages written out of
+  // order leaves, and none of it was acknowledged as durable.
+  const dir = tempDir(t)
+  let log = await openLog(dir, { ...SMALL, durability: 'none' })
+  for (let i = 0; i < 20; i++) await log.append(payload(`unsynced ${i}`.padEnd(200, '.')))
+  await log.close()
+  const file = path.join(dir, SEGMENT)
+  const bytes = fs.readFileSync(file)
+  const batches = batchExtents(bytes)
+  const fifth = batches[4]!.end + 30 // inside the sixth record
+  bytes[fifth] = bytes[fifth]! ^ 0xff
+  fs.writeFileSync(file, bytes)
+  const warnings: LogWarning[] = []
+  log = await openLog(dir, { ...SMALL, onWarning: (w) => warnings.push(w) })
+  t.equal(log.length, 5, 'kept the records before the damage')
+  t.equal(warnings[0]?.code, 'TRUNCATED_TAIL')
+  t.ok((await log.verify()).ok)
+  await log.close()
+})
