@@ -241,49 +241,51 @@ export class Log {
 
   /** Composes and commits a batch that fits the cache. */
   private composeBatch(source: BatchSource, origin: OriginState, expectedPos: number): BatchRange {
-    if (expectedPos >= 0 && origin.count !== expectedPos) return { origin: origin.origin, pos: origin.count, localPos: this.committedCount, count: 0 }
-    const payloads = source.payloads
-    const range = { origin: origin.origin, pos: origin.count, localPos: this.committedCount, count: payloads.length }
-    let from = 0
+    const range = this.startRange(source, origin, expectedPos)
+    if (range.count === 0) return range
     let lastOffset = this.committedEnd
-    while (from < payloads.length) {
-      const to = recordEnd(payloads, from, this.layout.recordSplitBytes)
-      lastOffset = this.cache.composedEnd
-      this.local.noteRecord(range.localPos + from, lastOffset)
-      origin.noteRecord(range.pos + from, lastOffset)
-      composeRecord(this.cache, this.checksum, source, from, to, {
-        localPos: range.localPos + from, durable: this.flusher.durableCount, origin: origin.originBytes,
-        originPos: range.pos + from, continues: to < payloads.length,
-      })
+    for (let from = 0; from < range.count;) {
+      const to = recordEnd(source.payloads, from, this.layout.recordSplitBytes)
+      lastOffset = this.composeOne(source, origin, range, from, to)
       from = to
     }
-    this.commit(origin, payloads.length, lastOffset)
+    this.commit(origin, range.count, lastOffset)
     return range
   }
 
   /** A batch larger than the free cache: records are composed one by one, flushing in between. */
   private async composeBatchInSteps(source: BatchSource, origin: OriginState, expectedPos: number): Promise<BatchRange> {
-    if (expectedPos >= 0 && origin.count !== expectedPos) return { origin: origin.origin, pos: origin.count, localPos: this.committedCount, count: 0 }
-    const payloads = source.payloads
-    const range = { origin: origin.origin, pos: origin.count, localPos: this.committedCount, count: payloads.length }
-    let from = 0
+    const range = this.startRange(source, origin, expectedPos)
+    if (range.count === 0) return range
     let lastOffset = this.committedEnd
-    while (from < payloads.length) {
-      const to = recordEnd(payloads, from, this.layout.recordSplitBytes)
-      const bytes = batchBytes(payloads.slice(from, to), this.layout.recordBytesMax)
+    for (let from = 0; from < range.count;) {
+      const to = recordEnd(source.payloads, from, this.layout.recordSplitBytes)
+      const bytes = batchBytes(source.payloads.slice(from, to), this.layout.recordBytesMax)
       if (this.cache.room() < bytes) await this.makeRoom(bytes)
       this.checkWritable()
-      lastOffset = this.cache.composedEnd
-      this.local.noteRecord(range.localPos + from, lastOffset)
-      origin.noteRecord(range.pos + from, lastOffset)
-      composeRecord(this.cache, this.checksum, source, from, to, {
-        localPos: range.localPos + from, durable: this.flusher.durableCount, origin: origin.originBytes,
-        originPos: range.pos + from, continues: to < payloads.length,
-      })
+      lastOffset = this.composeOne(source, origin, range, from, to)
       from = to
     }
-    this.commit(origin, payloads.length, lastOffset)
+    this.commit(origin, range.count, lastOffset)
     return range
+  }
+
+  /** The range a batch will take; count 0 when a merge run no longer starts at the origin's count. */
+  private startRange(source: BatchSource, origin: OriginState, expectedPos: number): BatchRange {
+    const count = expectedPos >= 0 && origin.count !== expectedPos ? 0 : source.payloads.length
+    return { origin: origin.origin, pos: origin.count, localPos: this.committedCount, count }
+  }
+
+  /** Composes events [from, to) of a batch as one record; returns its offset. */
+  private composeOne(source: BatchSource, origin: OriginState, range: BatchRange, from: number, to: number): number {
+    const offset = this.cache.composedEnd
+    this.local.noteRecord(range.localPos + from, offset)
+    origin.noteRecord(range.pos + from, offset)
+    composeRecord(this.cache, this.checksum, source, from, to, {
+      localPos: range.localPos + from, durable: this.flusher.durableCount, origin: origin.originBytes,
+      originPos: range.pos + from, continues: to < range.count,
+    })
+    return offset
   }
 
   private commit(origin: OriginState, count: number, lastOffset: number): void {
