@@ -122,11 +122,14 @@ export class Flusher {
 
   private start(): void {
     assert(this.running === null, 'one flush at a time')
-    this.running = this.loop().finally(() => {
-      this.running = null
-    })
+    // The loop starts a microtask later, so `running` is set before it can clear it.
+    this.running = Promise.resolve().then(() => this.loop())
   }
 
+  /**
+   * Flush rounds until nothing is left. `running` is cleared in the same synchronous step as the
+   * last check for work, so a request arriving afterwards always starts a new loop (no lost wake-up).
+   */
   private async loop(): Promise<void> {
     try {
       for (;;) {
@@ -147,9 +150,13 @@ export class Flusher {
           this.releaseWaiters()
           this.host.onDurable(point)
         }
-        if (!(this.cache.composedEnd > this.writtenEnd || (this.syncWanted && this.durableCount < this.host.commitPoint().count))) return
+        if (!(this.cache.composedEnd > this.writtenEnd || (this.syncWanted && this.durableCount < this.host.commitPoint().count))) {
+          this.running = null
+          return
+        }
       }
     } catch (error) {
+      this.running = null
       this.fail(error)
     }
   }

@@ -16,7 +16,7 @@ import { batchBytes, composeRecord, recordEnd, type BatchSource } from './compos
 import { allocateArena, directFlag } from './direct-io.js'
 import { LogError } from './errors.js'
 import { Flusher, type CommitPoint } from './flusher.js'
-import { PAGE_BYTES, SEGMENT_HEADER_BYTES, alignDown, isReplicaIdHex } from './format.js'
+import { EVENT_HEADER_BYTES, PAGE_BYTES, RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES, alignDown, isReplicaIdHex } from './format.js'
 import { HeadCache } from './head-cache.js'
 import { LocalIndex, OriginState } from './indexes.js'
 import { DirectoryLock } from './lock.js'
@@ -262,7 +262,8 @@ export class Log {
       const to = recordEnd(source.payloads, from, this.layout.recordSplitBytes)
       const bytes = batchBytes(source.payloads.slice(from, to), this.layout.recordBytesMax)
       if (this.cache.room() < bytes) await this.makeRoom(bytes)
-      this.checkWritable()
+      // Not checkWritable: close() waits for this batch to finish, so closing is no reason to stop.
+      if (this.flusher.failure !== null) throw this.flusher.failure
       lastOffset = this.composeOne(source, origin, range, from, to)
       from = to
     }
@@ -532,15 +533,43 @@ export class Log {
           result.dropped++
         }
       }
-      if (run.length === 0) continue
-      const range = await this.writeBatch({
-        payloads: run.map((event) => event.payload), time: 0, times: run.map((event) => event.time),
-      }, state, run[0]!.pos)
-      result.added += range.count
-      await this.awaitDurable(range)
+      // Merged runs need no atomicity: they are written in pieces that fit a segment easily.
+      for (let from = 0; from < run.length;) {
+        const to = this.mergePieceEnd(run, from)
+        const piece = run.slice(from, to)
+        const range = await this.writeBatch({
+          payloads: piece.map((event) => event.payload), time: 0, times: piece.map((event) => event.time),
+        }, state, piece[0]!.pos)
+        result.added += range.count
+        await this.awaitDurable(range)
+        if (range.count === 0) {
+          // Only the local origin can move under a merge (local appends): what is now behind its
+          // count is a duplicate, what is ahead waits like any event beyond a gap.
+          for (const event of run.slice(from)) {
+            if (event.pos < state.count) result.duplicates++
+            else if (this.mergeBuffer.hold(event)) held.push(event)
+            else result.dropped++
+          }
+          break
+        }
+        from = to
+      }
     }
     for (const event of held) if (this.mergeBuffer.has(event.origin, event.pos)) result.waiting++
     return result
+  }
+
+  /** End of the piece of a merged run starting at `from`: at most a quarter of a segment. */
+  private mergePieceEnd(run: readonly RemoteEvent[], from: number): number {
+    const budget = this.layout.segmentDataBytes / 4
+    let bytes = 0
+    let to = from
+    while (to < run.length) {
+      bytes += EVENT_HEADER_BYTES + run[to]!.payload.length + RECORD_HEADER_BYTES
+      if (to > from && bytes > budget) break
+      to++
+    }
+    return to
   }
 
   /** Checks every segment: headers, record framing and checksums, sequences. */

@@ -63,11 +63,14 @@ async function loadChunk(source: ReadSource, segment: Segment, offset: number, l
   if (source.cache.holds(segment, offset, end)) return { bytes: source.cache.copyOut(offset, end), fromDisk: false }
   const bytes = Buffer.allocUnsafe(end - offset)
   let got: number
+  const fd = source.table.acquireRead(segment)
   try {
-    got = await readAsync(source.table.readDescriptor(segment), bytes, end - offset, offset - segment.start)
+    got = await readAsync(fd, bytes, end - offset, offset - segment.start)
   } catch (error) {
     throw new LogError('IO', `cannot read segment ${segment.name} at ${offset - segment.start}: ${(error as Error).message}`,
       { segment: segment.name, offset: offset - segment.start, cause: error })
+  } finally {
+    source.table.releaseRead(segment)
   }
   if (got < end - offset) bytes.fill(0, got)
   return { bytes, fromDisk: true }
@@ -78,7 +81,8 @@ async function loadChunk(source: ReadSource, segment: Segment, offset: number, l
  * Stops when the committed end is reached; `stop` may end it earlier.
  */
 export async function* scanRecords(source: ReadSource, start: number): AsyncGenerator<RecordCursor> {
-  let segment = source.table.find(start)
+  source.checkOpen()
+  let segment = source.table.findForRead(start)
   let offset = Math.max(start, segment.start + SEGMENT_HEADER_BYTES)
   const header = new RecordHeader()
   for (;;) {
@@ -102,15 +106,14 @@ export async function* scanRecords(source: ReadSource, start: number): AsyncGene
       if (result === 'short' && at === 0 && chunk.bytes.length >= RECORD_HEADER_BYTES) {
         // One record larger than a chunk: read exactly it.
         const length = view.getUint32(RECORD_OFFSET_LENGTH, true)
+        if (offset + length > limit) throw damaged(segment, offset, 'record runs past the end of the written data')
         chunk = await loadChunk(source, segment, offset, limit, length)
         view = new DataView(chunk.bytes.buffer, chunk.bytes.byteOffset, chunk.bytes.byteLength)
+        if (chunk.bytes.length < length) throw damaged(segment, offset, 'record runs past the end of the written data')
         continue
       }
       if (result === 'short') break
-      if (result !== 'ok') {
-        throw new LogError('CORRUPT', `segment ${segment.name} is damaged at offset ${offset - segment.start} (${result === 'zero' ? 'zeros where a record was written' : result}); run verify()`,
-          { segment: segment.name, offset: offset - segment.start, path: segment.path })
-      }
+      if (result !== 'ok') throw damaged(segment, offset, result === 'zero' ? 'zeros where a record was written' : result)
       yield { bytes: chunk.bytes, view, header, offset, origin: recordOriginHex(chunk.bytes, header) }
       at += header.padded
       offset += header.padded
@@ -118,7 +121,12 @@ export async function* scanRecords(source: ReadSource, start: number): AsyncGene
   }
 }
 
-/** Calls `each` for the events of a record with local positions in [from, to). */
+function damaged(segment: Segment, offset: number, reason: string): LogError {
+  return new LogError('CORRUPT', `segment ${segment.name} is damaged at offset ${offset - segment.start} (${reason}); run verify()`,
+    { segment: segment.name, offset: offset - segment.start, path: segment.path })
+}
+
+/** Appends to `out` the events of a record with local positions in [from, to). */
 export function eventsOfRecord(cursor: RecordCursor, from: number, to: number, out: LogEvent[]): void {
   const { bytes, view, header } = cursor
   let at = header.bodyStart

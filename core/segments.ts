@@ -124,10 +124,17 @@ export function createSegmentFile(directory: string, header: SegmentHeader, chec
   }
 }
 
+interface ReadDescriptor {
+  fd: number
+  /** Reads in flight on it: a descriptor is closed only at zero, so its number is never reused under a read. */
+  refs: number
+}
+
 /** The ordered segments of a log, and a small pool of read descriptors over them. */
 export class SegmentTable {
   readonly segments: Segment[] = []
-  private readonly readDescriptors = new Map<number, number>()
+  private readonly readDescriptors = new Map<number, ReadDescriptor>()
+  private closed = false
 
   get last(): Segment {
     const segment = this.segments[this.segments.length - 1]
@@ -156,36 +163,56 @@ export class SegmentTable {
     return segment
   }
 
+  /** Like find, but the end of the last segment (where a reader may stop) maps to the last segment. */
+  findForRead(offset: number): Segment {
+    const last = this.last
+    return offset >= last.start + last.size ? last : this.find(offset)
+  }
+
   /** The segment after `segment`, if any. */
   next(segment: Segment): Segment | undefined {
     return this.segments[this.segments.indexOf(segment) + 1]
   }
 
-  readDescriptor(segment: Segment): number {
-    const existing = this.readDescriptors.get(segment.index)
-    if (existing !== undefined) {
+  /** A read descriptor for `segment`; give it back with releaseRead once the read completed. */
+  acquireRead(segment: Segment): number {
+    let entry = this.readDescriptors.get(segment.index)
+    if (entry !== undefined) {
       this.readDescriptors.delete(segment.index) // re-insert: most recently used last
-      this.readDescriptors.set(segment.index, existing)
-      return existing
+    } else {
+      try {
+        entry = { fd: fs.openSync(segment.path, 'r'), refs: 0 }
+      } catch (error) {
+        throw new LogError('IO', `cannot open segment ${segment.name} for reading: ${(error as Error).message}`,
+          { segment: segment.name, path: segment.path, cause: error })
+      }
     }
-    if (this.readDescriptors.size >= READ_DESCRIPTORS_MAX) {
-      const [oldestIndex, oldestFd] = this.readDescriptors.entries().next().value as [number, number]
-      this.readDescriptors.delete(oldestIndex)
-      fs.closeSync(oldestFd)
-    }
-    let fd: number
-    try {
-      fd = fs.openSync(segment.path, 'r')
-    } catch (error) {
-      throw new LogError('IO', `cannot open segment ${segment.name} for reading: ${(error as Error).message}`,
-        { segment: segment.name, path: segment.path, cause: error })
-    }
-    this.readDescriptors.set(segment.index, fd)
-    return fd
+    entry.refs++
+    this.readDescriptors.set(segment.index, entry)
+    this.trim()
+    return entry.fd
   }
 
+  releaseRead(segment: Segment): void {
+    const entry = this.readDescriptors.get(segment.index)
+    assert(entry !== undefined && entry.refs > 0, 'a read descriptor is released once')
+    entry.refs--
+    this.trim()
+  }
+
+  /** Closes idle descriptors beyond READ_DESCRIPTORS_MAX (all idle ones once closed), oldest first. */
+  private trim(): void {
+    for (const [index, entry] of this.readDescriptors) {
+      if (!this.closed && this.readDescriptors.size <= READ_DESCRIPTORS_MAX) return
+      if (entry.refs > 0) continue
+      this.readDescriptors.delete(index)
+      fs.closeSync(entry.fd)
+    }
+  }
+
+  /** Closes the pool; descriptors with reads in flight close when those reads complete. */
   closeAll(): void {
-    for (const fd of this.readDescriptors.values()) fs.closeSync(fd)
-    this.readDescriptors.clear()
+    this.closed = true
+    this.trim()
   }
 }
