@@ -2,7 +2,7 @@
 // only from here.
 
 export { openLog, Log } from './log.js'
-export type { BatchRange, EventId, MergeResult, VersionVector } from './log.js'
+export type { BatchRange, EventId, LogEvents, MergeResult, Quarantine, VersionVector } from './log.js'
 export type { LogEvent } from './reader.js'
 export type { RemoteEvent } from './merge-buffer.js'
 export type { Damage, VerifyResult } from './verify.js'

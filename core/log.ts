@@ -7,8 +7,10 @@
 // fdatasync the log is read-only (IO) until reopened; batches never span segments; a segment is
 // synced before the next one is created.
 
+import { EventEmitter } from 'node:events'
 import fs from 'node:fs'
 import path from 'node:path'
+import { ValidatorLoadError, WASM_MEMORY_BYTES_MAX, loadValidators, type Validator, type ValidatorEvent } from '../validators/index.js'
 import { assert } from './assert.js'
 import { loadChecksum, type Checksum } from './checksum.js'
 import { writeCheckpoint, type CheckpointBody } from './checkpoint.js'
@@ -41,6 +43,16 @@ export interface BatchRange {
   count: number
 }
 
+/** An origin whose events stop at `pos`, where a sync validator rejected one. */
+export interface Quarantine {
+  origin: string
+  pos: number
+  validator: string
+  reason: string
+  /** Wall clock when it started, ms since the Unix epoch. */
+  sinceMs: number
+}
+
 export interface MergeResult {
   /** Events stored by this call (including held events it released). */
   added: number
@@ -50,6 +62,10 @@ export interface MergeResult {
   waiting: number
   /** Events of this call dropped because the waiting buffer was full (sync sends them again). */
   dropped: number
+  /** Events a sync validator rejected in this call (each quarantines its origin). */
+  rejected: Quarantine[]
+  /** Events of this call not stored because their origin is quarantined. */
+  quarantined: number
 }
 
 export type VersionVector = Record<string, number>
@@ -60,7 +76,12 @@ interface CommitState extends CommitPoint {
   origins: [string, number][] | null
 }
 
-export class Log {
+export interface LogEvents {
+  /** A sync validator rejected a remote event: its origin is quarantined at that position. */
+  quarantine: [Quarantine]
+}
+
+export class Log extends EventEmitter<LogEvents> {
   readonly replicaId: string
   readonly directory: string
   readonly direct: boolean
@@ -79,6 +100,10 @@ export class Log {
   private readonly local: LocalIndex
   private readonly mergeBuffer: MergeBuffer
   private readonly readSource: ReadSource
+  private readonly appendValidators: readonly Validator[]
+  private readonly syncValidators: readonly Validator[]
+  private readonly quarantines = new Map<string, Quarantine>()
+  private readonly validatorEvent: ValidatorEvent = { payload: new Uint8Array(0), origin: '', pos: 0, time: 0 }
   private committedCount: number
   private committedEnd: number
   private lastRecordOffset: number
@@ -94,8 +119,11 @@ export class Log {
   /** Use openLog. */
   constructor(init: {
     directory: string, options: OpenOptions, layout: Layout, checksum: Checksum, lock: DirectoryLock,
-    replicaId: string, replicaBytes: Uint8Array,
+    replicaId: string, replicaBytes: Uint8Array, validators: { append: Validator[], sync: Validator[] },
   }) {
+    super()
+    this.appendValidators = init.validators.append
+    this.syncValidators = init.validators.sync
     this.directory = init.directory
     this.options = init.options
     this.layout = init.layout
@@ -186,7 +214,68 @@ export class Log {
       return Promise.reject(error)
     }
     const source: BatchSource = { payloads, time: Date.now(), times: null }
+    if (this.appendValidators.length > 0) {
+      const rejection = this.validateAppend(payloads, source.time)
+      if (rejection !== undefined) return Promise.reject(rejection)
+    }
     return this.writeBatch(source, this.own, -1).then((range) => this.awaitDurable(range))
+  }
+
+  /** Runs the append validators over a batch; the first rejection rejects the whole batch. */
+  private validateAppend(payloads: readonly Uint8Array[], time: number): LogError | undefined {
+    const event = this.validatorEvent
+    event.origin = this.replicaId
+    event.time = time
+    for (let i = 0; i < payloads.length; i++) {
+      event.payload = payloads[i] as Uint8Array
+      event.pos = this.own.count + i
+      for (const validator of this.appendValidators) {
+        const reason = validator.check(event)
+        if (reason !== undefined) {
+          event.payload = new Uint8Array(0)
+          return new LogError('VALIDATION',
+            `validator '${validator.name}' rejected ${payloads.length > 1 ? `payload ${i} of the batch` : 'the payload'}: ${reason}. Nothing was written`,
+            { validator: validator.name, reason, index: i })
+        }
+      }
+    }
+    event.payload = new Uint8Array(0)
+    return undefined
+  }
+
+  /** Index in `run` of the first event a sync validator rejects, with the rejection; -1 when all pass. */
+  private validateSync(run: readonly RemoteEvent[]): { index: number, validator: string, reason: string } {
+    const event = this.validatorEvent
+    for (let i = 0; i < run.length; i++) {
+      const remote = run[i] as RemoteEvent
+      event.payload = remote.payload
+      event.origin = remote.origin
+      event.pos = remote.pos
+      event.time = remote.time
+      for (const validator of this.syncValidators) {
+        const reason = validator.check(event)
+        if (reason !== undefined) {
+          event.payload = new Uint8Array(0)
+          return { index: i, validator: validator.name, reason }
+        }
+      }
+    }
+    event.payload = new Uint8Array(0)
+    return { index: -1, validator: '', reason: '' }
+  }
+
+  /** Origins whose sync is stopped by a validator rejection, oldest first. */
+  quarantined(): Quarantine[] {
+    return [...this.quarantines.values()].map((q) => ({ ...q }))
+  }
+
+  /**
+   * Lifts the quarantine of `origin` (after deploying a fixed validator, or deciding to accept):
+   * its events are taken again from the rejected position on, and sync validators run on them
+   * again. Returns whether the origin was quarantined.
+   */
+  releaseQuarantine(origin: string): boolean {
+    return this.quarantines.delete(origin)
   }
 
   private checkPayload(payload: unknown, index: number, verb: string): void {
@@ -506,7 +595,7 @@ export class Log {
 
   private async mergeNow(events: readonly RemoteEvent[]): Promise<MergeResult> {
     this.checkWritable()
-    const result: MergeResult = { added: 0, duplicates: 0, waiting: 0, dropped: 0 }
+    const result: MergeResult = { added: 0, duplicates: 0, waiting: 0, dropped: 0, rejected: [], quarantined: 0 }
     const byOrigin = new Map<string, RemoteEvent[]>()
     for (const event of events) {
       let list = byOrigin.get(event.origin)
@@ -519,8 +608,11 @@ export class Log {
       const state = originStateFor(this.origins, origin)
       const run: RemoteEvent[] = []
       let next = state.count
+      const quarantine = this.quarantines.get(origin)
       for (const event of list) {
-        if (event.pos < next || this.mergeBuffer.has(origin, event.pos)) {
+        if (quarantine !== undefined && event.pos >= quarantine.pos) {
+          result.quarantined++
+        } else if (event.pos < next || this.mergeBuffer.has(origin, event.pos)) {
           result.duplicates++
         } else if (event.pos === next) {
           run.push(event)
@@ -531,6 +623,19 @@ export class Log {
           held.push(event)
         } else {
           result.dropped++
+        }
+      }
+      if (run.length > 0 && this.syncValidators.length > 0) {
+        const verdict = this.validateSync(run)
+        if (verdict.index >= 0) {
+          const rejected = run[verdict.index]!
+          const entry: Quarantine = { origin, pos: rejected.pos, validator: verdict.validator, reason: verdict.reason, sinceMs: Date.now() }
+          this.quarantines.set(origin, entry)
+          this.mergeBuffer.dropOrigin(origin)
+          result.rejected.push({ ...entry })
+          result.quarantined += run.length - verdict.index - 1
+          run.length = verdict.index
+          this.emit('quarantine', { ...entry })
         }
       }
       // Merged runs need no atomicity: they are written in pieces that fit a segment easily.
@@ -645,10 +750,23 @@ export async function openLog(directory: string, givenOptions?: Readonly<Partial
   } catch (error) {
     throw new LogError('IO', `cannot create log directory ${resolved}: ${(error as Error).message}`, { path: resolved, cause: error })
   }
+  const limits = { payloadBytesMax: options.maxEventBytes, wasmMemoryBytesMax: WASM_MEMORY_BYTES_MAX }
+  let validators: { append: Validator[], sync: Validator[] }
+  try {
+    validators = {
+      append: await loadValidators(options.validators.append, 'append', limits),
+      sync: await loadValidators(options.validators.sync, 'sync', limits),
+    }
+  } catch (error) {
+    if (!(error instanceof ValidatorLoadError)) throw error
+    throw new LogError('INVALID_ARGUMENT', `openLog: ${error.message}`, { validator: error.validator, option: 'validators' })
+  }
   const lock = DirectoryLock.acquire(resolved)
   try {
     const replica = loadOrCreateReplica(resolved, checksum)
-    return new Log({ directory: resolved, options, layout, checksum, lock, replicaId: replica.id, replicaBytes: replica.idBytes })
+    return new Log({
+      directory: resolved, options, layout, checksum, lock, replicaId: replica.id, replicaBytes: replica.idBytes, validators,
+    })
   } catch (error) {
     lock.release()
     if (error instanceof LogError) throw error

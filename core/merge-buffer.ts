@@ -63,6 +63,17 @@ export class MergeBuffer {
     return run
   }
 
+  /** Forgets every held event of `origin` (its sync is quarantined). */
+  dropOrigin(origin: string): void {
+    const waiting = this.byOrigin.get(origin)
+    if (waiting === undefined) return
+    for (const event of waiting.values()) {
+      this.events--
+      this.bytes -= event.payload.length
+    }
+    this.byOrigin.delete(origin)
+  }
+
   /** Makes room for `incoming` by dropping the held event furthest ahead of it, if any is further. */
   private evictAbove(incoming: RemoteEvent): boolean {
     let victimOrigin: string | undefined

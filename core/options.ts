@@ -2,6 +2,7 @@
 // Unknown keys and wrong types are refused with INVALID_ARGUMENT naming the key, so a typo in a
 // config never silently falls back to a default.
 
+import type { ValidatorOptions } from '../validators/index.js'
 import { LogError } from './errors.js'
 import {
   EVENT_HEADER_BYTES, MAX_EVENT_BYTES_LIMIT, PAGE_BYTES, RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES, alignUp, recordBytesPadded,
@@ -42,6 +43,8 @@ export interface OpenOptions {
   mergeWaitingBytesMax: number
   /** Receives recovery and checkpoint warnings. Default: process.emitWarning. */
   onWarning: (warning: LogWarning) => void
+  /** Validators loaded at open: `append` gate appends, `sync` gate merged remote events. Default none. */
+  validators: ValidatorOptions
 }
 
 export const DEFAULT_OPTIONS: Readonly<OpenOptions> = {
@@ -55,6 +58,7 @@ export const DEFAULT_OPTIONS: Readonly<OpenOptions> = {
   mergeWaitingEventsMax: 100_000,
   mergeWaitingBytesMax: 16 << 20,
   onWarning: (warning) => process.emitWarning(warning.message, { code: `INTERLOG_${warning.code}` }),
+  validators: {},
 }
 
 /** Sizes derived from the options, checked once at open. */
@@ -83,6 +87,9 @@ const CHECKS: Record<keyof OpenOptions, [Checker, string]> = {
   mergeWaitingEventsMax: [isInteger(0, 10_000_000), 'an integer from 0 to 10000000'],
   mergeWaitingBytesMax: [isInteger(0, 2 ** 31), 'an integer from 0 to 2^31'],
   onWarning: [(v) => typeof v === 'function', 'a function'],
+  validators: [(v) => typeof v === 'object' && v !== null && !Array.isArray(v) &&
+    Object.keys(v).every((key) => key === 'append' || key === 'sync') &&
+    Object.values(v).every((list) => list === undefined || Array.isArray(list)), '{ append?: [...], sync?: [...] }'],
 }
 
 export function resolveOptions(given: unknown): OpenOptions {

@@ -13,8 +13,8 @@ const remote = (origin: string, pos: number): RemoteEvent => ({ origin, pos, tim
 t.test('merge stores remote events, and duplicates are counted, never thrown', async (t) => {
   const log = await openLog(tempDir(t))
   t.teardown(() => log.close())
-  t.same(await log.merge([remote(originA, 0), remote(originA, 1)]), { added: 2, duplicates: 0, waiting: 0, dropped: 0 })
-  t.same(await log.merge([remote(originA, 0), remote(originA, 1), remote(originA, 2)]), { added: 1, duplicates: 2, waiting: 0, dropped: 0 })
+  t.same(await log.merge([remote(originA, 0), remote(originA, 1)]), { added: 2, duplicates: 0, waiting: 0, dropped: 0, rejected: [], quarantined: 0 })
+  t.same(await log.merge([remote(originA, 0), remote(originA, 1), remote(originA, 2)]), { added: 1, duplicates: 2, waiting: 0, dropped: 0, rejected: [], quarantined: 0 })
   t.same(log.versionVector(), { [originA]: 3 })
   const events = await collect(log.read())
   t.same(events.map((e) => [e.origin, e.pos, e.time, text(e.payload)]),
@@ -24,10 +24,10 @@ t.test('merge stores remote events, and duplicates are counted, never thrown', a
 t.test('an event beyond a gap waits until the gap is filled; reordering converges', async (t) => {
   const log = await openLog(tempDir(t))
   t.teardown(() => log.close())
-  t.same(await log.merge([remote(originB, 2), remote(originB, 3)]), { added: 0, duplicates: 0, waiting: 2, dropped: 0 })
+  t.same(await log.merge([remote(originB, 2), remote(originB, 3)]), { added: 0, duplicates: 0, waiting: 2, dropped: 0, rejected: [], quarantined: 0 })
   t.equal(log.length, 0, 'nothing stored across a gap')
-  t.same(await log.merge([remote(originB, 3)]), { added: 0, duplicates: 1, waiting: 0, dropped: 0 }, 'a held event redelivered is a duplicate')
-  t.same(await log.merge([remote(originB, 1), remote(originB, 0)]), { added: 4, duplicates: 0, waiting: 0, dropped: 0 })
+  t.same(await log.merge([remote(originB, 3)]), { added: 0, duplicates: 1, waiting: 0, dropped: 0, rejected: [], quarantined: 0 }, 'a held event redelivered is a duplicate')
+  t.same(await log.merge([remote(originB, 1), remote(originB, 0)]), { added: 4, duplicates: 0, waiting: 0, dropped: 0, rejected: [], quarantined: 0 })
   t.same((await collect(log.read())).map((e) => e.pos), [0, 1, 2, 3])
 })
 
