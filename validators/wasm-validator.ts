@@ -59,6 +59,11 @@ export function loadWasmValidator(name: string, source: string | Uint8Array, lim
   }
   let view = new Uint8Array(current.memory.buffer)
 
+  const overBound = (): string => {
+    current = instantiate()
+    view = new Uint8Array(current.memory.buffer)
+    return `memory grew beyond the bound of ${limits.wasmMemoryBytesMax} bytes`
+  }
   const check = (event: ValidatorEvent): string | undefined => {
     const payload = event.payload
     if (payload.length > limits.payloadBytesMax) {
@@ -66,14 +71,18 @@ export function loadWasmValidator(name: string, source: string | Uint8Array, lim
     }
     try {
       const pointer = current.alloc(payload.length) >>> 0
-      if (view.buffer !== current.memory.buffer) view = new Uint8Array(current.memory.buffer)
+      // A grown memory detaches the old buffer (byteLength 0): the memory getter is not cheap, so
+      // it is read only then.
+      if (view.byteLength === 0) {
+        view = new Uint8Array(current.memory.buffer)
+        if (view.length > limits.wasmMemoryBytesMax) return overBound()
+      }
       if (pointer + payload.length > view.length) return `alloc(${payload.length}) returned ${pointer}, outside memory`
       view.set(payload, pointer)
       const code = current.validate(pointer, payload.length) | 0
-      if (current.memory.buffer.byteLength > limits.wasmMemoryBytesMax) {
-        current = instantiate()
+      if (view.byteLength === 0) {
         view = new Uint8Array(current.memory.buffer)
-        return `memory grew beyond the bound of ${limits.wasmMemoryBytesMax} bytes`
+        if (view.length > limits.wasmMemoryBytesMax) return overBound()
       }
       if (code === 0) return undefined
       return messageFor(current, code)
