@@ -1,0 +1,125 @@
+// The sync protocol's messages (docs/sync.md): CBOR maps with a protocol version, checked field
+// by field on receipt. Anything malformed (not CBOR, wrong types, unknown kind, ids that are not
+// 32 hex chars, too many entries, a message over maxMessageBytes) is a ProtocolError naming what
+// is wrong; the caller drops the message and keeps syncing. Nothing here recurses over input.
+
+import { decode, encode } from 'cbor-x'
+import type { VersionVector } from '../core/index.js'
+
+export const PROTOCOL_VERSION = 1
+/** Most origins accepted in one version vector. */
+export const VECTOR_ENTRIES_MAX = 100_000
+/** Most events accepted in one events message. */
+export const MESSAGE_EVENTS_MAX = 100_000
+/** Bytes of CBOR framing counted per event when sizing a chunk (array, pos, time, length). */
+export const EVENT_FRAMING_BYTES = 24
+/** Bytes of CBOR framing counted per events message (kind, ids, keys). */
+export const MESSAGE_FRAMING_BYTES = 160
+
+export interface StatusMessage {
+  kind: 'status'
+  replica: string
+  online: boolean
+  vector: VersionVector
+  /** Origins this replica takes; null for all. */
+  origins: string[] | null
+  timeMs: number
+}
+
+export interface VectorMessage {
+  kind: 'vector'
+  replica: string
+  vector: VersionVector
+  origins: string[] | null
+}
+
+export interface EventsMessage {
+  kind: 'events'
+  sender: string
+  origin: string
+  /** [pos, time, payload] each, positions ascending. */
+  events: [number, number, Uint8Array][]
+}
+
+export type Message = StatusMessage | VectorMessage | EventsMessage
+
+export class ProtocolError extends Error {
+  override name = 'ProtocolError'
+}
+
+const HEX_ID = /^[0-9a-f]{32}$/
+
+export function encodeMessage(message: Message): Uint8Array {
+  switch (message.kind) {
+    case 'status':
+      return encode({ v: PROTOCOL_VERSION, k: 's', r: message.replica, on: message.online, vv: message.vector, o: message.origins, t: message.timeMs })
+    case 'vector':
+      return encode({ v: PROTOCOL_VERSION, k: 'v', r: message.replica, vv: message.vector, o: message.origins })
+    case 'events':
+      return encode({ v: PROTOCOL_VERSION, k: 'e', s: message.sender, o: message.origin, e: message.events })
+  }
+}
+
+export function decodeMessage(bytes: Uint8Array, maxMessageBytes: number): Message {
+  if (bytes.length > maxMessageBytes) throw new ProtocolError(`message of ${bytes.length} bytes is over maxMessageBytes ${maxMessageBytes}`)
+  let value: unknown
+  try {
+    value = decode(bytes)
+  } catch (error) {
+    throw new ProtocolError(`not CBOR: ${(error as Error).message}`)
+  }
+  if (typeof value !== 'object' || value === null || Array.isArray(value) || value instanceof Uint8Array) throw new ProtocolError('not a CBOR map')
+  const map = value as Record<string, unknown>
+  if (map['v'] !== PROTOCOL_VERSION) throw new ProtocolError(`protocol version ${String(map['v'])} is not ${PROTOCOL_VERSION}`)
+  switch (map['k']) {
+    case 's':
+      if (typeof map['on'] !== 'boolean') throw new ProtocolError('status: on is not a boolean')
+      if (!Number.isSafeInteger(map['t'])) throw new ProtocolError('status: t is not an integer')
+      return { kind: 'status', replica: id(map['r'], 'status: r'), online: map['on'], vector: vector(map['vv']), origins: origins(map['o']), timeMs: map['t'] as number }
+    case 'v':
+      return { kind: 'vector', replica: id(map['r'], 'vector: r'), vector: vector(map['vv']), origins: origins(map['o']) }
+    case 'e':
+      return { kind: 'events', sender: id(map['s'], 'events: s'), origin: id(map['o'], 'events: o'), events: events(map['e']) }
+    default:
+      throw new ProtocolError(`unknown message kind ${JSON.stringify(map['k'])}`)
+  }
+}
+
+function id(value: unknown, what: string): string {
+  if (typeof value !== 'string' || !HEX_ID.test(value)) throw new ProtocolError(`${what} is not a replica id`)
+  return value
+}
+
+function vector(value: unknown): VersionVector {
+  if (typeof value !== 'object' || value === null || Array.isArray(value) || value instanceof Uint8Array) throw new ProtocolError('version vector is not a map')
+  const entries = Object.entries(value)
+  if (entries.length > VECTOR_ENTRIES_MAX) throw new ProtocolError(`version vector has ${entries.length} entries (at most ${VECTOR_ENTRIES_MAX})`)
+  const out: VersionVector = {}
+  for (const [origin, count] of entries) {
+    if (!HEX_ID.test(origin)) throw new ProtocolError('version vector key is not a replica id')
+    if (!Number.isSafeInteger(count) || (count as number) < 0) throw new ProtocolError('version vector count is not a non-negative integer')
+    out[origin] = count as number
+  }
+  return out
+}
+
+function origins(value: unknown): string[] | null {
+  if (value === null || value === undefined) return null
+  if (!Array.isArray(value) || value.length > VECTOR_ENTRIES_MAX) throw new ProtocolError('origins is not a list of replica ids')
+  return value.map((entry) => id(entry, 'origins entry'))
+}
+
+function events(value: unknown): [number, number, Uint8Array][] {
+  if (!Array.isArray(value) || value.length === 0) throw new ProtocolError('events is not a non-empty list')
+  if (value.length > MESSAGE_EVENTS_MAX) throw new ProtocolError(`events has ${value.length} entries (at most ${MESSAGE_EVENTS_MAX})`)
+  let previous = -1
+  for (const entry of value) {
+    if (!Array.isArray(entry) || entry.length !== 3) throw new ProtocolError('event is not [pos, time, payload]')
+    const [pos, time, payload] = entry as unknown[]
+    if (!Number.isSafeInteger(pos) || (pos as number) <= previous) throw new ProtocolError('event positions are not ascending integers')
+    if (!Number.isSafeInteger(time) || (time as number) < 0) throw new ProtocolError('event time is not a non-negative integer')
+    if (!(payload instanceof Uint8Array)) throw new ProtocolError('event payload is not bytes')
+    previous = pos as number
+  }
+  return value as [number, number, Uint8Array][]
+}

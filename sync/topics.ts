@@ -1,0 +1,28 @@
+// Topic layout (docs/sync.md): {prefix}/{log}/{status|vector|events}/{replica}.
+// The prefix carries the protocol version ('interlog/v1' by default).
+
+export type Channel = 'status' | 'vector' | 'events'
+
+const NAME = /^[A-Za-z0-9_.-]{1,128}$/
+
+export function isTopicName(value: string): boolean {
+  return NAME.test(value)
+}
+
+export function topic(prefix: string, log: string, channel: Channel, replica: string): string {
+  return `${prefix}/${log}/${channel}/${replica}`
+}
+
+export function subscription(prefix: string, log: string, channel: Channel): string {
+  return `${prefix}/${log}/${channel}/+`
+}
+
+/** The channel and replica of a topic of this log, or undefined. */
+export function parseTopic(prefix: string, log: string, value: string): { channel: Channel, replica: string } | undefined {
+  const head = `${prefix}/${log}/`
+  if (!value.startsWith(head)) return undefined
+  const [channel, replica, ...rest] = value.slice(head.length).split('/')
+  if (rest.length > 0 || replica === undefined) return undefined
+  if (channel !== 'status' && channel !== 'vector' && channel !== 'events') return undefined
+  return { channel, replica }
+}
