@@ -79,6 +79,8 @@ interface CommitState extends CommitPoint {
 export interface LogEvents {
   /** A sync validator rejected a remote event: its origin is quarantined at that position. */
   quarantine: [Quarantine]
+  /** Events up to this local length are now durable (after each fdatasync). */
+  durable: [number]
 }
 
 export class Log extends EventEmitter<LogEvents> {
@@ -176,6 +178,16 @@ export class Log extends EventEmitter<LogEvents> {
   /** Number of events in this log, all origins. */
   get length(): number {
     return this.committedCount
+  }
+
+  /** Events known durable (fdatasynced): local positions below this survive any crash. */
+  get durableLength(): number {
+    return this.flusher.durableCount
+  }
+
+  /** The largest payload this log accepts. */
+  get maxEventBytes(): number {
+    return this.options.maxEventBytes
   }
 
   /** For each origin, the count of its events this log holds. */
@@ -449,6 +461,8 @@ export class Log extends EventEmitter<LogEvents> {
   }
 
   private onDurable(point: CommitState): void {
+    // Outside the flush loop: a listener's exception must not look like an I/O failure.
+    if (this.listenerCount('durable') > 0) queueMicrotask(() => this.emit('durable', point.count))
     if (point.origins === null || point.end <= this.checkpointEnd || this.checkpointFailed) return
     const body: CheckpointBody = {
       length: point.count, end: point.end, lastRecordOffset: point.lastRecordOffset,

@@ -41,7 +41,20 @@ export interface EventsMessage {
   events: [number, number, Uint8Array][]
 }
 
-export type Message = StatusMessage | VectorMessage | EventsMessage
+/** One piece of an event too large for one message; pieces come in order of `offset`. */
+export interface FragmentMessage {
+  kind: 'fragment'
+  sender: string
+  origin: string
+  pos: number
+  time: number
+  /** Payload bytes of the whole event. */
+  total: number
+  offset: number
+  bytes: Uint8Array
+}
+
+export type Message = StatusMessage | VectorMessage | EventsMessage | FragmentMessage
 
 export class ProtocolError extends Error {
   override name = 'ProtocolError'
@@ -57,6 +70,8 @@ export function encodeMessage(message: Message): Uint8Array {
       return encode({ v: PROTOCOL_VERSION, k: 'v', r: message.replica, vv: message.vector, o: message.origins })
     case 'events':
       return encode({ v: PROTOCOL_VERSION, k: 'e', s: message.sender, o: message.origin, e: message.events })
+    case 'fragment':
+      return encode({ v: PROTOCOL_VERSION, k: 'f', s: message.sender, o: message.origin, p: message.pos, t: message.time, n: message.total, at: message.offset, d: message.bytes })
   }
 }
 
@@ -80,6 +95,13 @@ export function decodeMessage(bytes: Uint8Array, maxMessageBytes: number): Messa
       return { kind: 'vector', replica: id(map['r'], 'vector: r'), vector: vector(map['vv']), origins: origins(map['o']) }
     case 'e':
       return { kind: 'events', sender: id(map['s'], 'events: s'), origin: id(map['o'], 'events: o'), events: events(map['e']) }
+    case 'f': {
+      const [pos, time, total, offset] = [map['p'], map['t'], map['n'], map['at']]
+      if (![pos, time, total, offset].every((n) => Number.isSafeInteger(n) && (n as number) >= 0)) throw new ProtocolError('fragment: p, t, n, at are not non-negative integers')
+      if (!(map['d'] instanceof Uint8Array)) throw new ProtocolError('fragment: d is not bytes')
+      if ((offset as number) + map['d'].length > (total as number) || map['d'].length === 0) throw new ProtocolError('fragment: bytes outside the event')
+      return { kind: 'fragment', sender: id(map['s'], 'fragment: s'), origin: id(map['o'], 'fragment: o'), pos: pos as number, time: time as number, total: total as number, offset: offset as number, bytes: map['d'] }
+    }
     default:
       throw new ProtocolError(`unknown message kind ${JSON.stringify(map['k'])}`)
   }

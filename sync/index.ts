@@ -1,0 +1,111 @@
+// sync: version-vector delta replication of logs over MQTT. This file is the module's public face;
+// it depends on core (never the other way round).
+
+import crypto from 'node:crypto'
+import mqtt from 'mqtt'
+import { LogError, type Log } from '../core/index.js'
+import { EVENT_FRAMING_BYTES, MESSAGE_FRAMING_BYTES } from './protocol.js'
+import { Replicator } from './replicator.js'
+import { isTopicName } from './topics.js'
+
+export { startBroker, type BrokerHandle } from './broker.js'
+export { compare, delta, mergeVectors, equalVectors, type Order } from './version-vector.js'
+export type { PeerInfo, SyncStatus, SyncEvents } from './replicator.js'
+export { PROTOCOL_VERSION } from './protocol.js'
+
+export type SyncHandle = Replicator
+
+export interface SyncOptions {
+  /** Broker URL: mqtt://host:port or mqtts:// for TLS. */
+  url: string
+  /** The log's name on the broker (letters, digits, _ . -). */
+  logName: string
+  /** Versioned topic prefix. Default 'interlog/v1'. */
+  topicPrefix?: string
+  clientId?: string
+  username?: string
+  password?: string
+  /** TLS: CA certificate(s), client certificate and key (PEM). */
+  ca?: string | Buffer
+  cert?: string | Buffer
+  key?: string | Buffer
+  /** Take only these origins (filtered sync); default all. The log's own origin is always kept. */
+  origins?: string[]
+  /** Largest message sent or accepted. Default 256 KiB. */
+  maxMessageBytes?: number
+  /** Period of version-vector announcements. Default 5000. */
+  announceIntervalMs?: number
+  /** Unacknowledged publishes per send lane, at most. Default 16. */
+  inflightMessagesMax?: number
+  /** Receives sync's log lines (dropped messages, connection errors). Default: stderr, at most 10 lines a second. */
+  logger?: (level: 'info' | 'warning' | 'error', message: string) => void
+}
+
+/** startSync waits this long for the first connection before returning a handle that keeps retrying. */
+const FIRST_CONNECT_WAIT_MS = 5000
+
+const OPTION_KEYS = new Set(['url', 'logName', 'topicPrefix', 'clientId', 'username', 'password', 'ca', 'cert', 'key', 'origins',
+  'maxMessageBytes', 'announceIntervalMs', 'inflightMessagesMax', 'logger'])
+
+/** Starts replicating `log` through the broker at options.url; resolves once subscribed and announced. */
+export async function startSync(log: Log, options: SyncOptions): Promise<SyncHandle> {
+  const invalid = (message: string): LogError => new LogError('INVALID_ARGUMENT', `startSync: ${message}`)
+  if (typeof options !== 'object' || options === null) throw invalid('options must be an object')
+  for (const key of Object.keys(options)) if (!OPTION_KEYS.has(key)) throw invalid(`unknown option '${key}'`)
+  if (typeof options.url !== 'string' || !/^(mqtts?|tcp|ssl|wss?):\/\//.test(options.url)) throw invalid('url must be an mqtt:// or mqtts:// URL')
+  if (typeof options.logName !== 'string' || !isTopicName(options.logName)) throw invalid('logName must be 1 to 128 of A-Z a-z 0-9 _ . -')
+  const topicPrefix = options.topicPrefix ?? 'interlog/v1'
+  if (typeof topicPrefix !== 'string' || topicPrefix.length === 0 || /[#+]/.test(topicPrefix)) throw invalid('topicPrefix must be a topic without wildcards')
+  const maxMessageBytes = options.maxMessageBytes ?? 256 << 10
+  const needed = 4 * (EVENT_FRAMING_BYTES + MESSAGE_FRAMING_BYTES)
+  if (!Number.isSafeInteger(maxMessageBytes) || maxMessageBytes < needed) {
+    throw invalid(`maxMessageBytes must be an integer of at least ${needed}`)
+  }
+  const origins = options.origins ?? null
+  if (origins !== null && (!Array.isArray(origins) || !origins.every((o) => typeof o === 'string' && /^[0-9a-f]{32}$/.test(o)))) {
+    throw invalid('origins must be a list of replica ids')
+  }
+  const announceIntervalMs = options.announceIntervalMs ?? 5000
+  const inflightMessagesMax = options.inflightMessagesMax ?? 16
+  if (!Number.isSafeInteger(announceIntervalMs) || announceIntervalMs < 10) throw invalid('announceIntervalMs must be an integer of at least 10')
+  if (!Number.isSafeInteger(inflightMessagesMax) || inflightMessagesMax < 1) throw invalid('inflightMessagesMax must be a positive integer')
+  const settings = {
+    logName: options.logName, topicPrefix, origins: origins === null ? null : [...new Set([...origins, log.replicaId])],
+    maxMessageBytes, announceIntervalMs, inflightMessagesMax, log: options.logger ?? rateLimitedStderr(),
+  }
+  let client: mqtt.MqttClient
+  try {
+    client = mqtt.connect(options.url, {
+      clientId: options.clientId ?? `interlog-${log.replicaId.slice(0, 12)}-${crypto.randomBytes(4).toString('hex')}`,
+      protocolVersion: 4,
+      clean: true,
+      reconnectPeriod: 1000,
+      connectTimeout: 10_000,
+      will: Replicator.will(log, settings),
+      ...(options.username === undefined ? {} : { username: options.username }),
+      ...(options.password === undefined ? {} : { password: options.password }),
+      ...(options.ca === undefined ? {} : { ca: options.ca }),
+      ...(options.cert === undefined ? {} : { cert: options.cert }),
+      ...(options.key === undefined ? {} : { key: options.key }),
+    })
+  } catch (error) {
+    throw invalid(`cannot use ${options.url}: ${(error as Error).message}`)
+  }
+  const replicator = new Replicator(log, client, settings)
+  await replicator.start(FIRST_CONNECT_WAIT_MS)
+  return replicator
+}
+
+/** Log lines to stderr, at most 10 a second (a flood of garbage must not flood the journal). */
+function rateLimitedStderr(): (level: string, message: string) => void {
+  let windowStart = 0
+  let lines = 0
+  return (level, message) => {
+    const now = Date.now()
+    if (now - windowStart >= 1000) {
+      windowStart = now
+      lines = 0
+    }
+    if (++lines <= 10) process.stderr.write(`interlog sync ${level}: ${message}\n`)
+  }
+}

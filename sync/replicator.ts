@@ -1,0 +1,427 @@
+// One log's replication over one MQTT connection (docs/sync.md).
+//
+// State: what each peer holds (its version vector, from its announcements), and two send lanes.
+// The own lane publishes this log's own events in order (live appends and any catch-up of them);
+// the relay lane publishes other origins' events that a peer lacks and that this replica was
+// elected to send. Each lane streams from the log in chunks below maxMessageBytes and keeps at
+// most inflightMessagesMax publishes unacknowledged, so memory stays bounded whatever the backlog,
+// and a long relay catch-up never delays live appends.
+//
+// Faults expected: the broker drops, duplicates, reorders and loses messages and sessions (it is
+// not a store); peers vanish without a goodbye (Last Will); garbage arrives on the topics.
+// Correctness comes from the logs: merge is idempotent and gapless, announcements repeat, and a
+// gap that survives is asked for again by the next announcement.
+
+import { EventEmitter } from 'node:events'
+import type { MqttClient, IPublishPacket } from 'mqtt'
+import type { Log, Quarantine, VersionVector } from '../core/index.js'
+import { EVENT_FRAMING_BYTES, MESSAGE_FRAMING_BYTES, ProtocolError, decodeMessage, encodeMessage, type Message } from './protocol.js'
+import { parseTopic, subscription, topic } from './topics.js'
+import { delta, equalVectors } from './version-vector.js'
+
+export interface PeerInfo {
+  replica: string
+  online: boolean
+  vector: VersionVector
+  origins: string[] | null
+  lastSeenMs: number
+}
+
+export interface SyncStatus {
+  replica: string
+  logName: string
+  connected: boolean
+  peers: PeerInfo[]
+  eventsSent: number
+  eventsReceived: number
+  messagesDropped: number
+  lastError: string | null
+  quarantined: Quarantine[]
+}
+
+export interface SyncEvents {
+  peer: [PeerInfo]
+  converged: [VersionVector]
+  error: [Error]
+}
+
+export interface ReplicatorSettings {
+  logName: string
+  topicPrefix: string
+  origins: string[] | null
+  maxMessageBytes: number
+  announceIntervalMs: number
+  inflightMessagesMax: number
+  log: (level: 'info' | 'warning' | 'error', message: string) => void
+}
+
+/** Delay before announcing our vector after receiving events, so one announcement covers many. */
+const ANNOUNCE_DEBOUNCE_MS = 50
+/** Large events being reassembled from fragments at once, at most (the oldest is dropped). */
+const ASSEMBLIES_MAX = 4
+
+interface Assembly { key: string, time: number, bytes: Uint8Array, received: number }
+
+export class Replicator extends EventEmitter<SyncEvents> {
+  private readonly peers = new Map<string, PeerInfo>()
+  private readonly relayJobs = new Map<string, number>()
+  private readonly assemblies: Assembly[] = []
+  /** Per origin: events published up to this position, and when; a gap a peer announced before
+   *  that (plus a grace) is not sent again: the announcement predates our send. */
+  private readonly offered = new Map<string, { upTo: number, atMs: number }>()
+  private ownNext = -1
+  private ownRunning = false
+  private relayRunning = false
+  private announceTimer: NodeJS.Timeout | null = null
+  private periodic: NodeJS.Timeout | null = null
+  private closed = false
+  private wasConverged = false
+  private eventsSent = 0
+  private eventsReceived = 0
+  private messagesDropped = 0
+  private lastError: string | null = null
+  private readonly onDurable = (): void => this.planSends()
+
+  constructor(private readonly log: Log, private readonly client: MqttClient, private readonly settings: ReplicatorSettings) {
+    super()
+  }
+
+  get replica(): string {
+    return this.log.replicaId
+  }
+
+  /** The Last Will: marks this replica offline if the connection dies without a goodbye. */
+  static will(log: Log, settings: Pick<ReplicatorSettings, 'topicPrefix' | 'logName' | 'origins'>): { topic: string, payload: Buffer, qos: 1, retain: true } {
+    return {
+      topic: topic(settings.topicPrefix, settings.logName, 'status', log.replicaId),
+      payload: Buffer.from(encodeMessage({ kind: 'status', replica: log.replicaId, online: false, vector: {}, origins: settings.origins, timeMs: 0 })),
+      qos: 1,
+      retain: true,
+    }
+  }
+
+  /**
+   * Starts: subscribes and announces on every (re)connection. Resolves after the first connection
+   * is set up, or after `firstConnectWaitMs` if the broker cannot be reached: the gateway may be
+   * offline, so sync keeps retrying in the background (status().connected, lastError).
+   */
+  start(firstConnectWaitMs: number): Promise<void> {
+    this.client.handleMessage = (packet: IPublishPacket, done) => {
+      this.receive(packet).then(() => done(), (error: unknown) => {
+        this.noteError(error)
+        done()
+      })
+    }
+    let firstReady!: () => void
+    const ready = new Promise<void>((resolve) => { firstReady = resolve })
+    this.client.on('connect', () => {
+      this.onConnect().then(firstReady, (error: unknown) => this.noteError(error))
+    })
+    this.client.on('error', (error) => this.noteError(error))
+    this.log.on('durable', this.onDurable)
+    this.periodic = setInterval(() => {
+      this.announce(false).catch((error: unknown) => this.noteError(error))
+    }, this.settings.announceIntervalMs)
+    this.periodic.unref()
+    const timeout = new Promise<void>((resolve) => setTimeout(resolve, firstConnectWaitMs).unref())
+    return Promise.race([ready, timeout])
+  }
+
+  private async onConnect(): Promise<void> {
+    const { topicPrefix, logName } = this.settings
+    await this.client.subscribeAsync([
+      subscription(topicPrefix, logName, 'status'),
+      subscription(topicPrefix, logName, 'vector'),
+      subscription(topicPrefix, logName, 'events'),
+    ], { qos: 1 })
+    await this.announce(true)
+  }
+
+  /** Says goodbye (retained offline status), stops sending and disconnects. */
+  async close(): Promise<void> {
+    if (this.closed) return
+    this.closed = true
+    this.log.off('durable', this.onDurable)
+    if (this.periodic !== null) clearInterval(this.periodic)
+    if (this.announceTimer !== null) clearTimeout(this.announceTimer)
+    if (this.client.connected) {
+      const goodbye = encodeMessage({ kind: 'status', replica: this.replica, online: false, vector: this.log.versionVector(), origins: this.settings.origins, timeMs: Date.now() })
+      await this.client.publishAsync(topic(this.settings.topicPrefix, this.settings.logName, 'status', this.replica), Buffer.from(goodbye), { qos: 1, retain: true }).catch(() => undefined)
+    }
+    await this.client.endAsync(!this.client.connected).catch(() => undefined)
+  }
+
+  status(): SyncStatus {
+    return {
+      replica: this.replica,
+      logName: this.settings.logName,
+      connected: this.client.connected,
+      peers: [...this.peers.values()].map((peer) => ({ ...peer, vector: { ...peer.vector } })),
+      eventsSent: this.eventsSent,
+      eventsReceived: this.eventsReceived,
+      messagesDropped: this.messagesDropped,
+      lastError: this.lastError,
+      quarantined: this.log.quarantined(),
+    }
+  }
+
+  /** Publishes our presence (retained, with `status`) and our version vector. */
+  private async announce(withStatus: boolean): Promise<void> {
+    if (this.closed || !this.client.connected) return
+    const { topicPrefix, logName, origins } = this.settings
+    const vector = this.log.versionVector()
+    if (withStatus) {
+      const status = encodeMessage({ kind: 'status', replica: this.replica, online: true, vector, origins, timeMs: Date.now() })
+      await this.client.publishAsync(topic(topicPrefix, logName, 'status', this.replica), Buffer.from(status), { qos: 1, retain: true })
+    }
+    const message = encodeMessage({ kind: 'vector', replica: this.replica, vector, origins })
+    await this.client.publishAsync(topic(topicPrefix, logName, 'vector', this.replica), Buffer.from(message), { qos: 1 })
+    this.planSends()
+  }
+
+  private announceSoon(): void {
+    if (this.announceTimer !== null || this.closed) return
+    this.announceTimer = setTimeout(() => {
+      this.announceTimer = null
+      this.announce(false).catch((error: unknown) => this.noteError(error))
+    }, ANNOUNCE_DEBOUNCE_MS)
+    this.announceTimer.unref()
+  }
+
+  private async receive(packet: IPublishPacket): Promise<void> {
+    if (this.closed) return
+    const parsed = parseTopic(this.settings.topicPrefix, this.settings.logName, packet.topic)
+    if (parsed === undefined) return
+    let message: Message
+    try {
+      message = decodeMessage(packet.payload as Uint8Array, this.settings.maxMessageBytes)
+    } catch (error) {
+      this.drop(packet.topic, error)
+      return
+    }
+    const carriesEvents = message.kind === 'events' || message.kind === 'fragment'
+    const claimed = 'sender' in message ? message.sender : message.replica
+    if (claimed !== parsed.replica || (parsed.channel === 'events') !== carriesEvents) {
+      this.drop(packet.topic, new ProtocolError(`a ${message.kind} message from ${claimed} on the topic of ${parsed.replica}`))
+      return
+    }
+    if (claimed === this.replica) return // our own messages, echoed by the broker
+    if (message.kind === 'events') {
+      await this.receiveEvents(message.origin, message.events)
+      return
+    }
+    if (message.kind === 'fragment') {
+      await this.receiveFragment(message)
+      return
+    }
+    const known = this.peers.get(message.replica)
+    const online = message.kind === 'status' ? message.online : true
+    const peer: PeerInfo = {
+      replica: message.replica, online, origins: message.origins, lastSeenMs: Date.now(),
+      // An offline status carries no trustworthy vector (the Last Will is written at connect).
+      vector: message.kind === 'status' && !message.online ? known?.vector ?? {} : message.vector,
+    }
+    this.peers.set(message.replica, peer)
+    if (known === undefined || known.online !== peer.online) this.emit('peer', { ...peer })
+    this.planSends()
+    this.checkConverged()
+  }
+
+  private async receiveEvents(origin: string, events: [number, number, Uint8Array][]): Promise<void> {
+    const wanted = this.settings.origins
+    if (wanted !== null && !wanted.includes(origin) && origin !== this.replica) return
+    const result = await this.log.merge(events.map(([pos, time, payload]) => ({ origin, pos, time, payload })))
+    this.eventsReceived += result.added
+    if (result.added > 0) this.announceSoon()
+    this.checkConverged()
+  }
+
+  /** Reassembles an event sent in pieces; out-of-order pieces restart it (sync sends it again). */
+  private async receiveFragment(message: Extract<Message, { kind: 'fragment' }>): Promise<void> {
+    if (message.total > this.log.maxEventBytes) {
+      this.drop(`fragment of ${message.origin}/${message.pos}`, new ProtocolError(`event of ${message.total} bytes is over maxEventBytes`))
+      return
+    }
+    const key = `${message.sender}/${message.origin}/${message.pos}`
+    let assembly = this.assemblies.find((entry) => entry.key === key)
+    if (assembly === undefined || assembly.bytes.length !== message.total) {
+      if (message.offset !== 0) return
+      if (assembly !== undefined) this.assemblies.splice(this.assemblies.indexOf(assembly), 1)
+      assembly = { key, time: message.time, bytes: new Uint8Array(message.total), received: 0 }
+      this.assemblies.push(assembly)
+      if (this.assemblies.length > ASSEMBLIES_MAX) this.assemblies.shift()
+    }
+    if (message.offset !== assembly.received) {
+      if (message.offset > assembly.received) this.assemblies.splice(this.assemblies.indexOf(assembly), 1)
+      return
+    }
+    assembly.bytes.set(message.bytes, message.offset)
+    assembly.received += message.bytes.length
+    if (assembly.received < message.total) return
+    this.assemblies.splice(this.assemblies.indexOf(assembly), 1)
+    await this.receiveEvents(message.origin, [[message.pos, assembly.time, assembly.bytes]])
+  }
+
+  /** Decides what to send: our own events live, and the gaps of peers we are elected to fill. */
+  private planSends(): void {
+    if (this.closed) return
+    const mine = this.log.versionVector()
+    const ownCount = mine[this.replica] ?? 0
+    let ownFrom = this.ownNext < 0 ? ownCount : this.ownNext
+    for (const peer of this.peers.values()) {
+      if (!peer.online) continue
+      for (const [origin, [gapFrom]] of delta(mine, peer.vector)) {
+        if (peer.origins !== null && !peer.origins.includes(origin)) continue
+        if (this.elect(origin, peer) !== this.replica) continue
+        const offered = this.offered.get(origin)
+        const recent = offered !== undefined && peer.lastSeenMs < offered.atMs + 2 * this.settings.announceIntervalMs
+        const from = recent && gapFrom < offered.upTo ? offered.upTo : gapFrom
+        if (origin === this.replica) ownFrom = Math.min(ownFrom, from)
+        else this.relayJobs.set(origin, Math.min(this.relayJobs.get(origin) ?? Infinity, from))
+      }
+    }
+    if (this.ownNext < 0) this.ownNext = ownCount
+    this.ownNext = Math.min(this.ownNext, ownFrom)
+    for (const [origin, from] of this.relayJobs) {
+      if (from >= (mine[origin] ?? 0)) this.relayJobs.delete(origin)
+    }
+    this.runOwnLane()
+    this.runRelayLane()
+  }
+
+  /**
+   * Who sends origin `origin`'s events to `peer`: the origin itself when it is online and holds
+   * them, otherwise the online replica with the smallest id among those holding more than the
+   * peer. Every replica computes the same answer from the same announcements, so one answers.
+   */
+  private elect(origin: string, peer: PeerInfo): string | undefined {
+    const need = peer.vector[origin] ?? 0
+    const candidates: string[] = []
+    if ((this.log.versionVector()[origin] ?? 0) > need) candidates.push(this.replica)
+    for (const other of this.peers.values()) {
+      if (other.online && other.replica !== peer.replica && (other.vector[origin] ?? 0) > need) candidates.push(other.replica)
+    }
+    if (candidates.includes(origin)) return origin
+    return candidates.sort()[0]
+  }
+
+  private runOwnLane(): void {
+    if (this.ownRunning || this.closed) return
+    this.ownRunning = true
+    const started = this.ownNext
+    this.streamOrigin(this.replica, () => this.ownNext, (next) => { this.ownNext = next })
+      .catch((error: unknown) => this.noteError(error))
+      .finally(() => {
+        this.ownRunning = false
+        // More may have become durable meanwhile; when nothing moved, the next 'durable' event
+        // or announcement starts the lane again.
+        if (!this.closed && this.ownNext > started) this.runOwnLane()
+      })
+  }
+
+  private runRelayLane(): void {
+    if (this.relayRunning || this.closed) return
+    this.relayRunning = true
+    const work = async (): Promise<void> => {
+      while (!this.closed && this.relayJobs.size > 0) {
+        const [origin, from] = this.relayJobs.entries().next().value as [string, number]
+        this.relayJobs.delete(origin)
+        let next = from
+        await this.streamOrigin(origin, () => next, (value) => { next = value })
+      }
+    }
+    work().catch((error: unknown) => this.noteError(error)).finally(() => {
+      this.relayRunning = false
+    })
+  }
+
+  /**
+   * Publishes `origin`'s events from position next() on, in messages below maxMessageBytes, only
+   * events already durable here, with at most inflightMessagesMax unacknowledged publishes.
+   */
+  private async streamOrigin(origin: string, next: () => number, advance: (pos: number) => void): Promise<void> {
+    const { topicPrefix, logName, maxMessageBytes, inflightMessagesMax } = this.settings
+    const vector = this.log.versionVector()
+    const from = next()
+    if ((vector[origin] ?? 0) <= from) return
+    vector[origin] = from
+    const target = topic(topicPrefix, logName, 'events', this.replica)
+    const durable = this.log.durableLength
+    const inflight: Promise<unknown>[] = []
+    let batch: [number, number, Uint8Array][] = []
+    let bytes = MESSAGE_FRAMING_BYTES
+    const flush = async (): Promise<void> => {
+      if (batch.length === 0) return
+      const payload = Buffer.from(encodeMessage({ kind: 'events', sender: this.replica, origin, events: batch }))
+      const count = batch.length
+      const last = batch[batch.length - 1]![0]
+      batch = []
+      bytes = MESSAGE_FRAMING_BYTES
+      inflight.push(this.client.publishAsync(target, payload, { qos: 1 }).then(() => { this.eventsSent += count }))
+      this.noteOffered(origin, last + 1)
+      advance(last + 1)
+      if (inflight.length >= inflightMessagesMax) await inflight.shift()
+    }
+    for await (const event of this.log.eventsSince(vector)) {
+      if (this.closed || event.localPos >= durable) break
+      if (event.origin !== origin) continue
+      const size = event.payload.length + EVENT_FRAMING_BYTES
+      if (size + MESSAGE_FRAMING_BYTES > maxMessageBytes) {
+        // Too large for one message: sent alone, in pieces.
+        await flush()
+        const piece = maxMessageBytes - MESSAGE_FRAMING_BYTES
+        for (let offset = 0; offset < event.payload.length; offset += piece) {
+          const bytes = event.payload.subarray(offset, offset + piece)
+          const message = encodeMessage({ kind: 'fragment', sender: this.replica, origin, pos: event.pos, time: event.time, total: event.payload.length, offset, bytes })
+          inflight.push(this.client.publishAsync(target, Buffer.from(message), { qos: 1 }))
+          if (inflight.length >= inflightMessagesMax) await inflight.shift()
+        }
+        inflight.push(Promise.resolve().then(() => { this.eventsSent++ }))
+        this.noteOffered(origin, event.pos + 1)
+        advance(event.pos + 1)
+        continue
+      }
+      if (batch.length > 0 && bytes + size > maxMessageBytes) await flush()
+      batch.push([event.pos, event.time, event.payload])
+      bytes += size
+    }
+    await flush()
+    await Promise.all(inflight)
+  }
+
+  private noteOffered(origin: string, upTo: number): void {
+    const offered = this.offered.get(origin)
+    if (offered === undefined || upTo >= offered.upTo) this.offered.set(origin, { upTo, atMs: Date.now() })
+    else offered.atMs = Date.now()
+  }
+
+  private checkConverged(): void {
+    const mine = this.log.versionVector()
+    const online = [...this.peers.values()].filter((peer) => peer.online)
+    const wanted = (filter: string[] | null, origin: string): boolean => filter === null || filter.includes(origin)
+    const converged = online.length > 0 && online.every((peer) => {
+      if (peer.origins === null && this.settings.origins === null) return equalVectors(peer.vector, mine)
+      for (const origin of new Set([...Object.keys(mine), ...Object.keys(peer.vector)])) {
+        if (!wanted(peer.origins, origin) || !wanted(this.settings.origins, origin)) continue
+        if ((mine[origin] ?? 0) !== (peer.vector[origin] ?? 0)) return false
+      }
+      return true
+    })
+    if (converged && !this.wasConverged) this.emit('converged', mine)
+    this.wasConverged = converged
+  }
+
+  private drop(where: string, error: unknown): void {
+    this.messagesDropped++
+    this.lastError = `dropped a message on ${where}: ${(error as Error).message}`
+    this.settings.log('warning', this.lastError)
+    if (this.listenerCount('error') > 0) this.emit('error', error as Error)
+  }
+
+  private noteError(error: unknown): void {
+    if (this.closed) return
+    this.lastError = (error as Error).message
+    this.settings.log('error', `sync ${this.settings.logName}: ${this.lastError}`)
+    if (this.listenerCount('error') > 0) this.emit('error', error as Error)
+  }
+}
