@@ -4,7 +4,7 @@
 import crypto from 'node:crypto'
 import mqtt from 'mqtt'
 import { LogError, type Log } from '../core/index.js'
-import { EVENT_FRAMING_BYTES, MESSAGE_FRAMING_BYTES } from './protocol.js'
+import { EVENT_FRAMING_BYTES, MESSAGE_BYTES_MIN, MESSAGE_FRAMING_BYTES } from './protocol.js'
 import { Replicator } from './replicator.js'
 import { isTopicName } from './topics.js'
 
@@ -57,7 +57,7 @@ export async function startSync(log: Log, options: SyncOptions): Promise<SyncHan
   const topicPrefix = options.topicPrefix ?? 'interlog/v1'
   if (typeof topicPrefix !== 'string' || topicPrefix.length === 0 || /[#+]/.test(topicPrefix)) throw invalid('topicPrefix must be a topic without wildcards')
   const maxMessageBytes = options.maxMessageBytes ?? 256 << 10
-  const needed = 4 * (EVENT_FRAMING_BYTES + MESSAGE_FRAMING_BYTES)
+  const needed = Math.max(MESSAGE_BYTES_MIN, 4 * (EVENT_FRAMING_BYTES + MESSAGE_FRAMING_BYTES))
   if (!Number.isSafeInteger(maxMessageBytes) || maxMessageBytes < needed) {
     throw invalid(`maxMessageBytes must be an integer of at least ${needed}`)
   }

@@ -23,6 +23,8 @@ export interface StatusMessage {
   vector: VersionVector
   /** Origins this replica takes; null for all. */
   origins: string[] | null
+  /** The largest message this replica accepts (senders stay below it). */
+  maxMessageBytes: number
   timeMs: number
 }
 
@@ -31,6 +33,7 @@ export interface VectorMessage {
   replica: string
   vector: VersionVector
   origins: string[] | null
+  maxMessageBytes: number
 }
 
 export interface EventsMessage {
@@ -65,9 +68,9 @@ const HEX_ID = /^[0-9a-f]{32}$/
 export function encodeMessage(message: Message): Uint8Array {
   switch (message.kind) {
     case 'status':
-      return encode({ v: PROTOCOL_VERSION, k: 's', r: message.replica, on: message.online, vv: message.vector, o: message.origins, t: message.timeMs })
+      return encode({ v: PROTOCOL_VERSION, k: 's', r: message.replica, on: message.online, vv: message.vector, o: message.origins, m: message.maxMessageBytes, t: message.timeMs })
     case 'vector':
-      return encode({ v: PROTOCOL_VERSION, k: 'v', r: message.replica, vv: message.vector, o: message.origins })
+      return encode({ v: PROTOCOL_VERSION, k: 'v', r: message.replica, vv: message.vector, o: message.origins, m: message.maxMessageBytes })
     case 'events':
       return encode({ v: PROTOCOL_VERSION, k: 'e', s: message.sender, o: message.origin, e: message.events })
     case 'fragment':
@@ -90,9 +93,9 @@ export function decodeMessage(bytes: Uint8Array, maxMessageBytes: number): Messa
     case 's':
       if (typeof map['on'] !== 'boolean') throw new ProtocolError('status: on is not a boolean')
       if (!Number.isSafeInteger(map['t'])) throw new ProtocolError('status: t is not an integer')
-      return { kind: 'status', replica: id(map['r'], 'status: r'), online: map['on'], vector: vector(map['vv']), origins: origins(map['o']), timeMs: map['t'] as number }
+      return { kind: 'status', replica: id(map['r'], 'status: r'), online: map['on'], vector: vector(map['vv']), origins: origins(map['o']), maxMessageBytes: messageBytes(map['m']), timeMs: map['t'] as number }
     case 'v':
-      return { kind: 'vector', replica: id(map['r'], 'vector: r'), vector: vector(map['vv']), origins: origins(map['o']) }
+      return { kind: 'vector', replica: id(map['r'], 'vector: r'), vector: vector(map['vv']), origins: origins(map['o']), maxMessageBytes: messageBytes(map['m']) }
     case 'e':
       return { kind: 'events', sender: id(map['s'], 'events: s'), origin: id(map['o'], 'events: o'), events: events(map['e']) }
     case 'f': {
@@ -105,6 +108,14 @@ export function decodeMessage(bytes: Uint8Array, maxMessageBytes: number): Messa
     default:
       throw new ProtocolError(`unknown message kind ${JSON.stringify(map['k'])}`)
   }
+}
+
+/** Smallest maxMessageBytes a peer may announce: room for framing and a useful fragment. */
+export const MESSAGE_BYTES_MIN = 1024
+
+function messageBytes(value: unknown): number {
+  if (!Number.isSafeInteger(value) || (value as number) < MESSAGE_BYTES_MIN) throw new ProtocolError(`m is not an integer of at least ${MESSAGE_BYTES_MIN}`)
+  return value as number
 }
 
 function id(value: unknown, what: string): string {

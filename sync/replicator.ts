@@ -24,6 +24,8 @@ export interface PeerInfo {
   online: boolean
   vector: VersionVector
   origins: string[] | null
+  /** The largest message it accepts. */
+  maxMessageBytes: number
   lastSeenMs: number
 }
 
@@ -91,10 +93,10 @@ export class Replicator extends EventEmitter<SyncEvents> {
   }
 
   /** The Last Will: marks this replica offline if the connection dies without a goodbye. */
-  static will(log: Log, settings: Pick<ReplicatorSettings, 'topicPrefix' | 'logName' | 'origins'>): { topic: string, payload: Buffer, qos: 1, retain: true } {
+  static will(log: Log, settings: Pick<ReplicatorSettings, 'topicPrefix' | 'logName' | 'origins' | 'maxMessageBytes'>): { topic: string, payload: Buffer, qos: 1, retain: true } {
     return {
       topic: topic(settings.topicPrefix, settings.logName, 'status', log.replicaId),
-      payload: Buffer.from(encodeMessage({ kind: 'status', replica: log.replicaId, online: false, vector: {}, origins: settings.origins, timeMs: 0 })),
+      payload: Buffer.from(encodeMessage({ kind: 'status', replica: log.replicaId, online: false, vector: {}, origins: settings.origins, maxMessageBytes: settings.maxMessageBytes, timeMs: 0 })),
       qos: 1,
       retain: true,
     }
@@ -145,7 +147,7 @@ export class Replicator extends EventEmitter<SyncEvents> {
     if (this.periodic !== null) clearInterval(this.periodic)
     if (this.announceTimer !== null) clearTimeout(this.announceTimer)
     if (this.client.connected) {
-      const goodbye = encodeMessage({ kind: 'status', replica: this.replica, online: false, vector: this.log.versionVector(), origins: this.settings.origins, timeMs: Date.now() })
+      const goodbye = encodeMessage({ kind: 'status', replica: this.replica, online: false, vector: this.log.versionVector(), origins: this.settings.origins, maxMessageBytes: this.settings.maxMessageBytes, timeMs: Date.now() })
       await this.client.publishAsync(topic(this.settings.topicPrefix, this.settings.logName, 'status', this.replica), Buffer.from(goodbye), { qos: 1, retain: true }).catch(() => undefined)
     }
     await this.client.endAsync(!this.client.connected).catch(() => undefined)
@@ -168,13 +170,13 @@ export class Replicator extends EventEmitter<SyncEvents> {
   /** Publishes our presence (retained, with `status`) and our version vector. */
   private async announce(withStatus: boolean): Promise<void> {
     if (this.closed || !this.client.connected) return
-    const { topicPrefix, logName, origins } = this.settings
+    const { topicPrefix, logName, origins, maxMessageBytes } = this.settings
     const vector = this.log.versionVector()
     if (withStatus) {
-      const status = encodeMessage({ kind: 'status', replica: this.replica, online: true, vector, origins, timeMs: Date.now() })
+      const status = encodeMessage({ kind: 'status', replica: this.replica, online: true, vector, origins, maxMessageBytes, timeMs: Date.now() })
       await this.client.publishAsync(topic(topicPrefix, logName, 'status', this.replica), Buffer.from(status), { qos: 1, retain: true })
     }
-    const message = encodeMessage({ kind: 'vector', replica: this.replica, vector, origins })
+    const message = encodeMessage({ kind: 'vector', replica: this.replica, vector, origins, maxMessageBytes })
     await this.client.publishAsync(topic(topicPrefix, logName, 'vector', this.replica), Buffer.from(message), { qos: 1 })
     this.planSends()
   }
@@ -211,13 +213,13 @@ export class Replicator extends EventEmitter<SyncEvents> {
       return
     }
     if (message.kind === 'fragment') {
-      await this.receiveFragment(message)
+      await this.receiveFragment(message, packet.topic)
       return
     }
     const known = this.peers.get(message.replica)
     const online = message.kind === 'status' ? message.online : true
     const peer: PeerInfo = {
-      replica: message.replica, online, origins: message.origins, lastSeenMs: Date.now(),
+      replica: message.replica, online, origins: message.origins, maxMessageBytes: message.maxMessageBytes, lastSeenMs: Date.now(),
       // An offline status carries no trustworthy vector (the Last Will is written at connect).
       vector: message.kind === 'status' && !message.online ? known?.vector ?? {} : message.vector,
     }
@@ -237,9 +239,9 @@ export class Replicator extends EventEmitter<SyncEvents> {
   }
 
   /** Reassembles an event sent in pieces; out-of-order pieces restart it (sync sends it again). */
-  private async receiveFragment(message: Extract<Message, { kind: 'fragment' }>): Promise<void> {
+  private async receiveFragment(message: Extract<Message, { kind: 'fragment' }>, where: string): Promise<void> {
     if (message.total > this.log.maxEventBytes) {
-      this.drop(`fragment of ${message.origin}/${message.pos}`, new ProtocolError(`event of ${message.total} bytes is over maxEventBytes`))
+      this.drop(where, new ProtocolError(`fragment of an event of ${message.total} bytes, over maxEventBytes`))
       return
     }
     const key = `${message.sender}/${message.origin}/${message.pos}`
@@ -340,7 +342,10 @@ export class Replicator extends EventEmitter<SyncEvents> {
    * events already durable here, with at most inflightMessagesMax unacknowledged publishes.
    */
   private async streamOrigin(origin: string, next: () => number, advance: (pos: number) => void): Promise<void> {
-    const { topicPrefix, logName, maxMessageBytes, inflightMessagesMax } = this.settings
+    const { topicPrefix, logName, inflightMessagesMax } = this.settings
+    // Stay below what every online peer accepts.
+    let maxMessageBytes = this.settings.maxMessageBytes
+    for (const peer of this.peers.values()) if (peer.online) maxMessageBytes = Math.min(maxMessageBytes, peer.maxMessageBytes)
     const vector = this.log.versionVector()
     const from = next()
     if ((vector[origin] ?? 0) <= from) return
