@@ -1,10 +1,9 @@
 // sync: version-vector delta replication of logs over MQTT. This file is the module's public face;
 // it depends on core (never the other way round).
 
-import crypto from 'node:crypto'
-import mqtt from 'mqtt'
 import { LogError, type Log } from '../core/index.js'
 import { EVENT_FRAMING_BYTES, MESSAGE_BYTES_MIN, MESSAGE_FRAMING_BYTES } from './protocol.js'
+import { connectionFor } from './connection.js'
 import { Replicator } from './replicator.js'
 import { isTopicName } from './topics.js'
 
@@ -73,25 +72,11 @@ export async function startSync(log: Log, options: SyncOptions): Promise<SyncHan
     logName: options.logName, topicPrefix, origins: origins === null ? null : [...new Set([...origins, log.replicaId])],
     maxMessageBytes, announceIntervalMs, inflightMessagesMax, log: options.logger ?? rateLimitedStderr(),
   }
-  let client: mqtt.MqttClient
-  try {
-    client = mqtt.connect(options.url, {
-      clientId: options.clientId ?? `interlog-${log.replicaId.slice(0, 12)}-${crypto.randomBytes(4).toString('hex')}`,
-      protocolVersion: 4,
-      clean: true,
-      reconnectPeriod: 1000,
-      connectTimeout: 10_000,
-      will: Replicator.will(log, settings),
-      ...(options.username === undefined ? {} : { username: options.username }),
-      ...(options.password === undefined ? {} : { password: options.password }),
-      ...(options.ca === undefined ? {} : { ca: options.ca }),
-      ...(options.cert === undefined ? {} : { cert: options.cert }),
-      ...(options.key === undefined ? {} : { key: options.key }),
-    })
-  } catch (error) {
-    throw invalid(`cannot use ${options.url}: ${(error as Error).message}`)
-  }
-  const replicator = new Replicator(log, client, settings)
+  const connection = connectionFor({
+    url: options.url, topicPrefix, clientId: options.clientId, username: options.username, password: options.password,
+    ca: options.ca, cert: options.cert, key: options.key,
+  })
+  const replicator = new Replicator(log, connection, settings)
   await replicator.start(FIRST_CONNECT_WAIT_MS)
   return replicator
 }

@@ -19,6 +19,8 @@ export const MESSAGE_FRAMING_BYTES = 160
 export interface StatusMessage {
   kind: 'status'
   replica: string
+  /** The connection (node) it is synced through: its Last Will takes the replica offline. */
+  node: string
   online: boolean
   vector: VersionVector
   /** Origins this replica takes; null for all. */
@@ -68,7 +70,7 @@ const HEX_ID = /^[0-9a-f]{32}$/
 export function encodeMessage(message: Message): Uint8Array {
   switch (message.kind) {
     case 'status':
-      return encode({ v: PROTOCOL_VERSION, k: 's', r: message.replica, on: message.online, vv: message.vector, o: message.origins, m: message.maxMessageBytes, t: message.timeMs })
+      return encode({ v: PROTOCOL_VERSION, k: 's', r: message.replica, n: message.node, on: message.online, vv: message.vector, o: message.origins, m: message.maxMessageBytes, t: message.timeMs })
     case 'vector':
       return encode({ v: PROTOCOL_VERSION, k: 'v', r: message.replica, vv: message.vector, o: message.origins, m: message.maxMessageBytes })
     case 'events':
@@ -93,7 +95,8 @@ export function decodeMessage(bytes: Uint8Array, maxMessageBytes: number): Messa
     case 's':
       if (typeof map['on'] !== 'boolean') throw new ProtocolError('status: on is not a boolean')
       if (!Number.isSafeInteger(map['t'])) throw new ProtocolError('status: t is not an integer')
-      return { kind: 'status', replica: id(map['r'], 'status: r'), online: map['on'], vector: vector(map['vv']), origins: origins(map['o']), maxMessageBytes: messageBytes(map['m']), timeMs: map['t'] as number }
+      if (typeof map['n'] !== 'string' || map['n'].length === 0 || map['n'].length > 256) throw new ProtocolError('status: n is not a node name')
+      return { kind: 'status', replica: id(map['r'], 'status: r'), node: map['n'], online: map['on'], vector: vector(map['vv']), origins: origins(map['o']), maxMessageBytes: messageBytes(map['m']), timeMs: map['t'] as number }
     case 'v':
       return { kind: 'vector', replica: id(map['r'], 'vector: r'), vector: vector(map['vv']), origins: origins(map['o']), maxMessageBytes: messageBytes(map['m']) }
     case 'e':

@@ -14,6 +14,7 @@
 
 import { EventEmitter } from 'node:events'
 import type { MqttClient, IPublishPacket } from 'mqtt'
+import type { Connection, Subscriber } from './connection.js'
 import type { Log, Quarantine, VersionVector } from '../core/index.js'
 import { EVENT_FRAMING_BYTES, MESSAGE_FRAMING_BYTES, ProtocolError, decodeMessage, encodeMessage, type Message } from './protocol.js'
 import { parseTopic, subscription, topic } from './topics.js'
@@ -21,6 +22,8 @@ import { delta, equalVectors } from './version-vector.js'
 
 export interface PeerInfo {
   replica: string
+  /** The connection it syncs through. */
+  node: string
   online: boolean
   vector: VersionVector
   origins: string[] | null
@@ -31,6 +34,8 @@ export interface PeerInfo {
 
 export interface SyncStatus {
   replica: string
+  /** The connection this log syncs through (shared by the logs of this process on one broker). */
+  node: string
   logName: string
   connected: boolean
   peers: PeerInfo[]
@@ -64,7 +69,8 @@ const ASSEMBLIES_MAX = 4
 
 interface Assembly { key: string, time: number, bytes: Uint8Array, received: number }
 
-export class Replicator extends EventEmitter<SyncEvents> {
+export class Replicator extends EventEmitter<SyncEvents> implements Subscriber {
+  private readonly client: MqttClient
   private readonly peers = new Map<string, PeerInfo>()
   private readonly relayJobs = new Map<string, number>()
   private readonly assemblies: Assembly[] = []
@@ -83,23 +89,17 @@ export class Replicator extends EventEmitter<SyncEvents> {
   private messagesDropped = 0
   private lastError: string | null = null
   private readonly onDurable = (): void => this.planSends()
+  private ready: Promise<void> = Promise.resolve()
+  private firstReady: () => void = () => undefined
+  private onError: ((error: Error) => void) | null = null
 
-  constructor(private readonly log: Log, private readonly client: MqttClient, private readonly settings: ReplicatorSettings) {
+  constructor(private readonly log: Log, private readonly connection: Connection, private readonly settings: ReplicatorSettings) {
     super()
+    this.client = connection.client
   }
 
   get replica(): string {
     return this.log.replicaId
-  }
-
-  /** The Last Will: marks this replica offline if the connection dies without a goodbye. */
-  static will(log: Log, settings: Pick<ReplicatorSettings, 'topicPrefix' | 'logName' | 'origins' | 'maxMessageBytes'>): { topic: string, payload: Buffer, qos: 1, retain: true } {
-    return {
-      topic: topic(settings.topicPrefix, settings.logName, 'status', log.replicaId),
-      payload: Buffer.from(encodeMessage({ kind: 'status', replica: log.replicaId, online: false, vector: {}, origins: settings.origins, maxMessageBytes: settings.maxMessageBytes, timeMs: 0 })),
-      qos: 1,
-      retain: true,
-    }
   }
 
   /**
@@ -108,28 +108,38 @@ export class Replicator extends EventEmitter<SyncEvents> {
    * offline, so sync keeps retrying in the background (status().connected, lastError).
    */
   start(firstConnectWaitMs: number): Promise<void> {
-    this.client.handleMessage = (packet: IPublishPacket, done) => {
-      this.receive(packet).then(() => done(), (error: unknown) => {
-        this.noteError(error)
-        done()
-      })
-    }
     let firstReady!: () => void
-    const ready = new Promise<void>((resolve) => { firstReady = resolve })
-    this.client.on('connect', () => {
-      this.onConnect().then(firstReady, (error: unknown) => this.noteError(error))
-    })
-    this.client.on('error', (error) => this.noteError(error))
+    this.ready = new Promise<void>((resolve) => { firstReady = resolve })
+    this.firstReady = firstReady
+    this.onError = (error: Error): void => this.noteError(error)
+    this.client.on('error', this.onError)
     this.log.on('durable', this.onDurable)
     this.periodic = setInterval(() => {
       this.announce(false).catch((error: unknown) => this.noteError(error))
     }, this.settings.announceIntervalMs)
     this.periodic.unref()
+    this.connection.attach(this)
     const timeout = new Promise<void>((resolve) => setTimeout(resolve, firstConnectWaitMs).unref())
-    return Promise.race([ready, timeout])
+    return Promise.race([this.ready, timeout])
   }
 
-  private async onConnect(): Promise<void> {
+  /** Called on every (re)connection of the shared connection. */
+  onConnect(): void {
+    this.setUp().then(this.firstReady, (error: unknown) => this.noteError(error))
+  }
+
+  /** The node behind some peers went away without a goodbye (its Last Will): they are offline. */
+  nodeStatus(node: string, online: boolean): void {
+    if (online) return // each log's own status says when it is back
+    for (const peer of this.peers.values()) {
+      if (peer.node === node && peer.online) {
+        peer.online = false
+        this.emit('peer', { ...peer, vector: { ...peer.vector } })
+      }
+    }
+  }
+
+  private async setUp(): Promise<void> {
     const { topicPrefix, logName } = this.settings
     await this.client.subscribeAsync([
       subscription(topicPrefix, logName, 'status'),
@@ -147,15 +157,17 @@ export class Replicator extends EventEmitter<SyncEvents> {
     if (this.periodic !== null) clearInterval(this.periodic)
     if (this.announceTimer !== null) clearTimeout(this.announceTimer)
     if (this.client.connected) {
-      const goodbye = encodeMessage({ kind: 'status', replica: this.replica, online: false, vector: this.log.versionVector(), origins: this.settings.origins, maxMessageBytes: this.settings.maxMessageBytes, timeMs: Date.now() })
+      const goodbye = encodeMessage({ kind: 'status', replica: this.replica, node: this.connection.node, online: false, vector: this.log.versionVector(), origins: this.settings.origins, maxMessageBytes: this.settings.maxMessageBytes, timeMs: Date.now() })
       await this.client.publishAsync(topic(this.settings.topicPrefix, this.settings.logName, 'status', this.replica), Buffer.from(goodbye), { qos: 1, retain: true }).catch(() => undefined)
     }
-    await this.client.endAsync(!this.client.connected).catch(() => undefined)
+    if (this.onError !== null) this.client.off('error', this.onError)
+    await this.connection.detach(this)
   }
 
   status(): SyncStatus {
     return {
       replica: this.replica,
+      node: this.connection.node,
       logName: this.settings.logName,
       connected: this.client.connected,
       peers: [...this.peers.values()].map((peer) => ({ ...peer, vector: { ...peer.vector } })),
@@ -173,7 +185,7 @@ export class Replicator extends EventEmitter<SyncEvents> {
     const { topicPrefix, logName, origins, maxMessageBytes } = this.settings
     const vector = this.log.versionVector()
     if (withStatus) {
-      const status = encodeMessage({ kind: 'status', replica: this.replica, online: true, vector, origins, maxMessageBytes, timeMs: Date.now() })
+      const status = encodeMessage({ kind: 'status', replica: this.replica, node: this.connection.node, online: true, vector, origins, maxMessageBytes, timeMs: Date.now() })
       await this.client.publishAsync(topic(topicPrefix, logName, 'status', this.replica), Buffer.from(status), { qos: 1, retain: true })
     }
     const message = encodeMessage({ kind: 'vector', replica: this.replica, vector, origins, maxMessageBytes })
@@ -190,10 +202,15 @@ export class Replicator extends EventEmitter<SyncEvents> {
     this.announceTimer.unref()
   }
 
-  private async receive(packet: IPublishPacket): Promise<void> {
-    if (this.closed) return
+  /** Handles a message on this log's topics; false when the topic is another log's. */
+  async receive(packet: IPublishPacket): Promise<boolean> {
     const parsed = parseTopic(this.settings.topicPrefix, this.settings.logName, packet.topic)
-    if (parsed === undefined) return
+    if (parsed === undefined) return false
+    if (!this.closed) await this.receiveOwned(packet, parsed)
+    return true
+  }
+
+  private async receiveOwned(packet: IPublishPacket, parsed: { channel: string, replica: string }): Promise<void> {
     let message: Message
     try {
       message = decodeMessage(packet.payload as Uint8Array, this.settings.maxMessageBytes)
@@ -219,7 +236,7 @@ export class Replicator extends EventEmitter<SyncEvents> {
     const known = this.peers.get(message.replica)
     const online = message.kind === 'status' ? message.online : true
     const peer: PeerInfo = {
-      replica: message.replica, online, origins: message.origins, maxMessageBytes: message.maxMessageBytes, lastSeenMs: Date.now(),
+      replica: message.replica, node: message.kind === 'status' ? message.node : known?.node ?? '', online, origins: message.origins, maxMessageBytes: message.maxMessageBytes, lastSeenMs: Date.now(),
       // An offline status carries no trustworthy vector (the Last Will is written at connect).
       vector: message.kind === 'status' && !message.online ? known?.vector ?? {} : message.vector,
     }
