@@ -99,7 +99,7 @@ export class Connection {
 
   private async dispatch(packet: IPublishPacket): Promise<void> {
     const nodes = `${this.settings.topicPrefix}/_nodes/`
-    if (packet.topic.startsWith(nodes)) {
+    if (packet.topic.startsWith(nodes) && !packet.topic.slice(nodes.length).includes('/')) {
       const status = decodeNodeStatus(packet.payload as Uint8Array)
       if (status !== undefined && packet.topic === nodes + status.node && status.node !== this.node) {
         for (const subscriber of this.subscribers) subscriber.nodeStatus(status.node, status.online)

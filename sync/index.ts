@@ -52,7 +52,10 @@ export async function startSync(log: Log, options: SyncOptions): Promise<SyncHan
   if (typeof options !== 'object' || options === null) throw invalid('options must be an object')
   for (const key of Object.keys(options)) if (!OPTION_KEYS.has(key)) throw invalid(`unknown option '${key}'`)
   if (typeof options.url !== 'string' || !/^(mqtts?|tcp|ssl|wss?):\/\//.test(options.url)) throw invalid('url must be an mqtt:// or mqtts:// URL')
-  if (typeof options.logName !== 'string' || !isTopicName(options.logName)) throw invalid('logName must be 1 to 128 of A-Z a-z 0-9 _ . -')
+  if (typeof options.logName !== 'string' || !isTopicName(options.logName)) throw invalid('logName must be 1 to 128 of A-Z a-z 0-9 _ . -, not starting with _')
+  if (options.clientId !== undefined && (typeof options.clientId !== 'string' || !/^[A-Za-z0-9_.-]{1,64}$/.test(options.clientId))) {
+    throw invalid('clientId must be 1 to 64 of A-Z a-z 0-9 _ . - (it names the connection\'s presence topic)')
+  }
   const topicPrefix = options.topicPrefix ?? 'interlog/v1'
   if (typeof topicPrefix !== 'string' || topicPrefix.length === 0 || /[#+]/.test(topicPrefix)) throw invalid('topicPrefix must be a topic without wildcards')
   const maxMessageBytes = options.maxMessageBytes ?? 256 << 10

@@ -64,6 +64,16 @@ export interface ReplicatorSettings {
 
 /** Delay before announcing our vector after receiving events, so one announcement covers many. */
 const ANNOUNCE_DEBOUNCE_MS = 50
+/** A peer silent for this many announcement intervals is taken as absent. */
+const PEER_SILENCE_INTERVALS = 3
+/** A peer silent for this many intervals is forgotten. */
+const PEER_FORGET_INTERVALS = 60
+/** Peers remembered, at most. */
+const PEERS_MAX = 1024
+/** A range published within this many intervals is not sent again for an older announcement. */
+const RESEND_GRACE_INTERVALS = 2
+/** Published ranges remembered per origin, at most. */
+const OFFERED_RANGES_MAX = 64
 /** Large events being reassembled from fragments at once, at most (the oldest is dropped). */
 const ASSEMBLIES_MAX = 4
 
@@ -76,8 +86,14 @@ export class Replicator extends EventEmitter<SyncEvents> implements Subscriber {
   private readonly assemblies: Assembly[] = []
   /** Per origin: events published up to this position, and when; a gap a peer announced before
    *  that (plus a grace) is not sent again: the announcement predates our send. */
-  private readonly offered = new Map<string, { upTo: number, atMs: number }>()
+  private readonly offered = new Map<string, { from: number, upTo: number, atMs: number }[]>()
   private ownNext = -1
+  /** The lowest own position a peer was found to lack while the own lane ran. */
+  private ownRestart = Infinity
+  private ownLane: Promise<void> = Promise.resolve()
+  private relayLane: Promise<void> = Promise.resolve()
+  /** Nodes whose Last Will said offline: a retained online status from them is stale. */
+  private readonly offlineNodes = new Set<string>()
   private ownRunning = false
   private relayRunning = false
   private announceTimer: NodeJS.Timeout | null = null
@@ -130,7 +146,12 @@ export class Replicator extends EventEmitter<SyncEvents> implements Subscriber {
 
   /** The node behind some peers went away without a goodbye (its Last Will): they are offline. */
   nodeStatus(node: string, online: boolean): void {
-    if (online) return // each log's own status says when it is back
+    if (online) {
+      this.offlineNodes.delete(node) // each log's own status says when it is back
+      return
+    }
+    this.offlineNodes.add(node)
+    if (this.offlineNodes.size > PEERS_MAX) this.offlineNodes.delete(this.offlineNodes.values().next().value as string)
     for (const peer of this.peers.values()) {
       if (peer.node === node && peer.online) {
         peer.online = false
@@ -160,6 +181,8 @@ export class Replicator extends EventEmitter<SyncEvents> implements Subscriber {
       const goodbye = encodeMessage({ kind: 'status', replica: this.replica, node: this.connection.node, online: false, vector: this.log.versionVector(), origins: this.settings.origins, maxMessageBytes: this.settings.maxMessageBytes, timeMs: Date.now() })
       await this.client.publishAsync(topic(this.settings.topicPrefix, this.settings.logName, 'status', this.replica), Buffer.from(goodbye), { qos: 1, retain: true }).catch(() => undefined)
     }
+    // The lanes see `closed` at their next step; publishes stuck on a dead connection are not awaited long.
+    await Promise.race([Promise.all([this.ownLane, this.relayLane]), new Promise((resolve) => setTimeout(resolve, 1000).unref())])
     if (this.onError !== null) this.client.off('error', this.onError)
     await this.connection.detach(this)
   }
@@ -234,9 +257,11 @@ export class Replicator extends EventEmitter<SyncEvents> implements Subscriber {
       return
     }
     const known = this.peers.get(message.replica)
-    const online = message.kind === 'status' ? message.online : true
+    const node = message.kind === 'status' ? message.node : known?.node ?? ''
+    // A retained online status of a node whose Last Will already fired is stale.
+    const online = message.kind === 'status' ? message.online && !this.offlineNodes.has(node) : true
     const peer: PeerInfo = {
-      replica: message.replica, node: message.kind === 'status' ? message.node : known?.node ?? '', online, origins: message.origins, maxMessageBytes: message.maxMessageBytes, lastSeenMs: Date.now(),
+      replica: message.replica, node, online, origins: message.origins, maxMessageBytes: message.maxMessageBytes, lastSeenMs: Date.now(),
       // An offline status carries no trustworthy vector (the Last Will is written at connect).
       vector: message.kind === 'status' && !message.online ? known?.vector ?? {} : message.vector,
     }
@@ -281,60 +306,106 @@ export class Replicator extends EventEmitter<SyncEvents> implements Subscriber {
     await this.receiveEvents(message.origin, [[message.pos, assembly.time, assembly.bytes]])
   }
 
+  /** A peer counts as present while online and heard from within PEER_SILENCE_INTERVALS announcements. */
+  private live(peer: PeerInfo, now: number): boolean {
+    return peer.online && now - peer.lastSeenMs <= PEER_SILENCE_INTERVALS * this.settings.announceIntervalMs
+  }
+
   /** Decides what to send: our own events live, and the gaps of peers we are elected to fill. */
   private planSends(): void {
     if (this.closed) return
+    const now = Date.now()
+    this.forgetSilentPeers(now)
     const mine = this.log.versionVector()
-    const ownCount = mine[this.replica] ?? 0
-    let ownFrom = this.ownNext < 0 ? ownCount : this.ownNext
+    if (this.ownNext < 0) this.ownNext = mine[this.replica] ?? 0
     for (const peer of this.peers.values()) {
-      if (!peer.online) continue
+      if (!this.live(peer, now)) continue
       for (const [origin, [gapFrom]] of delta(mine, peer.vector)) {
         if (peer.origins !== null && !peer.origins.includes(origin)) continue
-        if (this.elect(origin, peer) !== this.replica) continue
-        const offered = this.offered.get(origin)
-        const recent = offered !== undefined && peer.lastSeenMs < offered.atMs + 2 * this.settings.announceIntervalMs
-        const from = recent && gapFrom < offered.upTo ? offered.upTo : gapFrom
-        if (origin === this.replica) ownFrom = Math.min(ownFrom, from)
+        if (this.elect(origin, peer, now) !== this.replica) continue
+        const from = this.unsentFrom(origin, gapFrom, peer.lastSeenMs, now)
+        if (from >= (mine[origin] ?? 0)) continue
+        if (origin === this.replica) this.ownRestart = Math.min(this.ownRestart, from)
         else this.relayJobs.set(origin, Math.min(this.relayJobs.get(origin) ?? Infinity, from))
       }
-    }
-    if (this.ownNext < 0) this.ownNext = ownCount
-    this.ownNext = Math.min(this.ownNext, ownFrom)
-    for (const [origin, from] of this.relayJobs) {
-      if (from >= (mine[origin] ?? 0)) this.relayJobs.delete(origin)
     }
     this.runOwnLane()
     this.runRelayLane()
   }
 
   /**
-   * Who sends origin `origin`'s events to `peer`: the origin itself when it is online and holds
-   * them, otherwise the online replica with the smallest id among those holding more than the
+   * Where a peer's gap really starts, skipping what we published after the peer's announcement
+   * was made (the announcement cannot reflect it yet). A range offered more than the grace ago
+   * and still missing is sent again.
+   */
+  private unsentFrom(origin: string, gapFrom: number, announcedMs: number, now: number): number {
+    const grace = RESEND_GRACE_INTERVALS * this.settings.announceIntervalMs
+    const ranges = (this.offered.get(origin) ?? []).filter((range) => now - range.atMs <= grace)
+    if (ranges.length === 0) this.offered.delete(origin)
+    else this.offered.set(origin, ranges)
+    let from = gapFrom
+    for (let moved = true; moved;) {
+      moved = false
+      for (const range of ranges) {
+        if (range.from <= from && from < range.upTo && announcedMs < range.atMs + grace) {
+          from = range.upTo
+          moved = true
+        }
+      }
+    }
+    return from
+  }
+
+  private noteOffered(origin: string, from: number, upTo: number): void {
+    const ranges = this.offered.get(origin) ?? []
+    const last = ranges[ranges.length - 1]
+    if (last !== undefined && last.upTo === from) last.upTo = upTo // contiguous: keep the older time
+    else ranges.push({ from, upTo, atMs: Date.now() })
+    if (ranges.length > OFFERED_RANGES_MAX) ranges.shift()
+    this.offered.set(origin, ranges)
+  }
+
+  /**
+   * Who sends origin `origin`'s events to `peer`: the origin itself when it is present and holds
+   * them, otherwise the present replica with the smallest id among those holding more than the
    * peer. Every replica computes the same answer from the same announcements, so one answers.
    */
-  private elect(origin: string, peer: PeerInfo): string | undefined {
+  private elect(origin: string, peer: PeerInfo, now: number): string | undefined {
     const need = peer.vector[origin] ?? 0
     const candidates: string[] = []
     if ((this.log.versionVector()[origin] ?? 0) > need) candidates.push(this.replica)
     for (const other of this.peers.values()) {
-      if (other.online && other.replica !== peer.replica && (other.vector[origin] ?? 0) > need) candidates.push(other.replica)
+      if (this.live(other, now) && other.replica !== peer.replica && (other.vector[origin] ?? 0) > need) candidates.push(other.replica)
     }
     if (candidates.includes(origin)) return origin
     return candidates.sort()[0]
   }
 
+  /** Peers silent for long, and offline ones beyond PEERS_MAX, are forgotten (bounded memory). */
+  private forgetSilentPeers(now: number): void {
+    const forget = PEER_FORGET_INTERVALS * this.settings.announceIntervalMs
+    for (const [replica, peer] of this.peers) {
+      if (now - peer.lastSeenMs > forget) this.peers.delete(replica)
+    }
+    while (this.peers.size > PEERS_MAX) {
+      const oldest = [...this.peers.values()].sort((a, b) => a.lastSeenMs - b.lastSeenMs)[0]!
+      this.peers.delete(oldest.replica)
+    }
+  }
+
   private runOwnLane(): void {
     if (this.ownRunning || this.closed) return
+    if (this.ownRestart < this.ownNext) this.ownNext = this.ownRestart
+    this.ownRestart = Infinity
     this.ownRunning = true
     const started = this.ownNext
-    this.streamOrigin(this.replica, () => this.ownNext, (next) => { this.ownNext = next })
+    this.ownLane = this.streamOrigin(this.replica, this.ownNext, (next) => { this.ownNext = Math.max(this.ownNext, next) })
       .catch((error: unknown) => this.noteError(error))
       .finally(() => {
         this.ownRunning = false
-        // More may have become durable meanwhile; when nothing moved, the next 'durable' event
-        // or announcement starts the lane again.
-        if (!this.closed && this.ownNext > started) this.runOwnLane()
+        // A restart asked for meanwhile, or more became durable: go again. When nothing moved,
+        // the next 'durable' event or announcement starts the lane.
+        if (!this.closed && (this.ownRestart < this.ownNext || this.ownNext > started)) this.runOwnLane()
       })
   }
 
@@ -345,81 +416,87 @@ export class Replicator extends EventEmitter<SyncEvents> implements Subscriber {
       while (!this.closed && this.relayJobs.size > 0) {
         const [origin, from] = this.relayJobs.entries().next().value as [string, number]
         this.relayJobs.delete(origin)
-        let next = from
-        await this.streamOrigin(origin, () => next, (value) => { next = value })
+        await this.streamOrigin(origin, from, () => undefined)
       }
     }
-    work().catch((error: unknown) => this.noteError(error)).finally(() => {
+    this.relayLane = work().catch((error: unknown) => this.noteError(error)).finally(() => {
       this.relayRunning = false
+      if (!this.closed && this.relayJobs.size > 0) this.runRelayLane()
     })
   }
 
   /**
-   * Publishes `origin`'s events from position next() on, in messages below maxMessageBytes, only
+   * Publishes `origin`'s events from position `from` on, in messages below maxMessageBytes, only
    * events already durable here, with at most inflightMessagesMax unacknowledged publishes.
+   * Stops at close; a failed publish ends the stream (the next announcement asks again).
    */
-  private async streamOrigin(origin: string, next: () => number, advance: (pos: number) => void): Promise<void> {
+  private async streamOrigin(origin: string, from: number, advance: (pos: number) => void): Promise<void> {
     const { topicPrefix, logName, inflightMessagesMax } = this.settings
-    // Stay below what every online peer accepts.
+    const now = Date.now()
+    // Stay below what every present peer accepts.
     let maxMessageBytes = this.settings.maxMessageBytes
-    for (const peer of this.peers.values()) if (peer.online) maxMessageBytes = Math.min(maxMessageBytes, peer.maxMessageBytes)
+    for (const peer of this.peers.values()) if (this.live(peer, now)) maxMessageBytes = Math.min(maxMessageBytes, peer.maxMessageBytes)
     const vector = this.log.versionVector()
-    const from = next()
     if ((vector[origin] ?? 0) <= from) return
     vector[origin] = from
     const target = topic(topicPrefix, logName, 'events', this.replica)
     const durable = this.log.durableLength
-    const inflight: Promise<unknown>[] = []
+    const inflight: Promise<void>[] = []
+    let failure: unknown = null
+    const publish = async (payload: Buffer, events: number): Promise<void> => {
+      inflight.push(this.client.publishAsync(target, payload, { qos: 1 }).then(() => { this.eventsSent += events }, (error: unknown) => { failure ??= error }))
+      if (inflight.length >= inflightMessagesMax) await inflight.shift()
+      if (failure !== null) throw failure
+    }
     let batch: [number, number, Uint8Array][] = []
     let bytes = MESSAGE_FRAMING_BYTES
+    let sentFrom = from
     const flush = async (): Promise<void> => {
       if (batch.length === 0) return
       const payload = Buffer.from(encodeMessage({ kind: 'events', sender: this.replica, origin, events: batch }))
       const count = batch.length
-      const last = batch[batch.length - 1]![0]
+      const upTo = batch[batch.length - 1]![0] + 1
       batch = []
       bytes = MESSAGE_FRAMING_BYTES
-      inflight.push(this.client.publishAsync(target, payload, { qos: 1 }).then(() => { this.eventsSent += count }))
-      this.noteOffered(origin, last + 1)
-      advance(last + 1)
-      if (inflight.length >= inflightMessagesMax) await inflight.shift()
+      await publish(payload, count)
+      this.noteOffered(origin, sentFrom, upTo)
+      sentFrom = upTo
+      advance(upTo)
     }
-    for await (const event of this.log.eventsSince(vector)) {
-      if (this.closed || event.localPos >= durable) break
-      if (event.origin !== origin) continue
-      const size = event.payload.length + EVENT_FRAMING_BYTES
-      if (size + MESSAGE_FRAMING_BYTES > maxMessageBytes) {
-        // Too large for one message: sent alone, in pieces.
-        await flush()
-        const piece = maxMessageBytes - MESSAGE_FRAMING_BYTES
-        for (let offset = 0; offset < event.payload.length; offset += piece) {
-          const bytes = event.payload.subarray(offset, offset + piece)
-          const message = encodeMessage({ kind: 'fragment', sender: this.replica, origin, pos: event.pos, time: event.time, total: event.payload.length, offset, bytes })
-          inflight.push(this.client.publishAsync(target, Buffer.from(message), { qos: 1 }))
-          if (inflight.length >= inflightMessagesMax) await inflight.shift()
+    try {
+      for await (const event of this.log.eventsSince(vector)) {
+        if (this.closed || event.localPos >= durable) break
+        if (event.origin !== origin) continue
+        const size = event.payload.length + EVENT_FRAMING_BYTES
+        if (size + MESSAGE_FRAMING_BYTES > maxMessageBytes) {
+          // Too large for one message: sent alone, in pieces.
+          await flush()
+          const piece = maxMessageBytes - MESSAGE_FRAMING_BYTES
+          for (let offset = 0; offset < event.payload.length && !this.closed; offset += piece) {
+            const chunk = event.payload.subarray(offset, offset + piece)
+            const last = offset + piece >= event.payload.length
+            await publish(Buffer.from(encodeMessage({ kind: 'fragment', sender: this.replica, origin, pos: event.pos, time: event.time, total: event.payload.length, offset, bytes: chunk })), last ? 1 : 0)
+          }
+          if (this.closed) break
+          this.noteOffered(origin, sentFrom, event.pos + 1)
+          sentFrom = event.pos + 1
+          advance(event.pos + 1)
+          continue
         }
-        inflight.push(Promise.resolve().then(() => { this.eventsSent++ }))
-        this.noteOffered(origin, event.pos + 1)
-        advance(event.pos + 1)
-        continue
+        if (batch.length > 0 && bytes + size > maxMessageBytes) await flush()
+        batch.push([event.pos, event.time, event.payload])
+        bytes += size
       }
-      if (batch.length > 0 && bytes + size > maxMessageBytes) await flush()
-      batch.push([event.pos, event.time, event.payload])
-      bytes += size
+      if (!this.closed) await flush()
+    } finally {
+      await Promise.all(inflight)
     }
-    await flush()
-    await Promise.all(inflight)
-  }
-
-  private noteOffered(origin: string, upTo: number): void {
-    const offered = this.offered.get(origin)
-    if (offered === undefined || upTo >= offered.upTo) this.offered.set(origin, { upTo, atMs: Date.now() })
-    else offered.atMs = Date.now()
   }
 
   private checkConverged(): void {
     const mine = this.log.versionVector()
-    const online = [...this.peers.values()].filter((peer) => peer.online)
+    const now = Date.now()
+    const online = [...this.peers.values()].filter((peer) => this.live(peer, now))
     const wanted = (filter: string[] | null, origin: string): boolean => filter === null || filter.includes(origin)
     const converged = online.length > 0 && online.every((peer) => {
       if (peer.origins === null && this.settings.origins === null) return equalVectors(peer.vector, mine)

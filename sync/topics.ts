@@ -3,8 +3,9 @@
 
 export type Channel = 'status' | 'vector' | 'events'
 
-const NAME = /^[A-Za-z0-9_.-]{1,128}$/
+const NAME = /^[A-Za-z0-9.-][A-Za-z0-9_.-]{0,127}$/
 
+/** A log name: 1 to 128 of A-Z a-z 0-9 _ . -, not starting with _ (reserved: P/_nodes). */
 export function isTopicName(value: string): boolean {
   return NAME.test(value)
 }

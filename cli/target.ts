@@ -1,0 +1,89 @@
+// What a CLI command works on: a running daemon's socket, or the data directory opened directly
+// (when no daemon holds it). Both expose the same verbs.
+
+import fs from 'node:fs'
+import net from 'node:net'
+import path from 'node:path'
+import { openLog, type Log, type LogEvent, type VerifyResult, type VersionVector } from '../core/index.js'
+import { connect, diskUse, logDirectory, type RemoteLog } from '../daemon/index.js'
+
+export interface Target {
+  readonly kind: 'daemon' | 'directory'
+  readonly where: string
+  readonly replicaId: string
+  append(payloads: Uint8Array[]): Promise<{ origin: string, pos: number, count: number }>
+  read(options: { from?: number, to?: number }): AsyncIterable<LogEvent>
+  tail(options: { from?: number, signal?: AbortSignal }): AsyncIterable<LogEvent>
+  length(): Promise<number>
+  versionVector(): Promise<VersionVector>
+  verify(): Promise<VerifyResult>
+  status(): Promise<Record<string, unknown>>
+  close(): Promise<void>
+}
+
+export interface TargetOptions {
+  data?: string | undefined
+  socket?: string | undefined
+  log?: string | undefined
+}
+
+async function listening(socketPath: string): Promise<boolean> {
+  if (!fs.existsSync(socketPath)) return false
+  return new Promise((resolve) => {
+    const probe = net.connect(socketPath, () => { probe.destroy(); resolve(true) })
+    probe.once('error', () => resolve(false))
+  })
+}
+
+export async function openTarget(options: TargetOptions): Promise<Target> {
+  const data = options.data ?? process.env['INTERLOG_DATA']
+  const socket = options.socket ?? process.env['INTERLOG_SOCKET'] ?? (data === undefined ? undefined : path.join(data, 'interlog.sock'))
+  if (options.socket !== undefined || (socket !== undefined && await listening(socket))) {
+    return remoteTarget(await connect(socket!, options.log === undefined ? {} : { log: options.log }), socket!)
+  }
+  if (data === undefined) throw new UsageError('give --data DIR or --socket PATH (or INTERLOG_DATA / INTERLOG_SOCKET)')
+  const directory = logDirectory({ data: path.resolve(data) }, options.log ?? 'main')
+  if (!fs.existsSync(directory)) throw new UsageError(`no log at ${directory}: run interlog init --data ${data} first`)
+  return localTarget(await openLog(directory), directory)
+}
+
+export class UsageError extends Error {
+  override name = 'UsageError'
+}
+
+function remoteTarget(client: RemoteLog, where: string): Target {
+  return {
+    kind: 'daemon', where, replicaId: client.replicaId,
+    append: async (payloads) => {
+      const range = await client.appendBatchRange(payloads)
+      return { origin: range.origin, pos: range.pos, count: range.count }
+    },
+    read: (options) => client.read(options),
+    tail: (options) => client.tail(options),
+    length: () => client.length(),
+    versionVector: () => client.versionVector(),
+    verify: () => client.verify(),
+    status: async () => ({ ...(await client.status()) }),
+    close: () => client.close(),
+  }
+}
+
+function localTarget(log: Log, directory: string): Target {
+  return {
+    kind: 'directory', where: directory, replicaId: log.replicaId,
+    append: async (payloads) => {
+      const range = await log.appendBatchRange(payloads)
+      return { origin: range.origin, pos: range.pos, count: range.count }
+    },
+    read: (options) => log.read(options),
+    tail: (options) => log.tail(options),
+    length: async () => log.length,
+    versionVector: async () => log.versionVector(),
+    verify: () => log.verify(),
+    status: async () => ({
+      log: path.basename(directory), replicaId: log.replicaId, length: log.length, durableLength: log.durableLength,
+      vector: log.versionVector(), quarantined: log.quarantined(), sync: null, directory, ...diskUse(directory),
+    }),
+    close: () => log.close(),
+  }
+}

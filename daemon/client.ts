@@ -1,0 +1,248 @@
+// The local API client: the same verbs as the in-process log, over the daemon's Unix socket, so
+// user code does not care where the log lives. Requests are pipelined and matched by id; reads
+// and tails stream with a credit window (the client asks for more as its consumer takes events),
+// so a slow consumer does not grow memory on either side.
+
+import net from 'node:net'
+import { LogError, type BatchRange, type EventId, type LogErrorCode, type LogEvent, type Quarantine, type VerifyResult, type VersionVector } from '../core/index.js'
+import type { SyncStatus } from '../sync/index.js'
+import { FRAME_BYTES_MAX, FrameReader, encodeFrame } from './frames.js'
+
+/** Requests waiting for an answer, at most; further calls wait for room. */
+export const CLIENT_REQUESTS_MAX = 8192
+
+export interface RemoteStatus {
+  log: string
+  replicaId: string
+  length: number
+  durableLength: number
+  vector: VersionVector
+  quarantined: Quarantine[]
+  sync: SyncStatus | null
+  directory: string
+  segments: number
+  /** Bytes allocated on disk. */
+  bytes: number
+}
+
+interface Pending {
+  resolve: (value: unknown) => void
+  reject: (error: Error) => void
+  /** For streams: receives chunks of events. */
+  onChunk?: (events: unknown[][]) => void
+}
+
+type WireEvent = [number, string, number, number, Uint8Array]
+
+export class RemoteLog {
+  readonly replicaId: string
+  readonly logName: string
+  readonly logs: readonly string[]
+  private readonly pending = new Map<number, Pending>()
+  private nextId = 1
+  private closed = false
+  private failure: LogError | null = null
+  private roomWaiters: (() => void)[] = []
+
+  private constructor(private readonly socket: net.Socket, hello: { log: string, logs: string[], replicaId: string }) {
+    this.replicaId = hello.replicaId
+    this.logName = hello.log
+    this.logs = hello.logs
+  }
+
+  /** Use connect(). */
+  static async open(socketPath: string, options: { log?: string } = {}): Promise<RemoteLog> {
+    const socket = await new Promise<net.Socket>((resolve, reject) => {
+      const candidate = net.connect(socketPath, () => {
+        candidate.off('error', reject)
+        resolve(candidate)
+      })
+      candidate.once('error', (error) => reject(new LogError('IO', `cannot connect to the daemon at ${socketPath}: ${error.message}`, { path: socketPath, cause: error })))
+    })
+    const reader = new FrameReader(FRAME_BYTES_MAX)
+    let remote: RemoteLog | undefined
+    const early: Record<string, unknown>[] = []
+    socket.on('data', (chunk: Buffer) => {
+      try {
+        for (const frame of reader.push(chunk)) {
+          if (remote === undefined) early.push(frame)
+          else remote.receive(frame)
+        }
+      } catch (error) {
+        remote?.fail(new LogError('IO', `the daemon sent a bad frame: ${(error as Error).message}`))
+        socket.destroy()
+      }
+    })
+    const helloId = 1
+    socket.write(encodeFrame({ id: helloId, op: 'hello', log: options.log ?? null }))
+    const hello = await new Promise<Record<string, unknown>>((resolve, reject) => {
+      const check = (): void => {
+        const frame = early.find((f) => f['id'] === helloId || f['id'] === 0)
+        if (frame === undefined) return
+        socket.off('data', check)
+        if (frame['ok'] === true) resolve(frame['result'] as Record<string, unknown>)
+        else reject(toError(frame['error']))
+      }
+      socket.on('data', check)
+      socket.once('close', () => reject(new LogError('IO', `the daemon at ${socketPath} closed the connection`)))
+      check()
+    }).catch((error: unknown) => {
+      socket.destroy()
+      throw error
+    })
+    remote = new RemoteLog(socket, hello as { log: string, logs: string[], replicaId: string })
+    remote.nextId = helloId + 1
+    socket.on('close', () => remote!.fail(new LogError('CLOSED', 'the connection to the daemon is closed')))
+    socket.on('error', () => undefined)
+    return remote
+  }
+
+  append(payload: Uint8Array): Promise<EventId> {
+    return this.request({ op: 'append', payload }) as Promise<EventId>
+  }
+
+  async appendBatch(payloads: readonly Uint8Array[]): Promise<EventId[]> {
+    const range = await this.appendBatchRange(payloads)
+    return Array.from({ length: range.count }, (_, i) => ({ origin: range.origin, pos: range.pos + i }))
+  }
+
+  appendBatchRange(payloads: readonly Uint8Array[]): Promise<BatchRange> {
+    return this.request({ op: 'appendBatch', payloads }) as Promise<BatchRange>
+  }
+
+  /** The number of events (an async call: the log lives in the daemon). */
+  length(): Promise<number> {
+    return this.request({ op: 'length' }) as Promise<number>
+  }
+
+  durableLength(): Promise<number> {
+    return this.request({ op: 'durableLength' }) as Promise<number>
+  }
+
+  versionVector(): Promise<VersionVector> {
+    return this.request({ op: 'versionVector' }) as Promise<VersionVector>
+  }
+
+  status(): Promise<RemoteStatus> {
+    return this.request({ op: 'status' }) as Promise<RemoteStatus>
+  }
+
+  verify(): Promise<VerifyResult> {
+    return this.request({ op: 'verify' }) as Promise<VerifyResult>
+  }
+
+  read(options: { from?: number, to?: number } = {}): AsyncGenerator<LogEvent> {
+    return this.stream({ op: 'read', from: options.from ?? 0, to: options.to ?? null }, undefined)
+  }
+
+  tail(options: { from?: number, signal?: AbortSignal } = {}): AsyncGenerator<LogEvent> {
+    return this.stream({ op: 'tail', from: options.from ?? 0 }, options.signal)
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return
+    this.closed = true
+    this.socket.end()
+    await new Promise<void>((resolve) => {
+      if (this.socket.destroyed) resolve()
+      else this.socket.once('close', () => resolve())
+    })
+  }
+
+  private async *stream(body: Record<string, unknown>, signal: AbortSignal | undefined): AsyncGenerator<LogEvent> {
+    const chunks: unknown[][][] = []
+    let wake: (() => void) | null = null
+    let finished = false
+    let failure: Error | null = null
+    const id = await this.reserveId()
+    const done = this.send(id, body, {
+      resolve: () => { finished = true; wake?.() },
+      reject: (error) => { failure = error; wake?.() },
+      onChunk: (events) => { chunks.push(events); wake?.() },
+    })
+    void done
+    const onAbort = (): void => {
+      this.socket.write(encodeFrame({ id, op: 'cancel' }))
+      wake?.()
+    }
+    signal?.addEventListener('abort', onAbort, { once: true })
+    try {
+      for (;;) {
+        const chunk = chunks.shift()
+        if (chunk !== undefined) {
+          if (!this.socket.destroyed) this.socket.write(encodeFrame({ id, op: 'more' }))
+          for (const [localPos, origin, pos, time, payload] of chunk as WireEvent[]) {
+            if (signal?.aborted === true) return
+            yield { localPos, origin, pos, time, payload }
+          }
+          continue
+        }
+        if (failure !== null) throw failure
+        if (finished || signal?.aborted === true) return
+        await new Promise<void>((resolve) => { wake = resolve })
+        wake = null
+      }
+    } finally {
+      signal?.removeEventListener('abort', onAbort)
+      if (!finished && failure === null && !this.socket.destroyed) this.socket.write(encodeFrame({ id, op: 'cancel' }))
+    }
+  }
+
+  private async request(body: Record<string, unknown>): Promise<unknown> {
+    const id = await this.reserveId()
+    return new Promise((resolve, reject) => this.send(id, body, { resolve, reject }))
+  }
+
+  private async reserveId(): Promise<number> {
+    if (this.failure !== null) throw this.failure
+    while (this.pending.size >= CLIENT_REQUESTS_MAX) await new Promise<void>((resolve) => this.roomWaiters.push(resolve))
+    if (this.failure !== null) throw this.failure
+    return this.nextId++
+  }
+
+  private send(id: number, body: Record<string, unknown>, pending: Pending): void {
+    if (this.failure !== null) {
+      pending.reject(this.failure)
+      return
+    }
+    this.pending.set(id, pending)
+    this.socket.write(encodeFrame({ id, ...body }))
+  }
+
+  private receive(frame: Record<string, unknown>): void {
+    const id = frame['id'] as number
+    if (id === 0) {
+      this.fail(toError(frame['error']))
+      return
+    }
+    const pending = this.pending.get(id)
+    if (pending === undefined) return
+    if (Array.isArray(frame['events'])) {
+      pending.onChunk?.(frame['events'] as unknown[][])
+      return
+    }
+    this.pending.delete(id)
+    const waiter = this.roomWaiters.shift()
+    waiter?.()
+    if (frame['ok'] === true) pending.resolve(frame['result'])
+    else pending.reject(toError(frame['error']))
+  }
+
+  private fail(error: LogError): void {
+    if (this.failure === null) this.failure = error
+    for (const pending of this.pending.values()) pending.reject(this.failure)
+    this.pending.clear()
+    for (const waiter of this.roomWaiters.splice(0)) waiter()
+  }
+}
+
+function toError(body: unknown): LogError {
+  const error = (body ?? {}) as { code?: string, message?: string, details?: Record<string, unknown> }
+  const code = (typeof error.code === 'string' ? error.code : 'IO') as LogErrorCode
+  return new LogError(code, error.message ?? 'the daemon reported an error', error.details ?? {})
+}
+
+/** Connects to a daemon's socket: a client with the in-process log's verbs. */
+export function connect(socketPath: string, options: { log?: string } = {}): Promise<RemoteLog> {
+  return RemoteLog.open(socketPath, options)
+}

@@ -1,0 +1,154 @@
+// Daemon configuration: a JSON file, overridden by INTERLOG_* environment variables, overridden by
+// command-line flags. Every key is documented in docs/local-api.md; an unknown key or a value of
+// the wrong type fails start-up with a message naming the key and where it came from.
+
+import fs from 'node:fs'
+import path from 'node:path'
+
+export interface DaemonConfig {
+  /** Data directory: logs live in DATA/logs/NAME. Required. */
+  data: string
+  /** Unix socket of the local API. Default DATA/interlog.sock. */
+  socket: string
+  /** 'none' (default), 'embedded' (start the in-process broker on loopback), or a broker URL. */
+  broker: string
+  /** Port of the embedded broker. Default 1883. */
+  brokerPort: number
+  /** Names of the logs to serve. Default ['main']. */
+  logs: string[]
+  durability: 'fsync' | 'interval' | 'none'
+  intervalMs: number
+  topicPrefix: string
+  announceIntervalMs: number
+  maxMessageBytes: number
+  username: string | null
+  password: string | null
+  /** Paths of PEM files for mqtts://. */
+  ca: string | null
+  cert: string | null
+  key: string | null
+  /** Validator paths (.wasm files, or JavaScript modules). */
+  validators: { append: string[], sync: string[] }
+}
+
+export class ConfigError extends Error {
+  override name = 'ConfigError'
+}
+
+export const DEFAULT_CONFIG: Omit<DaemonConfig, 'data' | 'socket'> = {
+  broker: 'none',
+  brokerPort: 1883,
+  logs: ['main'],
+  durability: 'fsync',
+  intervalMs: 200,
+  topicPrefix: 'interlog/v1',
+  announceIntervalMs: 5000,
+  maxMessageBytes: 256 << 10,
+  username: null,
+  password: null,
+  ca: null,
+  cert: null,
+  key: null,
+  validators: { append: [], sync: [] },
+}
+
+type Kind = 'string' | 'port' | 'integer' | 'names' | 'durability' | 'nullable-string' | 'validators'
+
+const KEYS: Record<keyof DaemonConfig, Kind> = {
+  data: 'string', socket: 'string', broker: 'string', brokerPort: 'port', logs: 'names', durability: 'durability',
+  intervalMs: 'integer', topicPrefix: 'string', announceIntervalMs: 'integer', maxMessageBytes: 'integer',
+  username: 'nullable-string', password: 'nullable-string', ca: 'nullable-string', cert: 'nullable-string', key: 'nullable-string',
+  validators: 'validators',
+}
+
+const ENV: Partial<Record<keyof DaemonConfig, string>> = {
+  data: 'INTERLOG_DATA', socket: 'INTERLOG_SOCKET', broker: 'INTERLOG_BROKER', brokerPort: 'INTERLOG_BROKER_PORT',
+  logs: 'INTERLOG_LOGS', durability: 'INTERLOG_DURABILITY', intervalMs: 'INTERLOG_INTERVAL_MS',
+  topicPrefix: 'INTERLOG_TOPIC_PREFIX', username: 'INTERLOG_USERNAME', password: 'INTERLOG_PASSWORD',
+}
+
+const LOG_NAME = /^[A-Za-z0-9_.-]{1,64}$/
+
+function check(key: keyof DaemonConfig, value: unknown, where: string): unknown {
+  const fail = (expected: string): never => {
+    throw new ConfigError(`${where}: '${key}' must be ${expected}, got ${JSON.stringify(value)}`)
+  }
+  switch (KEYS[key]) {
+    case 'string':
+      return typeof value === 'string' && value.length > 0 ? value : fail('a non-empty string')
+    case 'nullable-string':
+      return value === null || (typeof value === 'string' && value.length > 0) ? value : fail('a non-empty string or null')
+    case 'port':
+      return Number.isInteger(value) && (value as number) >= 0 && (value as number) <= 65535 ? value : fail('a port number (0 to 65535)')
+    case 'integer':
+      return Number.isSafeInteger(value) && (value as number) > 0 ? value : fail('a positive integer')
+    case 'durability':
+      return value === 'fsync' || value === 'interval' || value === 'none' ? value : fail(`'fsync', 'interval' or 'none'`)
+    case 'names':
+      return Array.isArray(value) && value.length > 0 && value.every((n) => typeof n === 'string' && LOG_NAME.test(n)) && new Set(value).size === value.length
+        ? value : fail('a non-empty list of distinct log names (A-Z a-z 0-9 _ . -)')
+    case 'validators': {
+      if (typeof value !== 'object' || value === null || Array.isArray(value)) fail('{ "append": [paths], "sync": [paths] }')
+      const v = value as Record<string, unknown>
+      for (const k of Object.keys(v)) if (k !== 'append' && k !== 'sync') throw new ConfigError(`${where}: unknown key 'validators.${k}' (known: append, sync)`)
+      for (const k of ['append', 'sync']) {
+        if (v[k] !== undefined && !(Array.isArray(v[k]) && (v[k] as unknown[]).every((p) => typeof p === 'string'))) {
+          throw new ConfigError(`${where}: 'validators.${k}' must be a list of paths`)
+        }
+      }
+      return { append: (v['append'] as string[] | undefined) ?? [], sync: (v['sync'] as string[] | undefined) ?? [] }
+    }
+  }
+}
+
+function fromEnv(key: keyof DaemonConfig, text: string): unknown {
+  switch (KEYS[key]) {
+    case 'port':
+    case 'integer':
+      return /^\d+$/.test(text) ? Number(text) : text
+    case 'names':
+      return text.split(',').map((n) => n.trim()).filter((n) => n.length > 0)
+    default:
+      return text
+  }
+}
+
+/** Builds the configuration: defaults < file < environment < flags. */
+export function loadConfig(input: { file?: string | undefined, env?: NodeJS.ProcessEnv, flags?: Partial<Record<keyof DaemonConfig, unknown>> }): DaemonConfig {
+  const merged: Record<string, unknown> = { ...DEFAULT_CONFIG, validators: { append: [], sync: [] } }
+  if (input.file !== undefined) {
+    let parsed: unknown
+    try {
+      parsed = JSON.parse(fs.readFileSync(input.file, 'utf8'))
+    } catch (error) {
+      throw new ConfigError(`config file ${input.file}: ${(error as Error).message}`)
+    }
+    if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) throw new ConfigError(`config file ${input.file}: must be a JSON object`)
+    for (const [key, value] of Object.entries(parsed)) {
+      if (!(key in KEYS)) throw new ConfigError(`config file ${input.file}: unknown key '${key}' (known: ${Object.keys(KEYS).join(', ')})`)
+      merged[key] = check(key as keyof DaemonConfig, value, `config file ${input.file}`)
+    }
+  }
+  const env = input.env ?? {}
+  for (const [key, name] of Object.entries(ENV) as [keyof DaemonConfig, string][]) {
+    const text = env[name]
+    if (text !== undefined && text !== '') merged[key] = check(key, fromEnv(key, text), `environment ${name}`)
+  }
+  for (const [key, value] of Object.entries(input.flags ?? {})) {
+    if (value === undefined) continue
+    if (!(key in KEYS)) throw new ConfigError(`unknown setting '${key}'`)
+    merged[key] = check(key as keyof DaemonConfig, value, `flag --${key}`)
+  }
+  if (typeof merged['data'] !== 'string') throw new ConfigError(`'data' is required: --data DIR, INTERLOG_DATA, or "data" in the config file`)
+  merged['data'] = path.resolve(merged['data'])
+  merged['socket'] = path.resolve((merged['socket'] as string | undefined) ?? path.join(merged['data'] as string, 'interlog.sock'))
+  const broker = merged['broker'] as string
+  if (broker !== 'none' && broker !== 'embedded' && !/^(mqtts?|tcp|ssl|wss?):\/\//.test(broker)) {
+    throw new ConfigError(`'broker' must be 'none', 'embedded' or an mqtt:// or mqtts:// URL, got ${JSON.stringify(broker)}`)
+  }
+  return merged as unknown as DaemonConfig
+}
+
+export function logDirectory(config: Pick<DaemonConfig, 'data'>, name: string): string {
+  return path.join(config.data, 'logs', name)
+}

@@ -1,0 +1,14 @@
+// Segments and bytes on disk of a log directory (allocated blocks: segments are sparse files).
+import fs from 'node:fs'
+import path from 'node:path'
+
+export function diskUse(directory: string): { segments: number, bytes: number } {
+  let segments = 0
+  let bytes = 0
+  for (const name of fs.readdirSync(directory)) {
+    const stat = fs.statSync(path.join(directory, name))
+    if (name.endsWith('.seg')) segments++
+    bytes += stat.blocks * 512
+  }
+  return { segments, bytes }
+}

@@ -1,0 +1,68 @@
+// Local API frames: a u32 big-endian length, then that many bytes of CBOR (docs/local-api.md).
+// The reader is incremental and bounded: a frame longer than frameBytesMax, or bytes that are not
+// a CBOR map, are a FrameError and the connection is closed by the caller.
+
+import { decode, encode } from 'cbor-x'
+
+export const FRAME_HEADER_BYTES = 4
+/** Default bound on one frame (request or response). */
+export const FRAME_BYTES_MAX = 16 << 20
+
+export class FrameError extends Error {
+  override name = 'FrameError'
+}
+
+export function encodeFrame(value: unknown): Buffer {
+  const body = encode(value) as Uint8Array
+  const frame = Buffer.allocUnsafe(FRAME_HEADER_BYTES + body.length)
+  frame.writeUInt32BE(body.length, 0)
+  frame.set(body, FRAME_HEADER_BYTES)
+  return frame
+}
+
+/** Accumulates socket bytes and returns whole decoded frames. */
+export class FrameReader {
+  private chunks: Buffer[] = []
+  private buffered = 0
+
+  constructor(private readonly frameBytesMax: number = FRAME_BYTES_MAX) {}
+
+  push(chunk: Buffer): Record<string, unknown>[] {
+    this.chunks.push(chunk)
+    this.buffered += chunk.length
+    const frames: Record<string, unknown>[] = []
+    for (;;) {
+      if (this.buffered < FRAME_HEADER_BYTES) return frames
+      const head = this.peek(FRAME_HEADER_BYTES)
+      const length = head.readUInt32BE(0)
+      if (length > this.frameBytesMax) throw new FrameError(`frame of ${length} bytes is over the bound of ${this.frameBytesMax}`)
+      if (this.buffered < FRAME_HEADER_BYTES + length) return frames
+      const bytes = this.take(FRAME_HEADER_BYTES + length).subarray(FRAME_HEADER_BYTES)
+      let value: unknown
+      try {
+        value = decode(bytes)
+      } catch (error) {
+        throw new FrameError(`frame is not CBOR: ${(error as Error).message}`)
+      }
+      if (typeof value !== 'object' || value === null || Array.isArray(value) || value instanceof Uint8Array) {
+        throw new FrameError('frame is not a CBOR map')
+      }
+      frames.push(value as Record<string, unknown>)
+    }
+  }
+
+  private peek(count: number): Buffer {
+    if (this.chunks[0]!.length >= count) return this.chunks[0]!
+    this.chunks = [Buffer.concat(this.chunks)]
+    return this.chunks[0]!
+  }
+
+  private take(count: number): Buffer {
+    const whole = this.chunks.length === 1 ? this.chunks[0]! : Buffer.concat(this.chunks)
+    const out = whole.subarray(0, count)
+    const rest = whole.subarray(count)
+    this.chunks = rest.length > 0 ? [rest] : []
+    this.buffered -= count
+    return out
+  }
+}
