@@ -202,3 +202,34 @@ t.test('several named logs share a broker without mixing', async (t) => {
   t.equal(b1.log.length, 1)
   t.equal(b2.log.length, 1)
 })
+
+t.test('a replica joining while the origin keeps appending catches up without waiting for a pause', async (t) => {
+  const broker = await startTestBroker(t)
+  const a = await replica(t, broker)
+  for (let i = 0; i < 50; i++) await a.log.append(payload(`old ${i}`))
+  let appending = true
+  const writer = (async () => {
+    for (let i = 0; appending; i++) {
+      await a.log.append(payload(`new ${i}`))
+      await new Promise((resolve) => setTimeout(resolve, 50))
+    }
+  })()
+  const b = await replica(t, broker)
+  const started = Date.now()
+  while ((b.log.versionVector()[a.log.replicaId] ?? 0) < 50 && Date.now() - started < 10_000) await new Promise((resolve) => setTimeout(resolve, 20))
+  const caughtUp = b.log.versionVector()[a.log.replicaId] ?? 0
+  appending = false
+  await writer
+  t.ok(caughtUp >= 50, `the late joiner holds ${caughtUp} events while the origin appends`)
+  await converge([a, b])
+})
+
+t.test('names that would break presence are refused', async (t) => {
+  const broker = await startTestBroker(t)
+  const log = await openLog(tempDir(t))
+  t.teardown(() => log.close())
+  await t.rejects(startSync(log, { url: broker.url, logName: '_nodes' }), { code: 'INVALID_ARGUMENT' })
+  await t.rejects(startSync(log, { url: broker.url, logName: 'main', clientId: 'gw+1' }), { code: 'INVALID_ARGUMENT' })
+  await t.rejects(startSync(log, { url: 'http://example', logName: 'main' }), { code: 'INVALID_ARGUMENT' })
+  await t.rejects(startSync(log, { url: broker.url, logName: 'main', bogus: 1 } as never), { code: 'INVALID_ARGUMENT' })
+})
