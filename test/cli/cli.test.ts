@@ -1,0 +1,133 @@
+// The interlog command line, run as a real process: each subcommand's round trip, help, exit
+// codes, and the demo.
+
+import t from 'tap'
+import { spawn } from 'node:child_process'
+import fs from 'node:fs'
+import { openLog } from '../../index.js'
+import { startDaemon, CLI } from '../helpers/daemon.js'
+import { tempDir } from '../helpers/temp.js'
+
+interface Run { code: number | null, stdout: string, stderr: string }
+
+function interlog(args: string[], stdin?: string | Buffer, env: NodeJS.ProcessEnv = {}): Promise<Run> {
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, [CLI, ...args], { env: { ...process.env, ...env }, stdio: ['pipe', 'pipe', 'pipe'] })
+    let stdout = ''
+    let stderr = ''
+    child.stdout.on('data', (chunk: Buffer) => { stdout += chunk.toString('latin1') })
+    child.stderr.on('data', (chunk: Buffer) => { stderr += chunk.toString() })
+    child.on('exit', (code) => resolve({ code, stdout, stderr }))
+    child.stdin.end(stdin ?? '')
+  })
+}
+
+t.test('init, append from stdin, read --format json, hex and raw, against a data directory', async (t) => {
+  const data = tempDir(t)
+  const init = await interlog(['init', '--data', data, '--json'])
+  t.equal(init.code, 0)
+  const replica = (JSON.parse(init.stdout) as { logs: { main: string } }).logs.main
+  t.match(replica, /^[0-9a-f]{32}$/)
+  const appended = await interlog(['append', '--data', data], 'first line\nsecond line\n\u00e9t\u00e9\n')
+  t.equal(appended.code, 0, appended.stderr)
+  t.same(appended.stdout.trim().split('\n'), [`${replica} 0`, `${replica} 1`, `${replica} 2`], 'prints the ids')
+  const read = await interlog(['read', '--data', data, '--format', 'json'])
+  const lines = Buffer.from(read.stdout, 'latin1').toString('utf8').trim().split('\n').map((line) => JSON.parse(line) as Record<string, unknown>)
+  t.same(lines.map((l) => l['text']), ['first line', 'second line', 'été'])
+  t.same(lines.map((l) => l['localPos']), [0, 1, 2])
+  t.equal(Buffer.from(lines[0]!['payload'] as string, 'base64').toString(), 'first line')
+  t.ok(lines.every((l) => l['origin'] === replica && typeof l['time'] === 'number'))
+  const hex = await interlog(['read', '--data', data, '--format', 'hex', '--from', '1', '--to', '2'])
+  t.equal(hex.stdout, `1 ${replica} 1 ${String(lines[1]!['time'])} ${Buffer.from('second line').toString('hex')}\n`)
+  const raw = await interlog(['read', '--data', data, '--format', 'raw'])
+  const binary = await interlog(['append', '--data', data, '--binary', '--json'], Buffer.from(raw.stdout, 'latin1'))
+  t.equal(binary.code, 0, binary.stderr)
+  t.equal(binary.stdout.trim().split('\n').length, 3, 'raw output appends back with --binary')
+  const tail = await interlog(['tail', '--data', data, '--format', 'json'])
+  t.equal(tail.stdout.trim().split('\n').length, 6)
+})
+
+t.test('status and verify; verify exits 1 on damage', async (t) => {
+  const data = tempDir(t)
+  await interlog(['init', '--data', data])
+  await interlog(['append', '--data', data], 'a\n')
+  await interlog(['append', '--data', data], 'b\n')
+  const status = await interlog(['status', '--data', data, '--json'])
+  t.equal(status.code, 0, status.stderr)
+  const report = JSON.parse(status.stdout) as Record<string, unknown>
+  t.equal(report['length'], 2)
+  t.equal(report['segments'], 1)
+  t.ok((report['bytes'] as number) > 0)
+  t.equal(report['via'], 'directory')
+  const human = await interlog(['status', '--data', data])
+  t.match(human.stdout, /events\s+2/)
+  const verify = await interlog(['verify', '--data', data, '--json'])
+  t.equal(verify.code, 0)
+  t.equal((JSON.parse(verify.stdout) as { ok: boolean }).ok, true)
+  const segment = `${data}/logs/main/000000000000.seg`
+  const bytes = fs.readFileSync(segment)
+  bytes[4096 + 70] = bytes[4096 + 70]! ^ 1
+  fs.writeFileSync(segment, bytes)
+  const damaged = await interlog(['verify', '--data', data])
+  t.equal(damaged.code, 3, 'open scans a log without a checkpoint and refuses early damage: CORRUPT, exit 3')
+  t.match(damaged.stderr, /CORRUPT/)
+
+  // Damage inside checkpointed data: open trusts the checkpoint, verify finds it: exit 1.
+  const other = tempDir(t)
+  const log = await openLog(`${other}/logs/main`, { checkpointIntervalBytes: 4096 })
+  for (let i = 0; i < 100; i++) await log.append(new Uint8Array(200).fill(i))
+  await log.close()
+  const file = `${other}/logs/main/000000000000.seg`
+  const data2 = fs.readFileSync(file)
+  data2[4096 + 100] = data2[4096 + 100]! ^ 1
+  fs.writeFileSync(file, data2)
+  const found = await interlog(['verify', '--data', other])
+  t.equal(found.code, 1, 'verify exits 1 when it finds damage')
+  t.match(found.stdout, /DAMAGED/)
+})
+
+t.test('commands work against a running daemon through its socket', async (t) => {
+  const data = tempDir(t)
+  const daemon = await startDaemon(t, data)
+  const locked = await interlog(['init', '--data', data])
+  t.equal(locked.code, 3, 'init while the daemon holds the log: LOCKED')
+  const appended = await interlog(['append', '--data', data], 'via socket\n')
+  t.equal(appended.code, 0, appended.stderr)
+  const read = await interlog(['read', '--socket', daemon.socket])
+  t.match(read.stdout, /"text":"via socket"/)
+  const status = await interlog(['status', '--socket', daemon.socket, '--json'])
+  t.equal((JSON.parse(status.stdout) as { via: string }).via, 'daemon')
+  const verify = await interlog(['verify', '--data', data])
+  t.equal(verify.code, 0)
+  await daemon.stop()
+  const unreachable = await interlog(['status', '--socket', daemon.socket])
+  t.equal(unreachable.code, 4, 'no daemon: exit 4')
+})
+
+t.test('help, usage errors and configuration errors have stable exit codes', async (t) => {
+  for (const command of ['init', 'serve', 'append', 'read', 'tail', 'status', 'verify', 'demo']) {
+    const help = await interlog([command, '--help'])
+    t.equal(help.code, 0, `${command} --help`)
+    t.match(help.stdout, /Usage: interlog /)
+  }
+  t.equal((await interlog([])).code, 2)
+  t.equal((await interlog(['frobnicate'])).code, 2)
+  t.equal((await interlog(['read', '--bogus'])).code, 2)
+  t.equal((await interlog(['read', '--data', tempDir(t), '--format', 'xml'])).code, 2)
+  const data = tempDir(t)
+  fs.writeFileSync(`${data}/config.json`, JSON.stringify({ data, colour: 'blue' }))
+  const serve = await interlog(['serve', '--config', `${data}/config.json`])
+  t.equal(serve.code, 2)
+  t.match(serve.stderr, /unknown key 'colour'/)
+  const env = await interlog(['serve', '--data', data], undefined, { INTERLOG_DURABILITY: 'sometimes' })
+  t.equal(env.code, 2)
+  t.match(env.stderr, /INTERLOG_DURABILITY/)
+})
+
+t.test('interlog demo converges and exits 0', async (t) => {
+  const demo = await interlog(['demo', '--json', '--events', '100'])
+  t.equal(demo.code, 0, demo.stderr)
+  const report = JSON.parse(demo.stdout.trim().split('\n').pop()!) as { agree: boolean, events: number }
+  t.equal(report.agree, true)
+  t.equal(report.events, 600)
+})
