@@ -116,9 +116,13 @@ export async function append(values: Values): Promise<number> {
   return withTarget(values, async (target) => {
     const source = values['binary'] === true ? binaryPayloads(process.stdin) : linePayloads(process.stdin)
     let batch: Uint8Array[] = []
+    let total = 0
+    const tty = process.stderr.isTTY === true
     const flush = async (): Promise<void> => {
       if (batch.length === 0) return
       const range = await target.append(batch)
+      total += range.count
+      if (tty) process.stderr.write(`\r\x1b[2Kappended ${total} events`)
       for (let i = 0; i < range.count; i++) {
         out(values['json'] === true ? JSON.stringify({ origin: range.origin, pos: range.pos + i }) : `${range.origin} ${range.pos + i}`)
       }
@@ -129,6 +133,7 @@ export async function append(values: Values): Promise<number> {
       if (batch.length >= APPEND_BATCH_EVENTS_MAX) await flush()
     }
     await flush()
+    if (tty && total > 0) process.stderr.write('\n')
     return EXIT.ok
   })
 }
