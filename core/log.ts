@@ -22,6 +22,7 @@ import { EVENT_HEADER_BYTES, PAGE_BYTES, RECORD_HEADER_BYTES, SEGMENT_HEADER_BYT
 import { HeadCache } from './head-cache.js'
 import { LocalIndex, OriginState } from './indexes.js'
 import { DirectoryLock } from './lock.js'
+import { listConsumers, openConsumer, type Consumer, type ConsumerHost, type ConsumerInfo, type ConsumerOptions } from './consumers.js'
 import { MergeBuffer, type RemoteEvent } from './merge-buffer.js'
 import { deriveLayout, resolveOptions, type Layout, type OpenOptions } from './options.js'
 import { eventsOfRecord, scanRecords, type LogEvent, type ReadSource, type RecordCursor } from './reader.js'
@@ -511,13 +512,21 @@ export class Log extends EventEmitter<LogEvents> {
     }
   }
 
-  /** Reads from `from`, then waits for new events; ends when `signal` aborts. */
-  async *tail(options: { from?: number, signal?: AbortSignal } = {}): AsyncGenerator<LogEvent> {
+  /**
+   * Reads from `from`, then waits for new events; ends when `signal` aborts. `onCaughtUp(position)`
+   * is called each time the backlog is read and the head reached (position = the next local
+   * position to come), before waiting. No buffering: a slow consumer simply reads later, from
+   * the head cache or from disk.
+   */
+  async *tail(options: { from?: number, signal?: AbortSignal, onCaughtUp?: (position: number) => void } = {}): AsyncGenerator<LogEvent> {
     let next = options.from ?? 0
     checkPosition(next, 'from')
     const signal = options.signal
+    const onCaughtUp = options.onCaughtUp
+    if (onCaughtUp !== undefined && typeof onCaughtUp !== 'function') throw new LogError('INVALID_ARGUMENT', 'tail: onCaughtUp must be a function')
     const aborted = (): boolean => signal?.aborted === true
     let offset = this.startOffsetFor(next)
+    let reported = -1
     const out: LogEvent[] = []
     while (!aborted()) {
       for await (const cursor of scanRecords(this.readSource, offset)) {
@@ -532,6 +541,10 @@ export class Log extends EventEmitter<LogEvents> {
         }
       }
       if (aborted()) return
+      if (onCaughtUp !== undefined && next !== reported && next >= this.committedCount) {
+        reported = next
+        onCaughtUp(next)
+      }
       await this.waitForGrowth(next, signal)
     }
   }
@@ -546,6 +559,32 @@ export class Log extends EventEmitter<LogEvents> {
         resolve()
       })
     })
+  }
+
+  /**
+   * A durable consumer: a named position in this log, stored in the log directory, from which
+   * `batches()` delivers events until `commit()` moves it. At-least-once: after a crash, events
+   * after the last commit are delivered again.
+   */
+  consumer(name: string, options: ConsumerOptions = {}): Consumer {
+    this.checkOpen()
+    return openConsumer(this.consumerHost, name, options)
+  }
+
+  /** Every durable consumer of this log, with its position and lag. */
+  consumers(): ConsumerInfo[] {
+    this.checkOpen()
+    return listConsumers(this.consumerHost)
+  }
+
+  private get consumerHost(): ConsumerHost {
+    return {
+      directory: this.directory,
+      length: () => this.committedCount,
+      read: (from, to) => this.read({ from, to }),
+      waitForGrowth: (length, signal) => this.waitForGrowth(length, signal),
+      checkOpen: () => this.checkOpen(),
+    }
   }
 
   /** Events this log holds beyond version vector `vector`, in local order. */
