@@ -233,6 +233,9 @@ export async function status(values: Values): Promise<number> {
     for (const [origin, count] of Object.entries(vector)) out(`  origin    ${origin} ${count}`)
     out(`  sync      ${sync === null ? 'off' : sync.connected ? 'connected' : 'not connected'}`)
     for (const peer of peers) out(`  peer      ${peer.replica} ${peer.online ? 'online' : 'offline'}, lacks ${peer.lag} of ours, has ${peer.behind} we lack`)
+    for (const consumer of (report['consumers'] as { name: string, position: number, lag: number }[] | undefined) ?? []) {
+      out(`  consumer  ${consumer.name} at ${consumer.position}, lag ${consumer.lag}`)
+    }
     return EXIT.ok
   })
 }

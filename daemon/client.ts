@@ -4,7 +4,7 @@
 // so a slow consumer does not grow memory on either side.
 
 import net from 'node:net'
-import { LogError, type BatchRange, type EventId, type LogErrorCode, type LogEvent, type Quarantine, type VerifyResult, type VersionVector } from '../core/index.js'
+import { LogError, type BatchRange, type ConsumerInfo, type EventId, type LogErrorCode, type LogEvent, type Quarantine, type VerifyResult, type VersionVector } from '../core/index.js'
 import type { SyncStatus } from '../sync/index.js'
 import { FRAME_BYTES_MAX, FrameReader, encodeFrame } from './frames.js'
 
@@ -23,6 +23,7 @@ export interface RemoteStatus {
   segments: number
   /** Bytes allocated on disk. */
   bytes: number
+  consumers: ConsumerInfo[]
 }
 
 interface Pending {
@@ -30,6 +31,8 @@ interface Pending {
   reject: (error: Error) => void
   /** For streams: receives chunks of events. */
   onChunk?: (events: unknown[][]) => void
+  /** For tails: the server reached the head. */
+  onCaughtUp?: (position: number) => void
 }
 
 type WireEvent = [number, string, number, number, Uint8Array]
@@ -135,8 +138,28 @@ export class RemoteLog {
     return this.stream({ op: 'read', from: options.from ?? 0, to: options.to ?? null }, undefined)
   }
 
-  tail(options: { from?: number, signal?: AbortSignal } = {}): AsyncGenerator<LogEvent> {
-    return this.stream({ op: 'tail', from: options.from ?? 0 }, options.signal)
+  tail(options: { from?: number, signal?: AbortSignal, onCaughtUp?: (position: number) => void } = {}): AsyncGenerator<LogEvent> {
+    return this.stream({ op: 'tail', from: options.from ?? 0 }, options.signal, options.onCaughtUp)
+  }
+
+  /** A durable consumer stored by the daemon (same API as log.consumer). */
+  async consumer(name: string, options: { startAt?: 'earliest' | 'latest' | number } = {}): Promise<RemoteConsumer> {
+    const opened = await this.request({ op: 'consumerOpen', name, startAt: options.startAt ?? null }) as { position: number }
+    return new RemoteConsumer(this, name, opened.position)
+  }
+
+  consumers(): Promise<ConsumerInfo[]> {
+    return this.request({ op: 'consumers' }) as Promise<ConsumerInfo[]>
+  }
+
+  /** @internal */
+  call(body: Record<string, unknown>): Promise<unknown> {
+    return this.request(body)
+  }
+
+  /** @internal Chunks of a tail as the daemon sends them; an empty array marks each catch-up. */
+  tailChunks(from: number, signal: AbortSignal | undefined): AsyncGenerator<LogEvent[]> {
+    return this.chunkStream({ op: 'tail', from }, signal)
   }
 
   async close(): Promise<void> {
@@ -149,8 +172,23 @@ export class RemoteLog {
     })
   }
 
-  private async *stream(body: Record<string, unknown>, signal: AbortSignal | undefined): AsyncGenerator<LogEvent> {
-    const chunks: unknown[][][] = []
+  private async *stream(body: Record<string, unknown>, signal: AbortSignal | undefined, onCaughtUp?: (position: number) => void): AsyncGenerator<LogEvent> {
+    for await (const chunk of this.chunkStream(body, signal)) {
+      if (chunk.length === 0) {
+        if (onCaughtUp !== undefined) onCaughtUp(this.lastCaughtUp)
+        continue
+      }
+      for (const event of chunk) {
+        if (signal?.aborted === true) return
+        yield event
+      }
+    }
+  }
+
+  private lastCaughtUp = 0
+
+  private async *chunkStream(body: Record<string, unknown>, signal: AbortSignal | undefined): AsyncGenerator<LogEvent[]> {
+    const chunks: (unknown[][] | number)[] = []
     let wake: (() => void) | null = null
     let finished = false
     let failure: Error | null = null
@@ -159,6 +197,7 @@ export class RemoteLog {
       resolve: () => { finished = true; wake?.() },
       reject: (error) => { failure = error; wake?.() },
       onChunk: (events) => { chunks.push(events); wake?.() },
+      onCaughtUp: (position) => { chunks.push(position); wake?.() },
     })
     void done
     const onAbort = (): void => {
@@ -169,12 +208,15 @@ export class RemoteLog {
     try {
       for (;;) {
         const chunk = chunks.shift()
+        if (typeof chunk === 'number') {
+          this.lastCaughtUp = chunk
+          yield []
+          continue
+        }
         if (chunk !== undefined) {
           if (!this.socket.destroyed) this.socket.write(encodeFrame({ id, op: 'more' }))
-          for (const [localPos, origin, pos, time, payload] of chunk as WireEvent[]) {
-            if (signal?.aborted === true) return
-            yield { localPos, origin, pos, time, payload }
-          }
+          if (signal?.aborted === true) return
+          yield (chunk as WireEvent[]).map(([localPos, origin, pos, time, payload]) => ({ localPos, origin, pos, time, payload }))
           continue
         }
         if (failure !== null) throw failure
@@ -221,6 +263,10 @@ export class RemoteLog {
       pending.onChunk?.(frame['events'] as unknown[][])
       return
     }
+    if (Number.isSafeInteger(frame['caughtUp'])) {
+      pending.onCaughtUp?.(frame['caughtUp'] as number)
+      return
+    }
     this.pending.delete(id)
     const waiter = this.roomWaiters.shift()
     waiter?.()
@@ -233,6 +279,59 @@ export class RemoteLog {
     for (const pending of this.pending.values()) pending.reject(this.failure)
     this.pending.clear()
     for (const waiter of this.roomWaiters.splice(0)) waiter()
+  }
+}
+
+/** A durable consumer through the daemon: the same verbs as the in-process Consumer. */
+export class RemoteConsumer {
+  private cursor: number
+  constructor(private readonly remote: RemoteLog, readonly name: string, private committed: number) {
+    this.cursor = committed
+  }
+
+  /** The first local position not yet committed (as of the last call). */
+  get position(): number {
+    return this.committed
+  }
+
+  async lag(): Promise<number> {
+    return Math.max(0, await this.remote.length() - this.committed)
+  }
+
+  async *batches(options: { max?: number, signal?: AbortSignal } = {}): AsyncGenerator<LogEvent[]> {
+    const max = options.max ?? 1000
+    if (!Number.isSafeInteger(max) || max < 1) throw new LogError('INVALID_ARGUMENT', 'batches: max must be a positive integer')
+    let batch: LogEvent[] = []
+    for await (const chunk of this.remote.tailChunks(this.cursor, options.signal)) {
+      for (const event of chunk) {
+        batch.push(event)
+        if (batch.length === max) {
+          this.cursor = event.localPos + 1
+          yield batch
+          batch = []
+        }
+      }
+      if (chunk.length === 0 && batch.length > 0) { // caught up: hand over what there is
+        this.cursor = batch[batch.length - 1]!.localPos + 1
+        yield batch
+        batch = []
+      }
+    }
+  }
+
+  async commit(position: number): Promise<void> {
+    await this.remote.call({ op: 'consumerCommit', name: this.name, position })
+    this.committed = Math.max(this.committed, position + 1)
+  }
+
+  async reset(options: { to?: number } = {}): Promise<void> {
+    await this.remote.call({ op: 'consumerReset', name: this.name, to: options.to ?? null })
+    this.committed = options.to ?? 0
+    this.cursor = this.committed
+  }
+
+  async delete(): Promise<void> {
+    await this.remote.call({ op: 'consumerDelete', name: this.name })
   }
 }
 

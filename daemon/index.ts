@@ -1,7 +1,7 @@
 // daemon: the gateway node's long-running service and its local process API. This file is the
 // module's public face: serve() runs a daemon, connect() is the client user code uses.
 
-export { connect, RemoteLog, type RemoteStatus } from './client.js'
+export { connect, RemoteLog, RemoteConsumer, type RemoteStatus } from './client.js'
 export { serve, journalLogger, type Daemon } from './serve.js'
 export { loadConfig, ConfigError, DEFAULT_CONFIG, logDirectory, type DaemonConfig } from './config.js'
 export { FRAME_BYTES_MAX } from './frames.js'

@@ -29,6 +29,11 @@ export const CONNECTION_REQUESTS_MAX = 4096
 
 export type Logger = (level: 'info' | 'warning' | 'error', message: string) => void
 
+interface CaughtUp {
+  pending: number
+  notify: (at: number) => void
+}
+
 interface Stream {
   credit: number
   wake: (() => void) | null
@@ -183,7 +188,31 @@ export class LocalApiServer {
         send({ id, ok: true, result: {
           log: served.name, replicaId: log.replicaId, length: log.length, durableLength: log.durableLength, vector: log.versionVector(),
           quarantined: log.quarantined(), sync: served.sync?.status() ?? null, directory: log.directory, ...diskUse(log.directory),
+          consumers: log.consumers(),
         } })
+        return
+      case 'consumers':
+        send({ id, ok: true, result: log.consumers() })
+        return
+      case 'consumerOpen': {
+        const startAt = frame['startAt']
+        const consumer = log.consumer(frame['name'] as string, startAt === undefined || startAt === null ? {} : { startAt: startAt as 'earliest' })
+        send({ id, ok: true, result: { position: consumer.position } })
+        return
+      }
+      case 'consumerCommit':
+        await log.consumer(frame['name'] as string).commit(frame['position'] as number)
+        send({ id, ok: true, result: null })
+        return
+      case 'consumerReset': {
+        const to = frame['to']
+        await log.consumer(frame['name'] as string).reset(to === undefined || to === null ? {} : { to: to as number })
+        send({ id, ok: true, result: null })
+        return
+      }
+      case 'consumerDelete':
+        await log.consumer(frame['name'] as string).delete()
+        send({ id, ok: true, result: null })
         return
       case 'verify':
         send({ id, ok: true, result: await log.verify() })
@@ -194,10 +223,11 @@ export class LocalApiServer {
         const stream: Stream = { credit: STREAM_WINDOW_CHUNKS, wake: null, abort: new AbortController() }
         streams.set(id, stream)
         try {
+          const caughtUp: CaughtUp = { pending: -1, notify: () => undefined }
           const events = op === 'read'
             ? log.read({ from, to: position(frame['to'], 'to', log.length) })
-            : log.tail({ from, signal: stream.abort.signal })
-          await this.stream(id, events, stream, send, socket, op === 'tail')
+            : log.tail({ from, signal: stream.abort.signal, onCaughtUp: (at) => caughtUp.notify(at) })
+          await this.stream(id, events, stream, send, socket, op === 'tail', caughtUp)
         } finally {
           streams.delete(id)
         }
@@ -210,8 +240,13 @@ export class LocalApiServer {
 
   /** Sends events in chunks; waits for credit when the window is used up, and for the socket to drain. */
   private async stream(id: number, events: AsyncIterable<LogEvent>, stream: Stream, send: (value: unknown) => boolean,
-    socket: net.Socket, tailing: boolean): Promise<void> {
+    socket: net.Socket, tailing: boolean, caughtUp: CaughtUp = { pending: -1, notify: () => undefined }): Promise<void> {
     let chunk: unknown[] = []
+    // The tail reached the head: the client hears it after the events before it.
+    caughtUp.notify = (at) => {
+      if (chunk.length === 0) send({ id, caughtUp: at })
+      else caughtUp.pending = at
+    }
     let bytes = 0
     const flush = async (): Promise<void> => {
       if (chunk.length === 0) return
@@ -235,6 +270,10 @@ export class LocalApiServer {
           if (ready === 'idle') {
             idle = null
             await flush()
+            if (caughtUp.pending >= 0) {
+              send({ id, caughtUp: caughtUp.pending })
+              caughtUp.pending = -1
+            }
             result = await next
           } else {
             result = ready

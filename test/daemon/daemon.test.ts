@@ -157,3 +157,46 @@ t.test('configuration: file < environment < flags; unknown keys and wrong types 
   fs.writeFileSync(file, '{ not json')
   t.throws(() => loadConfig({ file }), /config file/)
 })
+
+t.test('tails with onCaughtUp and durable consumers work the same over the socket', async (t) => {
+  const data = tempDir(t)
+  const daemon = await startDaemon(t, data)
+  const client = await connect(daemon.socket)
+  t.teardown(() => client.close())
+  for (let i = 0; i < 25; i++) await client.append(payload(`e${i}`))
+  const caughtUp: number[] = []
+  const controller = new AbortController()
+  const seen: number[] = []
+  const tail = (async () => {
+    for await (const event of client.tail({ from: 0, signal: controller.signal, onCaughtUp: (p) => caughtUp.push(p) })) {
+      seen.push(event.localPos)
+      if (seen.length === 30) controller.abort()
+    }
+  })()
+  while (caughtUp.length === 0) await new Promise((resolve) => setTimeout(resolve, 10))
+  t.same(caughtUp, [25], 'caught up after the backlog')
+  for (let i = 25; i < 30; i++) await client.append(payload(`e${i}`))
+  await tail
+  t.same(seen, Array.from({ length: 30 }, (_, i) => i))
+
+  const consumer = await client.consumer('remote-model', { startAt: 'earliest' })
+  const got: number[] = []
+  for await (const batch of consumer.batches({ max: 12 })) {
+    got.push(...batch.map((e) => e.localPos))
+    if (got.length >= 24) {
+      await consumer.commit(got[got.length - 1]!)
+      break
+    }
+  }
+  t.equal(consumer.position, 24)
+  const listed = await client.consumers()
+  t.same(listed.map((c) => [c.name, c.position, c.lag]), [['remote-model', 24, 6]])
+  const again = await client.consumer('remote-model')
+  t.equal(again.position, 24, 'the position is kept by the daemon')
+  const status = await client.status()
+  t.same(status.consumers.map((c) => c.name), ['remote-model'])
+  await again.reset()
+  t.equal((await client.consumers())[0]!.position, 0)
+  await again.delete()
+  t.same(await client.consumers(), [])
+})
