@@ -130,6 +130,12 @@ export async function main(argv: string[]): Promise<number> {
   }
 }
 
+// A reader that went away (`interlog read | head -1`) ends the output, not the command with a failure.
+process.stdout.on('error', (error: NodeJS.ErrnoException) => {
+  if (error.code === 'EPIPE') process.exit(0)
+  throw error
+})
+
 main(process.argv.slice(2)).then((code) => {
   process.exitCode = code
 }, (error: unknown) => {

@@ -36,9 +36,11 @@ async function listening(socketPath: string): Promise<boolean> {
 }
 
 export async function openTarget(options: TargetOptions): Promise<Target> {
+  // Flags win over the environment: --socket, then --data, then INTERLOG_SOCKET, then INTERLOG_DATA.
+  const explicitSocket = options.socket ?? (options.data === undefined ? process.env['INTERLOG_SOCKET'] : undefined)
   const data = options.data ?? process.env['INTERLOG_DATA']
-  const socket = options.socket ?? process.env['INTERLOG_SOCKET'] ?? (data === undefined ? undefined : path.join(data, 'interlog.sock'))
-  if (options.socket !== undefined || (socket !== undefined && await listening(socket))) {
+  const socket = explicitSocket ?? (data === undefined ? undefined : path.join(data, 'interlog.sock'))
+  if (explicitSocket !== undefined || (socket !== undefined && await listening(socket))) {
     return remoteTarget(await connect(socket!, options.log === undefined ? {} : { log: options.log }), socket!)
   }
   if (data === undefined) throw new UsageError('give --data DIR or --socket PATH (or INTERLOG_DATA / INTERLOG_SOCKET)')

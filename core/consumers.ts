@@ -38,7 +38,7 @@ export interface ConsumerHost {
 export const CONSUMER_BATCH_EVENTS_DEFAULT = 1000
 export const CONSUMER_BATCH_EVENTS_MAX = 100_000
 
-const NAME = /^[A-Za-z0-9_.-]{1,64}$/
+const NAME = /^(?!\.{1,2}$)[A-Za-z0-9_.-]{1,64}$/
 
 function consumerPath(host: ConsumerHost, name: string): string {
   return path.join(host.directory, 'consumers', name)
@@ -82,6 +82,10 @@ export class Consumer {
   /** The first local position not yet committed. */
   get position(): number {
     return this.committed
+  }
+
+  get isDeleted(): boolean {
+    return this.deleted
   }
 
   /** Events after the committed position. */
@@ -158,6 +162,7 @@ export class Consumer {
         throw new LogError('IO', `cannot store consumer ${this.name}: ${(error as Error).message}`, { cause: error })
       }
       this.committed = position
+      if (this.cursor < position) this.cursor = position // batches never go back behind a commit
     })
     this.writing = run.catch(() => undefined)
     return run

@@ -115,6 +115,7 @@ export class Log extends EventEmitter<LogEvents> {
   private gate: Promise<void> | null = null
   private mergeChain: Promise<unknown> = Promise.resolve()
   private closed = false
+  private readonly openConsumers = new Map<string, Consumer>()
   private closing: Promise<void> | null = null
   private timer: NodeJS.Timeout | null = null
   private growthWaiters: (() => void)[] = []
@@ -568,7 +569,12 @@ export class Log extends EventEmitter<LogEvents> {
    */
   consumer(name: string, options: ConsumerOptions = {}): Consumer {
     this.checkOpen()
-    return openConsumer(this.consumerHost, name, options)
+    // One instance per name: commits of one consumer are ordered, wherever they come from.
+    const open = this.openConsumers.get(name)
+    if (open !== undefined && !open.isDeleted) return open
+    const consumer = openConsumer(this.consumerHost, name, options)
+    this.openConsumers.set(name, consumer)
+    return consumer
   }
 
   /** Every durable consumer of this log, with its position and lag. */

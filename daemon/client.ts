@@ -285,6 +285,8 @@ export class RemoteLog {
 /** A durable consumer through the daemon: the same verbs as the in-process Consumer. */
 export class RemoteConsumer {
   private cursor: number
+  /** Bumped by reset: a running batches() starts again from the new cursor. */
+  private generation = 0
   constructor(private readonly remote: RemoteLog, readonly name: string, private committed: number) {
     this.cursor = committed
   }
@@ -300,34 +302,43 @@ export class RemoteConsumer {
 
   async *batches(options: { max?: number, signal?: AbortSignal } = {}): AsyncGenerator<LogEvent[]> {
     const max = options.max ?? 1000
-    if (!Number.isSafeInteger(max) || max < 1) throw new LogError('INVALID_ARGUMENT', 'batches: max must be a positive integer')
-    let batch: LogEvent[] = []
-    for await (const chunk of this.remote.tailChunks(this.cursor, options.signal)) {
-      for (const event of chunk) {
-        batch.push(event)
-        if (batch.length === max) {
-          this.cursor = event.localPos + 1
-          yield batch
-          batch = []
-        }
-      }
-      if (chunk.length === 0 && batch.length > 0) { // caught up: hand over what there is
-        this.cursor = batch[batch.length - 1]!.localPos + 1
-        yield batch
+    if (!Number.isSafeInteger(max) || max < 1 || max > 100_000) throw new LogError('INVALID_ARGUMENT', 'batches: max must be 1 to 100000')
+    for (;;) {
+      const generation = this.generation
+      let batch: LogEvent[] = []
+      const hand = (): LogEvent[] => {
+        const out = batch
+        this.cursor = out[out.length - 1]!.localPos + 1
         batch = []
+        return out
       }
+      for await (const chunk of this.remote.tailChunks(this.cursor, options.signal)) {
+        for (const event of chunk) {
+          batch.push(event)
+          if (batch.length === max) {
+            yield hand()
+            if (generation !== this.generation) break
+          }
+        }
+        if (generation !== this.generation) break
+        if (chunk.length === 0 && batch.length > 0) yield hand() // caught up: hand over what there is
+        if (generation !== this.generation) break
+      }
+      if (generation === this.generation) return
     }
   }
 
   async commit(position: number): Promise<void> {
     await this.remote.call({ op: 'consumerCommit', name: this.name, position })
     this.committed = Math.max(this.committed, position + 1)
+    if (this.cursor < this.committed) this.cursor = this.committed
   }
 
   async reset(options: { to?: number } = {}): Promise<void> {
     await this.remote.call({ op: 'consumerReset', name: this.name, to: options.to ?? null })
     this.committed = options.to ?? 0
     this.cursor = this.committed
+    this.generation++
   }
 
   async delete(): Promise<void> {

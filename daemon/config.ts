@@ -67,7 +67,7 @@ const ENV: Partial<Record<keyof DaemonConfig, string>> = {
   topicPrefix: 'INTERLOG_TOPIC_PREFIX', username: 'INTERLOG_USERNAME', password: 'INTERLOG_PASSWORD',
 }
 
-const LOG_NAME = /^[A-Za-z0-9_.-]{1,64}$/
+const LOG_NAME = /^(?!\.{1,2}$)[A-Za-z0-9_.-]{1,64}$/
 
 function check(key: keyof DaemonConfig, value: unknown, where: string): unknown {
   const fail = (expected: string): never => {

@@ -24,7 +24,7 @@ export const STREAM_CHUNK_EVENTS_MAX = 1000
 export const STREAM_CHUNK_BYTES_MAX = 1 << 20
 /** Chunks sent ahead of the client's credit. */
 export const STREAM_WINDOW_CHUNKS = 4
-/** Requests of one connection being served at once, at most; further frames wait. */
+/** Requests of one connection being served at once, at most; further frames wait unread. */
 export const CONNECTION_REQUESTS_MAX = 4096
 
 export type Logger = (level: 'info' | 'warning' | 'error', message: string) => void
@@ -77,7 +77,27 @@ export class LocalApiServer {
     const reader = new FrameReader(this.frameBytesMax)
     const streams = new Map<number, Stream>()
     const session = { selected: this.defaultLog(), inFlight: 0, backlog: [] as Record<string, unknown>[] }
-    const send = (value: unknown): boolean => !socket.destroyed && socket.write(encodeFrame(value))
+    // Backpressure both ways: a client that does not read its answers stops being read, and one
+    // with CONNECTION_REQUESTS_MAX requests in service stops being read until one completes.
+    let writeBlocked = false
+    const updateReading = (): void => {
+      if (socket.destroyed) return
+      if (writeBlocked || session.backlog.length > 0) socket.pause()
+      else socket.resume()
+    }
+    const send = (value: unknown): boolean => {
+      if (socket.destroyed) return false
+      const ok = socket.write(encodeFrame(value))
+      if (!ok && !writeBlocked) {
+        writeBlocked = true
+        updateReading()
+        socket.once('drain', () => {
+          writeBlocked = false
+          updateReading()
+        })
+      }
+      return ok
+    }
     const fail = (message: string): void => {
       send({ id: 0, ok: false, error: { code: 'INVALID_ARGUMENT', message } })
       this.logger('warning', `local API: disconnected a client: ${message}`)
@@ -92,6 +112,7 @@ export class LocalApiServer {
         session.inFlight--
         const next = session.backlog.shift()
         if (next !== undefined) run(next)
+        updateReading()
       })
     }
     socket.on('data', (chunk: Buffer) => {
@@ -108,6 +129,10 @@ export class LocalApiServer {
           return
         }
         if (frame['op'] === 'more' || frame['op'] === 'cancel') {
+          if (frame['op'] === 'cancel') {
+            const waiting = session.backlog.findIndex((queued) => queued['id'] === frame['id'])
+            if (waiting >= 0) session.backlog.splice(waiting, 1) // cancelled before it started
+          }
           const stream = streams.get(frame['id'] as number)
           if (stream !== undefined) {
             if (frame['op'] === 'more') stream.credit++
@@ -117,11 +142,9 @@ export class LocalApiServer {
           continue
         }
         if (session.inFlight >= CONNECTION_REQUESTS_MAX) {
-          if (session.backlog.length >= CONNECTION_REQUESTS_MAX) {
-            fail(`more than ${2 * CONNECTION_REQUESTS_MAX} requests pending`)
-            return
-          }
+          // Held until a request completes; reading stops meanwhile, so at most one read's frames wait.
           session.backlog.push(frame)
+          updateReading()
           continue
         }
         run(frame)
@@ -253,7 +276,18 @@ export class LocalApiServer {
       while (stream.credit <= 0 && !stream.abort.signal.aborted) await new Promise<void>((resolve) => { stream.wake = resolve })
       stream.wake = null
       stream.credit--
-      if (!send({ id, events: chunk }) && !socket.destroyed) await new Promise((resolve) => socket.once('drain', resolve))
+      if (!send({ id, events: chunk }) && !socket.destroyed) {
+        // Drained, or gone: a destroyed socket never drains.
+        await new Promise<void>((resolve) => {
+          const done = (): void => {
+            socket.off('drain', done)
+            socket.off('close', done)
+            resolve()
+          }
+          socket.once('drain', done)
+          socket.once('close', done)
+        })
+      }
       chunk = []
       bytes = 0
     }

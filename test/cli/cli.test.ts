@@ -131,3 +131,21 @@ t.test('interlog demo converges and exits 0', async (t) => {
   t.equal(report.agree, true)
   t.equal(report.events, 600)
 })
+
+t.test('flags win over the environment; INTERLOG_SOCKET stands in for --socket; a closed pipe is not a failure', async (t) => {
+  const data = tempDir(t)
+  const daemon = await startDaemon(t, data)
+  await interlog(['append', '--data', data], 'one\ntwo\nthree\n')
+  const viaFlag = await interlog(['status', '--data', data, '--json'], undefined, { INTERLOG_SOCKET: `${data}/nothing.sock` })
+  t.equal(viaFlag.code, 0, viaFlag.stderr)
+  t.equal((JSON.parse(viaFlag.stdout) as { via: string }).via, 'daemon', '--data finds the daemon despite a stale INTERLOG_SOCKET')
+  const viaEnv = await interlog(['status', '--json'], undefined, { INTERLOG_SOCKET: daemon.socket })
+  t.equal(viaEnv.code, 0)
+  const unreachable = await interlog(['status'], undefined, { INTERLOG_SOCKET: `${data}/nothing.sock` })
+  t.equal(unreachable.code, 4, 'INTERLOG_SOCKET with no daemon: exit 4, like --socket')
+  const piped = await new Promise<number | null>((resolve) => {
+    const shell = spawn('sh', ['-c', `"${process.execPath}" "${CLI}" read --socket "${daemon.socket}" | head -c 10 >/dev/null; exit $(( $(echo \${PIPESTATUS:-0}) ))`])
+    shell.on('exit', (code) => resolve(code))
+  })
+  t.equal(piped, 0)
+})

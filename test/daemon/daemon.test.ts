@@ -200,3 +200,51 @@ t.test('tails with onCaughtUp and durable consumers work the same over the socke
   await again.delete()
   t.same(await client.consumers(), [])
 })
+
+t.test('consumers through the daemon: commits never go backwards, reset rewinds a running batches()', async (t) => {
+  const data = tempDir(t)
+  const daemon = await startDaemon(t, data)
+  const client = await connect(daemon.socket)
+  t.teardown(() => client.close())
+  for (let i = 0; i < 20; i++) await client.append(payload(`e${i}`))
+  const consumer = await client.consumer('c')
+  await Promise.all([consumer.commit(10), consumer.commit(5)])
+  t.equal((await client.consumers())[0]!.position, 11, 'a late, older commit does not move the position back')
+  const seen: number[][] = []
+  for await (const batch of consumer.batches({ max: 5 })) {
+    seen.push(batch.map((e) => e.localPos))
+    if (seen.length === 1) await consumer.reset({ to: 0 })
+    if (seen.length === 3) break
+  }
+  t.same(seen, [[11, 12, 13, 14, 15], [0, 1, 2, 3, 4], [5, 6, 7, 8, 9]], 'after reset the batches start again from 0')
+  await t.rejects(client.consumer('..'), { code: 'INVALID_ARGUMENT' })
+})
+
+t.test('a client that sends requests but never reads answers is paused, not buffered', async (t) => {
+  const data = tempDir(t)
+  const daemon = await startDaemon(t, data)
+  const { encode } = await import('cbor-x')
+  const frame = (value: unknown): Buffer => {
+    const body = encode(value) as Uint8Array
+    const head = Buffer.alloc(4)
+    head.writeUInt32BE(body.length)
+    return Buffer.concat([head, body])
+  }
+  const socket = net.connect(daemon.socket)
+  await new Promise((resolve) => socket.once('connect', resolve))
+  socket.pause() // never reads
+  socket.write(frame({ id: 1, op: 'hello' }))
+  const requests = Buffer.concat(Array.from({ length: 2000 }, (_, i) => frame({ id: i + 2, op: 'status' })))
+  let written = 0
+  const deadline = Date.now() + 3000
+  while (Date.now() < deadline) {
+    if (socket.write(requests)) written++
+    else await new Promise((resolve) => setTimeout(resolve, 20))
+  }
+  t.ok(written < 400, `the daemon stopped reading (${written} writes of 2000 requests went through before the pipe filled)`)
+  const other = await connect(daemon.socket)
+  await other.append(payload('others are served'))
+  t.equal(await other.length(), 1)
+  await other.close()
+  socket.destroy()
+})
