@@ -2,7 +2,6 @@
 // 0 success, 1 damage found (verify), 2 usage or configuration error, 3 the operation failed
 // (a LogError: its code is printed), 4 the daemon could not be reached.
 
-import fs from 'node:fs'
 import { openLog, type LogEvent } from '../core/index.js'
 import { ConfigError, loadConfig, logDirectory, serve, journalLogger } from '../daemon/index.js'
 import { delta } from '../sync/index.js'
@@ -253,8 +252,4 @@ export async function verify(values: Values): Promise<number> {
     }
     return result.ok ? EXIT.ok : EXIT.damage
   })
-}
-
-export function fileExists(file: string): boolean {
-  return fs.existsSync(file)
 }

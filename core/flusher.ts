@@ -116,10 +116,6 @@ export class Flusher {
     this.writtenEnd = end
   }
 
-  get idle(): boolean {
-    return this.running === null
-  }
-
   private start(): void {
     assert(this.running === null, 'one flush at a time')
     // The loop starts a microtask later, so `running` is set before it can clear it.

@@ -54,7 +54,7 @@ export class SparseIndex {
     return found < 0 ? -1 : (this.offsets[found] as number)
   }
 
-  /** Drops entries at or beyond `offset` (recovery cut, or a checkpoint taken at `offset`). */
+  /** The entries before `offset` (what a checkpoint taken at `offset` covers). */
   entriesBefore(offset: number): { positions: number[], offsets: number[] } {
     const positions: number[] = []
     const offsets: number[] = []

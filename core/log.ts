@@ -25,7 +25,7 @@ import { DirectoryLock } from './lock.js'
 import { listConsumers, openConsumer, type Consumer, type ConsumerHost, type ConsumerInfo, type ConsumerOptions } from './consumers.js'
 import { MergeBuffer, type RemoteEvent } from './merge-buffer.js'
 import { deriveLayout, resolveOptions, type Layout, type OpenOptions } from './options.js'
-import { eventsOfRecord, scanRecords, type LogEvent, type ReadSource, type RecordCursor } from './reader.js'
+import { eventsOfRecord, scanRecords, type LogEvent, type ReadSource } from './reader.js'
 import { originStateFor, recover, type Truncation } from './recovery.js'
 import { loadOrCreateReplica } from './replica.js'
 import { createSegmentFile, type Segment, type SegmentTable } from './segments.js'
@@ -837,4 +837,3 @@ export async function openLog(directory: string, givenOptions?: Readonly<Partial
   }
 }
 
-export type { RecordCursor }

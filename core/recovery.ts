@@ -21,8 +21,8 @@ import {
 } from './format.js'
 import { LocalIndex, OriginState, SparseIndex } from './indexes.js'
 import type { LogWarning } from './options.js'
-import { RecordHeader, decodeRecord, lastNonZero, recordOriginHex, type DecodeResult } from './records.js'
-import { SegmentReader, RECOVERY_CHUNK_BYTES } from './segment-reader.js'
+import { RecordHeader, lastNonZero, recordOriginHex, type DecodeResult } from './records.js'
+import { SegmentReader, RECOVERY_CHUNK_BYTES, decodeRecordAt } from './segment-reader.js'
 import { dataRegions, zeroTail } from './sparse-file.js'
 import {
   SegmentTable, createSegmentFile, decodeSegmentHeader, listSegmentFiles, type Segment, type SegmentHeader,
@@ -240,19 +240,8 @@ class Recovery {
     return undefined
   }
 
-  /** Decodes the record at file offset `fileOffset`, reading as much as it claims. */
   private decodeAt(reader: SegmentReader, fileOffset: number): DecodeResult {
-    if (fileOffset + RECORD_HEADER_BYTES > reader.segment.size) return 'zero'
-    let at = reader.ensure(fileOffset, RECORD_HEADER_BYTES)
-    let result = decodeRecord(reader.bytes, reader.view, at, reader.chunkLength, this.context.checksum, this.header)
-    if (result === 'short') {
-      const length = reader.view.getUint32(at + RECORD_OFFSET_LENGTH, true)
-      if (length > RECORD_BYTES_LIMIT || fileOffset + length > reader.segment.size) return 'record runs past the end of its segment'
-      at = reader.ensure(fileOffset, length)
-      result = decodeRecord(reader.bytes, reader.view, at, reader.chunkLength, this.context.checksum, this.header)
-      if (result === 'short') return 'record runs past the end of its segment'
-    }
-    return result
+    return decodeRecordAt(reader, fileOffset, this.context.checksum, this.header)
   }
 
   private scanSegment(segment: Segment, startOffset: number): void {

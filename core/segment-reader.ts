@@ -3,7 +3,10 @@
 // which is what a preallocated segment holds there.
 
 import fs from 'node:fs'
+import type { Checksum } from './checksum.js'
 import { LogError } from './errors.js'
+import { RECORD_BYTES_LIMIT, RECORD_HEADER_BYTES, RECORD_OFFSET_LENGTH } from './format.js'
+import { decodeRecord, type DecodeResult, type RecordHeader } from './records.js'
 import type { Segment } from './segments.js'
 
 export const RECOVERY_CHUNK_BYTES = 1 << 20
@@ -47,4 +50,19 @@ export class SegmentReader {
   get chunkEnd(): number {
     return this.chunkStart + this.chunkLength
   }
+}
+
+/** Decodes the record at file offset `fileOffset` of the reader's segment, reading as much as it claims. */
+export function decodeRecordAt(reader: SegmentReader, fileOffset: number, checksum: Checksum, header: RecordHeader): DecodeResult {
+  if (fileOffset + RECORD_HEADER_BYTES > reader.segment.size) return 'zero'
+  let at = reader.ensure(fileOffset, RECORD_HEADER_BYTES)
+  let result = decodeRecord(reader.bytes, reader.view, at, reader.chunkLength, checksum, header)
+  if (result === 'short') {
+    const length = reader.view.getUint32(at + RECORD_OFFSET_LENGTH, true)
+    if (length > RECORD_BYTES_LIMIT || fileOffset + length > reader.segment.size) return 'record runs past the end of its segment'
+    at = reader.ensure(fileOffset, length)
+    result = decodeRecord(reader.bytes, reader.view, at, reader.chunkLength, checksum, header)
+    if (result === 'short') return 'record runs past the end of its segment'
+  }
+  return result
 }

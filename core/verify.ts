@@ -5,10 +5,10 @@
 
 import fs from 'node:fs'
 import type { Checksum } from './checksum.js'
-import { RECORD_ALIGN_BYTES, RECORD_BYTES_LIMIT, RECORD_FLAG_CONTINUES, RECORD_HEADER_BYTES, RECORD_KIND_EVENTS, RECORD_OFFSET_KIND, RECORD_OFFSET_LENGTH, SEGMENT_HEADER_BYTES } from './format.js'
-import { RecordHeader, decodeRecord, recordOriginHex, type DecodeResult } from './records.js'
+import { RECORD_ALIGN_BYTES, RECORD_FLAG_CONTINUES, RECORD_HEADER_BYTES, RECORD_KIND_EVENTS, RECORD_OFFSET_KIND, RECORD_OFFSET_LENGTH, SEGMENT_HEADER_BYTES } from './format.js'
+import { RecordHeader, recordOriginHex } from './records.js'
 import type { Truncation } from './recovery.js'
-import { SegmentReader, RECOVERY_CHUNK_BYTES } from './segment-reader.js'
+import { SegmentReader, RECOVERY_CHUNK_BYTES, decodeRecordAt } from './segment-reader.js'
 import { decodeSegmentHeader, type Segment, type SegmentTable } from './segments.js'
 
 export interface Damage {
@@ -54,7 +54,7 @@ export function verifyLog(input: VerifyInput): VerifyResult {
       const dataEnd = Math.min(segment.dataEnd, input.end) - segment.start
       let offset = SEGMENT_HEADER_BYTES
       while (offset < dataEnd) {
-        const result = decodeAt(reader, offset, input.checksum, header)
+        const result = decodeRecordAt(reader, offset, input.checksum, header)
         let reason: string | undefined = result === 'ok' ? undefined : (result === 'zero' ? 'zeros where a record was written' : result)
         if (reason === undefined) {
           const origin = recordOriginHex(reader.bytes, header)
@@ -92,26 +92,13 @@ export function verifyLog(input: VerifyInput): VerifyResult {
   return { ok: damage.length === 0, damage, truncated: [...input.truncations], events, segments: input.table.segments.length, bytes }
 }
 
-function decodeAt(reader: SegmentReader, offset: number, checksum: Checksum, header: RecordHeader): DecodeResult {
-  let at = reader.ensure(offset, RECORD_HEADER_BYTES)
-  let result = decodeRecord(reader.bytes, reader.view, at, reader.chunkLength, checksum, header)
-  if (result === 'short') {
-    const length = reader.view.getUint32(at + RECORD_OFFSET_LENGTH, true)
-    if (length > RECORD_BYTES_LIMIT || offset + length > reader.segment.size) return 'record runs past the end of its segment'
-    at = reader.ensure(offset, length)
-    result = decodeRecord(reader.bytes, reader.view, at, reader.chunkLength, checksum, header)
-    if (result === 'short') return 'record runs past the end of its segment'
-  }
-  return result
-}
-
 /** The next offset in [from, end) where a valid record starts, or `end`. */
 function resync(reader: SegmentReader, from: number, end: number, checksum: Checksum, header: RecordHeader): number {
   for (let offset = from; offset + RECORD_HEADER_BYTES <= end; offset += RECORD_ALIGN_BYTES) {
     const at = reader.ensure(offset, RECORD_HEADER_BYTES)
     const length = reader.view.getUint32(at + RECORD_OFFSET_LENGTH, true)
     if (length < RECORD_HEADER_BYTES || reader.bytes[at + RECORD_OFFSET_KIND] !== RECORD_KIND_EVENTS) continue
-    if (decodeAt(reader, offset, checksum, header) === 'ok') return offset
+    if (decodeRecordAt(reader, offset, checksum, header) === 'ok') return offset
   }
   return end
 }
