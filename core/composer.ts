@@ -11,12 +11,15 @@ import {
   RECORD_OFFSET_ORIGIN_POS, RECORD_OFFSET_RESERVED, recordBytesPadded, writeU64,
 } from './format.js'
 import type { HeadCache } from './head-cache.js'
+import type { BatchSealer } from './seal.js'
 
 /** Events of one batch: payloads with one time for all, or a time each. */
 export interface BatchSource {
   payloads: readonly Uint8Array[]
   time: number
   times: readonly number[] | null
+  /** A merged batch's seal, stored with its last record; null for none (own batches are sealed by the log's sealer). */
+  seal: Uint8Array | null
 }
 
 /** Index of the first event of the next record, splitting at `splitBytes`. */
@@ -32,8 +35,8 @@ export function recordEnd(payloads: readonly Uint8Array[], from: number, splitBy
   return i
 }
 
-/** Bytes (padded) a whole batch takes, split as compose splits it. */
-export function batchBytes(payloads: readonly Uint8Array[], splitBytes: number): number {
+/** Bytes (padded) a whole batch takes, split as compose splits it, with `extensionBytes` on its last record. */
+export function batchBytes(payloads: readonly Uint8Array[], splitBytes: number, extensionBytes = 0): number {
   let total = 0
   let bytes = RECORD_HEADER_BYTES
   for (let i = 0; i < payloads.length; i++) {
@@ -44,7 +47,7 @@ export function batchBytes(payloads: readonly Uint8Array[], splitBytes: number):
     }
     bytes += eventBytes
   }
-  return total + recordBytesPadded(bytes)
+  return total + recordBytesPadded(bytes + extensionBytes)
 }
 
 export interface RecordFields {
@@ -53,6 +56,12 @@ export interface RecordFields {
   origin: Uint8Array
   originPos: number
   continues: boolean
+  /** Signs the batch: every record body is hashed, and the last record gets the seal. */
+  sealer: BatchSealer | null
+  /** A seal made elsewhere (a merged batch): copied into the last record's extension. */
+  seal: Uint8Array | null
+  /** Bytes of the extension of this record (the seal's size on the last record of a sealed batch, else 0). */
+  extensionBytes: number
 }
 
 /** Composes events [from, to) of `source` as one record at the cache's composed end; returns its padded size. */
@@ -72,13 +81,19 @@ export function composeRecord(cache: HeadCache, checksum: Checksum, source: Batc
     memory.set(payload, cursor + EVENT_HEADER_BYTES)
     cursor += EVENT_HEADER_BYTES + payload.length
   }
+  if (fields.sealer !== null) fields.sealer.update(memory, start + RECORD_HEADER_BYTES, cursor)
+  if (fields.extensionBytes > 0) {
+    if (fields.sealer !== null) fields.sealer.finish(memory, cursor)
+    else memory.set(fields.seal!, cursor)
+    cursor += fields.extensionBytes
+  }
   const length = cursor - start
   const padded = recordBytesPadded(length)
   assert(start + padded <= memory.length, 'record fits the cache')
   view.setUint32(start + RECORD_OFFSET_LENGTH, length, true)
   memory[start + RECORD_OFFSET_KIND] = RECORD_KIND_EVENTS
   memory[start + RECORD_OFFSET_FLAGS] = fields.continues ? RECORD_FLAG_CONTINUES : 0
-  view.setUint16(start + RECORD_OFFSET_EXTENSION, 0, true)
+  view.setUint16(start + RECORD_OFFSET_EXTENSION, fields.extensionBytes, true)
   view.setUint32(start + RECORD_OFFSET_COUNT, to - from, true)
   view.setUint32(start + RECORD_OFFSET_RESERVED, 0, true)
   writeU64(view, start + RECORD_OFFSET_LOCAL_POS, fields.localPos)

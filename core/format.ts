@@ -61,7 +61,41 @@ export const REPLICA_ID_BYTES = 16
 
 /** Format-wide bounds, independent of options: a log stays readable when maxEventBytes changes. */
 export const MAX_EVENT_BYTES_LIMIT = 256 << 20
-export const RECORD_BYTES_LIMIT = RECORD_HEADER_BYTES + EVENT_HEADER_BYTES + MAX_EVENT_BYTES_LIMIT
+/** The extension area is at most a u16 of bytes. */
+export const EXTENSION_BYTES_LIMIT = 0xffff
+export const RECORD_BYTES_LIMIT = RECORD_HEADER_BYTES + EVENT_HEADER_BYTES + MAX_EVENT_BYTES_LIMIT + EXTENSION_BYTES_LIMIT
+
+// The seal: the extension of the last record of a signed batch (docs/format.md, docs/security.md).
+// The chain hash is SHA-256 over CHAIN_DOMAIN, origin, first, count, prev and the events as framed
+// in record bodies; the signature is Ed25519 over the chain hash.
+export const SEAL_KIND = 1
+export const SEAL_VERSION = 1
+export const SEAL_BYTES = 176
+export const SEAL_OFFSET_KIND = 0 //       u8, SEAL_KIND
+export const SEAL_OFFSET_VERSION = 1 //    u8, SEAL_VERSION
+export const SEAL_OFFSET_RESERVED = 2 //   u16, 0
+export const SEAL_OFFSET_COUNT = 4 //      u32, events in the batch
+export const SEAL_OFFSET_FIRST = 8 //      u64, origin_pos of the batch's first event
+export const SEAL_OFFSET_PREV = 16 //      32 bytes, chain hash of the origin's previous batch (zeros for the first)
+export const SEAL_OFFSET_HASH = 48 //      32 bytes, chain hash of this batch
+export const SEAL_OFFSET_KEY = 80 //       32 bytes, the origin's Ed25519 public key
+export const SEAL_OFFSET_SIGNATURE = 112 // 64 bytes, Ed25519 signature of the chain hash
+export const CHAIN_HASH_BYTES = 32
+export const CHAIN_DOMAIN = 'ILOGCHN1' // 8 ASCII bytes
+/** Bytes hashed before the events: domain, origin, first (u64), count (u32), prev. */
+export const CHAIN_PREFIX_BYTES = 8 + 16 + 8 + 4 + 32
+export const PUBLIC_KEY_BYTES = 32
+export const SIGNATURE_BYTES = 64
+
+// Payload encryption envelope (docs/security.md): tag, key id, nonce, ciphertext, auth tag.
+export const ENVELOPE_TAG = 0xe1
+export const ENVELOPE_OFFSET_TAG = 0 //     u8
+export const ENVELOPE_OFFSET_KEY_ID = 1 //  u32, which log key
+export const ENVELOPE_OFFSET_NONCE = 5 //   12 bytes: u32 epoch, u64 origin_pos
+export const ENVELOPE_NONCE_BYTES = 12
+export const ENVELOPE_AUTH_TAG_BYTES = 16
+export const ENVELOPE_HEADER_BYTES = 17
+export const ENVELOPE_OVERHEAD_BYTES = ENVELOPE_HEADER_BYTES + ENVELOPE_AUTH_TAG_BYTES
 
 // The replica file.
 export const REPLICA_MAGIC = 'ILOGREPL'
@@ -91,6 +125,9 @@ export const ORIGIN_INDEX_STRIDE_EVENTS = 256
 export const FILE_NAME_LOCK = 'LOCK'
 export const FILE_NAME_REPLICA = 'replica'
 export const FILE_NAME_CHECKPOINT = 'checkpoint'
+export const FILE_NAME_IDENTITY = 'identity'
+export const FILE_NAME_TRUSTED_KEYS = 'trusted-keys'
+export const FILE_NAME_NONCE_EPOCH = 'nonce-epoch'
 export const SEGMENT_FILE_SUFFIX = '.seg'
 export const SEGMENT_FILE_DIGITS = 12
 
@@ -110,6 +147,10 @@ assert(EVENT_OFFSET_TIME + 8 === EVENT_HEADER_BYTES, 'event header fields fill t
 assert(REPLICA_OFFSET_CHECKSUM + 8 === REPLICA_FILE_BYTES, 'replica checksum is the last field')
 assert(CHECKPOINT_OFFSET_CHECKSUM + 8 <= CHECKPOINT_HEADER_BYTES, 'checkpoint header fits')
 assert(INDEX_STRIDE_BYTES % PAGE_BYTES === 0, 'index stride is whole pages')
+assert(SEAL_OFFSET_SIGNATURE + SIGNATURE_BYTES === SEAL_BYTES, 'seal fields fill the seal')
+assert(SEAL_BYTES <= EXTENSION_BYTES_LIMIT && SEAL_BYTES % RECORD_ALIGN_BYTES === 0, 'a seal fits the extension area')
+assert(CHAIN_DOMAIN.length === 8 && CHAIN_PREFIX_BYTES === 68, 'chain prefix layout')
+assert(ENVELOPE_OFFSET_NONCE + ENVELOPE_NONCE_BYTES === ENVELOPE_HEADER_BYTES, 'envelope header fields')
 
 export function alignUp(value: number, unit: number): number {
   return Math.ceil(value / unit) * unit

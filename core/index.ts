@@ -2,7 +2,13 @@
 // only from here.
 
 export { openLog, Log } from './log.js'
-export type { BatchRange, EventId, LogEvents, MergeResult, Quarantine, VersionVector } from './log.js'
+export type { BatchRange, EventId, LogEvents, MergeResult, Quarantine, SecurityStatus, VersionVector } from './log.js'
+export type { Equivocation } from './authenticate.js'
+export type { EncryptionKey, EncryptionOptions } from './crypt.js'
+export type { TrustOption, TrustedKey } from './trust.js'
+export { addTrustedKey, readTrustedKeys, removeTrustedKey } from './trust.js'
+export { isPublicKeyHex, replicaIdForKey } from './identity.js'
+export { SEAL_BYTES } from './format.js'
 export type { LogEvent } from './reader.js'
 export type { RemoteEvent } from './merge-buffer.js'
 export type { Damage, VerifyResult } from './verify.js'

@@ -73,12 +73,30 @@ export class SparseIndex {
   }
 }
 
+/** Sealed batches per origin remembered for equivocation checks of duplicates. */
+export const RECENT_SEALS_MAX = 256
+
 /** What this log holds of one origin. */
 export class OriginState {
   /** Events of this origin held (the version vector entry). */
   count = 0
   index = new SparseIndex()
+  /** Chain hash after `count` events (see seal.ts); null until loaded from the log. */
+  chain: Uint8Array | null = null
+  /** Whether the last batch held is sealed: an origin that signs cannot continue unsigned. */
+  signed = false
+  /** Chain hashes of recent batches by end position, to spot equivocation among duplicates. */
+  readonly recentSeals = new Map<number, Uint8Array>()
+
   constructor(readonly origin: string, readonly originBytes: Uint8Array) {}
+
+  /** Notes a sealed batch ending at `end` with chain hash `hash` (now the head). */
+  noteSeal(end: number, hash: Uint8Array): void {
+    this.chain = hash
+    this.signed = true
+    this.recentSeals.set(end, hash)
+    if (this.recentSeals.size > RECENT_SEALS_MAX) this.recentSeals.delete(this.recentSeals.keys().next().value as number)
+  }
 
   /** Notes a record of this origin at `offset` starting at origin position `originPos`. */
   noteRecord(originPos: number, offset: number): void {

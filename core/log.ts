@@ -14,11 +14,19 @@ import { ValidatorLoadError, WASM_MEMORY_BYTES_MAX, loadValidators, type Validat
 import { assert } from './assert.js'
 import { loadChecksum, type Checksum } from './checksum.js'
 import { writeCheckpoint, type CheckpointBody } from './checkpoint.js'
+import { checkSealedDuplicate, checkSealedRun, checkUnsigned, needsSeals, type Equivocation } from './authenticate.js'
 import { batchBytes, composeRecord, recordEnd, type BatchSource } from './composer.js'
+import { nextNonceEpoch, PayloadCipher } from './crypt.js'
+import { createIdentity, loadIdentity, type Identity } from './identity.js'
+import { BatchSealer, ZERO_CHAIN, parseSeal } from './seal.js'
+import { resolveTrust, type TrustPolicy } from './trust.js'
 import { allocateArena, directFlag } from './direct-io.js'
 import { LogError } from './errors.js'
 import { Flusher, type CommitPoint } from './flusher.js'
-import { EVENT_HEADER_BYTES, PAGE_BYTES, RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES, alignDown, isReplicaIdHex } from './format.js'
+import {
+  ENVELOPE_OVERHEAD_BYTES, ENVELOPE_TAG, EVENT_HEADER_BYTES, FILE_NAME_REPLICA, PAGE_BYTES, RECORD_HEADER_BYTES, SEAL_BYTES, SEGMENT_HEADER_BYTES,
+  alignDown, isReplicaIdHex,
+} from './format.js'
 import { HeadCache } from './head-cache.js'
 import { LocalIndex, OriginState } from './indexes.js'
 import { DirectoryLock } from './lock.js'
@@ -67,9 +75,31 @@ export interface MergeResult {
   rejected: Quarantine[]
   /** Events of this call not stored because their origin is quarantined. */
   quarantined: number
+  /** Events of this call refused by authentication: forged, altered, unsigned where a seal is
+   *  required, from an untrusted key, or (encrypted logs) not decryptable. Never stored. Present
+   *  only when some were refused. */
+  forged?: number
+}
+
+/** What signing and trust did so far (since open). */
+export interface SecurityStatus {
+  /** This log's Ed25519 public key (hex), or null for a log without identity. */
+  publicKey: string | null
+  trust: 'off' | 'open' | 'keys'
+  /** Public keys accepted in trust mode 'keys'. */
+  trustedKeys: string[]
+  encrypted: boolean
+  /** Remote events refused by authentication. */
+  forged: number
+  equivocations: Equivocation[]
+  /** The last refusal, with its reason. */
+  lastRejection: string | null
 }
 
 export type VersionVector = Record<string, number>
+
+/** Equivocations kept for securityStatus(). */
+const EQUIVOCATIONS_KEPT = 100
 
 interface CommitState extends CommitPoint {
   lastRecordOffset: number
@@ -82,6 +112,8 @@ export interface LogEvents {
   quarantine: [Quarantine]
   /** Events up to this local length are now durable (after each fdatasync). */
   durable: [number]
+  /** An origin's key signed two histories; the origin is quarantined. */
+  equivocation: [Equivocation]
 }
 
 export class Log extends EventEmitter<LogEvents> {
@@ -90,6 +122,8 @@ export class Log extends EventEmitter<LogEvents> {
   readonly direct: boolean
   /** What recovery cut at open (also reported by verify). */
   readonly truncations: readonly Truncation[]
+  /** This log's Ed25519 public key (hex); null for a log created without identity. */
+  readonly publicKey: string | null
 
   private readonly options: OpenOptions
   private readonly layout: Layout
@@ -119,13 +153,22 @@ export class Log extends EventEmitter<LogEvents> {
   private closing: Promise<void> | null = null
   private timer: NodeJS.Timeout | null = null
   private growthWaiters: (() => void)[] = []
+  private readonly sealer: BatchSealer | null
+  private readonly trust: TrustPolicy
+  private readonly cipher: PayloadCipher | null
+  private readonly security = { forged: 0, equivocations: [] as Equivocation[], lastRejection: null as string | null }
 
   /** Use openLog. */
   constructor(init: {
     directory: string, options: OpenOptions, layout: Layout, checksum: Checksum, lock: DirectoryLock,
     replicaId: string, replicaBytes: Uint8Array, validators: { append: Validator[], sync: Validator[] },
+    identity: Identity | null, trust: TrustPolicy, cipher: PayloadCipher | null,
   }) {
     super()
+    this.publicKey = init.identity?.publicKeyHex ?? null
+    this.sealer = init.identity === null ? null : new BatchSealer(init.identity.privateKey, init.identity.publicKeyBytes, init.identity.replicaIdBytes)
+    this.trust = init.trust
+    this.cipher = init.cipher
     this.appendValidators = init.validators.append
     this.syncValidators = init.validators.sync
     this.directory = init.directory
@@ -192,6 +235,54 @@ export class Log extends EventEmitter<LogEvents> {
     return this.options.maxEventBytes
   }
 
+  /** Loads what open needs beyond recovery: the head of this log's own chain. */
+  async prepare(): Promise<void> {
+    await this.loadChain(this.own)
+  }
+
+  /** Loads an origin's chain head from its last batch held (once per origin per open). */
+  private async loadChain(state: OriginState): Promise<void> {
+    if (state.chain !== null) return
+    if (state.count === 0) {
+      state.chain = ZERO_CHAIN
+      return
+    }
+    const offset = state.index.floorOffset(state.count - 1)
+    for await (const cursor of scanRecords(this.readSource, offset < 0 ? this.table.segments[0]!.start : offset)) {
+      if (cursor.origin !== state.origin || cursor.header.originPos + cursor.header.count < state.count) continue
+      const out: LogEvent[] = []
+      eventsOfRecord(cursor, 0, Infinity, out)
+      const seal = out[out.length - 1]?.seal
+      const fields = seal === undefined ? null : parseSeal(seal)
+      if (fields !== null && typeof fields !== 'string') {
+        state.noteSeal(state.count, new Uint8Array(fields.hash))
+      } else {
+        state.chain = ZERO_CHAIN
+        state.signed = false
+      }
+      return
+    }
+    state.chain = ZERO_CHAIN
+  }
+
+  /** Whether `origin` signs its batches, as far as this log knows (its last batch held is sealed). */
+  async signs(origin: string): Promise<boolean> {
+    if (origin === this.replicaId) return this.sealer !== null
+    const state = this.origins.get(origin)
+    if (state === undefined) return false
+    await this.loadChain(state)
+    return state.signed
+  }
+
+  /** Signing, trust and encryption: the configuration and what they refused. */
+  securityStatus(): SecurityStatus {
+    return {
+      publicKey: this.publicKey, trust: this.trust.mode, trustedKeys: [...this.trust.keys], encrypted: this.cipher !== null,
+      forged: this.security.forged, equivocations: this.security.equivocations.map((e) => ({ ...e })),
+      lastRejection: this.security.lastRejection,
+    }
+  }
+
   /** For each origin, the count of its events this log holds. */
   versionVector(): VersionVector {
     const vector: VersionVector = {}
@@ -227,10 +318,14 @@ export class Log extends EventEmitter<LogEvents> {
     } catch (error) {
       return Promise.reject(error)
     }
-    const source: BatchSource = { payloads, time: Date.now(), times: null }
+    const source: BatchSource = { payloads, time: Date.now(), times: null, seal: null }
     if (this.appendValidators.length > 0) {
       const rejection = this.validateAppend(payloads, source.time)
       if (rejection !== undefined) return Promise.reject(rejection)
+    }
+    if (this.cipher !== null) {
+      const cipher = this.cipher
+      source.payloads = payloads.map((payload) => cipher.encrypt(this.replicaId, payload))
     }
     return this.writeBatch(source, this.own, -1).then((range) => this.awaitDurable(range))
   }
@@ -262,7 +357,8 @@ export class Log extends EventEmitter<LogEvents> {
     const event = this.validatorEvent
     for (let i = 0; i < run.length; i++) {
       const remote = run[i] as RemoteEvent
-      event.payload = remote.payload
+      const plain = this.cipher === null ? remote.payload : this.cipher.decrypt(remote.origin, remote.payload)
+      event.payload = typeof plain === 'string' ? remote.payload : plain
       event.origin = remote.origin
       event.pos = remote.pos
       event.time = remote.time
@@ -313,7 +409,7 @@ export class Log extends EventEmitter<LogEvents> {
    * cache and the segment and nobody is waiting; otherwise queued behind the gate.
    */
   private writeBatch(source: BatchSource, origin: OriginState, expectedPos: number): Promise<BatchRange> {
-    const bytes = batchBytes(source.payloads, this.layout.recordSplitBytes)
+    const bytes = batchBytes(source.payloads, this.layout.recordSplitBytes, this.extensionBytesOf(source, origin))
     if (bytes > this.layout.segmentDataBytes) {
       return Promise.reject(new LogError('TOO_LARGE', `batch of ${source.payloads.length} events takes ${bytes} bytes; a batch must fit one segment ` +
         `(${this.layout.segmentDataBytes} bytes of segmentBytes ${this.options.segmentBytes}). Nothing was written`, { bytes }))
@@ -342,16 +438,38 @@ export class Log extends EventEmitter<LogEvents> {
     }
   }
 
+  /** Bytes of the extension of the batch's last record: a seal for own batches of a log with identity and for sealed merges. */
+  private extensionBytesOf(source: BatchSource, origin: OriginState): number {
+    return source.seal !== null || (origin === this.own && this.sealer !== null) ? SEAL_BYTES : 0
+  }
+
+  /** Starts signing an own batch; notes a sealed batch's chain head after it is composed. */
+  private beginSeal(source: BatchSource, origin: OriginState, range: BatchRange): void {
+    if (source.seal === null && origin === this.own && this.sealer !== null) this.sealer.begin(range.pos, range.count, origin.chain ?? ZERO_CHAIN)
+  }
+
+  private endSeal(source: BatchSource, origin: OriginState, range: BatchRange): void {
+    const end = range.pos + range.count
+    if (source.seal !== null) {
+      const fields = parseSeal(source.seal)
+      if (typeof fields !== 'string') origin.noteSeal(end, new Uint8Array(fields.hash))
+    } else if (origin === this.own && this.sealer !== null) {
+      origin.noteSeal(end, this.sealer.lastHash)
+    }
+  }
+
   /** Composes and commits a batch that fits the cache. */
   private composeBatch(source: BatchSource, origin: OriginState, expectedPos: number): BatchRange {
     const range = this.startRange(source, origin, expectedPos)
     if (range.count === 0) return range
+    this.beginSeal(source, origin, range)
     let lastOffset = this.committedEnd
     for (let from = 0; from < range.count;) {
       const to = recordEnd(source.payloads, from, this.layout.recordSplitBytes)
       lastOffset = this.composeOne(source, origin, range, from, to)
       from = to
     }
+    this.endSeal(source, origin, range)
     this.commit(origin, range.count, lastOffset)
     return range
   }
@@ -360,16 +478,18 @@ export class Log extends EventEmitter<LogEvents> {
   private async composeBatchInSteps(source: BatchSource, origin: OriginState, expectedPos: number): Promise<BatchRange> {
     const range = this.startRange(source, origin, expectedPos)
     if (range.count === 0) return range
+    this.beginSeal(source, origin, range)
     let lastOffset = this.committedEnd
     for (let from = 0; from < range.count;) {
       const to = recordEnd(source.payloads, from, this.layout.recordSplitBytes)
-      const bytes = batchBytes(source.payloads.slice(from, to), this.layout.recordBytesMax)
+      const bytes = batchBytes(source.payloads.slice(from, to), this.layout.recordBytesMax, to === range.count ? this.extensionBytesOf(source, origin) : 0)
       if (this.cache.room() < bytes) await this.makeRoom(bytes)
       // Not checkWritable: close() waits for this batch to finish, so closing is no reason to stop.
       if (this.flusher.failure !== null) throw this.flusher.failure
       lastOffset = this.composeOne(source, origin, range, from, to)
       from = to
     }
+    this.endSeal(source, origin, range)
     this.commit(origin, range.count, lastOffset)
     return range
   }
@@ -385,9 +505,13 @@ export class Log extends EventEmitter<LogEvents> {
     const offset = this.cache.composedEnd
     this.local.noteRecord(range.localPos + from, offset)
     origin.noteRecord(range.pos + from, offset)
+    const last = to === range.count
+    const extensionBytes = last ? this.extensionBytesOf(source, origin) : 0
     composeRecord(this.cache, this.checksum, source, from, to, {
       localPos: range.localPos + from, durable: this.flusher.durableCount, origin: origin.originBytes,
-      originPos: range.pos + from, continues: to < range.count,
+      originPos: range.pos + from, continues: !last,
+      sealer: source.seal === null && origin === this.own ? this.sealer : null,
+      seal: source.seal, extensionBytes,
     })
     return offset
   }
@@ -508,7 +632,7 @@ export class Log extends EventEmitter<LogEvents> {
       if (cursor.header.localPos + cursor.header.count <= from) continue
       out.length = 0
       eventsOfRecord(cursor, from, to, out)
-      for (const event of out) yield event
+      for (const event of out) yield this.plain(event)
       if (cursor.header.localPos + cursor.header.count >= to) return
     }
   }
@@ -537,7 +661,7 @@ export class Log extends EventEmitter<LogEvents> {
         eventsOfRecord(cursor, next, Infinity, out)
         for (const event of out) {
           if (aborted()) return
-          yield event
+          yield this.plain(event)
           next = event.localPos + 1
         }
       }
@@ -593,8 +717,28 @@ export class Log extends EventEmitter<LogEvents> {
     }
   }
 
-  /** Events this log holds beyond version vector `vector`, in local order. */
-  async *eventsSince(vector: VersionVector = {}): AsyncGenerator<LogEvent> {
+  /**
+   * With encryption: the event with its payload decrypted. An event whose payload is not an
+   * envelope (stored before encryption was turned on) is returned as stored; one that fails
+   * authentication is CORRUPT.
+   */
+  private plain(event: LogEvent): LogEvent {
+    if (this.cipher === null || event.payload.length === 0 || event.payload[0] !== ENVELOPE_TAG) return event
+    const plain = this.cipher.decrypt(event.origin, event.payload)
+    if (typeof plain === 'string') {
+      throw new LogError('CORRUPT', `event ${event.origin}:${event.pos} (local position ${event.localPos}) cannot be decrypted: ${plain}`,
+        { localPos: event.localPos, origin: event.origin, pos: event.pos })
+    }
+    event.payload = plain
+    return event
+  }
+
+  /**
+   * Events this log holds beyond version vector `vector`, in local order. With `raw`, payloads are
+   * as stored (encrypted, for sync to forward); otherwise decrypted like read().
+   */
+  async *eventsSince(vector: VersionVector = {}, options: { raw?: boolean } = {}): AsyncGenerator<LogEvent> {
+    const raw = options?.raw === true
     const want = new Map<string, { next: number, end: number }>()
     let start = Infinity
     if (typeof vector !== 'object' || vector === null) throw new LogError('INVALID_ARGUMENT', 'eventsSince takes a version vector object')
@@ -622,7 +766,7 @@ export class Log extends EventEmitter<LogEvents> {
       for (const event of out) {
         if (event.pos < wanted.next || event.pos >= wanted.end) continue
         wanted.next = event.pos + 1
-        yield event
+        yield raw ? event : this.plain(event)
       }
       if (wanted.next >= wanted.end) {
         want.delete(cursor.origin)
@@ -638,21 +782,25 @@ export class Log extends EventEmitter<LogEvents> {
 
   /**
    * Stores remote events: idempotent (duplicates are counted, not errors), gapless per origin
-   * (an event beyond a gap waits in a bounded buffer until the gap is filled).
+   * (an event beyond a gap waits in a bounded buffer until the gap is filled), and authenticated
+   * per the trust policy (docs/security.md): a batch that fails is refused, counted in `forged`,
+   * and never stored. `sealed`: the events belong to signed batches whose seals may come in a
+   * later call (sync sets it for batches split over several messages).
    */
-  merge(events: readonly RemoteEvent[]): Promise<MergeResult> {
+  merge(events: readonly RemoteEvent[], options: { sealed?: boolean } = {}): Promise<MergeResult> {
     try {
       this.checkWritable()
       checkRemoteEvents(events, this.options.maxEventBytes)
     } catch (error) {
       return Promise.reject(error)
     }
-    const run = this.mergeChain.then(() => this.mergeNow(events))
+    const sealed = typeof options === 'object' && options !== null && options.sealed === true
+    const run = this.mergeChain.then(() => this.mergeNow(events, sealed))
     this.mergeChain = run.catch(() => undefined)
     return run
   }
 
-  private async mergeNow(events: readonly RemoteEvent[]): Promise<MergeResult> {
+  private async mergeNow(events: readonly RemoteEvent[], sealed: boolean): Promise<MergeResult> {
     this.checkWritable()
     const result: MergeResult = { added: 0, duplicates: 0, waiting: 0, dropped: 0, rejected: [], quarantined: 0 }
     const byOrigin = new Map<string, RemoteEvent[]>()
@@ -665,62 +813,150 @@ export class Log extends EventEmitter<LogEvents> {
     for (const [origin, list] of byOrigin) {
       list.sort((a, b) => a.pos - b.pos)
       const state = originStateFor(this.origins, origin)
-      const run: RemoteEvent[] = []
-      let next = state.count
-      const quarantine = this.quarantines.get(origin)
-      for (const event of list) {
-        if (quarantine !== undefined && event.pos >= quarantine.pos) {
-          result.quarantined++
-        } else if (event.pos < next || this.mergeBuffer.has(origin, event.pos)) {
-          result.duplicates++
-        } else if (event.pos === next) {
-          run.push(event)
-          const released = this.mergeBuffer.takeRun(origin, ++next)
-          for (const more of released) run.push(more)
-          next += released.length
-        } else if (this.mergeBuffer.hold({ origin, pos: event.pos, time: event.time, payload: event.payload })) {
-          held.push(event)
-        } else {
-          result.dropped++
-        }
-      }
-      if (run.length > 0 && this.syncValidators.length > 0) {
-        const verdict = this.validateSync(run)
-        if (verdict.index >= 0) {
-          const rejected = run[verdict.index]!
-          const entry: Quarantine = { origin, pos: rejected.pos, validator: verdict.validator, reason: verdict.reason, sinceMs: Date.now() }
-          this.quarantines.set(origin, entry)
-          this.mergeBuffer.dropOrigin(origin)
-          result.rejected.push({ ...entry })
-          result.quarantined += run.length - verdict.index - 1
-          run.length = verdict.index
-          this.emit('quarantine', { ...entry })
-        }
-      }
-      // Merged runs need no atomicity: they are written in pieces that fit a segment easily.
-      for (let from = 0; from < run.length;) {
-        const to = this.mergePieceEnd(run, from)
-        const piece = run.slice(from, to)
-        const range = await this.writeBatch({
-          payloads: piece.map((event) => event.payload), time: 0, times: piece.map((event) => event.time),
-        }, state, piece[0]!.pos)
-        result.added += range.count
-        await this.awaitDurable(range)
-        if (range.count === 0) {
-          // Only the local origin can move under a merge (local appends): what is now behind its
-          // count is a duplicate, what is ahead waits like any event beyond a gap.
-          for (const event of run.slice(from)) {
-            if (event.pos < state.count) result.duplicates++
-            else if (this.mergeBuffer.hold(event)) held.push(event)
-            else result.dropped++
-          }
-          break
-        }
-        from = to
+      await this.loadChain(state)
+      if (needsSeals(this.trust, state, sealed || list.some((event) => event.seal !== undefined))) {
+        await this.mergeSealed(state, list, result, held)
+      } else {
+        await this.mergeUnsigned(state, list, result, held)
       }
     }
     for (const event of held) if (this.mergeBuffer.has(event.origin, event.pos)) result.waiting++
     return result
+  }
+
+  /** Events of an origin that does not sign, in trust mode 'off'. */
+  private async mergeUnsigned(state: OriginState, list: readonly RemoteEvent[], result: MergeResult, held: RemoteEvent[]): Promise<void> {
+    const origin = state.origin
+    const run: RemoteEvent[] = []
+    let next = state.count
+    const quarantine = this.quarantines.get(origin)
+    for (const event of list) {
+      if (quarantine !== undefined && event.pos >= quarantine.pos) {
+        result.quarantined++
+      } else if (event.pos < next || this.mergeBuffer.has(origin, event.pos)) {
+        result.duplicates++
+      } else if (event.pos === next) {
+        run.push(event)
+        const released = this.mergeBuffer.takeRun(origin, ++next)
+        for (const more of released) run.push(more)
+        next += released.length
+      } else if (this.mergeBuffer.hold({ origin, pos: event.pos, time: event.time, payload: event.payload })) {
+        held.push(event)
+      } else {
+        result.dropped++
+      }
+    }
+    if (this.cipher !== null) {
+      for (let i = 0; i < run.length; i++) {
+        const reason = checkUnsigned(run[i]!, this.cipher)
+        if (reason === undefined) continue
+        this.refuse(result, run.length - i, `${origin} from position ${run[i]!.pos}: ${reason}`)
+        this.mergeBuffer.dropOrigin(origin)
+        run.length = i
+        break
+      }
+    }
+    run.length = this.validateRun(state, run, result)
+    for (let from = 0; from < run.length;) {
+      const to = this.mergePieceEnd(run, from)
+      if (!await this.storeBatch(state, run, from, to, null, result, held)) break
+      from = to
+    }
+  }
+
+  /** Events of signed batches: stored only as whole batches whose seals check out. */
+  private async mergeSealed(state: OriginState, list: readonly RemoteEvent[], result: MergeResult, held: RemoteEvent[]): Promise<void> {
+    const origin = state.origin
+    const quarantine = this.quarantines.get(origin)
+    for (const event of list) {
+      if (quarantine !== undefined && event.pos >= quarantine.pos) {
+        result.quarantined++
+      } else if (event.pos < state.count) {
+        if (event.seal === undefined) {
+          result.duplicates++
+          continue
+        }
+        const verdict = checkSealedDuplicate(state, event.seal)
+        if (verdict === 'duplicate') {
+          result.duplicates++
+        } else if (verdict === 'forged') {
+          this.refuse(result, 1, `${origin} position ${event.pos}: a copy of a held event with a seal that is not the origin's`)
+        } else {
+          this.reportEquivocation(verdict, result)
+          return
+        }
+      } else if (this.mergeBuffer.holdReplacing(event)) {
+        held.push(event)
+      } else {
+        result.dropped++
+      }
+    }
+    if (this.quarantines.has(origin)) return
+    const run = this.mergeBuffer.takeRun(origin, state.count)
+    if (run.length === 0) return
+    const verdict = checkSealedRun(state, run, this.trust, this.cipher)
+    if (verdict.equivocation !== null) this.reportEquivocation(verdict.equivocation, result)
+    else if (verdict.rejectedAt < run.length) this.refuse(result, run.length - verdict.rejectedAt, verdict.reason)
+    for (let i = verdict.accepted; i < verdict.pendingEnd; i++) this.mergeBuffer.hold(run[i]!)
+    const passed = this.validateRun(state, run.slice(0, verdict.accepted), result)
+    for (const batch of verdict.batches) {
+      if (batch.to > passed) break
+      if (!await this.storeBatch(state, run, batch.from, batch.to, batch.seal, result, held)) break
+    }
+  }
+
+  /** Runs the sync validators; returns how many events of `run` pass (the rest quarantine the origin). */
+  private validateRun(state: OriginState, run: RemoteEvent[], result: MergeResult): number {
+    if (run.length === 0 || this.syncValidators.length === 0) return run.length
+    const verdict = this.validateSync(run)
+    if (verdict.index < 0) return run.length
+    const rejected = run[verdict.index]!
+    const entry: Quarantine = { origin: state.origin, pos: rejected.pos, validator: verdict.validator, reason: verdict.reason, sinceMs: Date.now() }
+    this.quarantines.set(state.origin, entry)
+    this.mergeBuffer.dropOrigin(state.origin)
+    result.rejected.push({ ...entry })
+    result.quarantined += run.length - verdict.index - 1
+    this.emit('quarantine', { ...entry })
+    return verdict.index
+  }
+
+  /** Stores events [from, to) of `run` as one batch; false when the origin moved on meanwhile. */
+  private async storeBatch(state: OriginState, run: readonly RemoteEvent[], from: number, to: number, seal: Uint8Array | null,
+    result: MergeResult, held: RemoteEvent[]): Promise<boolean> {
+    const piece = run.slice(from, to)
+    const range = await this.writeBatch({
+      payloads: piece.map((event) => event.payload), time: 0, times: piece.map((event) => event.time), seal,
+    }, state, piece[0]!.pos)
+    result.added += range.count
+    await this.awaitDurable(range)
+    if (range.count > 0) return true
+    for (const event of run.slice(from)) {
+      if (event.pos < state.count) result.duplicates++
+      else if (this.mergeBuffer.hold(event)) held.push(event)
+      else result.dropped++
+    }
+    return false
+  }
+
+  private refuse(result: MergeResult, count: number, reason: string): void {
+    result.forged = (result.forged ?? 0) + count
+    this.security.forged += count
+    this.security.lastRejection = reason
+  }
+
+  /** Records an equivocation and quarantines its origin. */
+  private reportEquivocation(equivocation: Equivocation, result: MergeResult): void {
+    const reason = `equivocation: key ${equivocation.publicKey} signed two histories from position ${equivocation.pos}`
+    this.security.equivocations.push(equivocation)
+    if (this.security.equivocations.length > EQUIVOCATIONS_KEPT) this.security.equivocations.shift()
+    this.security.lastRejection = `${equivocation.origin}: ${reason}`
+    this.mergeBuffer.dropOrigin(equivocation.origin)
+    if (this.quarantines.has(equivocation.origin)) return
+    const entry: Quarantine = { origin: equivocation.origin, pos: equivocation.pos, validator: 'equivocation', reason, sinceMs: Date.now() }
+    this.quarantines.set(equivocation.origin, entry)
+    result.rejected.push({ ...entry })
+    this.emit('equivocation', { ...equivocation })
+    this.emit('quarantine', { ...entry })
   }
 
   /** End of the piece of a merged run starting at `from`: at most a quarter of a segment. */
@@ -788,7 +1024,9 @@ function checkRemoteEvents(events: readonly RemoteEvent[], maxEventBytes: number
     if (!Number.isSafeInteger(event!.pos) || event!.pos! < 0) fail('has no non-negative integer pos')
     if (!Number.isSafeInteger(event!.time) || event!.time! < 0) fail('has no non-negative integer time')
     if (!(event!.payload instanceof Uint8Array)) fail('has no Uint8Array payload')
-    if (event!.payload!.length > maxEventBytes) {
+    // An encrypted payload may exceed maxEventBytes by the envelope (a relay without the key cannot tell more).
+    const limit = event!.payload!.length > 0 && event!.payload![0] === ENVELOPE_TAG ? maxEventBytes + ENVELOPE_OVERHEAD_BYTES : maxEventBytes
+    if (event!.payload!.length > limit) {
       throw new LogError('TOO_LARGE', `merge: event ${i} has ${event!.payload!.length} bytes; maxEventBytes is ${maxEventBytes}; nothing was stored`,
         { index: i, bytes: event!.payload!.length })
     }
@@ -821,13 +1059,26 @@ export async function openLog(directory: string, givenOptions?: Readonly<Partial
     throw new LogError('INVALID_ARGUMENT', `openLog: ${error.message}`, { validator: error.validator, option: 'validators' })
   }
   const lock = DirectoryLock.acquire(resolved)
+  let log: Log | undefined
   try {
-    const replica = loadOrCreateReplica(resolved, checksum)
-    return new Log({
+    let identity = loadIdentity(resolved)
+    if (identity === null && options.identity && !fs.existsSync(path.join(resolved, FILE_NAME_REPLICA))) identity = createIdentity(resolved)
+    const replica = loadOrCreateReplica(resolved, checksum, identity?.replicaIdBytes ?? null)
+    if (identity !== null && replica.id !== identity.replicaId) {
+      throw new LogError('CORRUPT', `the identity key of ${resolved} derives replica id ${identity.replicaId}, but the replica file says ${replica.id}; ` +
+        'one of the two files comes from another log', { path: resolved })
+    }
+    const trust = resolveTrust(resolved, options.trust, identity?.publicKeyHex ?? null)
+    const cipher = options.encryption === null ? null : new PayloadCipher(options.encryption, nextNonceEpoch(resolved))
+    log = new Log({
       directory: resolved, options, layout, checksum, lock, replicaId: replica.id, replicaBytes: replica.idBytes, validators,
+      identity, trust, cipher,
     })
+    await log.prepare()
+    return log
   } catch (error) {
-    lock.release()
+    if (log !== undefined) await log.close().catch(() => undefined)
+    else lock.release()
     if (error instanceof LogError) throw error
     const code = (error as NodeJS.ErrnoException).code
     if (typeof code === 'string') {

@@ -9,6 +9,8 @@ export interface RemoteEvent {
   pos: number
   time: number
   payload: Uint8Array
+  /** On the last event of a signed batch: the batch's seal, as the origin made it. */
+  seal?: Uint8Array | undefined
 }
 
 export class MergeBuffer {
@@ -61,6 +63,18 @@ export class MergeBuffer {
     }
     if (waiting.size === 0) this.byOrigin.delete(origin)
     return run
+  }
+
+  /** Holds `event` in place of any held event at its position (signed batches: the seal decides later which copy is genuine). */
+  holdReplacing(event: RemoteEvent): boolean {
+    const waiting = this.byOrigin.get(event.origin)
+    const old = waiting?.get(event.pos)
+    if (old !== undefined) {
+      waiting!.delete(event.pos)
+      this.events--
+      this.bytes -= old.payload.length
+    }
+    return this.hold(event)
   }
 
   /** Forgets every held event of `origin` (its sync is quarantined). */

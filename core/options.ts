@@ -3,9 +3,11 @@
 // config never silently falls back to a default.
 
 import type { ValidatorOptions } from '../validators/index.js'
+import { checkEncryptionOption, type EncryptionOptions } from './crypt.js'
+import { checkTrustOption, type TrustOption } from './trust.js'
 import { LogError } from './errors.js'
 import {
-  EVENT_HEADER_BYTES, MAX_EVENT_BYTES_LIMIT, PAGE_BYTES, RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES, alignUp, recordBytesPadded,
+  ENVELOPE_OVERHEAD_BYTES, EVENT_HEADER_BYTES, MAX_EVENT_BYTES_LIMIT, SEAL_BYTES, PAGE_BYTES, RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES, alignUp, recordBytesPadded,
 } from './format.js'
 
 export type Durability = 'fsync' | 'interval' | 'none'
@@ -45,6 +47,16 @@ export interface OpenOptions {
   onWarning: (warning: LogWarning) => void
   /** Validators loaded at open: `append` gate appends, `sync` gate merged remote events. Default none. */
   validators: ValidatorOptions
+  /** A new log gets an Ed25519 identity (file `identity`, mode 0600), derives its replica id from
+   *  the public key and signs every batch it appends. Default true. A log created without one
+   *  stays unsigned. */
+  identity: boolean
+  /** Whom merge accepts events from: 'off' (anyone, signed or not), 'open' (anyone whose batches
+   *  are validly signed), or a list of public keys (hex). Default: the `trusted-keys` file in the
+   *  log directory when there is one, else 'off'. See docs/security.md. */
+  trust: TrustOption | undefined
+  /** Payload encryption with shared log keys (ChaCha20-Poly1305); null (default) for none. */
+  encryption: EncryptionOptions | null
 }
 
 export const DEFAULT_OPTIONS: Readonly<OpenOptions> = {
@@ -59,6 +71,9 @@ export const DEFAULT_OPTIONS: Readonly<OpenOptions> = {
   mergeWaitingBytesMax: 16 << 20,
   onWarning: (warning) => process.emitWarning(warning.message, { code: `INTERLOG_${warning.code}` }),
   validators: {},
+  identity: true,
+  trust: undefined,
+  encryption: null,
 }
 
 /** Sizes derived from the options, checked once at open. */
@@ -90,6 +105,9 @@ const CHECKS: Record<keyof OpenOptions, [Checker, string]> = {
   validators: [(v) => typeof v === 'object' && v !== null && !Array.isArray(v) &&
     Object.keys(v).every((key) => key === 'append' || key === 'sync') &&
     Object.values(v).every((list) => list === undefined || Array.isArray(list)), '{ append?: [...], sync?: [...] }'],
+  identity: [(v) => typeof v === 'boolean', 'true or false'],
+  trust: [checkTrustOption, `'off', 'open' or a list of public keys (64 lowercase hex characters each)`],
+  encryption: [checkEncryptionOption, '{ keys: [{ id, key: 32-byte Uint8Array }, ...], current?: id } or null'],
 }
 
 export function resolveOptions(given: unknown): OpenOptions {
@@ -112,7 +130,8 @@ export function resolveOptions(given: unknown): OpenOptions {
 }
 
 export function deriveLayout(options: OpenOptions): Layout {
-  const singleEventRecord = recordBytesPadded(RECORD_HEADER_BYTES + EVENT_HEADER_BYTES + options.maxEventBytes)
+  // One event of maxEventBytes, encrypted, with the seal of its batch.
+  const singleEventRecord = recordBytesPadded(RECORD_HEADER_BYTES + EVENT_HEADER_BYTES + options.maxEventBytes + ENVELOPE_OVERHEAD_BYTES + SEAL_BYTES)
   const segmentDataBytes = options.segmentBytes - SEGMENT_HEADER_BYTES
   const recordSplitBytes = Math.max(
     RECORD_HEADER_BYTES + EVENT_HEADER_BYTES,

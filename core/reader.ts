@@ -9,7 +9,7 @@
 import fs from 'node:fs'
 import type { Checksum } from './checksum.js'
 import { LogError } from './errors.js'
-import { RECORD_HEADER_BYTES, RECORD_OFFSET_LENGTH, SEGMENT_HEADER_BYTES, EVENT_HEADER_BYTES, EVENT_OFFSET_LENGTH, EVENT_OFFSET_TIME, readU64 } from './format.js'
+import { RECORD_FLAG_CONTINUES, RECORD_HEADER_BYTES, RECORD_OFFSET_LENGTH, SEAL_BYTES, SEGMENT_HEADER_BYTES, EVENT_HEADER_BYTES, EVENT_OFFSET_LENGTH, EVENT_OFFSET_TIME, readU64 } from './format.js'
 import type { HeadCache } from './head-cache.js'
 import { RecordHeader, decodeRecord, recordOriginHex } from './records.js'
 import type { Segment, SegmentTable } from './segments.js'
@@ -40,6 +40,8 @@ export interface LogEvent {
   time: number
   /** A view into a buffer InterLog never reuses: safe to keep, do not write to it. */
   payload: Uint8Array
+  /** On the last event of a signed batch: its seal (docs/format.md), which sync forwards. */
+  seal?: Uint8Array
 }
 
 /** A record read in log order; `bytes`/`view` hold it at `header.at`. Valid until the next one. */
@@ -134,13 +136,17 @@ export function eventsOfRecord(cursor: RecordCursor, from: number, to: number, o
     const length = view.getUint32(at + EVENT_OFFSET_LENGTH, true)
     const localPos = header.localPos + i
     if (localPos >= from && localPos < to) {
-      out.push({
+      const event: LogEvent = {
         localPos,
         origin: cursor.origin,
         pos: header.originPos + i,
         time: readU64(view, at + EVENT_OFFSET_TIME),
         payload: bytes.subarray(at + EVENT_HEADER_BYTES, at + EVENT_HEADER_BYTES + length),
-      })
+      }
+      if (i === header.count - 1 && header.extensionBytes === SEAL_BYTES && (header.flags & RECORD_FLAG_CONTINUES) === 0) {
+        event.seal = bytes.subarray(header.bodyEnd, header.bodyEnd + SEAL_BYTES)
+      }
+      out.push(event)
     }
     at += EVENT_HEADER_BYTES + length
   }

@@ -1,4 +1,4 @@
-// The replica file: this log's replica id (16 random bytes), created at first open and never
+// The replica file: this log's replica id (derived from the identity key, or 16 random bytes), created at first open and never
 // changed. Written to a temporary name, synced, renamed, and the directory synced, so a crash
 // leaves either no file or a whole one.
 
@@ -18,7 +18,11 @@ export interface Replica {
   idBytes: Uint8Array
 }
 
-export function loadOrCreateReplica(directory: string, checksum: Checksum): Replica {
+/**
+ * The replica file, created when missing with `idForNewLog` (derived from the identity key) or,
+ * for a log without identity, 16 random bytes.
+ */
+export function loadOrCreateReplica(directory: string, checksum: Checksum, idForNewLog: Uint8Array | null = null): Replica {
   const filePath = path.join(directory, FILE_NAME_REPLICA)
   let bytes: Buffer
   try {
@@ -27,7 +31,7 @@ export function loadOrCreateReplica(directory: string, checksum: Checksum): Repl
     if ((error as NodeJS.ErrnoException).code !== 'ENOENT') {
       throw new LogError('IO', `cannot read ${filePath}: ${(error as Error).message}`, { path: filePath, cause: error })
     }
-    return createReplica(directory, filePath, checksum)
+    return createReplica(directory, filePath, checksum, idForNewLog)
   }
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength)
   const valid = bytes.length === REPLICA_FILE_BYTES &&
@@ -46,8 +50,8 @@ export function loadOrCreateReplica(directory: string, checksum: Checksum): Repl
   return { id: bytesToHex(idBytes), idBytes }
 }
 
-function createReplica(directory: string, filePath: string, checksum: Checksum): Replica {
-  const idBytes = crypto.randomBytes(REPLICA_ID_BYTES)
+function createReplica(directory: string, filePath: string, checksum: Checksum, given: Uint8Array | null): Replica {
+  const idBytes = given === null ? crypto.randomBytes(REPLICA_ID_BYTES) : Buffer.from(given)
   const bytes = Buffer.alloc(REPLICA_FILE_BYTES)
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength)
   bytes.write(REPLICA_MAGIC, REPLICA_OFFSET_MAGIC, 'latin1')
@@ -60,9 +64,10 @@ function createReplica(directory: string, filePath: string, checksum: Checksum):
 }
 
 /** temp file, fsync, rename, fsync directory: readers see the old file or the new, whole. */
-export function writeFileAtomically(directory: string, filePath: string, bytes: Uint8Array): void {
+export function writeFileAtomically(directory: string, filePath: string, bytes: Uint8Array, mode = 0o644): void {
   const temporary = `${filePath}.tmp`
-  const fd = fs.openSync(temporary, 'w', 0o644)
+  fs.rmSync(temporary, { force: true })
+  const fd = fs.openSync(temporary, 'w', mode)
   try {
     fs.writeSync(fd, bytes, 0, bytes.length, 0)
     fs.fsyncSync(fd)

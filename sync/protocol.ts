@@ -4,7 +4,7 @@
 // is wrong; the caller drops the message and keeps syncing. Nothing here recurses over input.
 
 import { decode, encode } from 'cbor-x'
-import type { VersionVector } from '../core/index.js'
+import { SEAL_BYTES, type VersionVector } from '../core/index.js'
 
 export const PROTOCOL_VERSION = 1
 /** Most origins accepted in one version vector. */
@@ -38,12 +38,17 @@ export interface VectorMessage {
   maxMessageBytes: number
 }
 
+/** [pos, time, payload], with the batch's seal on the last event of a signed batch. */
+export type WireEvent = [number, number, Uint8Array] | [number, number, Uint8Array, Uint8Array]
+
 export interface EventsMessage {
   kind: 'events'
   sender: string
   origin: string
-  /** [pos, time, payload] each, positions ascending. */
-  events: [number, number, Uint8Array][]
+  /** Positions ascending. */
+  events: WireEvent[]
+  /** The origin signs: events after the last seal wait for theirs (a batch split over messages). */
+  sealed: boolean
 }
 
 /** One piece of an event too large for one message; pieces come in order of `offset`. */
@@ -57,6 +62,9 @@ export interface FragmentMessage {
   total: number
   offset: number
   bytes: Uint8Array
+  /** The origin signs; `seal`, when the event ends a signed batch. */
+  sealed: boolean
+  seal: Uint8Array | null
 }
 
 export type Message = StatusMessage | VectorMessage | EventsMessage | FragmentMessage
@@ -74,9 +82,12 @@ export function encodeMessage(message: Message): Uint8Array {
     case 'vector':
       return encode({ v: PROTOCOL_VERSION, k: 'v', r: message.replica, vv: message.vector, o: message.origins, m: message.maxMessageBytes })
     case 'events':
-      return encode({ v: PROTOCOL_VERSION, k: 'e', s: message.sender, o: message.origin, e: message.events })
+      return encode({ v: PROTOCOL_VERSION, k: 'e', s: message.sender, o: message.origin, e: message.events, ...(message.sealed ? { sl: true } : {}) })
     case 'fragment':
-      return encode({ v: PROTOCOL_VERSION, k: 'f', s: message.sender, o: message.origin, p: message.pos, t: message.time, n: message.total, at: message.offset, d: message.bytes })
+      return encode({
+        v: PROTOCOL_VERSION, k: 'f', s: message.sender, o: message.origin, p: message.pos, t: message.time, n: message.total, at: message.offset, d: message.bytes,
+        ...(message.sealed ? { sl: true } : {}), ...(message.seal === null ? {} : { z: message.seal }),
+      })
   }
 }
 
@@ -100,13 +111,17 @@ export function decodeMessage(bytes: Uint8Array, maxMessageBytes: number): Messa
     case 'v':
       return { kind: 'vector', replica: id(map['r'], 'vector: r'), vector: vector(map['vv']), origins: origins(map['o']), maxMessageBytes: messageBytes(map['m']) }
     case 'e':
-      return { kind: 'events', sender: id(map['s'], 'events: s'), origin: id(map['o'], 'events: o'), events: events(map['e']) }
+      return { kind: 'events', sender: id(map['s'], 'events: s'), origin: id(map['o'], 'events: o'), events: events(map['e']), sealed: flag(map['sl'], 'events: sl') }
     case 'f': {
       const [pos, time, total, offset] = [map['p'], map['t'], map['n'], map['at']]
       if (![pos, time, total, offset].every((n) => Number.isSafeInteger(n) && (n as number) >= 0)) throw new ProtocolError('fragment: p, t, n, at are not non-negative integers')
       if (!(map['d'] instanceof Uint8Array)) throw new ProtocolError('fragment: d is not bytes')
       if ((offset as number) + map['d'].length > (total as number) || map['d'].length === 0) throw new ProtocolError('fragment: bytes outside the event')
-      return { kind: 'fragment', sender: id(map['s'], 'fragment: s'), origin: id(map['o'], 'fragment: o'), pos: pos as number, time: time as number, total: total as number, offset: offset as number, bytes: map['d'] }
+      const seal = map['z'] === undefined ? null : sealBytes(map['z'], 'fragment: z')
+      return {
+        kind: 'fragment', sender: id(map['s'], 'fragment: s'), origin: id(map['o'], 'fragment: o'), pos: pos as number, time: time as number,
+        total: total as number, offset: offset as number, bytes: map['d'], sealed: flag(map['sl'], 'fragment: sl'), seal,
+      }
     }
     default:
       throw new ProtocolError(`unknown message kind ${JSON.stringify(map['k'])}`)
@@ -145,17 +160,29 @@ function origins(value: unknown): string[] | null {
   return value.map((entry) => id(entry, 'origins entry'))
 }
 
-function events(value: unknown): [number, number, Uint8Array][] {
+function flag(value: unknown, what: string): boolean {
+  if (value === undefined) return false
+  if (value !== true) throw new ProtocolError(`${what} is not true`)
+  return true
+}
+
+function sealBytes(value: unknown, what: string): Uint8Array {
+  if (!(value instanceof Uint8Array) || value.length !== SEAL_BYTES) throw new ProtocolError(`${what} is not a seal of ${SEAL_BYTES} bytes`)
+  return value
+}
+
+function events(value: unknown): WireEvent[] {
   if (!Array.isArray(value) || value.length === 0) throw new ProtocolError('events is not a non-empty list')
   if (value.length > MESSAGE_EVENTS_MAX) throw new ProtocolError(`events has ${value.length} entries (at most ${MESSAGE_EVENTS_MAX})`)
   let previous = -1
   for (const entry of value) {
-    if (!Array.isArray(entry) || entry.length !== 3) throw new ProtocolError('event is not [pos, time, payload]')
-    const [pos, time, payload] = entry as unknown[]
+    if (!Array.isArray(entry) || (entry.length !== 3 && entry.length !== 4)) throw new ProtocolError('event is not [pos, time, payload, seal?]')
+    const [pos, time, payload, seal] = entry as unknown[]
+    if (entry.length === 4) sealBytes(seal, 'event seal')
     if (!Number.isSafeInteger(pos) || (pos as number) <= previous) throw new ProtocolError('event positions are not ascending integers')
     if (!Number.isSafeInteger(time) || (time as number) < 0) throw new ProtocolError('event time is not a non-negative integer')
     if (!(payload instanceof Uint8Array)) throw new ProtocolError('event payload is not bytes')
     previous = pos as number
   }
-  return value as [number, number, Uint8Array][]
+  return value as WireEvent[]
 }

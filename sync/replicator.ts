@@ -15,8 +15,8 @@
 import { EventEmitter } from 'node:events'
 import type { MqttClient, IPublishPacket } from 'mqtt'
 import type { Connection, Subscriber } from './connection.js'
-import type { Log, Quarantine, VersionVector } from '../core/index.js'
-import { EVENT_FRAMING_BYTES, MESSAGE_FRAMING_BYTES, ProtocolError, decodeMessage, encodeMessage, type Message } from './protocol.js'
+import { SEAL_BYTES, type Log, type Quarantine, type VersionVector } from '../core/index.js'
+import { EVENT_FRAMING_BYTES, MESSAGE_FRAMING_BYTES, ProtocolError, decodeMessage, encodeMessage, type Message, type WireEvent } from './protocol.js'
 import { parseTopic, subscription, topic } from './topics.js'
 import { delta, equalVectors } from './version-vector.js'
 
@@ -44,6 +44,10 @@ export interface SyncStatus {
   messagesDropped: number
   lastError: string | null
   quarantined: Quarantine[]
+  /** Remote events refused by authentication (forged, altered, untrusted, unsigned where seals are required). */
+  eventsForged: number
+  /** Origins whose key signed two histories (each is quarantined). */
+  equivocations: number
 }
 
 export interface SyncEvents {
@@ -77,7 +81,7 @@ const OFFERED_RANGES_MAX = 64
 /** Large events being reassembled from fragments at once, at most (the oldest is dropped). */
 const ASSEMBLIES_MAX = 4
 
-interface Assembly { key: string, time: number, bytes: Uint8Array, received: number }
+interface Assembly { key: string, time: number, bytes: Uint8Array, received: number, seal: Uint8Array | null }
 
 export class Replicator extends EventEmitter<SyncEvents> implements Subscriber {
   private readonly client: MqttClient
@@ -188,6 +192,7 @@ export class Replicator extends EventEmitter<SyncEvents> implements Subscriber {
   }
 
   status(): SyncStatus {
+    const security = this.log.securityStatus()
     return {
       replica: this.replica,
       node: this.connection.node,
@@ -199,6 +204,8 @@ export class Replicator extends EventEmitter<SyncEvents> implements Subscriber {
       messagesDropped: this.messagesDropped,
       lastError: this.lastError,
       quarantined: this.log.quarantined(),
+      eventsForged: security.forged,
+      equivocations: security.equivocations.length,
     }
   }
 
@@ -249,7 +256,7 @@ export class Replicator extends EventEmitter<SyncEvents> implements Subscriber {
     }
     if (claimed === this.replica) return // our own messages, echoed by the broker
     if (message.kind === 'events') {
-      await this.receiveEvents(message.origin, message.events)
+      await this.receiveEvents(message.origin, message.events, message.sealed)
       return
     }
     if (message.kind === 'fragment') {
@@ -271,10 +278,10 @@ export class Replicator extends EventEmitter<SyncEvents> implements Subscriber {
     this.checkConverged()
   }
 
-  private async receiveEvents(origin: string, events: [number, number, Uint8Array][]): Promise<void> {
+  private async receiveEvents(origin: string, events: WireEvent[], sealed: boolean): Promise<void> {
     const wanted = this.settings.origins
     if (wanted !== null && !wanted.includes(origin) && origin !== this.replica) return
-    const result = await this.log.merge(events.map(([pos, time, payload]) => ({ origin, pos, time, payload })))
+    const result = await this.log.merge(events.map(([pos, time, payload, seal]) => ({ origin, pos, time, payload, seal })), { sealed })
     this.eventsReceived += result.added
     if (result.added > 0) this.announceSoon()
     this.checkConverged()
@@ -291,7 +298,7 @@ export class Replicator extends EventEmitter<SyncEvents> implements Subscriber {
     if (assembly === undefined || assembly.bytes.length !== message.total) {
       if (message.offset !== 0) return
       if (assembly !== undefined) this.assemblies.splice(this.assemblies.indexOf(assembly), 1)
-      assembly = { key, time: message.time, bytes: new Uint8Array(message.total), received: 0 }
+      assembly = { key, time: message.time, bytes: new Uint8Array(message.total), received: 0, seal: null }
       this.assemblies.push(assembly)
       if (this.assemblies.length > ASSEMBLIES_MAX) this.assemblies.shift()
     }
@@ -301,9 +308,11 @@ export class Replicator extends EventEmitter<SyncEvents> implements Subscriber {
     }
     assembly.bytes.set(message.bytes, message.offset)
     assembly.received += message.bytes.length
+    if (message.seal !== null) assembly.seal = message.seal
     if (assembly.received < message.total) return
     this.assemblies.splice(this.assemblies.indexOf(assembly), 1)
-    await this.receiveEvents(message.origin, [[message.pos, assembly.time, assembly.bytes]])
+    const event: WireEvent = assembly.seal === null ? [message.pos, assembly.time, assembly.bytes] : [message.pos, assembly.time, assembly.bytes, assembly.seal]
+    await this.receiveEvents(message.origin, [event], message.sealed)
   }
 
   /** A peer counts as present while online and heard from within PEER_SILENCE_INTERVALS announcements. */
@@ -448,12 +457,13 @@ export class Replicator extends EventEmitter<SyncEvents> implements Subscriber {
       if (inflight.length >= inflightMessagesMax) await inflight.shift()
       if (failure !== null) throw failure
     }
-    let batch: [number, number, Uint8Array][] = []
+    let batch: WireEvent[] = []
+    let sealed = false
     let bytes = MESSAGE_FRAMING_BYTES
     let sentFrom = from
     const flush = async (): Promise<void> => {
       if (batch.length === 0) return
-      const payload = Buffer.from(encodeMessage({ kind: 'events', sender: this.replica, origin, events: batch }))
+      const payload = Buffer.from(encodeMessage({ kind: 'events', sender: this.replica, origin, events: batch, sealed }))
       const count = batch.length
       const upTo = batch[batch.length - 1]![0] + 1
       batch = []
@@ -464,9 +474,11 @@ export class Replicator extends EventEmitter<SyncEvents> implements Subscriber {
       advance(upTo)
     }
     try {
-      for await (const event of this.log.eventsSince(vector)) {
+      sealed = await this.log.signs(origin)
+      for await (const event of this.log.eventsSince(vector, { raw: true })) {
         if (this.closed || event.localPos >= durable) break
         if (event.origin !== origin) continue
+        if (event.seal !== undefined) sealed = true
         const size = event.payload.length + EVENT_FRAMING_BYTES
         if (size + MESSAGE_FRAMING_BYTES > maxMessageBytes) {
           // Too large for one message: sent alone, in pieces.
@@ -475,7 +487,10 @@ export class Replicator extends EventEmitter<SyncEvents> implements Subscriber {
           for (let offset = 0; offset < event.payload.length && !this.closed; offset += piece) {
             const chunk = event.payload.subarray(offset, offset + piece)
             const last = offset + piece >= event.payload.length
-            await publish(Buffer.from(encodeMessage({ kind: 'fragment', sender: this.replica, origin, pos: event.pos, time: event.time, total: event.payload.length, offset, bytes: chunk })), last ? 1 : 0)
+            await publish(Buffer.from(encodeMessage({
+              kind: 'fragment', sender: this.replica, origin, pos: event.pos, time: event.time, total: event.payload.length, offset, bytes: chunk,
+              sealed, seal: last ? event.seal ?? null : null,
+            })), last ? 1 : 0)
           }
           if (this.closed) break
           this.noteOffered(origin, sentFrom, event.pos + 1)
@@ -484,8 +499,8 @@ export class Replicator extends EventEmitter<SyncEvents> implements Subscriber {
           continue
         }
         if (batch.length > 0 && bytes + size > maxMessageBytes) await flush()
-        batch.push([event.pos, event.time, event.payload])
-        bytes += size
+        batch.push(event.seal === undefined ? [event.pos, event.time, event.payload] : [event.pos, event.time, event.payload, event.seal])
+        bytes += size + (event.seal === undefined ? 0 : SEAL_BYTES + 4)
       }
       if (!this.closed) await flush()
     } finally {

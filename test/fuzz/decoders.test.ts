@@ -10,7 +10,7 @@ import { loadChecksum } from '../../core/checksum.js'
 import { RecordHeader, decodeRecord } from '../../core/records.js'
 import { FrameError, FrameReader, encodeFrame } from '../../daemon/frames.js'
 import { ProtocolError, decodeMessage, encodeMessage } from '../../sync/protocol.js'
-import { openLog, LogError } from '../../index.js'
+import { openLog, LogError, SEAL_BYTES } from '../../index.js'
 import { prng, tempDir } from '../helpers/temp.js'
 
 const seed = Number(process.env['INTERLOG_SEED'] ?? 90210)
@@ -105,10 +105,10 @@ t.test('sync message decoder: only messages or ProtocolErrors', async (t) => {
   const random = prng(seed + 2)
   const id = 'a'.repeat(32)
   const valid = [
-    encodeMessage({ kind: 'events', sender: id, origin: id, events: [[0, 1, new Uint8Array(20)], [1, 2, new Uint8Array(3)]] }),
+    encodeMessage({ kind: 'events', sender: id, origin: id, events: [[0, 1, new Uint8Array(20)], [1, 2, new Uint8Array(3), new Uint8Array(SEAL_BYTES).fill(7)]], sealed: true }),
     encodeMessage({ kind: 'vector', replica: id, vector: { [id]: 5 }, origins: null, maxMessageBytes: 4096 }),
     encodeMessage({ kind: 'status', replica: id, node: 'n', online: true, vector: {}, origins: [id], maxMessageBytes: 4096, timeMs: 1 }),
-    encodeMessage({ kind: 'fragment', sender: id, origin: id, pos: 0, time: 1, total: 10, offset: 0, bytes: new Uint8Array(10) }),
+    encodeMessage({ kind: 'fragment', sender: id, origin: id, pos: 0, time: 1, total: 10, offset: 0, bytes: new Uint8Array(10), sealed: true, seal: new Uint8Array(SEAL_BYTES) }),
     encode({ v: 1, k: 'e', s: id, o: id, e: [[0, 1, new Uint8Array(1)]] }),
   ]
   let slowest = 0

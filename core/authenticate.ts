@@ -1,0 +1,131 @@
+// Authenticating remote events before merge stores them (docs/security.md). A run of an origin's
+// events, contiguous from the count this log holds, is cut into batches at its seals; each batch
+// must carry a seal by the key its origin id derives from (and, with an allow-list, a listed
+// key), hash to the sealed chain hash, link to the chain this log holds, and bear a valid
+// signature. A run is accepted up to the first batch that fails; the rest is rejected. Events
+// after the last seal wait for it. Duplicates carrying a seal are checked against the chain
+// hashes of recent batches: the same key signing two histories is equivocation.
+
+import { bytesToHex } from './format.js'
+import type { PayloadCipher } from './crypt.js'
+import type { OriginState } from './indexes.js'
+import type { RemoteEvent } from './merge-buffer.js'
+import { ZERO_CHAIN, chainHashOf, equalBytes, keyMatchesOrigin, parseSeal, signatureValid, type SealFields } from './seal.js'
+import type { TrustPolicy } from './trust.js'
+
+/** Events [from, to) of a run, stored as one batch with `seal` (null: unsigned). */
+export interface AcceptedBatch {
+  from: number
+  to: number
+  seal: Uint8Array | null
+  hash: Uint8Array | null
+}
+
+/** The origin's key signed two different histories. */
+export interface Equivocation {
+  origin: string
+  /** First position where the histories differ (the start of the conflicting batch). */
+  pos: number
+  publicKey: string
+  /** Chain hash this log holds, and the conflicting one (hex). */
+  held: string
+  conflicting: string
+}
+
+export interface RunVerdict {
+  batches: AcceptedBatch[]
+  /** Events [accepted, pendingEnd) wait for the seal of their batch. */
+  accepted: number
+  pendingEnd: number
+  /** Events [rejectedAt, run.length) fail authentication (rejectedAt = run.length: none). */
+  rejectedAt: number
+  reason: string
+  equivocation: Equivocation | null
+}
+
+/** Whether events of this origin must come in sealed batches. */
+export function needsSeals(policy: TrustPolicy, state: OriginState, sealed: boolean): boolean {
+  return policy.mode !== 'off' || state.signed || sealed
+}
+
+/** Reason an unsigned event of a log in trust mode 'off' is refused (encryption only), or undefined. */
+export function checkUnsigned(event: RemoteEvent, cipher: PayloadCipher | null): string | undefined {
+  if (cipher === null) return undefined
+  const plain = cipher.decrypt(event.origin, event.payload)
+  return typeof plain === 'string' ? plain : undefined
+}
+
+/** Checks a run of sealed batches; `state.chain` must be loaded. */
+export function checkSealedRun(state: OriginState, run: readonly RemoteEvent[], policy: TrustPolicy, cipher: PayloadCipher | null): RunVerdict {
+  const verdict: RunVerdict = { batches: [], accepted: 0, pendingEnd: 0, rejectedAt: run.length, reason: '', equivocation: null }
+  let head = state.count === 0 ? ZERO_CHAIN : state.chain
+  let i = 0
+  const reject = (reason: string): RunVerdict => {
+    verdict.accepted = verdict.pendingEnd = i
+    verdict.rejectedAt = i
+    verdict.reason = `${state.origin} from position ${run[i]!.pos}: ${reason}`
+    return verdict
+  }
+  while (i < run.length) {
+    let j = i
+    while (j < run.length && run[j]!.seal === undefined) j++
+    if (j === run.length) break
+    const fields = parseSeal(run[j]!.seal!)
+    if (typeof fields === 'string') return reject(`bad seal (${fields})`)
+    if (!keyMatchesOrigin(fields, state.originBytes)) return reject('the seal\'s key does not derive this origin id')
+    const keyHex = bytesToHex(fields.publicKey)
+    if (policy.mode === 'keys' && !policy.keys.has(keyHex)) return reject(`key ${keyHex} is not trusted`)
+    if (fields.first < run[i]!.pos) {
+      // A batch overlapping events held under other batches: a second history, if signed.
+      if (signatureValid(fields, fields.hash)) {
+        verdict.equivocation = equivocation(state, fields, keyHex, head)
+        return reject('equivocation: a signed batch overlaps batches held')
+      }
+      return reject('seal does not cover its batch')
+    }
+    if (fields.first !== run[i]!.pos || fields.count !== j - i + 1) return reject('seal does not cover its batch (events missing or added)')
+    const hash = chainHashOf(state.originBytes, fields.first, fields.prev, run.slice(i, j + 1))
+    if (!equalBytes(hash, fields.hash)) return reject('events do not match their seal (altered)')
+    if (!signatureValid(fields, hash)) return reject('signature is not valid')
+    if (head === null || !equalBytes(fields.prev, head)) {
+      if (head !== null && state.signed && state.count > 0) {
+        verdict.equivocation = equivocation(state, fields, keyHex, head)
+        return reject('equivocation: the batch links to another history')
+      }
+      return reject('the batch does not link to the chain held')
+    }
+    if (cipher !== null) {
+      for (let k = i; k <= j; k++) {
+        const reason = checkUnsigned(run[k]!, cipher)
+        if (reason !== undefined) return reject(`event ${run[k]!.pos}: ${reason}`)
+      }
+    }
+    verdict.batches.push({ from: i, to: j + 1, seal: run[j]!.seal!, hash })
+    head = hash
+    i = j + 1
+  }
+  verdict.accepted = i
+  verdict.pendingEnd = run.length
+  return verdict
+}
+
+/**
+ * Checks a sealed duplicate (a batch ending at or before the count held): 'duplicate' when this
+ * log holds the same chain hash or cannot tell, 'forged' when the seal is not the origin's, or an
+ * equivocation when the origin's key signed another chain hash for the same batch end.
+ */
+export function checkSealedDuplicate(state: OriginState, seal: Uint8Array): 'duplicate' | 'forged' | Equivocation {
+  const fields = parseSeal(seal)
+  if (typeof fields === 'string' || !keyMatchesOrigin(fields, state.originBytes)) return 'forged'
+  const held = state.recentSeals.get(fields.first + fields.count)
+  if (held === undefined || equalBytes(held, fields.hash)) return 'duplicate'
+  if (!signatureValid(fields, fields.hash)) return 'forged'
+  return { origin: state.origin, pos: fields.first, publicKey: bytesToHex(fields.publicKey), held: bytesToHex(held), conflicting: bytesToHex(fields.hash) }
+}
+
+function equivocation(state: OriginState, fields: SealFields, keyHex: string, head: Uint8Array | null): Equivocation {
+  return {
+    origin: state.origin, pos: fields.first, publicKey: keyHex,
+    held: head === null ? '' : bytesToHex(head), conflicting: bytesToHex(fields.prev),
+  }
+}
