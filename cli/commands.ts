@@ -2,7 +2,7 @@
 // 0 success, 1 damage found (verify), 2 usage or configuration error, 3 the operation failed
 // (a LogError: its code is printed), 4 the daemon could not be reached.
 
-import { openLog, type LogEvent } from '../core/index.js'
+import { addTrustedKey, openLog, readTrustedKeys, removeTrustedKey, type LogEvent, type SecurityStatus } from '../core/index.js'
 import { ConfigError, loadConfig, logDirectory, serve, journalLogger } from '../daemon/index.js'
 import { delta } from '../sync/index.js'
 import { openTarget, UsageError, type Target, type TargetOptions } from './target.js'
@@ -37,14 +37,19 @@ export async function init(values: Values): Promise<number> {
   const data = values['data'] as string | undefined
   if (data === undefined) throw new UsageError('init needs --data DIR')
   const names = (values['log'] as string[] | undefined) ?? ['main']
-  const created: Record<string, string> = {}
+  const created: Record<string, { replicaId: string, publicKey: string | null }> = {}
   for (const name of names) {
     const log = await openLog(logDirectory({ data }, name))
-    created[name] = log.replicaId
+    created[name] = { replicaId: log.replicaId, publicKey: log.publicKey }
     await log.close()
   }
   if (values['json'] === true) out(JSON.stringify({ data, logs: created }))
-  else for (const [name, id] of Object.entries(created)) out(`log ${name}: replica ${id} in ${logDirectory({ data }, name)}`)
+  else {
+    for (const [name, { replicaId, publicKey }] of Object.entries(created)) {
+      out(`log ${name}: replica ${replicaId} in ${logDirectory({ data }, name)}`)
+      if (publicKey !== null) out(`  public key ${publicKey} (peers trust it with: interlog trust add ${publicKey} --data DIR)`)
+    }
+  }
   return EXIT.ok
 }
 
@@ -230,6 +235,12 @@ export async function status(values: Values): Promise<number> {
     out(`  events    ${String(report['length'])} (${String(report['durableLength'])} durable)`)
     out(`  segments  ${String(report['segments'])}, ${((report['bytes'] as number) / 2 ** 20).toFixed(1)} MiB on disk`)
     for (const [origin, count] of Object.entries(vector)) out(`  origin    ${origin} ${count}`)
+    const security = report['security'] as SecurityStatus | undefined
+    if (security !== undefined) {
+      out(`  key       ${security.publicKey ?? 'none (unsigned log)'}`)
+      out(`  trust     ${security.trust}${security.trust === 'keys' ? ` (${security.trustedKeys.length} keys)` : ''}, encryption ${security.encrypted ? 'on' : 'off'}`)
+      out(`  refused   ${security.forged} forged events, ${security.equivocations.length} equivocations${security.lastRejection === null ? '' : `; last: ${security.lastRejection}`}`)
+    }
     out(`  sync      ${sync === null ? 'off' : sync.connected ? 'connected' : 'not connected'}`)
     for (const peer of peers) out(`  peer      ${peer.replica} ${peer.online ? 'online' : 'offline'}, lacks ${peer.lag} of ours, has ${peer.behind} we lack`)
     for (const consumer of (report['consumers'] as { name: string, position: number, lag: number }[] | undefined) ?? []) {
@@ -252,4 +263,42 @@ export async function verify(values: Values): Promise<number> {
     }
     return result.ok ? EXIT.ok : EXIT.damage
   })
+}
+
+/** interlog trust add KEY [--note TEXT] | rm KEY-OR-ID | ls: the allow-list of a log (its trusted-keys file). */
+export async function trust(values: Values, positionals: string[]): Promise<number> {
+  const data = values['data'] as string | undefined ?? process.env['INTERLOG_DATA']
+  if (data === undefined) throw new UsageError('trust needs --data DIR (or INTERLOG_DATA)')
+  const directory = logDirectory({ data }, (values['log'] as string[] | undefined)?.[0] ?? 'main')
+  const [verb, key, ...extra] = positionals
+  if (extra.length > 0) throw new UsageError(`unexpected arguments: ${extra.join(' ')}`)
+  switch (verb) {
+    case 'add': {
+      if (key === undefined) throw new UsageError('trust add needs a public key (64 hex characters)')
+      const added = addTrustedKey(directory, key.toLowerCase(), (values['note'] as string | undefined) ?? '')
+      out(added ? `trusted ${key.toLowerCase()}` : `already trusted: ${key.toLowerCase()}`)
+      out('takes effect when the log is next opened (restart the daemon)')
+      return EXIT.ok
+    }
+    case 'rm': {
+      if (key === undefined) throw new UsageError('trust rm needs a public key or replica id')
+      const removed = removeTrustedKey(directory, key.toLowerCase())
+      if (!removed) {
+        process.stderr.write(`interlog trust: ${key} is not on the list\n`)
+        return EXIT.failed
+      }
+      out(`removed ${key.toLowerCase()}; takes effect when the log is next opened`)
+      return EXIT.ok
+    }
+    case 'ls': {
+      if (key !== undefined) throw new UsageError('trust ls takes no argument')
+      const keys = readTrustedKeys(directory)
+      if (values['json'] === true) out(JSON.stringify({ directory, mode: keys === null ? 'off' : 'keys', keys: keys ?? [] }))
+      else if (keys === null) out(`no trusted-keys file in ${directory}: trust is off unless configured (docs/security.md)`)
+      else for (const entry of keys) out(`${entry.publicKey} replica ${entry.replicaId}${entry.note === '' ? '' : ` ${entry.note}`}`)
+      return EXIT.ok
+    }
+    default:
+      throw new UsageError(`trust needs add, rm or ls, got ${verb === undefined ? 'nothing' : `'${verb}'`}`)
+  }
 }

@@ -5,7 +5,7 @@
 
 import { parseArgs } from 'node:util'
 import { LogError } from '../core/index.js'
-import { EXIT, append, init, read, runServe, status, tail, verify, type Values } from './commands.js'
+import { EXIT, append, init, read, runServe, status, tail, trust, verify, type Values } from './commands.js'
 import { demo } from './demo.js'
 import { UsageError } from './target.js'
 
@@ -23,7 +23,9 @@ interface Command {
   summary: string
   usage: string
   options: Record<string, OptionSpec>
-  run: (values: Values) => Promise<number>
+  run: (values: Values, positionals: string[]) => Promise<number>
+  /** Takes positional arguments (only `trust`). */
+  positionals?: boolean
 }
 
 const TARGET = `Works on a running daemon's socket (--socket PATH, or DATA/interlog.sock when a daemon listens
@@ -77,6 +79,13 @@ const COMMANDS: Record<string, Command> = {
     usage: `interlog verify (--data DIR | --socket PATH) [--log NAME] [--json]\n  ${TARGET}`,
     options: COMMON, run: verify,
   },
+  trust: {
+    summary: 'the keys a log accepts events from: add KEY, rm KEY, ls',
+    usage: `interlog trust add PUBLIC-KEY [--note TEXT] | rm PUBLIC-KEY-OR-REPLICA-ID | ls  --data DIR [--log NAME] [--json]
+  Edits DATA/logs/NAME/trusted-keys. With the file present, the log accepts only events signed by
+  the keys listed (and its own); changes take effect when the log is next opened. docs/security.md.`,
+    options: { ...COMMON, note: { type: 'string' } }, run: trust, positionals: true,
+  },
   demo: {
     summary: 'three nodes, an embedded broker, sensors appending through sockets; show they agree',
     usage: `interlog demo [--nodes N] [--events N] [--json]
@@ -105,8 +114,11 @@ export async function main(argv: string[]): Promise<number> {
     return EXIT.usage
   }
   let values: Values
+  let positionals: string[]
   try {
-    values = parseArgs({ args: rest, options: command.options, strict: true, allowPositionals: false }).values as Values
+    const parsed = parseArgs({ args: rest, options: command.options, strict: true, allowPositionals: command.positionals === true })
+    values = parsed.values as Values
+    positionals = parsed.positionals
   } catch (error) {
     process.stderr.write(`interlog ${name}: ${(error as Error).message}\n\nUsage: ${command.usage}\n`)
     return EXIT.usage
@@ -116,7 +128,7 @@ export async function main(argv: string[]): Promise<number> {
     return EXIT.ok
   }
   try {
-    return await command.run(values)
+    return await command.run(values, positionals)
   } catch (error) {
     if (error instanceof UsageError) {
       process.stderr.write(`interlog ${name}: ${error.message}\n`)

@@ -85,7 +85,7 @@ function localTarget(log: Log, directory: string): Target {
     status: async () => ({
       log: path.basename(directory), replicaId: log.replicaId, length: log.length, durableLength: log.durableLength,
       vector: log.versionVector(), quarantined: log.quarantined(), sync: null, directory, ...diskUse(directory),
-      consumers: log.consumers(),
+      consumers: log.consumers(), security: log.securityStatus(),
     }),
     close: () => log.close(),
   }

@@ -814,8 +814,9 @@ export class Log extends EventEmitter<LogEvents> {
       list.sort((a, b) => a.pos - b.pos)
       const state = originStateFor(this.origins, origin)
       await this.loadChain(state)
-      if (needsSeals(this.trust, state, sealed || list.some((event) => event.seal !== undefined))) {
-        await this.mergeSealed(state, list, result, held)
+      const announced = sealed || list.some((event) => event.seal !== undefined)
+      if (needsSeals(this.trust, state, announced)) {
+        await this.mergeSealed(state, list, announced, result, held)
       } else {
         await this.mergeUnsigned(state, list, result, held)
       }
@@ -865,7 +866,7 @@ export class Log extends EventEmitter<LogEvents> {
   }
 
   /** Events of signed batches: stored only as whole batches whose seals check out. */
-  private async mergeSealed(state: OriginState, list: readonly RemoteEvent[], result: MergeResult, held: RemoteEvent[]): Promise<void> {
+  private async mergeSealed(state: OriginState, list: readonly RemoteEvent[], announced: boolean, result: MergeResult, held: RemoteEvent[]): Promise<void> {
     const origin = state.origin
     const quarantine = this.quarantines.get(origin)
     for (const event of list) {
@@ -885,6 +886,9 @@ export class Log extends EventEmitter<LogEvents> {
           this.reportEquivocation(verdict, result)
           return
         }
+      } else if (!announced) {
+        // Neither a seal nor the sealed flag: these events claim to be unsigned.
+        this.refuse(result, 1, `${origin} position ${event.pos}: unsigned, but this log requires seals from this origin`)
       } else if (this.mergeBuffer.holdReplacing(event)) {
         held.push(event)
       } else {

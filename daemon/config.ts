@@ -4,6 +4,7 @@
 
 import fs from 'node:fs'
 import path from 'node:path'
+import type { EncryptionKey, EncryptionOptions } from '../core/index.js'
 
 export interface DaemonConfig {
   /** Data directory: logs live in DATA/logs/NAME. Required. */
@@ -29,6 +30,11 @@ export interface DaemonConfig {
   key: string | null
   /** Validator paths (.wasm files, or JavaScript modules). */
   validators: { append: string[], sync: string[] }
+  /** Whom logs accept events from: null (each log's trusted-keys file if it has one, else 'off'),
+   *  'open' (anyone whose batches are validly signed) or 'off'. docs/security.md. */
+  trust: 'open' | 'off' | null
+  /** Path of the log key file for payload encryption (lines "ID HEX64"; mode 0600); null for none. */
+  encryptionKeyFile: string | null
 }
 
 export class ConfigError extends Error {
@@ -50,21 +56,24 @@ export const DEFAULT_CONFIG: Omit<DaemonConfig, 'data' | 'socket'> = {
   cert: null,
   key: null,
   validators: { append: [], sync: [] },
+  trust: null,
+  encryptionKeyFile: null,
 }
 
-type Kind = 'string' | 'port' | 'integer' | 'names' | 'durability' | 'nullable-string' | 'validators'
+type Kind = 'string' | 'port' | 'integer' | 'names' | 'durability' | 'nullable-string' | 'validators' | 'trust'
 
 const KEYS: Record<keyof DaemonConfig, Kind> = {
   data: 'string', socket: 'string', broker: 'string', brokerPort: 'port', logs: 'names', durability: 'durability',
   intervalMs: 'integer', topicPrefix: 'string', announceIntervalMs: 'integer', maxMessageBytes: 'integer',
   username: 'nullable-string', password: 'nullable-string', ca: 'nullable-string', cert: 'nullable-string', key: 'nullable-string',
-  validators: 'validators',
+  validators: 'validators', trust: 'trust', encryptionKeyFile: 'nullable-string',
 }
 
 const ENV: Partial<Record<keyof DaemonConfig, string>> = {
   data: 'INTERLOG_DATA', socket: 'INTERLOG_SOCKET', broker: 'INTERLOG_BROKER', brokerPort: 'INTERLOG_BROKER_PORT',
   logs: 'INTERLOG_LOGS', durability: 'INTERLOG_DURABILITY', intervalMs: 'INTERLOG_INTERVAL_MS',
   topicPrefix: 'INTERLOG_TOPIC_PREFIX', username: 'INTERLOG_USERNAME', password: 'INTERLOG_PASSWORD',
+  trust: 'INTERLOG_TRUST', encryptionKeyFile: 'INTERLOG_ENCRYPTION_KEY_FILE',
 }
 
 const LOG_NAME = /^(?!\.{1,2}$)[A-Za-z0-9_.-]{1,64}$/
@@ -82,6 +91,8 @@ function check(key: keyof DaemonConfig, value: unknown, where: string): unknown 
       return Number.isInteger(value) && (value as number) >= 0 && (value as number) <= 65535 ? value : fail('a port number (0 to 65535)')
     case 'integer':
       return Number.isSafeInteger(value) && (value as number) > 0 ? value : fail('a positive integer')
+    case 'trust':
+      return value === null || value === 'open' || value === 'off' ? value : fail(`'open', 'off' or null (the trusted-keys file of each log)`)
     case 'durability':
       return value === 'fsync' || value === 'interval' || value === 'none' ? value : fail(`'fsync', 'interval' or 'none'`)
     case 'names':
@@ -151,4 +162,32 @@ export function loadConfig(input: { file?: string | undefined, env?: NodeJS.Proc
 
 export function logDirectory(config: Pick<DaemonConfig, 'data'>, name: string): string {
   return path.join(config.data, 'logs', name)
+}
+
+/**
+ * Reads a log key file: one key per line, "ID HEX64" (id a non-negative integer, the key 32 bytes
+ * in hex); '#' starts a comment. The largest id encrypts new events; the others still decrypt.
+ */
+export function readEncryptionKeys(file: string): EncryptionOptions {
+  let text: string
+  try {
+    text = fs.readFileSync(file, 'utf8')
+  } catch (error) {
+    throw new ConfigError(`encryptionKeyFile ${file}: ${(error as Error).message}`)
+  }
+  const keys: EncryptionKey[] = []
+  const lines = text.split('\n')
+  for (let i = 0; i < lines.length; i++) {
+    const line = lines[i]!.replace(/#.*/, '').trim()
+    if (line === '') continue
+    const match = /^(\d{1,10})\s+([0-9a-fA-F]{64})$/.exec(line)
+    if (match === null || Number(match[1]) > 0xffff_ffff) {
+      throw new ConfigError(`encryptionKeyFile ${file} line ${i + 1}: expected "ID HEX64" (a key id, then 32 bytes in hex)`)
+    }
+    const id = Number(match[1])
+    if (keys.some((key) => key.id === id)) throw new ConfigError(`encryptionKeyFile ${file} line ${i + 1}: key id ${id} appears twice`)
+    keys.push({ id, key: new Uint8Array(Buffer.from(match[2]!, 'hex')) })
+  }
+  if (keys.length === 0) throw new ConfigError(`encryptionKeyFile ${file} holds no key`)
+  return { keys }
 }

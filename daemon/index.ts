@@ -3,6 +3,6 @@
 
 export { connect, RemoteLog, RemoteConsumer, type RemoteStatus } from './client.js'
 export { serve, journalLogger, type Daemon } from './serve.js'
-export { loadConfig, ConfigError, DEFAULT_CONFIG, logDirectory, type DaemonConfig } from './config.js'
+export { loadConfig, ConfigError, DEFAULT_CONFIG, logDirectory, readEncryptionKeys, type DaemonConfig } from './config.js'
 export { FRAME_BYTES_MAX } from './frames.js'
 export { diskUse } from './disk-use.js'

@@ -8,7 +8,7 @@ import fs from 'node:fs'
 import { openLog, LogError, type Log, type LogWarning } from '../core/index.js'
 import { startBroker, startSync, type BrokerHandle } from '../sync/index.js'
 import type { ValidatorSpec } from '../validators/index.js'
-import { logDirectory, type DaemonConfig } from './config.js'
+import { logDirectory, readEncryptionKeys, type DaemonConfig } from './config.js'
 import { LocalApiServer, type Logger, type ServedLog } from './server.js'
 
 export interface Daemon {
@@ -38,15 +38,23 @@ export async function serve(config: DaemonConfig, logger: Logger = journalLogger
     await broker?.close().catch(() => undefined)
   }
   try {
+    const encryption = config.encryptionKeyFile === null ? null : readEncryptionKeys(config.encryptionKeyFile)
     for (const name of config.logs) {
       const log: Log = await openLog(logDirectory(config, name), {
         durability: config.durability,
         intervalMs: config.intervalMs,
         validators: { append: validatorSpecs(config.validators.append), sync: validatorSpecs(config.validators.sync) },
         onWarning: (warning: LogWarning) => logger('warning', `log ${name}: ${warning.message}`),
+        ...(config.trust === null ? {} : { trust: config.trust }),
+        encryption,
       })
       logs.set(name, { name, log, sync: undefined })
       logger('info', `log ${name} open: replica ${log.replicaId}, ${log.length} events, O_DIRECT ${log.direct}`)
+      const security = log.securityStatus()
+      logger(security.trust === 'off' ? 'warning' : 'info', `log ${name}: public key ${security.publicKey ?? 'none (unsigned log)'}, trust ${security.trust}` +
+        (security.trust === 'keys' ? ` (${security.trustedKeys.length} keys)` : security.trust === 'off' ? ': any broker client can inject events (docs/security.md)' : '') +
+        `, payload encryption ${security.encrypted ? 'on' : 'off'}`)
+      log.on('equivocation', (e) => logger('error', `log ${name}: origin ${e.origin} (key ${e.publicKey}) signed two histories from position ${e.pos}; quarantined`))
       log.on('quarantine', (q) => logger('warning', `log ${name}: origin ${q.origin} quarantined at ${q.pos} by validator ${q.validator}: ${q.reason}`))
     }
     let brokerUrl: string | null = null

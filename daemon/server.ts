@@ -211,7 +211,7 @@ export class LocalApiServer {
         send({ id, ok: true, result: {
           log: served.name, replicaId: log.replicaId, length: log.length, durableLength: log.durableLength, vector: log.versionVector(),
           quarantined: log.quarantined(), sync: served.sync?.status() ?? null, directory: log.directory, ...diskUse(log.directory),
-          consumers: log.consumers(),
+          consumers: log.consumers(), security: log.securityStatus(),
         } })
         return
       case 'consumers':
