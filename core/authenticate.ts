@@ -76,7 +76,10 @@ export function checkSealedRun(state: OriginState, run: readonly RemoteEvent[], 
     const keyHex = bytesToHex(fields.publicKey)
     if (policy.mode === 'keys' && !policy.keys.has(keyHex)) return reject(`key ${keyHex} is not trusted`)
     if (fields.first < run[i]!.pos) {
-      // A batch overlapping events held under other batches: a second history, if signed.
+      // A batch overlapping events held: a replay of a batch held (its hash is ours), or, if
+      // validly signed, a second history.
+      const held = state.recentSeals.get(fields.first + fields.count)
+      if (held !== undefined && equalBytes(held, fields.hash)) return reject('a seal of a batch held, replayed on other events')
       if (signatureValid(fields, fields.hash)) {
         verdict.equivocation = equivocation(state, fields, keyHex, head)
         return reject('equivocation: a signed batch overlaps batches held')

@@ -283,6 +283,7 @@ export class Replicator extends EventEmitter<SyncEvents> implements Subscriber {
     if (wanted !== null && !wanted.includes(origin) && origin !== this.replica) return
     const result = await this.log.merge(events.map(([pos, time, payload, seal]) => ({ origin, pos, time, payload, seal })), { sealed })
     this.eventsReceived += result.added
+    if (result.forged !== undefined) this.settings.log('warning', `refused ${result.forged} events of ${origin}: ${this.log.securityStatus().lastRejection ?? ''}`)
     if (result.added > 0) this.announceSoon()
     this.checkConverged()
   }
