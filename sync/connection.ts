@@ -2,6 +2,12 @@
 // synced through it. Presence is two-level: each log publishes a retained status naming the node
 // (the connection), and the connection's Last Will marks the node offline, which peers apply to
 // every log of that node. Incoming messages are dispatched to the log whose topics they are on.
+//
+// Faults expected: the broker refuses the login (CONNACK 4 or 5) or the TLS handshake (untrusted
+// certificate, missing client certificate); MQTT.js then emits 'error' on every attempt and keeps
+// reconnecting. The connection always listens for 'error' itself, so an error emitted while no
+// log is attached never becomes an uncaught 'error' event, and it adds what to check to the
+// message before the logs see it (docs/security-broker.md).
 
 import crypto from 'node:crypto'
 import mqtt, { type IClientOptions, type IPublishPacket, type MqttClient } from 'mqtt'
@@ -57,6 +63,8 @@ export class Connection {
     const options: IClientOptions = {
       clientId: this.node,
       protocolVersion: 4,
+      // MQTT.js's default today; said here so that no library default can turn verification off.
+      rejectUnauthorized: true,
       clean: true,
       reconnectPeriod: 1000,
       connectTimeout: 10_000,
@@ -68,6 +76,8 @@ export class Connection {
       ...(settings.key === undefined ? {} : { key: settings.key }),
     }
     this.client = mqtt.connect(settings.url, options)
+    // Registered before any log's listener, so every listener sees the explained message.
+    this.client.on('error', (error) => explainConnectionError(error, settings))
     // Backpressure: the next packet is read only once this one is handled (merged into a log).
     this.client.handleMessage = (packet: IPublishPacket, done) => {
       this.dispatch(packet).then(() => done(), () => done())
@@ -111,11 +121,59 @@ export class Connection {
   }
 }
 
+/** TLS verification codes meaning: the broker's chain does not lead to a CA in `ca`. */
+const UNTRUSTED_BROKER_CODES = new Set(['SELF_SIGNED_CERT_IN_CHAIN', 'DEPTH_ZERO_SELF_SIGNED_CERT', 'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
+  'UNABLE_TO_GET_ISSUER_CERT', 'UNABLE_TO_GET_ISSUER_CERT_LOCALLY', 'CERT_SIGNATURE_FAILURE'])
+
+/** What to check for a refused login or TLS handshake, or undefined for other errors. */
+function connectionErrorHint(code: unknown, settings: ConnectionSettings): string | undefined {
+  if (code === 4 || code === 5) {
+    const user = settings.username === undefined ? 'without a username' : `as user '${settings.username}'`
+    return `the broker refused the login ${user}: check username and password (and the broker's password_file)`
+  }
+  if (typeof code !== 'string') return undefined
+  if (UNTRUSTED_BROKER_CODES.has(code)) return "TLS: the broker's certificate is not signed by a CA in the 'ca' option"
+  if (code === 'ERR_TLS_CERT_ALTNAME_INVALID') return "TLS: the broker's certificate does not name the URL's host (subjectAltName)"
+  if (code === 'CERT_HAS_EXPIRED' || code === 'CERT_NOT_YET_VALID') return "TLS: the broker's certificate is outside its validity period"
+  if (code === 'ERR_SSL_TLSV13_ALERT_CERTIFICATE_REQUIRED') return "TLS: the broker requires a client certificate: set 'cert' and 'key'"
+  if (code.startsWith('ERR_SSL_') && code.includes('ALERT')) {
+    return "TLS: the broker refused the handshake: is the client certificate ('cert') signed by the broker's cafile, and valid?"
+  }
+  return undefined
+}
+
+/**
+ * Prefixes a refused login or TLS handshake with the broker URL and what to check. MQTT.js emits
+ * one TLS error object twice (from its TLS stream and from the client), hence the guard.
+ */
+function explainConnectionError(error: Error & { code?: unknown }, settings: ConnectionSettings): void {
+  const hint = connectionErrorHint(error.code, settings)
+  const head = `${settings.url}: `
+  if (hint === undefined || error.message.startsWith(head)) return
+  const code = typeof error.code === 'string' ? `${error.code}: ` : ''
+  error.message = `${head}${hint} (${code}${error.message.trim()})`
+}
+
+/** Digest of the secrets that tell connections apart, so the pool key holds no password or PEM. */
+function credentialsDigest(settings: ConnectionSettings): string {
+  const hash = crypto.createHash('sha256')
+  for (const part of [settings.password, settings.ca, settings.cert, settings.key]) {
+    const bytes = part === undefined ? undefined : typeof part === 'string' ? Buffer.from(part, 'utf8') : part
+    // Length-prefixed, with absent distinct from empty: no two tuples share an encoding.
+    const length = Buffer.alloc(8)
+    length.writeBigInt64BE(bytes === undefined ? -1n : BigInt(bytes.length))
+    hash.update(length)
+    if (bytes !== undefined) hash.update(bytes)
+  }
+  return hash.digest('hex')
+}
+
 /** The process-wide pool of connections. */
 const connections = new Map<string, Connection>()
 
+/** The shared connection for these settings: logs with different credentials or TLS identities never share one. */
 export function connectionFor(settings: ConnectionSettings): Connection {
-  const key = JSON.stringify([settings.url, settings.topicPrefix, settings.clientId ?? null, settings.username ?? null, settings.password ?? null])
+  const key = JSON.stringify([settings.url, settings.topicPrefix, settings.clientId ?? null, settings.username ?? null, credentialsDigest(settings)])
   let connection = connections.get(key)
   if (connection === undefined) {
     connection = new Connection(key, settings, () => connections.delete(key))

@@ -1,6 +1,7 @@
 // sync: version-vector delta replication of logs over MQTT. This file is the module's public face;
 // it depends on core (never the other way round).
 
+import tls from 'node:tls'
 import { LogError, type Log } from '../core/index.js'
 import { EVENT_FRAMING_BYTES, MESSAGE_BYTES_MIN, MESSAGE_FRAMING_BYTES } from './protocol.js'
 import { connectionFor } from './connection.js'
@@ -15,16 +16,19 @@ export { PROTOCOL_VERSION } from './protocol.js'
 export type SyncHandle = Replicator
 
 export interface SyncOptions {
-  /** Broker URL: mqtt://host:port or mqtts:// for TLS. */
+  /** Broker URL: mqtt://host:port, or mqtts://host:port for TLS. Without credentials in it (a URL gets logged). */
   url: string
   /** The log's name on the broker (letters, digits, _ . -). */
   logName: string
   /** Versioned topic prefix. Default 'interlog/v1'. */
   topicPrefix?: string
   clientId?: string
+  /** Broker login. A password needs a username (MQTT 3.1.1). */
   username?: string
   password?: string
-  /** TLS: CA certificate(s), client certificate and key (PEM). */
+  /** TLS, with an mqtts:// or wss:// url: the CA certificate(s) the broker's certificate must chain to
+   *  (default: Node's root CAs), and this client's certificate and key, both or neither. PEM text or
+   *  the bytes of a PEM file; an unparsable one or a key not matching the certificate is refused. */
   ca?: string | Buffer
   cert?: string | Buffer
   key?: string | Buffer
@@ -51,7 +55,7 @@ export async function startSync(log: Log, options: SyncOptions): Promise<SyncHan
   const invalid = (message: string): LogError => new LogError('INVALID_ARGUMENT', `startSync: ${message}`)
   if (typeof options !== 'object' || options === null) throw invalid('options must be an object')
   for (const key of Object.keys(options)) if (!OPTION_KEYS.has(key)) throw invalid(`unknown option '${key}'`)
-  if (typeof options.url !== 'string' || !/^(mqtts?|tcp|ssl|wss?):\/\//.test(options.url)) throw invalid('url must be an mqtt:// or mqtts:// URL')
+  checkBrokerAccess(options, invalid)
   if (typeof options.logName !== 'string' || !isTopicName(options.logName)) throw invalid('logName must be 1 to 128 of A-Z a-z 0-9 _ . -, not starting with _')
   if (options.clientId !== undefined && (typeof options.clientId !== 'string' || !/^[A-Za-z0-9_.-]{1,64}$/.test(options.clientId))) {
     throw invalid('clientId must be 1 to 64 of A-Z a-z 0-9 _ . - (it names the connection\'s presence topic)')
@@ -82,6 +86,45 @@ export async function startSync(log: Log, options: SyncOptions): Promise<SyncHan
   const replicator = new Replicator(log, connection, settings)
   await replicator.start(FIRST_CONNECT_WAIT_MS)
   return replicator
+}
+
+const PEM_BEGIN = '-----BEGIN '
+
+/** url, credentials and TLS material: refused here with a reason, not later as a connection error. */
+function checkBrokerAccess(options: SyncOptions, invalid: (message: string) => LogError): void {
+  if (typeof options.url !== 'string' || !/^(mqtts?|tcp|ssl|wss?):\/\//.test(options.url)) throw invalid('url must be an mqtt:// or mqtts:// URL')
+  let url: URL
+  try {
+    url = new URL(options.url)
+  } catch {
+    throw invalid(`url ${JSON.stringify(options.url)} is not a URL`)
+  }
+  if (url.username !== '' || url.password !== '') throw invalid('url must not carry credentials (it is logged): use the username and password options')
+  if (options.username !== undefined && (typeof options.username !== 'string' || options.username.length === 0)) {
+    throw invalid('username must be a non-empty string')
+  }
+  if (options.password !== undefined && typeof options.password !== 'string') throw invalid('password must be a string')
+  if (options.password !== undefined && options.username === undefined) throw invalid('a password needs a username (MQTT 3.1.1)')
+  const material = { ca: options.ca, cert: options.cert, key: options.key }
+  for (const [name, value] of Object.entries(material)) {
+    if (value === undefined) continue
+    const text = typeof value === 'string' ? value : Buffer.isBuffer(value) ? value.toString('latin1') : undefined
+    if (text === undefined || !text.includes(PEM_BEGIN)) {
+      throw invalid(`${name} must be PEM text or a Buffer of it (the file's content, not its path)`)
+    }
+  }
+  if ((material.cert === undefined) !== (material.key === undefined)) throw invalid('cert and key go together: set both or neither')
+  if (material.ca === undefined && material.cert === undefined) return
+  // MQTT.js ignores ca alone on a plain URL and turns mqtt:// with cert and key into mqtts://: say it.
+  if (url.protocol !== 'mqtts:' && url.protocol !== 'wss:') throw invalid('ca, cert and key need an mqtts:// or wss:// url')
+  try {
+    tls.createSecureContext({
+      ...(material.ca === undefined ? {} : { ca: material.ca }),
+      ...(material.cert === undefined || material.key === undefined ? {} : { cert: material.cert, key: material.key }),
+    })
+  } catch (error) {
+    throw invalid(`ca, cert or key cannot be used: ${(error as Error).message}`)
+  }
 }
 
 /** Log lines to stderr, at most 10 a second (a flood of garbage must not flood the journal). */

@@ -8,9 +8,9 @@ import { SEAL_BYTES, type VersionVector } from '../core/index.js'
 
 export const PROTOCOL_VERSION = 1
 /** Most origins accepted in one version vector. */
-export const VECTOR_ENTRIES_MAX = 100_000
+export const VECTOR_ENTRIES_MAX = 10_000
 /** Most events accepted in one events message. */
-export const MESSAGE_EVENTS_MAX = 100_000
+export const MESSAGE_EVENTS_MAX = 20_000
 /** Bytes of CBOR framing counted per event when sizing a chunk (array, pos, time, length). */
 export const EVENT_FRAMING_BYTES = 24
 /** Bytes of CBOR framing counted per events message (kind, ids, keys). */

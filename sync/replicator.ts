@@ -16,7 +16,7 @@ import { EventEmitter } from 'node:events'
 import type { MqttClient, IPublishPacket } from 'mqtt'
 import type { Connection, Subscriber } from './connection.js'
 import { SEAL_BYTES, type Log, type Quarantine, type VersionVector } from '../core/index.js'
-import { EVENT_FRAMING_BYTES, MESSAGE_FRAMING_BYTES, ProtocolError, decodeMessage, encodeMessage, type Message, type WireEvent } from './protocol.js'
+import { EVENT_FRAMING_BYTES, MESSAGE_EVENTS_MAX, MESSAGE_FRAMING_BYTES, ProtocolError, decodeMessage, encodeMessage, type Message, type WireEvent } from './protocol.js'
 import { parseTopic, subscription, topic } from './topics.js'
 import { delta, equalVectors } from './version-vector.js'
 
@@ -499,7 +499,7 @@ export class Replicator extends EventEmitter<SyncEvents> implements Subscriber {
           advance(event.pos + 1)
           continue
         }
-        if (batch.length > 0 && bytes + size > maxMessageBytes) await flush()
+        if (batch.length > 0 && (bytes + size > maxMessageBytes || batch.length >= MESSAGE_EVENTS_MAX)) await flush()
         batch.push(event.seal === undefined ? [event.pos, event.time, event.payload] : [event.pos, event.time, event.payload, event.seal])
         bytes += size + (event.seal === undefined ? 0 : SEAL_BYTES + 4)
       }
