@@ -4,6 +4,7 @@
 // asserts a speed: targets are compared and reported, misses included.
 
 import { execFile, spawn } from 'node:child_process'
+import crypto from 'node:crypto'
 import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
@@ -241,6 +242,34 @@ async function scenarioValidators(): Promise<void> {
   rows.push({ scenario: 'validators', params: { validator: 'trivial WebAssembly', size: 128, batch: 1000 }, unit: 'events/s', ours: wasm, peer: none, peerName: 'no validator', limit: NaN })
 }
 
+/** Scenario 9: what signing and payload encryption cost on appends (128 B, batches of 1000). */
+async function scenarioSecurity(): Promise<void> {
+  const batch = payloads(128, 1000)
+  const key = { keys: [{ id: 1, key: new Uint8Array(crypto.randomBytes(32)) }] }
+  const rate = async (options: object, total: number): Promise<number> => {
+    const log = await openLog(fresh(), options)
+    await log.appendBatchRange(batch)
+    const started = performance.now()
+    for (let i = 0; i < total; i += 1000) await log.appendBatchRange(batch)
+    await log.close()
+    return total / ((performance.now() - started) / 1000)
+  }
+  for (const durability of ['interval', 'fsync'] as const) {
+    const total = durability === 'fsync' ? (quick ? 100_000 : 300_000) : (quick ? 500_000 : 2_000_000)
+    // Alternate the runs and keep the best of each, so that drift in the machine hits both alike.
+    let unsigned = 0
+    let signed = 0
+    for (let round = 0; round < (quick ? 2 : 3); round++) {
+      unsigned = Math.max(unsigned, await rate({ durability, identity: false }, total))
+      signed = Math.max(signed, await rate({ durability }, total))
+    }
+    const encrypted = await rate({ durability, encryption: key }, quick ? 50_000 : 200_000)
+    rows.push({ scenario: 'signing', params: { durability, size: 128, batch: 1000 }, unit: 'events/s', ours: signed, peer: unsigned, peerName: 'interlog unsigned (identity: false)', limit: NaN })
+    rows.push({ scenario: 'payload encryption', params: { durability, size: 128, batch: 1000 }, unit: 'events/s', ours: encrypted, peer: signed, peerName: 'interlog signed, not encrypted', limit: NaN })
+    process.stderr.write(`security ${durability}: unsigned ${Math.round(unsigned)}, signed ${Math.round(signed)}, signed+encrypted ${Math.round(encrypted)} events/s\n`)
+  }
+}
+
 /** Sync catch-up between two replicas through mosquitto (when installed), beside raw MQTT.js publishing of the same bytes. */
 async function scenarioSync(): Promise<void> {
   const hasMosquitto = await promisify(execFile)('sh', ['-c', 'command -v mosquitto']).then(() => true, () => false)
@@ -259,13 +288,14 @@ async function scenarioSync(): Promise<void> {
     const script = `
       import { openLog, startSync } from ${JSON.stringify(path.join(repository, 'dist', 'index.js'))}
       import mqtt from 'mqtt'
-      const a = await openLog(${JSON.stringify(fresh())}, { durability: 'interval' })
+      const identity = process.env.BENCH_IDENTITY !== 'false'
+      const a = await openLog(${JSON.stringify(fresh())}, { durability: 'interval', identity })
       const batch = Array.from({ length: 1000 }, (_, i) => new Uint8Array(128).fill(i & 255))
       for (let i = 0; i < ${total}; i += 1000) await a.appendBatchRange(batch)
       await a.close()
       const source = await openLog(a.directory, { durability: 'interval' })
       const sa = await startSync(source, { url: ${JSON.stringify(url)}, logName: 'bench', announceIntervalMs: 500, logger: () => {} })
-      const b = await openLog(${JSON.stringify(fresh())}, { durability: 'interval' })
+      const b = await openLog(${JSON.stringify(fresh())}, { durability: 'interval', trust: identity ? 'open' : 'off' })
       const started = performance.now()
       const sb = await startSync(b, { url: ${JSON.stringify(url)}, logName: 'bench', announceIntervalMs: 500, logger: () => {} })
       while (b.length < ${total}) await new Promise((r) => setTimeout(r, 5))
@@ -294,9 +324,15 @@ async function scenarioSync(): Promise<void> {
       await pub.endAsync(); await sub.endAsync()
       console.log(JSON.stringify({ syncRate, rawRate, sent }))
     `
-    const { stdout } = await promisify(execFile)(process.execPath, ['--input-type=module', '-e', script], { cwd: repository, timeout: 300_000 })
-    const result = JSON.parse(stdout) as { syncRate: number, rawRate: number }
+    const run = async (identity: boolean): Promise<{ syncRate: number, rawRate: number }> => {
+      const { stdout } = await promisify(execFile)(process.execPath, ['--input-type=module', '-e', script],
+        { cwd: repository, timeout: 300_000, env: { ...process.env, BENCH_IDENTITY: String(identity) } })
+      return JSON.parse(stdout) as { syncRate: number, rawRate: number }
+    }
+    const result = await run(true)
     rows.push({ scenario: 'sync catch-up via mosquitto', params: { size: 128, events: total }, unit: 'events/s', ours: result.syncRate, peer: result.rawRate, peerName: 'raw MQTT.js, same bytes and message size', limit: NaN })
+    const unsigned = await run(false)
+    rows.push({ scenario: 'sync signing', params: { size: 128, events: total }, unit: 'events/s', ours: result.syncRate, peer: unsigned.syncRate, peerName: 'interlog unsigned, trust off', limit: NaN })
   } finally {
     broker.kill('SIGTERM')
   }
@@ -314,6 +350,8 @@ const targets: { what: string, holds: () => boolean | null }[] = [
   { what: 'socket appends: at least 300,000 events/s and 30% of in-process', holds: () => { const r = find('socket appends from another process', { mode: 'batches of 1000' }); return r === undefined ? null : r.ours >= 300_000 && r.ours / r.peer >= 0.3 } },
   { what: 'trivial validator costs under 20% (JavaScript)', holds: () => { const r = find('validators', { validator: 'trivial JavaScript' }); return r === undefined ? null : r.ours / r.peer >= 0.8 } },
   { what: 'trivial validator costs under 20% (WebAssembly)', holds: () => { const r = find('validators', { validator: 'trivial WebAssembly' }); return r === undefined ? null : r.ours / r.peer >= 0.8 } },
+  { what: 'signing costs under 25% of append throughput (128 B, batches of 1000, interval)', holds: () => { const r = find('signing', { durability: 'interval' }); return r === undefined ? null : r.ours / r.peer >= 0.75 } },
+  { what: 'signing costs under 25% of append throughput (128 B, batches of 1000, fsync)', holds: () => { const r = find('signing', { durability: 'fsync' }); return r === undefined ? null : r.ours / r.peer >= 0.75 } },
   { what: 'sync catch-up: at least 500,000 events/s and 50% of raw broker bytes', holds: () => { const r = find('sync catch-up via mosquitto', {}); return r === undefined ? null : r.ours >= 500_000 && r.ours / r.peer >= 0.5 } },
 ]
 
@@ -341,6 +379,7 @@ try {
   await scenarioAllocation()
   await scenarioSocket()
   await scenarioValidators()
+  await scenarioSecurity()
   await scenarioSync()
 } finally {
   fs.rmSync(scratch, { recursive: true, force: true })

@@ -43,8 +43,12 @@ export async function init(values: Values): Promise<number> {
     created[name] = { replicaId: log.replicaId, publicKey: log.publicKey }
     await log.close()
   }
-  if (values['json'] === true) out(JSON.stringify({ data, logs: created }))
-  else {
+  if (values['json'] === true) {
+    out(JSON.stringify({
+      data, logs: Object.fromEntries(Object.entries(created).map(([name, log]) => [name, log.replicaId])),
+      publicKeys: Object.fromEntries(Object.entries(created).map(([name, log]) => [name, log.publicKey])),
+    }))
+  } else {
     for (const [name, { replicaId, publicKey }] of Object.entries(created)) {
       out(`log ${name}: replica ${replicaId} in ${logDirectory({ data }, name)}`)
       if (publicKey !== null) out(`  public key ${publicKey} (peers trust it with: interlog trust add ${publicKey} --data DIR)`)
