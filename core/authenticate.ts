@@ -1,10 +1,11 @@
 // Authenticating remote events before merge stores them (docs/security.md). A run of an origin's
-// events, contiguous from the count this log holds, is cut into batches at its seals; each batch
-// must carry a seal by the key its origin id derives from (and, with an allow-list, a listed
-// key), hash to the sealed chain hash, link to the chain this log holds, and bear a valid
-// signature. A run is accepted up to the first batch that fails; the rest is rejected. Events
-// after the last seal wait for it. Duplicates carrying a seal are checked against the chain
-// hashes of recent batches: the same key signing two histories is equivocation.
+// events, contiguous from the count this log holds, is cut into batches at their links and seals.
+// Every batch must hash to its link's chain hash and link to the previous one (the first to the
+// chain this log holds); a signed seal by the key the origin id derives from (and, with an
+// allow-list, a listed key) then vouches for every batch up to it. Batches up to the last valid
+// seal are accepted; linked batches after it wait for a later seal; the rest is rejected.
+// Duplicates carrying a seal are checked against the chain hashes of recent batches: the same key
+// signing two histories is equivocation.
 
 import { bytesToHex } from './format.js'
 import type { PayloadCipher } from './crypt.js'
@@ -55,15 +56,18 @@ export function checkUnsigned(event: RemoteEvent, cipher: PayloadCipher | null):
   return typeof plain === 'string' ? plain : undefined
 }
 
-/** Checks a run of sealed batches; `state.chain` must be loaded. */
+/** Checks a run of linked and sealed batches; `state.chain` must be loaded. */
 export function checkSealedRun(state: OriginState, run: readonly RemoteEvent[], policy: TrustPolicy, cipher: PayloadCipher | null): RunVerdict {
   const verdict: RunVerdict = { batches: [], accepted: 0, pendingEnd: 0, rejectedAt: run.length, reason: '', equivocation: null }
   let head = state.count === 0 ? ZERO_CHAIN : state.chain
+  let provisional: AcceptedBatch[] = []
+  /** Set when the run's first batch links to another history than the one held. */
+  let fork: Uint8Array | null = null
   let i = 0
-  const reject = (reason: string): RunVerdict => {
-    verdict.accepted = verdict.pendingEnd = i
-    verdict.rejectedAt = i
-    verdict.reason = `${state.origin} from position ${run[i]!.pos}: ${reason}`
+  const reject = (at: number, reason: string): RunVerdict => {
+    verdict.pendingEnd = at
+    verdict.rejectedAt = at
+    verdict.reason = `${state.origin} from position ${run[at]!.pos}: ${reason}`
     return verdict
   }
   while (i < run.length) {
@@ -71,45 +75,61 @@ export function checkSealedRun(state: OriginState, run: readonly RemoteEvent[], 
     while (j < run.length && run[j]!.seal === undefined) j++
     if (j === run.length) break
     const fields = parseSeal(run[j]!.seal!)
-    if (typeof fields === 'string') return reject(`bad seal (${fields})`)
-    if (!keyMatchesOrigin(fields, state.originBytes)) return reject('the seal\'s key does not derive this origin id')
-    const keyHex = bytesToHex(fields.publicKey)
-    if (policy.mode === 'keys' && !policy.keys.has(keyHex)) return reject(`key ${keyHex} is not trusted`)
+    if (typeof fields === 'string') return reject(i, `bad seal (${fields})`)
     if (fields.first < run[i]!.pos) {
       // A batch overlapping events held: a replay of a batch held (its hash is ours), or, if
-      // validly signed, a second history.
+      // validly signed by the origin's key, a second history.
       const held = state.recentSeals.get(fields.first + fields.count)
-      if (held !== undefined && equalBytes(held, fields.hash)) return reject('a seal of a batch held, replayed on other events')
-      if (signatureValid(fields, fields.hash)) {
-        verdict.equivocation = equivocation(state, fields, keyHex, head)
-        return reject('equivocation: a signed batch overlaps batches held')
+      if (held !== undefined && equalBytes(held, fields.hash)) return reject(i, 'a seal of a batch held, replayed on other events')
+      if (keyMatchesOrigin(fields, state.originBytes) && signatureValid(fields, fields.hash)) {
+        verdict.equivocation = equivocation(state, fields, head)
+        return reject(i, 'equivocation: a signed batch overlaps batches held')
       }
-      return reject('seal does not cover its batch')
+      return reject(i, 'seal does not cover its batch')
     }
-    if (fields.first !== run[i]!.pos || fields.count !== j - i + 1) return reject('seal does not cover its batch (events missing or added)')
+    if (fields.first !== run[i]!.pos || fields.count !== j - i + 1) return reject(i, 'seal does not cover its batch (events missing or added)')
     const hash = chainHashOf(state.originBytes, fields.first, fields.prev, run.slice(i, j + 1))
-    if (!equalBytes(hash, fields.hash)) return reject('events do not match their seal (altered)')
-    if (!signatureValid(fields, hash)) return reject('signature is not valid')
+    if (!equalBytes(hash, fields.hash)) return reject(i, 'events do not match their seal (altered)')
     if (head === null || !equalBytes(fields.prev, head)) {
-      if (head !== null && state.signed && state.count > 0) {
-        verdict.equivocation = equivocation(state, fields, keyHex, head)
-        return reject('equivocation: the batch links to another history')
-      }
-      return reject('the batch does not link to the chain held')
+      if (i > 0 || head === null || !state.signed || state.count === 0) return reject(i, 'the batch does not link to the chain held')
+      fork = head
     }
     if (cipher !== null) {
       for (let k = i; k <= j; k++) {
         const reason = checkUnsigned(run[k]!, cipher)
-        if (reason !== undefined) return reject(`event ${run[k]!.pos}: ${reason}`)
+        if (reason !== undefined) return reject(i, `event ${run[k]!.pos}: ${reason}`)
       }
     }
-    verdict.batches.push({ from: i, to: j + 1, seal: run[j]!.seal!, hash })
+    provisional.push({ from: i, to: j + 1, seal: run[j]!.seal!, hash })
     head = hash
     i = j + 1
+    if (!fields.signed) continue
+    const from = provisional[0]!.from
+    if (!keyMatchesOrigin(fields, state.originBytes)) return reject(from, 'the seal\'s key does not derive this origin id')
+    const keyHex = bytesToHex(fields.publicKey!)
+    if (policy.mode === 'keys' && !policy.keys.has(keyHex)) return reject(from, `key ${keyHex} is not trusted`)
+    if (!signatureValid(fields, hash)) return reject(from, 'signature is not valid')
+    if (fork !== null) {
+      verdict.equivocation = { origin: state.origin, pos: run[0]!.pos, publicKey: keyHex, held: bytesToHex(fork), conflicting: bytesToHex(parsePrev(run, 0)) }
+      return reject(0, 'equivocation: the batch links to another history')
+    }
+    verdict.batches.push(...provisional)
+    provisional = []
+    verdict.accepted = i
   }
-  verdict.accepted = i
   verdict.pendingEnd = run.length
   return verdict
+}
+
+/** The `prev` of the first batch of a run (the link on its first sealed event). */
+function parsePrev(run: readonly RemoteEvent[], from: number): Uint8Array {
+  for (let k = from; k < run.length; k++) {
+    const seal = run[k]!.seal
+    if (seal === undefined) continue
+    const fields = parseSeal(seal)
+    return typeof fields === 'string' ? new Uint8Array(0) : fields.prev
+  }
+  return new Uint8Array(0)
 }
 
 /**
@@ -119,16 +139,17 @@ export function checkSealedRun(state: OriginState, run: readonly RemoteEvent[], 
  */
 export function checkSealedDuplicate(state: OriginState, seal: Uint8Array): 'duplicate' | 'forged' | Equivocation {
   const fields = parseSeal(seal)
-  if (typeof fields === 'string' || !keyMatchesOrigin(fields, state.originBytes)) return 'forged'
+  if (typeof fields === 'string') return 'forged'
   const held = state.recentSeals.get(fields.first + fields.count)
   if (held === undefined || equalBytes(held, fields.hash)) return 'duplicate'
-  if (!signatureValid(fields, fields.hash)) return 'forged'
-  return { origin: state.origin, pos: fields.first, publicKey: bytesToHex(fields.publicKey), held: bytesToHex(held), conflicting: bytesToHex(fields.hash) }
+  // A different chain hash for a batch held: proof of a second history only if the origin signed it.
+  if (!keyMatchesOrigin(fields, state.originBytes) || !signatureValid(fields, fields.hash)) return 'forged'
+  return { origin: state.origin, pos: fields.first, publicKey: bytesToHex(fields.publicKey!), held: bytesToHex(held), conflicting: bytesToHex(fields.hash) }
 }
 
-function equivocation(state: OriginState, fields: SealFields, keyHex: string, head: Uint8Array | null): Equivocation {
+function equivocation(state: OriginState, fields: SealFields, head: Uint8Array | null): Equivocation {
   return {
-    origin: state.origin, pos: fields.first, publicKey: keyHex,
+    origin: state.origin, pos: fields.first, publicKey: bytesToHex(fields.publicKey!),
     held: head === null ? '' : bytesToHex(head), conflicting: bytesToHex(fields.prev),
   }
 }

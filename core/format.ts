@@ -65,13 +65,17 @@ export const MAX_EVENT_BYTES_LIMIT = 256 << 20
 export const EXTENSION_BYTES_LIMIT = 0xffff
 export const RECORD_BYTES_LIMIT = RECORD_HEADER_BYTES + EVENT_HEADER_BYTES + MAX_EVENT_BYTES_LIMIT + EXTENSION_BYTES_LIMIT
 
-// The seal: the extension of the last record of a signed batch (docs/format.md, docs/security.md).
-// The chain hash is SHA-256 over CHAIN_DOMAIN, origin, first, count, prev and the events as framed
-// in record bodies; the signature is Ed25519 over the chain hash.
-export const SEAL_KIND = 1
+// Links and seals: the extension of the last record of a batch of an origin with identity
+// (docs/format.md, docs/security.md). The chain hash is SHA-256 over CHAIN_DOMAIN, origin, first,
+// count, prev and the events as framed in record bodies. A link holds the chain hash; a seal is a
+// link plus the origin's public key and its Ed25519 signature of the chain hash, which vouches for
+// every batch of the chain up to this one.
+export const SEAL_KIND = 1 //  signed: LINK fields, key, signature
+export const LINK_KIND = 2 //  the chain fields only
 export const SEAL_VERSION = 1
 export const SEAL_BYTES = 176
-export const SEAL_OFFSET_KIND = 0 //       u8, SEAL_KIND
+export const LINK_BYTES = 80
+export const SEAL_OFFSET_KIND = 0 //       u8, SEAL_KIND or LINK_KIND
 export const SEAL_OFFSET_VERSION = 1 //    u8, SEAL_VERSION
 export const SEAL_OFFSET_RESERVED = 2 //   u16, 0
 export const SEAL_OFFSET_COUNT = 4 //      u32, events in the batch
@@ -148,6 +152,7 @@ assert(REPLICA_OFFSET_CHECKSUM + 8 === REPLICA_FILE_BYTES, 'replica checksum is 
 assert(CHECKPOINT_OFFSET_CHECKSUM + 8 <= CHECKPOINT_HEADER_BYTES, 'checkpoint header fits')
 assert(INDEX_STRIDE_BYTES % PAGE_BYTES === 0, 'index stride is whole pages')
 assert(SEAL_OFFSET_SIGNATURE + SIGNATURE_BYTES === SEAL_BYTES, 'seal fields fill the seal')
+assert(SEAL_OFFSET_KEY === LINK_BYTES && LINK_BYTES % RECORD_ALIGN_BYTES === 0, 'a seal is a link plus key and signature')
 assert(SEAL_BYTES <= EXTENSION_BYTES_LIMIT && SEAL_BYTES % RECORD_ALIGN_BYTES === 0, 'a seal fits the extension area')
 assert(CHAIN_DOMAIN.length === 8 && CHAIN_PREFIX_BYTES === 68, 'chain prefix layout')
 assert(ENVELOPE_OFFSET_NONCE + ENVELOPE_NONCE_BYTES === ENVELOPE_HEADER_BYTES, 'envelope header fields')

@@ -18,13 +18,13 @@ import { checkSealedDuplicate, checkSealedRun, checkUnsigned, needsSeals, type E
 import { batchBytes, composeRecord, recordEnd, type BatchSource } from './composer.js'
 import { nextNonceEpoch, PayloadCipher } from './crypt.js'
 import { createIdentity, loadIdentity, type Identity } from './identity.js'
-import { BatchSealer, ZERO_CHAIN, parseSeal } from './seal.js'
+import { BatchSealer, ZERO_CHAIN, equalBytes, parseSeal, signLink } from './seal.js'
 import { resolveTrust, type TrustPolicy } from './trust.js'
 import { allocateArena, directFlag } from './direct-io.js'
 import { LogError } from './errors.js'
 import { Flusher, type CommitPoint } from './flusher.js'
 import {
-  ENVELOPE_OVERHEAD_BYTES, ENVELOPE_TAG, EVENT_HEADER_BYTES, FILE_NAME_REPLICA, PAGE_BYTES, RECORD_HEADER_BYTES, SEAL_BYTES, SEGMENT_HEADER_BYTES,
+  ENVELOPE_OVERHEAD_BYTES, ENVELOPE_TAG, EVENT_HEADER_BYTES, FILE_NAME_REPLICA, LINK_BYTES, PAGE_BYTES, RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES,
   alignDown, isReplicaIdHex,
 } from './format.js'
 import { HeadCache } from './head-cache.js'
@@ -154,6 +154,7 @@ export class Log extends EventEmitter<LogEvents> {
   private timer: NodeJS.Timeout | null = null
   private growthWaiters: (() => void)[] = []
   private readonly sealer: BatchSealer | null
+  private readonly identity: Identity | null
   private readonly trust: TrustPolicy
   private readonly cipher: PayloadCipher | null
   private readonly security = { forged: 0, equivocations: [] as Equivocation[], lastRejection: null as string | null }
@@ -166,7 +167,8 @@ export class Log extends EventEmitter<LogEvents> {
   }) {
     super()
     this.publicKey = init.identity?.publicKeyHex ?? null
-    this.sealer = init.identity === null ? null : new BatchSealer(init.identity.privateKey, init.identity.publicKeyBytes, init.identity.replicaIdBytes)
+    this.identity = init.identity
+    this.sealer = init.identity === null ? null : new BatchSealer(init.identity.replicaIdBytes)
     this.trust = init.trust
     this.cipher = init.cipher
     this.appendValidators = init.validators.append
@@ -235,9 +237,20 @@ export class Log extends EventEmitter<LogEvents> {
     return this.options.maxEventBytes
   }
 
-  /** Loads what open needs beyond recovery: the head of this log's own chain. */
-  async prepare(): Promise<void> {
-    await this.loadChain(this.own)
+  /**
+   * The seal for a link of this log's own chain (from `eventsSince(vv, { raw: true })`): the link
+   * signed with this log's key, vouching for every own event up to it. Sync signs the last link of
+   * each message it sends; a custom transport does the same. Other seals are returned unchanged.
+   */
+  signSeal(event: { origin: string, seal: Uint8Array }): Uint8Array {
+    const seal = event.seal
+    const fields = parseSeal(seal)
+    if (typeof fields === 'string') throw new LogError('INVALID_ARGUMENT', `signSeal: ${fields}`)
+    if (fields.signed || this.identity === null || event.origin !== this.replicaId) return seal
+    const head = this.own.recentSeals.get(fields.first + fields.count)
+    const ownHistory = head !== undefined ? equalBytes(head, fields.hash) : fields.first + fields.count <= this.own.count
+    if (!ownHistory) throw new LogError('INVALID_ARGUMENT', 'signSeal: the link is not one of this log\'s own batches')
+    return signLink(seal, this.identity.privateKey, this.identity.publicKeyBytes)
   }
 
   /** Loads an origin's chain head from its last batch held (once per origin per open). */
@@ -416,7 +429,7 @@ export class Log extends EventEmitter<LogEvents> {
     }
     const segment = this.cache.segment
     const fits = this.committedEnd + bytes <= segment.start + segment.size && this.cache.room() >= bytes
-    if (this.gate === null && fits) return Promise.resolve(this.composeBatch(source, origin, expectedPos))
+    if (this.gate === null && fits && origin.chain !== null) return Promise.resolve(this.composeBatch(source, origin, expectedPos))
     return this.writeBatchSlowly(source, origin, expectedPos, bytes)
   }
 
@@ -428,6 +441,8 @@ export class Log extends EventEmitter<LogEvents> {
     try {
       if (previous !== null) await previous
       this.checkWritable()
+      // The chain head is loaded on the first write of an origin (not at open: verify-only opens never read it).
+      if (origin.chain === null) await this.loadChain(origin)
       const segment = this.cache.segment
       if (this.committedEnd + bytes > segment.start + segment.size) await this.roll()
       if (this.cache.room() >= bytes) return this.composeBatch(source, origin, expectedPos)
@@ -440,7 +455,8 @@ export class Log extends EventEmitter<LogEvents> {
 
   /** Bytes of the extension of the batch's last record: a seal for own batches of a log with identity and for sealed merges. */
   private extensionBytesOf(source: BatchSource, origin: OriginState): number {
-    return source.seal !== null || (origin === this.own && this.sealer !== null) ? SEAL_BYTES : 0
+    if (source.seal !== null) return source.seal.length
+    return origin === this.own && this.sealer !== null ? LINK_BYTES : 0
   }
 
   /** Starts signing an own batch; notes a sealed batch's chain head after it is composed. */
@@ -1078,7 +1094,6 @@ export async function openLog(directory: string, givenOptions?: Readonly<Partial
       directory: resolved, options, layout, checksum, lock, replicaId: replica.id, replicaBytes: replica.idBytes, validators,
       identity, trust, cipher,
     })
-    await log.prepare()
     return log
   } catch (error) {
     if (log !== undefined) await log.close().catch(() => undefined)

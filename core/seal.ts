@@ -1,14 +1,16 @@
 // Signed history. Each origin chains its batches: a batch's chain hash is SHA-256 over a domain
 // tag, the origin, the batch's first position and count, the previous batch's chain hash and the
-// events exactly as record bodies frame them ([u32 length][u64 time][payload] each). The origin
-// signs the chain hash with its Ed25519 key. The seal (docs/format.md) is stored as the extension
-// of the batch's last record and travels with the events, so relays forward it unchanged and any
-// receiver can check it: one hash pass and one signature per batch, whatever the batch size.
+// events exactly as record bodies frame them ([u32 length][u64 time][payload] each). Every batch
+// of a log with identity stores a *link* (the chain fields, 80 bytes) as the extension of its last
+// record: one hash pass per batch, no signature. The origin signs when it sends: the last link of
+// each sync message becomes a *seal* (link + public key + Ed25519 signature of the chain hash),
+// which vouches for every batch before it in the chain. Receivers store links and seals as they
+// come, so relays forward the origin's signatures unchanged (docs/security.md).
 
 import crypto from 'node:crypto'
 import {
-  CHAIN_DOMAIN, CHAIN_HASH_BYTES, CHAIN_PREFIX_BYTES, EVENT_HEADER_BYTES, PUBLIC_KEY_BYTES, REPLICA_ID_BYTES, SEAL_BYTES,
-  SEAL_KIND, SEAL_OFFSET_COUNT, SEAL_OFFSET_FIRST, SEAL_OFFSET_HASH, SEAL_OFFSET_KEY, SEAL_OFFSET_KIND,
+  CHAIN_DOMAIN, CHAIN_HASH_BYTES, CHAIN_PREFIX_BYTES, EVENT_HEADER_BYTES, LINK_BYTES, LINK_KIND, PUBLIC_KEY_BYTES, REPLICA_ID_BYTES,
+  SEAL_BYTES, SEAL_KIND, SEAL_OFFSET_COUNT, SEAL_OFFSET_FIRST, SEAL_OFFSET_HASH, SEAL_OFFSET_KEY, SEAL_OFFSET_KIND,
   SEAL_OFFSET_PREV, SEAL_OFFSET_RESERVED, SEAL_OFFSET_SIGNATURE, SEAL_OFFSET_VERSION, SEAL_VERSION, SIGNATURE_BYTES,
   bytesToHex, readU64, writeU64,
 } from './format.js'
@@ -16,32 +18,49 @@ import { publicKeyObject, replicaIdBytesForKey } from './identity.js'
 
 export const ZERO_CHAIN = new Uint8Array(CHAIN_HASH_BYTES)
 
-/** A seal's fields, as views into its 176 bytes. */
+/** A link's or seal's fields, as views into its bytes; key and signature are null for a link. */
 export interface SealFields {
+  signed: boolean
   count: number
   first: number
   prev: Uint8Array
   hash: Uint8Array
-  publicKey: Uint8Array
-  signature: Uint8Array
+  publicKey: Uint8Array | null
+  signature: Uint8Array | null
 }
 
-/** Parses a seal; returns a reason instead when the bytes are not one. */
+/** Whether `bytes` may be a link or a seal (by size and kind; parseSeal checks the rest). */
+export function isSealSized(bytes: Uint8Array, at: number, length: number): boolean {
+  return (length === LINK_BYTES && bytes[at] === LINK_KIND) || (length === SEAL_BYTES && bytes[at] === SEAL_KIND)
+}
+
+/** Parses a link or a seal; returns a reason instead when the bytes are neither. */
 export function parseSeal(bytes: Uint8Array): SealFields | string {
-  if (!(bytes instanceof Uint8Array) || bytes.length !== SEAL_BYTES) return `a seal is ${SEAL_BYTES} bytes`
+  if (!(bytes instanceof Uint8Array) || (bytes.length !== LINK_BYTES && bytes.length !== SEAL_BYTES)) return `a link is ${LINK_BYTES} bytes and a seal ${SEAL_BYTES}`
+  const signed = bytes.length === SEAL_BYTES
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength)
-  if (bytes[SEAL_OFFSET_KIND] !== SEAL_KIND || bytes[SEAL_OFFSET_VERSION] !== SEAL_VERSION) return 'unknown seal kind or version'
+  if (bytes[SEAL_OFFSET_KIND] !== (signed ? SEAL_KIND : LINK_KIND) || bytes[SEAL_OFFSET_VERSION] !== SEAL_VERSION) return 'unknown seal kind or version'
   if (view.getUint16(SEAL_OFFSET_RESERVED, true) !== 0) return 'seal reserved field is not zero'
   const count = view.getUint32(SEAL_OFFSET_COUNT, true)
   const first = readU64(view, SEAL_OFFSET_FIRST)
   if (count === 0 || first < 0) return 'seal count or first position out of range'
   return {
-    count, first,
+    signed, count, first,
     prev: bytes.subarray(SEAL_OFFSET_PREV, SEAL_OFFSET_PREV + CHAIN_HASH_BYTES),
     hash: bytes.subarray(SEAL_OFFSET_HASH, SEAL_OFFSET_HASH + CHAIN_HASH_BYTES),
-    publicKey: bytes.subarray(SEAL_OFFSET_KEY, SEAL_OFFSET_KEY + PUBLIC_KEY_BYTES),
-    signature: bytes.subarray(SEAL_OFFSET_SIGNATURE, SEAL_OFFSET_SIGNATURE + SIGNATURE_BYTES),
+    publicKey: signed ? bytes.subarray(SEAL_OFFSET_KEY, SEAL_OFFSET_KEY + PUBLIC_KEY_BYTES) : null,
+    signature: signed ? bytes.subarray(SEAL_OFFSET_SIGNATURE, SEAL_OFFSET_SIGNATURE + SIGNATURE_BYTES) : null,
   }
+}
+
+/** The seal of a link: the link's fields, `publicKey`, and the signature of its chain hash. */
+export function signLink(link: Uint8Array, privateKey: crypto.KeyObject, publicKey: Uint8Array): Uint8Array {
+  const seal = new Uint8Array(SEAL_BYTES)
+  seal.set(link.subarray(0, LINK_BYTES))
+  seal[SEAL_OFFSET_KIND] = SEAL_KIND
+  seal.set(publicKey, SEAL_OFFSET_KEY)
+  seal.set(crypto.sign(null, link.subarray(SEAL_OFFSET_HASH, SEAL_OFFSET_HASH + CHAIN_HASH_BYTES), privateKey), SEAL_OFFSET_SIGNATURE)
+  return seal
 }
 
 /** Starts a chain hash: the fields before the events. */
@@ -56,7 +75,7 @@ export function startChainHash(origin: Uint8Array, first: number, count: number,
   return crypto.createHash('sha256').update(prefix)
 }
 
-/** Signs own batches while they are composed: `begin`, `update` per record body, `finish` into the seal. */
+/** Links own batches while they are composed: `begin`, `update` per record body, `finish` into the link. */
 export class BatchSealer {
   private hash: crypto.Hash | null = null
   private first = 0
@@ -65,7 +84,7 @@ export class BatchSealer {
   /** The chain hash of the batch last finished. */
   lastHash: Uint8Array = ZERO_CHAIN
 
-  constructor(private readonly privateKey: crypto.KeyObject, private readonly publicKey: Uint8Array, private readonly origin: Uint8Array) {}
+  constructor(private readonly origin: Uint8Array) {}
 
   begin(first: number, count: number, prev: Uint8Array): void {
     this.hash = startChainHash(this.origin, first, count, prev)
@@ -79,29 +98,25 @@ export class BatchSealer {
     this.hash!.update(bytes.subarray(start, end))
   }
 
-  /** Writes the seal at `at` in `target`; returns the chain hash (the origin's new head). */
+  /** Writes the link at `at` in `target`; returns the chain hash (the origin's new head). */
   finish(target: Uint8Array, at: number): Uint8Array {
     const hash = new Uint8Array(this.hash!.digest())
     this.hash = null
-    const signature = crypto.sign(null, hash, this.privateKey)
-    writeSeal(target, at, this.count, this.first, this.prev, hash, this.publicKey, signature)
+    writeLink(target, at, this.count, this.first, this.prev, hash)
     this.lastHash = hash
     return hash
   }
 }
 
-export function writeSeal(target: Uint8Array, at: number, count: number, first: number, prev: Uint8Array,
-  hash: Uint8Array, publicKey: Uint8Array, signature: Uint8Array): void {
+export function writeLink(target: Uint8Array, at: number, count: number, first: number, prev: Uint8Array, hash: Uint8Array): void {
   const view = new DataView(target.buffer, target.byteOffset, target.byteLength)
-  target.fill(0, at, at + SEAL_BYTES)
-  target[at + SEAL_OFFSET_KIND] = SEAL_KIND
+  target.fill(0, at, at + LINK_BYTES)
+  target[at + SEAL_OFFSET_KIND] = LINK_KIND
   target[at + SEAL_OFFSET_VERSION] = SEAL_VERSION
   view.setUint32(at + SEAL_OFFSET_COUNT, count, true)
   writeU64(view, at + SEAL_OFFSET_FIRST, first)
   target.set(prev, at + SEAL_OFFSET_PREV)
   target.set(hash, at + SEAL_OFFSET_HASH)
-  target.set(publicKey, at + SEAL_OFFSET_KEY)
-  target.set(signature, at + SEAL_OFFSET_SIGNATURE)
 }
 
 /** The chain hash of remote events (one whole batch, in order), as the origin computed it. */
@@ -122,8 +137,9 @@ export function chainHashOf(origin: Uint8Array, first: number, prev: Uint8Array,
 const keyObjects = new Map<string, crypto.KeyObject>()
 const KEY_OBJECTS_MAX = 4096
 
-/** Checks a seal's Ed25519 signature over `hash` with the seal's key. */
+/** Checks a seal's Ed25519 signature over `hash` with the seal's key (false for a link). */
 export function signatureValid(fields: SealFields, hash: Uint8Array): boolean {
+  if (fields.publicKey === null || fields.signature === null) return false
   const hex = bytesToHex(fields.publicKey)
   let key = keyObjects.get(hex)
   if (key === undefined) {
@@ -136,14 +152,15 @@ export function signatureValid(fields: SealFields, hash: Uint8Array): boolean {
     keyObjects.set(hex, key)
   }
   try {
-    return crypto.verify(null, hash, key, fields.signature)
+    return crypto.verify(null, hash, key, fields.signature!)
   } catch {
     return false
   }
 }
 
-/** Whether a seal's key derives the origin id. */
+/** Whether a seal's key derives the origin id (false for a link). */
 export function keyMatchesOrigin(fields: SealFields, origin: Uint8Array): boolean {
+  if (fields.publicKey === null) return false
   const derived = replicaIdBytesForKey(fields.publicKey)
   for (let i = 0; i < REPLICA_ID_BYTES; i++) if (derived[i] !== origin[i]) return false
   return true

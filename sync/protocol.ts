@@ -4,7 +4,7 @@
 // is wrong; the caller drops the message and keeps syncing. Nothing here recurses over input.
 
 import { decode, encode } from 'cbor-x'
-import { SEAL_BYTES, type VersionVector } from '../core/index.js'
+import { LINK_BYTES, SEAL_BYTES, type VersionVector } from '../core/index.js'
 
 export const PROTOCOL_VERSION = 1
 /** Most origins accepted in one version vector. */
@@ -167,7 +167,9 @@ function flag(value: unknown, what: string): boolean {
 }
 
 function sealBytes(value: unknown, what: string): Uint8Array {
-  if (!(value instanceof Uint8Array) || value.length !== SEAL_BYTES) throw new ProtocolError(`${what} is not a seal of ${SEAL_BYTES} bytes`)
+  if (!(value instanceof Uint8Array) || (value.length !== SEAL_BYTES && value.length !== LINK_BYTES)) {
+    throw new ProtocolError(`${what} is not a link of ${LINK_BYTES} bytes or a seal of ${SEAL_BYTES}`)
+  }
   return value
 }
 

@@ -464,6 +464,15 @@ export class Replicator extends EventEmitter<SyncEvents> implements Subscriber {
     let sentFrom = from
     const flush = async (): Promise<void> => {
       if (batch.length === 0) return
+      if (origin === this.replica) {
+        // Own events: the last link of the message is signed, vouching for every event before it.
+        for (let k = batch.length - 1; k >= 0; k--) {
+          const entry = batch[k]!
+          if (entry.length !== 4) continue
+          entry[3] = this.log.signSeal({ origin, seal: entry[3] })
+          break
+        }
+      }
       const payload = Buffer.from(encodeMessage({ kind: 'events', sender: this.replica, origin, events: batch, sealed }))
       const count = batch.length
       const upTo = batch[batch.length - 1]![0] + 1
@@ -490,7 +499,7 @@ export class Replicator extends EventEmitter<SyncEvents> implements Subscriber {
             const last = offset + piece >= event.payload.length
             await publish(Buffer.from(encodeMessage({
               kind: 'fragment', sender: this.replica, origin, pos: event.pos, time: event.time, total: event.payload.length, offset, bytes: chunk,
-              sealed, seal: last ? event.seal ?? null : null,
+              sealed, seal: last && event.seal !== undefined ? this.log.signSeal({ origin, seal: event.seal }) : null,
             })), last ? 1 : 0)
           }
           if (this.closed) break

@@ -9,6 +9,7 @@ import fs from 'node:fs'
 import path from 'node:path'
 import { loadConfig, openLog, readEncryptionKeys, serve, connect, type RemoteEvent } from '../../index.js'
 import { CLI } from '../helpers/daemon.js'
+import { signedSince } from '../helpers/sealed.js'
 import { collect, payload, tempDir, text } from '../helpers/temp.js'
 
 interface Run { code: number | null, stdout: string, stderr: string }
@@ -46,8 +47,7 @@ t.test('init prints the key; trust add, ls and rm edit the allow-list the log th
   await stranger.append(payload('not on the list'))
   const truck = await openLog(path.join(gateway, 'logs', 'main'))
   await truck.append(payload('from truck 17'))
-  const raw = async (log: typeof truck): Promise<RemoteEvent[]> =>
-    (await collect(log.eventsSince({}, { raw: true }))).map((e) => ({ origin: e.origin, pos: e.pos, time: e.time, payload: e.payload, ...(e.seal === undefined ? {} : { seal: e.seal }) }))
+  const raw = (log: typeof truck): Promise<RemoteEvent[]> => signedSince(log)
   let receiver = await openLog(path.join(cloud, 'logs', 'main'))
   t.equal(receiver.securityStatus().trust, 'keys')
   t.equal((await receiver.merge(await raw(truck))).added, 1)

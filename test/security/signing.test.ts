@@ -6,12 +6,11 @@ import t from 'tap'
 import crypto from 'node:crypto'
 import fs from 'node:fs'
 import path from 'node:path'
-import { openLog, replicaIdForKey, SEAL_BYTES, type Log, type LogEvent, type RemoteEvent } from '../../index.js'
+import { openLog, replicaIdForKey, LINK_BYTES, SEAL_BYTES, type Log, type RemoteEvent } from '../../index.js'
 import { collect, payload, prng, tempDir, text } from '../helpers/temp.js'
+import { remoteOf, signLast, signedSince } from '../helpers/sealed.js'
 
-const remoteOf = (events: readonly LogEvent[]): RemoteEvent[] =>
-  events.map((e) => ({ origin: e.origin, pos: e.pos, time: e.time, payload: e.payload, ...(e.seal === undefined ? {} : { seal: e.seal }) }))
-
+/** As stored: links, and the seals received from others, nothing signed now. */
 async function rawSince(log: Log, vector = {}): Promise<RemoteEvent[]> {
   return remoteOf(await collect(log.eventsSince(vector, { raw: true })))
 }
@@ -43,23 +42,23 @@ t.test('identity: false makes an unsigned log with a random id; its batches carr
   t.same((await rawSince(log)).map((e) => e.seal), [undefined, undefined])
 })
 
-t.test('each own batch is sealed on its last event; the seal matches the documented chain and signature', async (t) => {
+t.test('each own batch ends with a link; signing a link gives the documented seal', async (t) => {
   const log = await openLog(tempDir(t))
   t.teardown(() => log.close())
   await log.appendBatch([payload('a'), payload('b'), payload('c')])
   await log.append(payload('d'))
   const events = await rawSince(log)
-  t.same(events.map((e) => e.seal === undefined ? 0 : e.seal.length), [0, 0, SEAL_BYTES, SEAL_BYTES])
+  t.same(events.map((e) => e.seal === undefined ? 0 : e.seal.length), [0, 0, LINK_BYTES, LINK_BYTES], 'a link on the last event of each batch')
   // Recompute per docs/format.md, independently of core/seal.ts.
   const origin = Buffer.from(log.replicaId, 'hex')
   let prev = Buffer.alloc(32)
   for (const [first, count] of [[0, 3], [3, 1]] as const) {
-    const seal = Buffer.from(events[first + count - 1]!.seal!)
-    t.equal(seal[0], 1, 'kind')
-    t.equal(seal[1], 1, 'version')
-    t.equal(seal.readUInt32LE(4), count)
-    t.equal(Number(seal.readBigUInt64LE(8)), first)
-    t.same(seal.subarray(16, 48), prev, 'prev links to the previous batch')
+    const link = Buffer.from(events[first + count - 1]!.seal!)
+    t.equal(link[0], 2, 'kind LINK')
+    t.equal(link[1], 1, 'version')
+    t.equal(link.readUInt32LE(4), count)
+    t.equal(Number(link.readBigUInt64LE(8)), first)
+    t.same(link.subarray(16, 48), prev, 'prev links to the previous batch')
     const prefix = Buffer.alloc(68)
     prefix.write('ILOGCHN1', 0, 'latin1')
     origin.copy(prefix, 8)
@@ -74,12 +73,29 @@ t.test('each own batch is sealed on its last event; the seal matches the documen
       hash.update(header).update(event.payload)
     }
     const digest = hash.digest()
-    t.same(seal.subarray(48, 80), digest, 'chain hash')
+    t.same(link.subarray(48, 80), digest, 'chain hash')
+    const seal = Buffer.from(log.signSeal({ origin: log.replicaId, seal: link }))
+    t.equal(seal.length, SEAL_BYTES)
+    t.equal(seal[0], 1, 'kind SEAL')
+    t.same(seal.subarray(1, 80), link.subarray(1, 80), 'a seal is the link, signed')
     t.equal(seal.subarray(80, 112).toString('hex'), log.publicKey)
     const key = crypto.createPublicKey({ key: Buffer.concat([Buffer.from('302a300506032b6570032100', 'hex'), seal.subarray(80, 112)]), format: 'der', type: 'spki' })
     t.ok(crypto.verify(null, digest, key, seal.subarray(112, 176)), 'signature verifies with node:crypto')
     prev = digest
   }
+  t.throws(() => log.signSeal({ origin: log.replicaId, seal: new Uint8Array(LINK_BYTES) }), { code: 'INVALID_ARGUMENT' })
+})
+
+t.test('linked batches wait for a seal; a seal vouches for every batch before it', async (t) => {
+  const a = await openLog(tempDir(t))
+  const b = await openLog(tempDir(t), { trust: [a.publicKey!] })
+  t.teardown(async () => { await a.close(); await b.close() })
+  for (let i = 0; i < 3; i++) await a.appendBatch([payload(`${i}a`), payload(`${i}b`)])
+  const links = await rawSince(a)
+  const waiting = await b.merge(links.slice(0, 4), { sealed: true })
+  t.same([waiting.added, waiting.waiting], [0, 4], 'links alone are not enough')
+  t.equal((await b.merge(signLast(a, links.slice(4)), { sealed: true })).added, 6, 'the seal of the third batch lets all three in')
+  t.same(b.versionVector(), a.versionVector())
 })
 
 t.test('an allow-list accepts the trusted origin, refuses others, and the chain continues across reopens', async (t) => {
@@ -90,15 +106,15 @@ t.test('an allow-list accepts the trusted origin, refuses others, and the chain 
   t.teardown(async () => { await a.close(); await stranger.close(); await b.close() })
   await a.appendBatch([payload('a0'), payload('a1')])
   await stranger.append(payload('s0'))
-  t.same(await b.merge(await rawSince(a)), { added: 2, duplicates: 0, waiting: 0, dropped: 0, rejected: [], quarantined: 0 })
-  const refused = await b.merge(await rawSince(stranger))
+  t.same(await b.merge(await signedSince(a)), { added: 2, duplicates: 0, waiting: 0, dropped: 0, rejected: [], quarantined: 0 })
+  const refused = await b.merge(await signedSince(stranger))
   t.equal(refused.forged, 1, 'an untrusted key is refused')
   t.equal(b.securityStatus().forged, 1)
   t.match(b.securityStatus().lastRejection, /not trusted/)
   await b.close()
   b = await openLog(dirB, { trust: [a.publicKey!] })
   await a.append(payload('a2'))
-  t.equal((await b.merge(await rawSince(a, b.versionVector()))).added, 1, 'the chain head is found on disk after reopen')
+  t.equal((await b.merge(await signedSince(a, b.versionVector()))).added, 1, 'the chain head is found on disk after reopen')
   t.same((await collect(b.read())).map((e) => text(e.payload)), ['a0', 'a1', 'a2'])
   t.same(b.versionVector(), { [a.replicaId]: 3 })
 })
@@ -109,8 +125,8 @@ t.test('a relay without the key in its list forwards sealed batches that the fin
   const c = await openLog(tempDir(t), { trust: [a.publicKey!] })
   t.teardown(async () => { await a.close(); await relay.close(); await c.close() })
   for (let i = 0; i < 5; i++) await a.appendBatch([payload(`x${i}`), payload(`y${i}`)])
-  t.equal((await relay.merge(await rawSince(a))).added, 10)
-  t.equal((await c.merge(await rawSince(relay))).added, 10, 'seals survive storage and forwarding')
+  t.equal((await relay.merge(await signedSince(a))).added, 10)
+  t.equal((await c.merge(await rawSince(relay))).added, 10, 'links and seals survive storage and forwarding')
   t.same(c.versionVector(), a.versionVector())
 })
 
@@ -119,7 +135,7 @@ t.test('trust open refuses unsigned events and events claimed under an id the ke
   const b = await openLog(tempDir(t), { trust: 'open' })
   t.teardown(async () => { await a.close(); await b.close() })
   await a.appendBatch([payload('p'), payload('q')])
-  const events = await rawSince(a)
+  const events = await signedSince(a)
   const unsigned = events.map(({ seal: _seal, ...rest }) => rest)
   t.equal((await b.merge(unsigned)).forged, 2, 'unsigned events are refused where seals are required')
   const impostor = events.map((e) => ({ ...e, origin: 'c'.repeat(32) }))
@@ -133,7 +149,7 @@ t.test('in trust mode off, an origin known to sign cannot continue unsigned', as
   const b = await openLog(tempDir(t))
   t.teardown(async () => { await a.close(); await b.close() })
   await a.append(payload('signed'))
-  t.equal((await b.merge(await rawSince(a))).added, 1)
+  t.equal((await b.merge(await signedSince(a))).added, 1)
   const forged: RemoteEvent = { origin: a.replicaId, pos: 1, time: Date.now(), payload: payload('injected') }
   t.equal((await b.merge([forged])).forged, 1)
   t.same(b.versionVector(), { [a.replicaId]: 1 })
@@ -206,10 +222,11 @@ t.test('at least 10,000 forged, altered, truncated and replayed variants are all
   await a.appendBatch([payload('first batch, event zero'), payload('one')])
   await a.appendBatch(Array.from({ length: 5 }, (_, i) => new Uint8Array(24).map(() => Math.floor(random() * 256)).fill(i, 0, 1)))
   await a.appendBatch([payload('third batch')])
+  // Each batch as the last of its own sync message: its link signed.
   const all = await rawSince(a)
-  const first = all.slice(0, 2)
-  const second = all.slice(2, 7)
-  const third = all.slice(7)
+  const first = signLast(a, all.slice(0, 2))
+  const second = signLast(a, all.slice(2, 7))
+  const third = signLast(a, all.slice(7))
   t.equal((await b.merge(first)).added, 2)
   const vector = b.versionVector()
   let variants = 0
@@ -257,16 +274,17 @@ t.test('equivocation: the same key signing two histories is detected, reported a
   t.teardown(async () => { await original.close(); await twin.close(); await viaDuplicate.close(); await viaChain.close() })
   const seen: unknown[] = []
   viaDuplicate.on('equivocation', (e) => seen.push(e))
-  t.equal((await viaDuplicate.merge(await rawSince(original))).added, 4)
-  const result = await viaDuplicate.merge(await rawSince(twin))
+  t.equal((await viaDuplicate.merge(await signedSince(original))).added, 4)
+  // The twin's message ending at position 4: its signed seal covers the same batch end as the original's.
+  const result = await viaDuplicate.merge(signLast(twin, (await rawSince(twin)).slice(0, 4)))
   t.equal(result.added, 0)
   t.equal(result.rejected[0]?.validator, 'equivocation')
   t.equal(seen.length, 1, 'reported as an event')
   t.equal(viaDuplicate.securityStatus().equivocations.length, 1)
   t.equal(viaDuplicate.quarantined()[0]?.origin, original.replicaId, 'the origin is quarantined')
 
-  t.equal((await viaChain.merge(await rawSince(original))).added, 4)
-  const twinTail = (await rawSince(twin)).filter((e) => e.pos >= 4)
+  t.equal((await viaChain.merge(await signedSince(original))).added, 4)
+  const twinTail = (await signedSince(twin)).filter((e) => e.pos >= 4)
   const chained = await viaChain.merge(twinTail)
   t.equal(chained.rejected[0]?.validator, 'equivocation', 'a batch linking to the other history is equivocation too')
   t.same(viaChain.versionVector(), { [original.replicaId]: 4 })
@@ -277,7 +295,7 @@ t.test('a seal on every piece: batches split over several merges wait and then g
   const b = await openLog(tempDir(t), { trust: 'open' })
   t.teardown(async () => { await a.close(); await b.close() })
   await a.appendBatch(Array.from({ length: 50 }, (_, i) => payload(`e${i}`)))
-  const events = await rawSince(a)
+  const events = await signedSince(a)
   for (let from = 0; from < 40; from += 10) {
     const result = await b.merge(events.slice(from, from + 10), { sealed: true })
     t.equal(result.added, 0)

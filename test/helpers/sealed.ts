@@ -1,0 +1,25 @@
+// What sync sends for a log: its events beyond a version vector as stored (links, seals,
+// ciphertext), with the last link of the log's own events signed, as each sync message is.
+
+import type { Log, LogEvent, RemoteEvent } from '../../index.js'
+import { collect } from './temp.js'
+
+export function remoteOf(events: readonly LogEvent[]): RemoteEvent[] {
+  return events.map((e) => ({ origin: e.origin, pos: e.pos, time: e.time, payload: e.payload, ...(e.seal === undefined ? {} : { seal: e.seal }) }))
+}
+
+/** The events as stored, with the last own link signed (what one sync message would carry). */
+export async function signedSince(log: Log, vector = {}): Promise<RemoteEvent[]> {
+  return signLast(log, remoteOf(await collect(log.eventsSince(vector, { raw: true }))))
+}
+
+/** Signs the last own link of `events` (in place) and returns them. */
+export function signLast(log: Log, events: RemoteEvent[]): RemoteEvent[] {
+  for (let i = events.length - 1; i >= 0; i--) {
+    const event = events[i]!
+    if (event.seal === undefined || event.origin !== log.replicaId) continue
+    event.seal = log.signSeal({ origin: event.origin, seal: event.seal })
+    break
+  }
+  return events
+}
