@@ -14,7 +14,7 @@ import { ValidatorLoadError, WASM_MEMORY_BYTES_MAX, loadValidators, type Validat
 import { assert } from './assert.js'
 import { loadChecksum, type Checksum } from './checksum.js'
 import { writeCheckpoint, type CheckpointBody } from './checkpoint.js'
-import { checkSealedDuplicate, checkSealedRun, checkUnsigned, needsSeals, type Equivocation } from './authenticate.js'
+import type { Equivocation } from './authenticate.js'
 import { batchBytes, composeRecord, recordEnd, type BatchSource } from './composer.js'
 import { nextNonceEpoch, PayloadCipher } from './crypt.js'
 import { createIdentity, loadIdentity, type Identity } from './identity.js'
@@ -24,14 +24,15 @@ import { allocateArena, directFlag } from './direct-io.js'
 import { LogError } from './errors.js'
 import { Flusher, type CommitPoint } from './flusher.js'
 import {
-  ENVELOPE_OVERHEAD_BYTES, ENVELOPE_TAG, EVENT_HEADER_BYTES, FILE_NAME_REPLICA, LINK_BYTES, PAGE_BYTES, RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES,
+  ENVELOPE_TAG, FILE_NAME_REPLICA, LINK_BYTES, PAGE_BYTES, SEGMENT_HEADER_BYTES,
   alignDown, isReplicaIdHex,
 } from './format.js'
 import { HeadCache } from './head-cache.js'
 import { LocalIndex, OriginState } from './indexes.js'
 import { DirectoryLock } from './lock.js'
 import { listConsumers, openConsumer, type Consumer, type ConsumerHost, type ConsumerInfo, type ConsumerOptions } from './consumers.js'
-import { MergeBuffer, type RemoteEvent } from './merge-buffer.js'
+import type { RemoteEvent } from './merge-buffer.js'
+import { Merger, checkRemoteEvents, type MergeResult, type Quarantine } from './merge.js'
 import { deriveLayout, resolveOptions, type Layout, type OpenOptions } from './options.js'
 import { eventsOfRecord, scanRecords, type LogEvent, type ReadSource } from './reader.js'
 import { originStateFor, recover, type Truncation } from './recovery.js'
@@ -52,34 +53,7 @@ export interface BatchRange {
   count: number
 }
 
-/** An origin whose events stop at `pos`, where a sync validator rejected one. */
-export interface Quarantine {
-  origin: string
-  pos: number
-  validator: string
-  reason: string
-  /** Wall clock when it started, ms since the Unix epoch. */
-  sinceMs: number
-}
-
-export interface MergeResult {
-  /** Events stored by this call (including held events it released). */
-  added: number
-  /** Events already held (MQTT redelivers: never an error). */
-  duplicates: number
-  /** Events of this call held back by a gap in their origin's sequence. */
-  waiting: number
-  /** Events of this call dropped because the waiting buffer was full (sync sends them again). */
-  dropped: number
-  /** Events a sync validator rejected in this call (each quarantines its origin). */
-  rejected: Quarantine[]
-  /** Events of this call not stored because their origin is quarantined. */
-  quarantined: number
-  /** Events of this call refused by authentication: forged, altered, unsigned where a seal is
-   *  required, from an untrusted key, or (encrypted logs) not decryptable. Never stored. Present
-   *  only when some were refused. */
-  forged?: number
-}
+export type { MergeResult, Quarantine } from './merge.js'
 
 /** What signing and trust did so far (since open). */
 export interface SecurityStatus {
@@ -97,9 +71,6 @@ export interface SecurityStatus {
 }
 
 export type VersionVector = Record<string, number>
-
-/** Equivocations kept for securityStatus(). */
-const EQUIVOCATIONS_KEPT = 100
 
 interface CommitState extends CommitPoint {
   lastRecordOffset: number
@@ -135,11 +106,9 @@ export class Log extends EventEmitter<LogEvents> {
   private readonly origins: Map<string, OriginState>
   private readonly own: OriginState
   private readonly local: LocalIndex
-  private readonly mergeBuffer: MergeBuffer
+  private readonly merger: Merger
   private readonly readSource: ReadSource
   private readonly appendValidators: readonly Validator[]
-  private readonly syncValidators: readonly Validator[]
-  private readonly quarantines = new Map<string, Quarantine>()
   private readonly validatorEvent: ValidatorEvent = { payload: new Uint8Array(0), origin: '', pos: 0, time: 0 }
   private committedCount: number
   private committedEnd: number
@@ -147,7 +116,6 @@ export class Log extends EventEmitter<LogEvents> {
   private checkpointEnd: number
   private checkpointFailed = false
   private gate: Promise<void> | null = null
-  private mergeChain: Promise<unknown> = Promise.resolve()
   private closed = false
   private readonly openConsumers = new Map<string, Consumer>()
   private closing: Promise<void> | null = null
@@ -157,7 +125,6 @@ export class Log extends EventEmitter<LogEvents> {
   private readonly identity: Identity | null
   private readonly trust: TrustPolicy
   private readonly cipher: PayloadCipher | null
-  private readonly security = { forged: 0, equivocations: [] as Equivocation[], lastRejection: null as string | null }
 
   /** Use openLog. */
   constructor(init: {
@@ -172,7 +139,6 @@ export class Log extends EventEmitter<LogEvents> {
     this.trust = init.trust
     this.cipher = init.cipher
     this.appendValidators = init.validators.append
-    this.syncValidators = init.validators.sync
     this.directory = init.directory
     this.options = init.options
     this.layout = init.layout
@@ -193,7 +159,16 @@ export class Log extends EventEmitter<LogEvents> {
     this.lastRecordOffset = state.lastRecordOffset
     this.checkpointEnd = state.checkpointEnd
     this.own = originStateFor(this.origins, init.replicaId)
-    this.mergeBuffer = new MergeBuffer(init.options.mergeWaitingEventsMax, init.options.mergeWaitingBytesMax)
+    this.merger = new Merger({
+      origins: this.origins, trust: init.trust, cipher: init.cipher, syncValidators: init.validators.sync,
+      maxEventBytes: init.options.maxEventBytes, pieceBytes: init.layout.segmentDataBytes / 4,
+      checkWritable: () => this.checkWritable(),
+      loadChain: (state) => this.loadChain(state),
+      writeBatch: (source, origin, expectedPos) => this.writeBatch(source, origin, expectedPos),
+      awaitDurable: (range) => this.awaitDurable(range),
+      onQuarantine: (quarantine) => this.emit('quarantine', quarantine),
+      onEquivocation: (equivocation) => this.emit('equivocation', equivocation),
+    }, init.options.mergeWaitingEventsMax, init.options.mergeWaitingBytesMax)
 
     const arena = allocateArena(init.options.cacheBytes - (init.options.cacheBytes % PAGE_BYTES), init.directory, init.options.directIo !== 'off')
     if (init.options.directIo === 'on' && !arena.direct) {
@@ -291,8 +266,8 @@ export class Log extends EventEmitter<LogEvents> {
   securityStatus(): SecurityStatus {
     return {
       publicKey: this.publicKey, trust: this.trust.mode, trustedKeys: [...this.trust.keys], encrypted: this.cipher !== null,
-      forged: this.security.forged, equivocations: this.security.equivocations.map((e) => ({ ...e })),
-      lastRejection: this.security.lastRejection,
+      forged: this.merger.security.forged, equivocations: this.merger.security.equivocations.map((e) => ({ ...e })),
+      lastRejection: this.merger.security.lastRejection,
     }
   }
 
@@ -365,31 +340,9 @@ export class Log extends EventEmitter<LogEvents> {
     return undefined
   }
 
-  /** Index in `run` of the first event a sync validator rejects, with the rejection; -1 when all pass. */
-  private validateSync(run: readonly RemoteEvent[]): { index: number, validator: string, reason: string } {
-    const event = this.validatorEvent
-    for (let i = 0; i < run.length; i++) {
-      const remote = run[i] as RemoteEvent
-      const plain = this.cipher === null ? remote.payload : this.cipher.decrypt(remote.origin, remote.payload)
-      event.payload = typeof plain === 'string' ? remote.payload : plain
-      event.origin = remote.origin
-      event.pos = remote.pos
-      event.time = remote.time
-      for (const validator of this.syncValidators) {
-        const reason = validator.check(event)
-        if (reason !== undefined) {
-          event.payload = new Uint8Array(0)
-          return { index: i, validator: validator.name, reason }
-        }
-      }
-    }
-    event.payload = new Uint8Array(0)
-    return { index: -1, validator: '', reason: '' }
-  }
-
   /** Origins whose sync is stopped by a validator rejection, oldest first. */
   quarantined(): Quarantine[] {
-    return [...this.quarantines.values()].map((q) => ({ ...q }))
+    return [...this.merger.quarantines.values()].map((q) => ({ ...q }))
   }
 
   /**
@@ -398,7 +351,7 @@ export class Log extends EventEmitter<LogEvents> {
    * again. Returns whether the origin was quarantined.
    */
   releaseQuarantine(origin: string): boolean {
-    return this.quarantines.delete(origin)
+    return this.merger.quarantines.delete(origin)
   }
 
   private checkPayload(payload: unknown, index: number, verb: string): void {
@@ -800,7 +753,7 @@ export class Log extends EventEmitter<LogEvents> {
    * Stores remote events: idempotent (duplicates are counted, not errors), gapless per origin
    * (an event beyond a gap waits in a bounded buffer until the gap is filled), and authenticated
    * per the trust policy (docs/security.md): a batch that fails is refused, counted in `forged`,
-   * and never stored. `sealed`: the events belong to signed batches whose seals may come in a
+   * and never stored. `sealed`: the events belong to signed history whose seal may come in a
    * later call (sync sets it for batches split over several messages).
    */
   merge(events: readonly RemoteEvent[], options: { sealed?: boolean } = {}): Promise<MergeResult> {
@@ -810,186 +763,7 @@ export class Log extends EventEmitter<LogEvents> {
     } catch (error) {
       return Promise.reject(error)
     }
-    const sealed = typeof options === 'object' && options !== null && options.sealed === true
-    const run = this.mergeChain.then(() => this.mergeNow(events, sealed))
-    this.mergeChain = run.catch(() => undefined)
-    return run
-  }
-
-  private async mergeNow(events: readonly RemoteEvent[], sealed: boolean): Promise<MergeResult> {
-    this.checkWritable()
-    const result: MergeResult = { added: 0, duplicates: 0, waiting: 0, dropped: 0, rejected: [], quarantined: 0 }
-    const byOrigin = new Map<string, RemoteEvent[]>()
-    for (const event of events) {
-      let list = byOrigin.get(event.origin)
-      if (list === undefined) byOrigin.set(event.origin, list = [])
-      list.push(event)
-    }
-    const held: RemoteEvent[] = []
-    for (const [origin, list] of byOrigin) {
-      list.sort((a, b) => a.pos - b.pos)
-      const state = originStateFor(this.origins, origin)
-      await this.loadChain(state)
-      const announced = sealed || list.some((event) => event.seal !== undefined)
-      if (needsSeals(this.trust, state, announced)) {
-        await this.mergeSealed(state, list, announced, result, held)
-      } else {
-        await this.mergeUnsigned(state, list, result, held)
-      }
-    }
-    for (const event of held) if (this.mergeBuffer.has(event.origin, event.pos)) result.waiting++
-    return result
-  }
-
-  /** Events of an origin that does not sign, in trust mode 'off'. */
-  private async mergeUnsigned(state: OriginState, list: readonly RemoteEvent[], result: MergeResult, held: RemoteEvent[]): Promise<void> {
-    const origin = state.origin
-    const run: RemoteEvent[] = []
-    let next = state.count
-    const quarantine = this.quarantines.get(origin)
-    for (const event of list) {
-      if (quarantine !== undefined && event.pos >= quarantine.pos) {
-        result.quarantined++
-      } else if (event.pos < next || this.mergeBuffer.has(origin, event.pos)) {
-        result.duplicates++
-      } else if (event.pos === next) {
-        run.push(event)
-        const released = this.mergeBuffer.takeRun(origin, ++next)
-        for (const more of released) run.push(more)
-        next += released.length
-      } else if (this.mergeBuffer.hold({ origin, pos: event.pos, time: event.time, payload: event.payload })) {
-        held.push(event)
-      } else {
-        result.dropped++
-      }
-    }
-    if (this.cipher !== null) {
-      for (let i = 0; i < run.length; i++) {
-        const reason = checkUnsigned(run[i]!, this.cipher)
-        if (reason === undefined) continue
-        this.refuse(result, run.length - i, `${origin} from position ${run[i]!.pos}: ${reason}`)
-        this.mergeBuffer.dropOrigin(origin)
-        run.length = i
-        break
-      }
-    }
-    run.length = this.validateRun(state, run, result)
-    for (let from = 0; from < run.length;) {
-      const to = this.mergePieceEnd(run, from)
-      if (!await this.storeBatch(state, run, from, to, null, result, held)) break
-      from = to
-    }
-  }
-
-  /** Events of signed batches: stored only as whole batches whose seals check out. */
-  private async mergeSealed(state: OriginState, list: readonly RemoteEvent[], announced: boolean, result: MergeResult, held: RemoteEvent[]): Promise<void> {
-    const origin = state.origin
-    const quarantine = this.quarantines.get(origin)
-    for (const event of list) {
-      if (quarantine !== undefined && event.pos >= quarantine.pos) {
-        result.quarantined++
-      } else if (event.pos < state.count) {
-        if (event.seal === undefined) {
-          result.duplicates++
-          continue
-        }
-        const verdict = checkSealedDuplicate(state, event.seal)
-        if (verdict === 'duplicate') {
-          result.duplicates++
-        } else if (verdict === 'forged') {
-          this.refuse(result, 1, `${origin} position ${event.pos}: a copy of a held event with a seal that is not the origin's`)
-        } else {
-          this.reportEquivocation(verdict, result)
-          return
-        }
-      } else if (!announced) {
-        // Neither a seal nor the sealed flag: these events claim to be unsigned.
-        this.refuse(result, 1, `${origin} position ${event.pos}: unsigned, but this log requires seals from this origin`)
-      } else if (this.mergeBuffer.holdReplacing(event)) {
-        held.push(event)
-      } else {
-        result.dropped++
-      }
-    }
-    if (this.quarantines.has(origin)) return
-    const run = this.mergeBuffer.takeRun(origin, state.count)
-    if (run.length === 0) return
-    const verdict = checkSealedRun(state, run, this.trust, this.cipher)
-    if (verdict.equivocation !== null) this.reportEquivocation(verdict.equivocation, result)
-    else if (verdict.rejectedAt < run.length) this.refuse(result, run.length - verdict.rejectedAt, verdict.reason)
-    for (let i = verdict.accepted; i < verdict.pendingEnd; i++) this.mergeBuffer.hold(run[i]!)
-    const passed = this.validateRun(state, run.slice(0, verdict.accepted), result)
-    for (const batch of verdict.batches) {
-      if (batch.to > passed) break
-      if (!await this.storeBatch(state, run, batch.from, batch.to, batch.seal, result, held)) break
-    }
-  }
-
-  /** Runs the sync validators; returns how many events of `run` pass (the rest quarantine the origin). */
-  private validateRun(state: OriginState, run: RemoteEvent[], result: MergeResult): number {
-    if (run.length === 0 || this.syncValidators.length === 0) return run.length
-    const verdict = this.validateSync(run)
-    if (verdict.index < 0) return run.length
-    const rejected = run[verdict.index]!
-    const entry: Quarantine = { origin: state.origin, pos: rejected.pos, validator: verdict.validator, reason: verdict.reason, sinceMs: Date.now() }
-    this.quarantines.set(state.origin, entry)
-    this.mergeBuffer.dropOrigin(state.origin)
-    result.rejected.push({ ...entry })
-    result.quarantined += run.length - verdict.index - 1
-    this.emit('quarantine', { ...entry })
-    return verdict.index
-  }
-
-  /** Stores events [from, to) of `run` as one batch; false when the origin moved on meanwhile. */
-  private async storeBatch(state: OriginState, run: readonly RemoteEvent[], from: number, to: number, seal: Uint8Array | null,
-    result: MergeResult, held: RemoteEvent[]): Promise<boolean> {
-    const piece = run.slice(from, to)
-    const range = await this.writeBatch({
-      payloads: piece.map((event) => event.payload), time: 0, times: piece.map((event) => event.time), seal,
-    }, state, piece[0]!.pos)
-    result.added += range.count
-    await this.awaitDurable(range)
-    if (range.count > 0) return true
-    for (const event of run.slice(from)) {
-      if (event.pos < state.count) result.duplicates++
-      else if (this.mergeBuffer.hold(event)) held.push(event)
-      else result.dropped++
-    }
-    return false
-  }
-
-  private refuse(result: MergeResult, count: number, reason: string): void {
-    result.forged = (result.forged ?? 0) + count
-    this.security.forged += count
-    this.security.lastRejection = reason
-  }
-
-  /** Records an equivocation and quarantines its origin. */
-  private reportEquivocation(equivocation: Equivocation, result: MergeResult): void {
-    const reason = `equivocation: key ${equivocation.publicKey} signed two histories from position ${equivocation.pos}`
-    this.security.equivocations.push(equivocation)
-    if (this.security.equivocations.length > EQUIVOCATIONS_KEPT) this.security.equivocations.shift()
-    this.security.lastRejection = `${equivocation.origin}: ${reason}`
-    this.mergeBuffer.dropOrigin(equivocation.origin)
-    if (this.quarantines.has(equivocation.origin)) return
-    const entry: Quarantine = { origin: equivocation.origin, pos: equivocation.pos, validator: 'equivocation', reason, sinceMs: Date.now() }
-    this.quarantines.set(equivocation.origin, entry)
-    result.rejected.push({ ...entry })
-    this.emit('equivocation', { ...equivocation })
-    this.emit('quarantine', { ...entry })
-  }
-
-  /** End of the piece of a merged run starting at `from`: at most a quarter of a segment. */
-  private mergePieceEnd(run: readonly RemoteEvent[], from: number): number {
-    const budget = this.layout.segmentDataBytes / 4
-    let bytes = 0
-    let to = from
-    while (to < run.length) {
-      bytes += EVENT_HEADER_BYTES + run[to]!.payload.length + RECORD_HEADER_BYTES
-      if (to > from && bytes > budget) break
-      to++
-    }
-    return to
+    return this.merger.merge(events, options)
   }
 
   /** Checks every segment: headers, record framing and checksums, sequences. */
@@ -1011,7 +785,7 @@ export class Log extends EventEmitter<LogEvents> {
   private async closeNow(): Promise<void> {
     if (this.timer !== null) clearInterval(this.timer)
     while (this.gate !== null) await this.gate
-    await this.mergeChain
+    await this.merger.idle()
     try {
       if (this.flusher.failure === null) await this.flusher.flushAll(true)
     } finally {
@@ -1029,27 +803,6 @@ export class Log extends EventEmitter<LogEvents> {
 function checkPosition(value: number, name: string): void {
   if (!Number.isSafeInteger(value) || value < 0) {
     throw new LogError('INVALID_ARGUMENT', `${name} must be a non-negative integer, got ${String(value)}`, { option: name })
-  }
-}
-
-function checkRemoteEvents(events: readonly RemoteEvent[], maxEventBytes: number): void {
-  if (!Array.isArray(events)) throw new LogError('INVALID_ARGUMENT', 'merge takes an array of events')
-  for (let i = 0; i < events.length; i++) {
-    const event = events[i] as Partial<RemoteEvent> | undefined
-    const fail = (what: string): never => {
-      throw new LogError('INVALID_ARGUMENT', `merge: event ${i} ${what}; nothing was stored`, { index: i })
-    }
-    if (typeof event !== 'object' || event === null) fail('is not an object')
-    if (!isReplicaIdHex(event!.origin)) fail('has no origin of 32 lowercase hex chars')
-    if (!Number.isSafeInteger(event!.pos) || event!.pos! < 0) fail('has no non-negative integer pos')
-    if (!Number.isSafeInteger(event!.time) || event!.time! < 0) fail('has no non-negative integer time')
-    if (!(event!.payload instanceof Uint8Array)) fail('has no Uint8Array payload')
-    // An encrypted payload may exceed maxEventBytes by the envelope (a relay without the key cannot tell more).
-    const limit = event!.payload!.length > 0 && event!.payload![0] === ENVELOPE_TAG ? maxEventBytes + ENVELOPE_OVERHEAD_BYTES : maxEventBytes
-    if (event!.payload!.length > limit) {
-      throw new LogError('TOO_LARGE', `merge: event ${i} has ${event!.payload!.length} bytes; maxEventBytes is ${maxEventBytes}; nothing was stored`,
-        { index: i, bytes: event!.payload!.length })
-    }
   }
 }
 

@@ -22,6 +22,9 @@ export interface DaemonConfig {
   topicPrefix: string
   announceIntervalMs: number
   maxMessageBytes: number
+  /** MQTT client id of the daemon's connection (default: a random one); with mosquitto's
+   *  use_username_as_clientid, set it to the username (docs/security-broker.md). */
+  clientId: string | null
   username: string | null
   password: string | null
   /** Paths of PEM files for mqtts://. */
@@ -50,6 +53,7 @@ export const DEFAULT_CONFIG: Omit<DaemonConfig, 'data' | 'socket'> = {
   topicPrefix: 'interlog/v1',
   announceIntervalMs: 5000,
   maxMessageBytes: 256 << 10,
+  clientId: null,
   username: null,
   password: null,
   ca: null,
@@ -65,14 +69,14 @@ type Kind = 'string' | 'port' | 'integer' | 'names' | 'durability' | 'nullable-s
 const KEYS: Record<keyof DaemonConfig, Kind> = {
   data: 'string', socket: 'string', broker: 'string', brokerPort: 'port', logs: 'names', durability: 'durability',
   intervalMs: 'integer', topicPrefix: 'string', announceIntervalMs: 'integer', maxMessageBytes: 'integer',
-  username: 'nullable-string', password: 'nullable-string', ca: 'nullable-string', cert: 'nullable-string', key: 'nullable-string',
+  clientId: 'nullable-string', username: 'nullable-string', password: 'nullable-string', ca: 'nullable-string', cert: 'nullable-string', key: 'nullable-string',
   validators: 'validators', trust: 'trust', encryptionKeyFile: 'nullable-string',
 }
 
 const ENV: Partial<Record<keyof DaemonConfig, string>> = {
   data: 'INTERLOG_DATA', socket: 'INTERLOG_SOCKET', broker: 'INTERLOG_BROKER', brokerPort: 'INTERLOG_BROKER_PORT',
   logs: 'INTERLOG_LOGS', durability: 'INTERLOG_DURABILITY', intervalMs: 'INTERLOG_INTERVAL_MS',
-  topicPrefix: 'INTERLOG_TOPIC_PREFIX', username: 'INTERLOG_USERNAME', password: 'INTERLOG_PASSWORD',
+  topicPrefix: 'INTERLOG_TOPIC_PREFIX', clientId: 'INTERLOG_CLIENT_ID', username: 'INTERLOG_USERNAME', password: 'INTERLOG_PASSWORD',
   trust: 'INTERLOG_TRUST', encryptionKeyFile: 'INTERLOG_ENCRYPTION_KEY_FILE',
 }
 

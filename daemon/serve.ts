@@ -71,6 +71,7 @@ export async function serve(config: DaemonConfig, logger: Logger = journalLogger
         served.sync = await startSync(served.log, {
           url: brokerUrl, logName: served.name, topicPrefix: config.topicPrefix, announceIntervalMs: config.announceIntervalMs,
           maxMessageBytes: config.maxMessageBytes, logger,
+          ...(config.clientId === null ? {} : { clientId: config.clientId }),
           ...(config.username === null ? {} : { username: config.username }),
           ...(config.password === null ? {} : { password: config.password }),
           ...(config.ca === null ? {} : { ca: read(config.ca)! }),

@@ -1,0 +1,317 @@
+// Merge: storing remote events. Idempotent (a duplicate is counted, never thrown), gapless per
+// origin (events beyond a gap wait in the bounded MergeBuffer), authenticated per the trust policy
+// (authenticate.ts: links, seals, equivocation), and gated by the sync validators (a rejection
+// quarantines the origin). One merge runs at a time; the log stores what passes through
+// `host.writeBatch`, as whole batches.
+
+import type { Validator, ValidatorEvent } from '../validators/index.js'
+import { checkSealedDuplicate, checkSealedRun, checkUnsigned, needsSeals, type Equivocation } from './authenticate.js'
+import type { BatchSource } from './composer.js'
+import type { BatchRange } from './log.js'
+import type { PayloadCipher } from './crypt.js'
+import { LogError } from './errors.js'
+import { ENVELOPE_OVERHEAD_BYTES, ENVELOPE_TAG, EVENT_HEADER_BYTES, RECORD_HEADER_BYTES, isReplicaIdHex } from './format.js'
+import type { OriginState } from './indexes.js'
+import { MergeBuffer, type RemoteEvent } from './merge-buffer.js'
+import { originStateFor } from './recovery.js'
+import type { TrustPolicy } from './trust.js'
+
+/** An origin whose events stop at `pos`, where a sync validator rejected one. */
+export interface Quarantine {
+  origin: string
+  pos: number
+  validator: string
+  reason: string
+  /** Wall clock when it started, ms since the Unix epoch. */
+  sinceMs: number
+}
+
+export interface MergeResult {
+  /** Events stored by this call (including held events it released). */
+  added: number
+  /** Events already held (MQTT redelivers: never an error). */
+  duplicates: number
+  /** Events of this call held back by a gap in their origin's sequence. */
+  waiting: number
+  /** Events of this call dropped because the waiting buffer was full (sync sends them again). */
+  dropped: number
+  /** Events a sync validator rejected in this call (each quarantines its origin). */
+  rejected: Quarantine[]
+  /** Events of this call not stored because their origin is quarantined. */
+  quarantined: number
+  /** Events of this call refused by authentication: forged, altered, unsigned where a seal is
+   *  required, from an untrusted key, or (encrypted logs) not decryptable. Never stored. Present
+   *  only when some were refused. */
+  forged?: number
+}
+
+/** Equivocations kept for securityStatus(). */
+const EQUIVOCATIONS_KEPT = 100
+
+/** What merge needs from the log. */
+export interface MergeHost {
+  readonly origins: Map<string, OriginState>
+  readonly trust: TrustPolicy
+  readonly cipher: PayloadCipher | null
+  readonly syncValidators: readonly Validator[]
+  readonly maxEventBytes: number
+  /** Bytes of a merged piece of unsigned events, at most (a quarter of a segment). */
+  readonly pieceBytes: number
+  checkWritable(): void
+  loadChain(state: OriginState): Promise<void>
+  writeBatch(source: BatchSource, origin: OriginState, expectedPos: number): Promise<BatchRange>
+  awaitDurable(range: BatchRange): Promise<BatchRange> | BatchRange
+  onQuarantine(quarantine: Quarantine): void
+  onEquivocation(equivocation: Equivocation): void
+}
+
+export class Merger {
+  readonly quarantines = new Map<string, Quarantine>()
+  readonly security = { forged: 0, equivocations: [] as Equivocation[], lastRejection: null as string | null }
+  private readonly buffer: MergeBuffer
+  private chain: Promise<unknown> = Promise.resolve()
+  private readonly validatorEvent: ValidatorEvent = { payload: new Uint8Array(0), origin: '', pos: 0, time: 0 }
+
+  constructor(private readonly host: MergeHost, waitingEventsMax: number, waitingBytesMax: number) {
+    this.buffer = new MergeBuffer(waitingEventsMax, waitingBytesMax)
+  }
+
+  /** Resolves when no merge is running (for close). */
+  idle(): Promise<unknown> {
+    return this.chain
+  }
+
+  /** Index in `run` of the first event a sync validator rejects, with the rejection; -1 when all pass. */
+  private validateSync(run: readonly RemoteEvent[]): { index: number, validator: string, reason: string } {
+    const event = this.validatorEvent
+    for (let i = 0; i < run.length; i++) {
+      const remote = run[i] as RemoteEvent
+      const plain = this.host.cipher === null ? remote.payload : this.host.cipher.decrypt(remote.origin, remote.payload)
+      event.payload = typeof plain === 'string' ? remote.payload : plain
+      event.origin = remote.origin
+      event.pos = remote.pos
+      event.time = remote.time
+      for (const validator of this.host.syncValidators) {
+        const reason = validator.check(event)
+        if (reason !== undefined) {
+          event.payload = new Uint8Array(0)
+          return { index: i, validator: validator.name, reason }
+        }
+      }
+    }
+    event.payload = new Uint8Array(0)
+    return { index: -1, validator: '', reason: '' }
+  }
+
+  /**
+   * Stores remote events: idempotent (duplicates are counted, not errors), gapless per origin
+   * (an event beyond a gap waits in a bounded buffer until the gap is filled), and authenticated
+   * per the trust policy (docs/security.md): a batch that fails is refused, counted in `forged`,
+   * and never stored. `sealed`: the events belong to signed batches whose seals may come in a
+   * later call (sync sets it for batches split over several messages).
+   */
+  /** Merges `events` (already checked by checkRemoteEvents) after any merge still running. */
+  merge(events: readonly RemoteEvent[], options: { sealed?: boolean }): Promise<MergeResult> {
+    const sealed = typeof options === 'object' && options !== null && options.sealed === true
+    const run = this.chain.then(() => this.mergeNow(events, sealed))
+    this.chain = run.catch(() => undefined)
+    return run
+  }
+
+  private async mergeNow(events: readonly RemoteEvent[], sealed: boolean): Promise<MergeResult> {
+    this.host.checkWritable()
+    const result: MergeResult = { added: 0, duplicates: 0, waiting: 0, dropped: 0, rejected: [], quarantined: 0 }
+    const byOrigin = new Map<string, RemoteEvent[]>()
+    for (const event of events) {
+      let list = byOrigin.get(event.origin)
+      if (list === undefined) byOrigin.set(event.origin, list = [])
+      list.push(event)
+    }
+    const held: RemoteEvent[] = []
+    for (const [origin, list] of byOrigin) {
+      list.sort((a, b) => a.pos - b.pos)
+      const state = originStateFor(this.host.origins, origin)
+      await this.host.loadChain(state)
+      const announced = sealed || list.some((event) => event.seal !== undefined)
+      if (needsSeals(this.host.trust, state, announced)) {
+        await this.mergeSealed(state, list, announced, result, held)
+      } else {
+        await this.mergeUnsigned(state, list, result, held)
+      }
+    }
+    for (const event of held) if (this.buffer.has(event.origin, event.pos)) result.waiting++
+    return result
+  }
+
+  /** Events of an origin that does not sign, in trust mode 'off'. */
+  private async mergeUnsigned(state: OriginState, list: readonly RemoteEvent[], result: MergeResult, held: RemoteEvent[]): Promise<void> {
+    const origin = state.origin
+    const run: RemoteEvent[] = []
+    let next = state.count
+    const quarantine = this.quarantines.get(origin)
+    for (const event of list) {
+      if (quarantine !== undefined && event.pos >= quarantine.pos) {
+        result.quarantined++
+      } else if (event.pos < next || this.buffer.has(origin, event.pos)) {
+        result.duplicates++
+      } else if (event.pos === next) {
+        run.push(event)
+        const released = this.buffer.takeRun(origin, ++next)
+        for (const more of released) run.push(more)
+        next += released.length
+      } else if (this.buffer.hold({ origin, pos: event.pos, time: event.time, payload: event.payload })) {
+        held.push(event)
+      } else {
+        result.dropped++
+      }
+    }
+    if (this.host.cipher !== null) {
+      for (let i = 0; i < run.length; i++) {
+        const reason = checkUnsigned(run[i]!, this.host.cipher)
+        if (reason === undefined) continue
+        this.refuse(result, run.length - i, `${origin} from position ${run[i]!.pos}: ${reason}`)
+        this.buffer.dropOrigin(origin)
+        run.length = i
+        break
+      }
+    }
+    run.length = this.validateRun(state, run, result)
+    for (let from = 0; from < run.length;) {
+      const to = this.mergePieceEnd(run, from)
+      if (!await this.storeBatch(state, run, from, to, null, result, held)) break
+      from = to
+    }
+  }
+
+  /** Events of signed batches: stored only as whole batches whose seals check out. */
+  private async mergeSealed(state: OriginState, list: readonly RemoteEvent[], announced: boolean, result: MergeResult, held: RemoteEvent[]): Promise<void> {
+    const origin = state.origin
+    const quarantine = this.quarantines.get(origin)
+    for (const event of list) {
+      if (quarantine !== undefined && event.pos >= quarantine.pos) {
+        result.quarantined++
+      } else if (event.pos < state.count) {
+        if (event.seal === undefined) {
+          result.duplicates++
+          continue
+        }
+        const verdict = checkSealedDuplicate(state, event.seal)
+        if (verdict === 'duplicate') {
+          result.duplicates++
+        } else if (verdict === 'forged') {
+          this.refuse(result, 1, `${origin} position ${event.pos}: a copy of a held event with a seal that is not the origin's`)
+        } else {
+          this.reportEquivocation(verdict, result)
+          return
+        }
+      } else if (!announced) {
+        // Neither a seal nor the sealed flag: these events claim to be unsigned.
+        this.refuse(result, 1, `${origin} position ${event.pos}: unsigned, but this log requires seals from this origin`)
+      } else if (this.buffer.holdReplacing(event)) {
+        held.push(event)
+      } else {
+        result.dropped++
+      }
+    }
+    if (this.quarantines.has(origin)) return
+    const run = this.buffer.takeRun(origin, state.count)
+    if (run.length === 0) return
+    const verdict = checkSealedRun(state, run, this.host.trust, this.host.cipher)
+    if (verdict.equivocation !== null) this.reportEquivocation(verdict.equivocation, result)
+    else if (verdict.rejectedAt < run.length) this.refuse(result, run.length - verdict.rejectedAt, verdict.reason)
+    for (let i = verdict.accepted; i < verdict.pendingEnd; i++) this.buffer.hold(run[i]!)
+    const passed = this.validateRun(state, run.slice(0, verdict.accepted), result)
+    for (const batch of verdict.batches) {
+      if (batch.to > passed) break
+      if (!await this.storeBatch(state, run, batch.from, batch.to, batch.seal, result, held)) break
+    }
+  }
+
+  /** Runs the sync validators; returns how many events of `run` pass (the rest quarantine the origin). */
+  private validateRun(state: OriginState, run: RemoteEvent[], result: MergeResult): number {
+    if (run.length === 0 || this.host.syncValidators.length === 0) return run.length
+    const verdict = this.validateSync(run)
+    if (verdict.index < 0) return run.length
+    const rejected = run[verdict.index]!
+    const entry: Quarantine = { origin: state.origin, pos: rejected.pos, validator: verdict.validator, reason: verdict.reason, sinceMs: Date.now() }
+    this.quarantines.set(state.origin, entry)
+    this.buffer.dropOrigin(state.origin)
+    result.rejected.push({ ...entry })
+    result.quarantined += run.length - verdict.index - 1
+    this.host.onQuarantine({ ...entry })
+    return verdict.index
+  }
+
+  /** Stores events [from, to) of `run` as one batch; false when the origin moved on meanwhile. */
+  private async storeBatch(state: OriginState, run: readonly RemoteEvent[], from: number, to: number, seal: Uint8Array | null,
+    result: MergeResult, held: RemoteEvent[]): Promise<boolean> {
+    const piece = run.slice(from, to)
+    const range = await this.host.writeBatch({
+      payloads: piece.map((event) => event.payload), time: 0, times: piece.map((event) => event.time), seal,
+    }, state, piece[0]!.pos)
+    result.added += range.count
+    await this.host.awaitDurable(range)
+    if (range.count > 0) return true
+    for (const event of run.slice(from)) {
+      if (event.pos < state.count) result.duplicates++
+      else if (this.buffer.hold(event)) held.push(event)
+      else result.dropped++
+    }
+    return false
+  }
+
+  private refuse(result: MergeResult, count: number, reason: string): void {
+    result.forged = (result.forged ?? 0) + count
+    this.security.forged += count
+    this.security.lastRejection = reason
+  }
+
+  /** Records an equivocation and quarantines its origin. */
+  private reportEquivocation(equivocation: Equivocation, result: MergeResult): void {
+    const reason = `equivocation: key ${equivocation.publicKey} signed two histories from position ${equivocation.pos}`
+    this.security.equivocations.push(equivocation)
+    if (this.security.equivocations.length > EQUIVOCATIONS_KEPT) this.security.equivocations.shift()
+    this.security.lastRejection = `${equivocation.origin}: ${reason}`
+    this.buffer.dropOrigin(equivocation.origin)
+    if (this.quarantines.has(equivocation.origin)) return
+    const entry: Quarantine = { origin: equivocation.origin, pos: equivocation.pos, validator: 'equivocation', reason, sinceMs: Date.now() }
+    this.quarantines.set(equivocation.origin, entry)
+    result.rejected.push({ ...entry })
+    this.host.onEquivocation({ ...equivocation })
+    this.host.onQuarantine({ ...entry })
+  }
+
+  /** End of the piece of a merged run starting at `from`: at most a quarter of a segment. */
+  private mergePieceEnd(run: readonly RemoteEvent[], from: number): number {
+    const budget = this.host.pieceBytes
+    let bytes = 0
+    let to = from
+    while (to < run.length) {
+      bytes += EVENT_HEADER_BYTES + run[to]!.payload.length + RECORD_HEADER_BYTES
+      if (to > from && bytes > budget) break
+      to++
+    }
+    return to
+  }
+}
+
+export function checkRemoteEvents(events: readonly RemoteEvent[], maxEventBytes: number): void {
+  if (!Array.isArray(events)) throw new LogError('INVALID_ARGUMENT', 'merge takes an array of events')
+  for (let i = 0; i < events.length; i++) {
+    const event = events[i] as Partial<RemoteEvent> | undefined
+    const fail = (what: string): never => {
+      throw new LogError('INVALID_ARGUMENT', `merge: event ${i} ${what}; nothing was stored`, { index: i })
+    }
+    if (typeof event !== 'object' || event === null) fail('is not an object')
+    if (!isReplicaIdHex(event!.origin)) fail('has no origin of 32 lowercase hex chars')
+    if (!Number.isSafeInteger(event!.pos) || event!.pos! < 0) fail('has no non-negative integer pos')
+    if (!Number.isSafeInteger(event!.time) || event!.time! < 0) fail('has no non-negative integer time')
+    if (!(event!.payload instanceof Uint8Array)) fail('has no Uint8Array payload')
+    // An encrypted payload may exceed maxEventBytes by the envelope (a relay without the key cannot tell more).
+    const limit = event!.payload!.length > 0 && event!.payload![0] === ENVELOPE_TAG ? maxEventBytes + ENVELOPE_OVERHEAD_BYTES : maxEventBytes
+    if (event!.payload!.length > limit) {
+      throw new LogError('TOO_LARGE', `merge: event ${i} has ${event!.payload!.length} bytes; maxEventBytes is ${maxEventBytes}; nothing was stored`,
+        { index: i, bytes: event!.payload!.length })
+    }
+  }
+}
