@@ -289,13 +289,13 @@ async function scenarioSync(): Promise<void> {
       import { openLog, startSync } from ${JSON.stringify(path.join(repository, 'dist', 'index.js'))}
       import mqtt from 'mqtt'
       const identity = process.env.BENCH_IDENTITY !== 'false'
-      const a = await openLog(${JSON.stringify(fresh())}, { durability: 'interval', identity })
+      const a = await openLog(process.env.BENCH_DIR_A, { durability: 'interval', identity })
       const batch = Array.from({ length: 1000 }, (_, i) => new Uint8Array(128).fill(i & 255))
       for (let i = 0; i < ${total}; i += 1000) await a.appendBatchRange(batch)
       await a.close()
       const source = await openLog(a.directory, { durability: 'interval' })
       const sa = await startSync(source, { url: ${JSON.stringify(url)}, logName: 'bench', announceIntervalMs: 500, logger: () => {} })
-      const b = await openLog(${JSON.stringify(fresh())}, { durability: 'interval', trust: identity ? 'open' : 'off' })
+      const b = await openLog(process.env.BENCH_DIR_B, { durability: 'interval', trust: identity ? 'open' : 'off' })
       const started = performance.now()
       const sb = await startSync(b, { url: ${JSON.stringify(url)}, logName: 'bench', announceIntervalMs: 500, logger: () => {} })
       while (b.length < ${total}) await new Promise((r) => setTimeout(r, 5))
@@ -326,7 +326,7 @@ async function scenarioSync(): Promise<void> {
     `
     const run = async (identity: boolean): Promise<{ syncRate: number, rawRate: number }> => {
       const { stdout } = await promisify(execFile)(process.execPath, ['--input-type=module', '-e', script],
-        { cwd: repository, timeout: 300_000, env: { ...process.env, BENCH_IDENTITY: String(identity) } })
+        { cwd: repository, timeout: 300_000, env: { ...process.env, BENCH_IDENTITY: String(identity), BENCH_DIR_A: fresh(), BENCH_DIR_B: fresh() } })
       return JSON.parse(stdout) as { syncRate: number, rawRate: number }
     }
     const result = await run(true)

@@ -79,8 +79,10 @@ export function checkSealedRun(state: OriginState, run: readonly RemoteEvent[], 
     if (fields.first < run[i]!.pos) {
       // A batch overlapping events held: a replay of a batch held (its hash is ours), or, if
       // validly signed by the origin's key, a second history.
+      // Equivocation needs the chain hash held for the same batch end to compare with; an old
+      // genuine seal replayed is only a forgery.
       const held = state.recentSeals.get(fields.first + fields.count)
-      if (held !== undefined && equalBytes(held, fields.hash)) return reject(i, 'a seal of a batch held, replayed on other events')
+      if (held === undefined || equalBytes(held, fields.hash)) return reject(i, 'a seal of positions held, replayed on other events')
       if (keyMatchesOrigin(fields, state.originBytes) && signatureValid(fields, fields.hash)) {
         verdict.equivocation = equivocation(state, fields, head)
         return reject(i, 'equivocation: a signed batch overlaps batches held')

@@ -24,7 +24,7 @@ import { allocateArena, directFlag } from './direct-io.js'
 import { LogError } from './errors.js'
 import { Flusher, type CommitPoint } from './flusher.js'
 import {
-  ENVELOPE_TAG, FILE_NAME_REPLICA, LINK_BYTES, PAGE_BYTES, SEGMENT_HEADER_BYTES,
+  ENVELOPE_TAG, FILE_NAME_REPLICA, LINK_BYTES, PAGE_BYTES, RECORD_FLAG_CONTINUES, SEGMENT_HEADER_BYTES,
   alignDown, isReplicaIdHex,
 } from './format.js'
 import { HeadCache } from './head-cache.js'
@@ -160,7 +160,7 @@ export class Log extends EventEmitter<LogEvents> {
     this.checkpointEnd = state.checkpointEnd
     this.own = originStateFor(this.origins, init.replicaId)
     this.merger = new Merger({
-      origins: this.origins, trust: init.trust, cipher: init.cipher, syncValidators: init.validators.sync,
+      ownOrigin: init.replicaId, origins: this.origins, trust: init.trust, cipher: init.cipher, syncValidators: init.validators.sync,
       maxEventBytes: init.options.maxEventBytes, pieceBytes: init.layout.segmentDataBytes / 4,
       checkWritable: () => this.checkWritable(),
       loadChain: (state) => this.loadChain(state),
@@ -215,17 +215,38 @@ export class Log extends EventEmitter<LogEvents> {
   /**
    * The seal for a link of this log's own chain (from `eventsSince(vv, { raw: true })`): the link
    * signed with this log's key, vouching for every own event up to it. Sync signs the last link of
-   * each message it sends; a custom transport does the same. Other seals are returned unchanged.
+   * each message it sends; a custom transport does the same. Only a link stored in this log, of a
+   * batch already durable, is signed (INVALID_ARGUMENT otherwise): a batch lost in a crash must
+   * never have been vouched for. Seals, and links of other origins, are returned unchanged.
    */
-  signSeal(event: { origin: string, seal: Uint8Array }): Uint8Array {
+  async signSeal(event: { origin: string, seal: Uint8Array }): Promise<Uint8Array> {
     const seal = event.seal
     const fields = parseSeal(seal)
     if (typeof fields === 'string') throw new LogError('INVALID_ARGUMENT', `signSeal: ${fields}`)
     if (fields.signed || this.identity === null || event.origin !== this.replicaId) return seal
-    const head = this.own.recentSeals.get(fields.first + fields.count)
-    const ownHistory = head !== undefined ? equalBytes(head, fields.hash) : fields.first + fields.count <= this.own.count
-    if (!ownHistory) throw new LogError('INVALID_ARGUMENT', 'signSeal: the link is not one of this log\'s own batches')
+    const stored = await this.ownBatchEnding(fields.first + fields.count)
+    if (stored === null || !equalBytes(stored.link, seal)) {
+      throw new LogError('INVALID_ARGUMENT', 'signSeal: the link is not one of this log\'s own batches')
+    }
+    if (stored.localEnd > this.durableLength) {
+      throw new LogError('INVALID_ARGUMENT', `signSeal: the batch ending at ${fields.first + fields.count} is not durable yet (durableLength ${this.durableLength})`)
+    }
     return signLink(seal, this.identity.privateKey, this.identity.publicKeyBytes)
+  }
+
+  /** The link stored with this log's own batch ending at origin position `end`, and the batch's local end. */
+  private async ownBatchEnding(end: number): Promise<{ link: Uint8Array, localEnd: number } | null> {
+    if (end <= 0 || end > this.own.count) return null
+    const offset = this.own.index.floorOffset(end - 1)
+    for await (const cursor of scanRecords(this.readSource, offset < 0 ? this.table.segments[0]!.start : offset)) {
+      if (cursor.origin !== this.replicaId) continue
+      const { header } = cursor
+      if (header.originPos >= end) return null
+      if (header.originPos + header.count !== end) continue
+      if ((header.flags & RECORD_FLAG_CONTINUES) !== 0 || header.extensionBytes === 0) return null
+      return { link: cursor.bytes.slice(header.bodyEnd, header.bodyEnd + header.extensionBytes), localEnd: header.localPos + header.count }
+    }
+    return null
   }
 
   /** Loads an origin's chain head from its last batch held (once per origin per open). */

@@ -50,6 +50,8 @@ const EQUIVOCATIONS_KEPT = 100
 
 /** What merge needs from the log. */
 export interface MergeHost {
+  /** This log's own replica id: its events come only from its own appends. */
+  readonly ownOrigin: string
   readonly origins: Map<string, OriginState>
   readonly trust: TrustPolicy
   readonly cipher: PayloadCipher | null
@@ -130,6 +132,10 @@ export class Merger {
     const held: RemoteEvent[] = []
     for (const [origin, list] of byOrigin) {
       list.sort((a, b) => a.pos - b.pos)
+      if (origin === this.host.ownOrigin || (this.host.trust.mode === 'keys' && !this.host.trust.origins.has(origin))) {
+        this.refuseOrigin(origin, list, result)
+        continue
+      }
       const state = originStateFor(this.host.origins, origin)
       await this.host.loadChain(state)
       const announced = sealed || list.some((event) => event.seal !== undefined)
@@ -258,6 +264,19 @@ export class Merger {
       else result.dropped++
     }
     return false
+  }
+
+  /** Events of this log's own id (which only its appends make) or of an origin no trusted key derives. */
+  private refuseOrigin(origin: string, list: readonly RemoteEvent[], result: MergeResult): void {
+    const own = origin === this.host.ownOrigin
+    const held = own ? this.host.origins.get(origin)?.count ?? 0 : 0
+    const duplicates = list.filter((event) => event.pos < held).length
+    result.duplicates += duplicates
+    if (list.length > duplicates) {
+      this.refuse(result, list.length - duplicates, own
+        ? `${origin}: events under this log's own id come only from its own appends`
+        : `${origin}: no trusted key derives this origin id`)
+    }
   }
 
   private refuse(result: MergeResult, count: number, reason: string): void {

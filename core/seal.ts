@@ -63,20 +63,34 @@ export function signLink(link: Uint8Array, privateKey: crypto.KeyObject, publicK
   return seal
 }
 
+/** Writes the chain hash prefix (the fields before the events) at the start of `target`. */
+function writeChainPrefix(target: Uint8Array, view: DataView, origin: Uint8Array, first: number, count: number, prev: Uint8Array): void {
+  for (let i = 0; i < CHAIN_DOMAIN.length; i++) target[i] = CHAIN_DOMAIN.charCodeAt(i)
+  target.set(origin.subarray(0, REPLICA_ID_BYTES), 8)
+  writeU64(view, 24, first)
+  view.setUint32(32, count, true)
+  target.set(prev, 36)
+}
+
 /** Starts a chain hash: the fields before the events. */
 export function startChainHash(origin: Uint8Array, first: number, count: number, prev: Uint8Array): crypto.Hash {
   const prefix = Buffer.alloc(CHAIN_PREFIX_BYTES)
-  const view = new DataView(prefix.buffer, prefix.byteOffset, prefix.byteLength)
-  prefix.write(CHAIN_DOMAIN, 0, 'latin1')
-  prefix.set(origin.subarray(0, REPLICA_ID_BYTES), 8)
-  writeU64(view, 24, first)
-  view.setUint32(32, count, true)
-  prefix.set(prev, 36)
+  writeChainPrefix(prefix, new DataView(prefix.buffer, prefix.byteOffset, prefix.byteLength), origin, first, count, prev)
   return crypto.createHash('sha256').update(prefix)
 }
 
-/** Links own batches while they are composed: `begin`, `update` per record body, `finish` into the link. */
+/** Batches whose prefix and events fit this scratch buffer are hashed in one call. */
+const SEALER_SCRATCH_BYTES = 64 << 10
+
+/**
+ * Links own batches while they are composed: `begin`, `update` per record body, `finish` into the
+ * link. A batch that is one record of up to 64 KiB (most appends) is copied into a scratch buffer
+ * allocated once and hashed in one call; larger batches stream through a hash object.
+ */
 export class BatchSealer {
+  private readonly scratch = Buffer.alloc(SEALER_SCRATCH_BYTES)
+  private readonly scratchView = new DataView(this.scratch.buffer, this.scratch.byteOffset, this.scratch.byteLength)
+  private used = 0
   private hash: crypto.Hash | null = null
   private first = 0
   private count = 0
@@ -87,7 +101,9 @@ export class BatchSealer {
   constructor(private readonly origin: Uint8Array) {}
 
   begin(first: number, count: number, prev: Uint8Array): void {
-    this.hash = startChainHash(this.origin, first, count, prev)
+    writeChainPrefix(this.scratch, this.scratchView, this.origin, first, count, prev)
+    this.used = CHAIN_PREFIX_BYTES
+    this.hash = null
     this.first = first
     this.count = count
     this.prev = prev
@@ -95,12 +111,18 @@ export class BatchSealer {
 
   /** Adds event bytes as framed in a record body. */
   update(bytes: Uint8Array, start: number, end: number): void {
-    this.hash!.update(bytes.subarray(start, end))
+    if (this.hash === null && this.used + (end - start) <= SEALER_SCRATCH_BYTES) {
+      this.scratch.set(bytes.subarray(start, end), this.used)
+      this.used += end - start
+      return
+    }
+    if (this.hash === null) this.hash = crypto.createHash('sha256').update(this.scratch.subarray(0, this.used))
+    this.hash.update(bytes.subarray(start, end))
   }
 
   /** Writes the link at `at` in `target`; returns the chain hash (the origin's new head). */
   finish(target: Uint8Array, at: number): Uint8Array {
-    const hash = new Uint8Array(this.hash!.digest())
+    const hash: Uint8Array = this.hash === null ? crypto.hash('sha256', this.scratch.subarray(0, this.used), 'buffer') : this.hash.digest()
     this.hash = null
     writeLink(target, at, this.count, this.first, this.prev, hash)
     this.lastHash = hash

@@ -17,6 +17,8 @@ export interface TrustPolicy {
   mode: 'off' | 'open' | 'keys'
   /** Public keys (hex) accepted in mode 'keys'. */
   keys: ReadonlySet<string>
+  /** The replica ids those keys derive: events of other origins are refused before anything is held. */
+  origins: ReadonlySet<string>
 }
 
 export interface TrustedKey {
@@ -81,9 +83,9 @@ export function checkTrustOption(value: unknown): boolean {
 /** The policy of a log: the option, else the trusted-keys file, else 'off'. The own key is always trusted. */
 export function resolveTrust(directory: string, option: TrustOption | undefined, ownKey: string | null): TrustPolicy {
   const file = readTrustedKeys(directory)
-  if (option === 'off' || option === 'open') return { mode: option, keys: new Set() }
-  if (option === undefined && file === null) return { mode: 'off', keys: new Set() }
+  if (option === 'off' || option === 'open') return { mode: option, keys: new Set(), origins: new Set() }
+  if (option === undefined && file === null) return { mode: 'off', keys: new Set(), origins: new Set() }
   const keys = new Set<string>([...(option ?? []), ...(file ?? []).map((key) => key.publicKey)])
   if (ownKey !== null) keys.add(ownKey)
-  return { mode: 'keys', keys }
+  return { mode: 'keys', keys, origins: new Set([...keys].map((key) => replicaIdForKey(Buffer.from(key, 'hex')))) }
 }

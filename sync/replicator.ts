@@ -469,7 +469,7 @@ export class Replicator extends EventEmitter<SyncEvents> implements Subscriber {
         for (let k = batch.length - 1; k >= 0; k--) {
           const entry = batch[k]!
           if (entry.length !== 4) continue
-          entry[3] = this.log.signSeal({ origin, seal: entry[3] })
+          entry[3] = await this.log.signSeal({ origin, seal: entry[3] })
           break
         }
       }
@@ -499,7 +499,7 @@ export class Replicator extends EventEmitter<SyncEvents> implements Subscriber {
             const last = offset + piece >= event.payload.length
             await publish(Buffer.from(encodeMessage({
               kind: 'fragment', sender: this.replica, origin, pos: event.pos, time: event.time, total: event.payload.length, offset, bytes: chunk,
-              sealed, seal: last && event.seal !== undefined ? this.log.signSeal({ origin, seal: event.seal }) : null,
+              sealed, seal: last && event.seal !== undefined ? await this.log.signSeal({ origin, seal: event.seal }) : null,
             })), last ? 1 : 0)
           }
           if (this.closed) break

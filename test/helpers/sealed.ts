@@ -14,11 +14,11 @@ export async function signedSince(log: Log, vector = {}): Promise<RemoteEvent[]>
 }
 
 /** Signs the last own link of `events` (in place) and returns them. */
-export function signLast(log: Log, events: RemoteEvent[]): RemoteEvent[] {
+export async function signLast(log: Log, events: RemoteEvent[]): Promise<RemoteEvent[]> {
   for (let i = events.length - 1; i >= 0; i--) {
     const event = events[i]!
     if (event.seal === undefined || event.origin !== log.replicaId) continue
-    event.seal = log.signSeal({ origin: event.origin, seal: event.seal })
+    event.seal = await log.signSeal({ origin: event.origin, seal: event.seal })
     break
   }
   return events

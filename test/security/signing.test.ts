@@ -74,7 +74,7 @@ t.test('each own batch ends with a link; signing a link gives the documented sea
     }
     const digest = hash.digest()
     t.same(link.subarray(48, 80), digest, 'chain hash')
-    const seal = Buffer.from(log.signSeal({ origin: log.replicaId, seal: link }))
+    const seal = Buffer.from(await log.signSeal({ origin: log.replicaId, seal: link }))
     t.equal(seal.length, SEAL_BYTES)
     t.equal(seal[0], 1, 'kind SEAL')
     t.same(seal.subarray(1, 80), link.subarray(1, 80), 'a seal is the link, signed')
@@ -83,7 +83,7 @@ t.test('each own batch ends with a link; signing a link gives the documented sea
     t.ok(crypto.verify(null, digest, key, seal.subarray(112, 176)), 'signature verifies with node:crypto')
     prev = digest
   }
-  t.throws(() => log.signSeal({ origin: log.replicaId, seal: new Uint8Array(LINK_BYTES) }), { code: 'INVALID_ARGUMENT' })
+  await t.rejects(log.signSeal({ origin: log.replicaId, seal: new Uint8Array(LINK_BYTES) }), { code: 'INVALID_ARGUMENT' })
 })
 
 t.test('linked batches wait for a seal; a seal vouches for every batch before it', async (t) => {
@@ -94,7 +94,7 @@ t.test('linked batches wait for a seal; a seal vouches for every batch before it
   const links = await rawSince(a)
   const waiting = await b.merge(links.slice(0, 4), { sealed: true })
   t.same([waiting.added, waiting.waiting], [0, 4], 'links alone are not enough')
-  t.equal((await b.merge(signLast(a, links.slice(4)), { sealed: true })).added, 6, 'the seal of the third batch lets all three in')
+  t.equal((await b.merge(await signLast(a, links.slice(4)), { sealed: true })).added, 6, 'the seal of the third batch lets all three in')
   t.same(b.versionVector(), a.versionVector())
 })
 
@@ -110,7 +110,7 @@ t.test('an allow-list accepts the trusted origin, refuses others, and the chain 
   const refused = await b.merge(await signedSince(stranger))
   t.equal(refused.forged, 1, 'an untrusted key is refused')
   t.equal(b.securityStatus().forged, 1)
-  t.match(b.securityStatus().lastRejection, /not trusted/)
+  t.match(b.securityStatus().lastRejection, /no trusted key derives this origin id/)
   await b.close()
   b = await openLog(dirB, { trust: [a.publicKey!] })
   await a.append(payload('a2'))
@@ -224,9 +224,9 @@ t.test('at least 10,000 forged, altered, truncated and replayed variants are all
   await a.appendBatch([payload('third batch')])
   // Each batch as the last of its own sync message: its link signed.
   const all = await rawSince(a)
-  const first = signLast(a, all.slice(0, 2))
-  const second = signLast(a, all.slice(2, 7))
-  const third = signLast(a, all.slice(7))
+  const first = await signLast(a, all.slice(0, 2))
+  const second = await signLast(a, all.slice(2, 7))
+  const third = await signLast(a, all.slice(7))
   t.equal((await b.merge(first)).added, 2)
   const vector = b.versionVector()
   let variants = 0
@@ -276,7 +276,7 @@ t.test('equivocation: the same key signing two histories is detected, reported a
   viaDuplicate.on('equivocation', (e) => seen.push(e))
   t.equal((await viaDuplicate.merge(await signedSince(original))).added, 4)
   // The twin's message ending at position 4: its signed seal covers the same batch end as the original's.
-  const result = await viaDuplicate.merge(signLast(twin, (await rawSince(twin)).slice(0, 4)))
+  const result = await viaDuplicate.merge(await signLast(twin, (await rawSince(twin)).slice(0, 4)))
   t.equal(result.added, 0)
   t.equal(result.rejected[0]?.validator, 'equivocation')
   t.equal(seen.length, 1, 'reported as an event')
