@@ -83,7 +83,7 @@ export function composeRecord(cache: HeadCache, checksum: Checksum, source: Batc
   }
   if (fields.sealer !== null) fields.sealer.update(memory, start + RECORD_HEADER_BYTES, cursor)
   if (fields.extensionBytes > 0) {
-    if (fields.sealer !== null) fields.sealer.finish(memory, cursor)
+    if (fields.sealer !== null) fields.sealer.finish(memory, view, cursor)
     else memory.set(fields.seal!, cursor)
     cursor += fields.extensionBytes
   }

@@ -90,6 +90,12 @@ export class OriginState {
 
   constructor(readonly origin: string, readonly originBytes: Uint8Array) {}
 
+  /** Notes this log's own batch: its chain hash is the head (own batches are never merged, so no history is kept). */
+  noteOwnLink(hash: Uint8Array): void {
+    this.chain = hash
+    this.signed = true
+  }
+
   /** Notes a sealed batch ending at `end` with chain hash `hash` (now the head). */
   noteSeal(end: number, hash: Uint8Array): void {
     this.chain = hash

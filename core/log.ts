@@ -444,7 +444,7 @@ export class Log extends EventEmitter<LogEvents> {
       const fields = parseSeal(source.seal)
       if (typeof fields !== 'string') origin.noteSeal(end, new Uint8Array(fields.hash))
     } else if (origin === this.own && this.sealer !== null) {
-      origin.noteSeal(end, this.sealer.lastHash)
+      origin.noteOwnLink(this.sealer.lastHash)
     }
   }
 

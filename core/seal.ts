@@ -120,21 +120,21 @@ export class BatchSealer {
     this.hash.update(bytes.subarray(start, end))
   }
 
-  /** Writes the link at `at` in `target`; returns the chain hash (the origin's new head). */
-  finish(target: Uint8Array, at: number): Uint8Array {
+  /** Writes the link at `at` in `target` (with `view` over it); returns the chain hash (the origin's new head). */
+  finish(target: Uint8Array, view: DataView, at: number): Uint8Array {
     const hash: Uint8Array = this.hash === null ? crypto.hash('sha256', this.scratch.subarray(0, this.used), 'buffer') : this.hash.digest()
     this.hash = null
-    writeLink(target, at, this.count, this.first, this.prev, hash)
+    writeLink(target, at, this.count, this.first, this.prev, hash, view)
     this.lastHash = hash
     return hash
   }
 }
 
-export function writeLink(target: Uint8Array, at: number, count: number, first: number, prev: Uint8Array, hash: Uint8Array): void {
-  const view = new DataView(target.buffer, target.byteOffset, target.byteLength)
-  target.fill(0, at, at + LINK_BYTES)
+export function writeLink(target: Uint8Array, at: number, count: number, first: number, prev: Uint8Array, hash: Uint8Array,
+  view = new DataView(target.buffer, target.byteOffset, target.byteLength)): void {
   target[at + SEAL_OFFSET_KIND] = LINK_KIND
   target[at + SEAL_OFFSET_VERSION] = SEAL_VERSION
+  view.setUint16(at + SEAL_OFFSET_RESERVED, 0, true)
   view.setUint32(at + SEAL_OFFSET_COUNT, count, true)
   writeU64(view, at + SEAL_OFFSET_FIRST, first)
   target.set(prev, at + SEAL_OFFSET_PREV)
