@@ -17,7 +17,12 @@ export class DirectoryLock {
 
   static acquire(directory: string): DirectoryLock {
     const lockPath = path.join(directory, FILE_NAME_LOCK)
-    const fd = fs.openSync(lockPath, fs.constants.O_RDWR | fs.constants.O_CREAT, 0o644)
+    let fd: number
+    try {
+      fd = fs.openSync(lockPath, fs.constants.O_RDWR | fs.constants.O_CREAT, 0o644)
+    } catch (error) {
+      throw new LogError('IO', `cannot create ${lockPath}: ${(error as Error).message}`, { path: lockPath, cause: error })
+    }
     try {
       fsExt.flockSync(fd, 'exnb')
     } catch (error) {

@@ -12,6 +12,7 @@ import {
   REPLICA_OFFSET_CREATED_MS, REPLICA_OFFSET_ID, REPLICA_OFFSET_MAGIC, REPLICA_OFFSET_VERSION, bytesToHex, writeU64,
 } from './format.js'
 import { fsyncDirectory } from './segments.js'
+import { writeAllSync } from './write-all.js'
 
 export interface Replica {
   id: string
@@ -69,7 +70,7 @@ export function writeFileAtomically(directory: string, filePath: string, bytes: 
   fs.rmSync(temporary, { force: true })
   const fd = fs.openSync(temporary, 'w', mode)
   try {
-    fs.writeSync(fd, bytes, 0, bytes.length, 0)
+    writeAllSync(fd, bytes, 0, bytes.length, 0)
     fs.fsyncSync(fd)
   } finally {
     fs.closeSync(fd)

@@ -19,6 +19,7 @@ import {
   SEGMENT_OFFSET_SIZE, SEGMENT_OFFSET_START, SEGMENT_OFFSET_VERSION, parseSegmentFileName, readU64,
   segmentFileName, writeU64,
 } from './format.js'
+import { writeAllSync } from './write-all.js'
 
 export interface Segment {
   readonly index: number
@@ -111,7 +112,7 @@ export function createSegmentFile(directory: string, header: SegmentHeader, chec
   const fd = fs.openSync(filePath, fs.constants.O_RDWR | fs.constants.O_CREAT | fs.constants.O_EXCL, 0o644)
   try {
     const page = encodeSegmentHeader(header, checksum)
-    fs.writeSync(fd, page, 0, page.length, 0)
+    writeAllSync(fd, page, 0, page.length, 0)
     fs.ftruncateSync(fd, header.size)
     fs.fsyncSync(fd)
   } finally {

@@ -6,6 +6,7 @@
 import fs from 'node:fs'
 import { createRequire } from 'node:module'
 import { PAGE_BYTES, alignUp } from './format.js'
+import { writeAllSync } from './write-all.js'
 
 const require = createRequire(import.meta.url)
 const fsExt = require('fs-ext') as { seekSync(fd: number, offset: number, whence: number): number }
@@ -43,7 +44,7 @@ export function dataRegions(fd: number, from: number, to: number): [number, numb
  */
 export function zeroTail(fd: number, from: number, size: number): void {
   const pageEnd = Math.min(alignUp(from, PAGE_BYTES), size)
-  if (pageEnd > from) fs.writeSync(fd, Buffer.alloc(pageEnd - from), 0, pageEnd - from, from)
+  if (pageEnd > from) writeAllSync(fd, Buffer.alloc(pageEnd - from), 0, pageEnd - from, from)
   fs.ftruncateSync(fd, pageEnd)
   fs.ftruncateSync(fd, size)
 }
