@@ -53,7 +53,24 @@ export function decodeNodeStatus(bytes: Uint8Array): { node: string, online: boo
   }
 }
 
-export class Connection {
+/** What the replicator uses of an MQTT client (MQTT.js's MqttClient; the simulator's broker). */
+export interface SyncClient {
+  readonly connected: boolean
+  on(event: 'error', listener: (error: Error) => void): unknown
+  off(event: 'error', listener: (error: Error) => void): unknown
+  publishAsync(topic: string, payload: Buffer, options: { qos: 1, retain?: boolean }): Promise<unknown>
+  subscribeAsync(topics: string[], options: { qos: 1 }): Promise<unknown>
+}
+
+/** A connection that subscribers (replicators) attach to: it calls their receive/onConnect/nodeStatus. */
+export interface SyncConnection {
+  readonly client: SyncClient
+  readonly node: string
+  attach(subscriber: Subscriber): void
+  detach(subscriber: Subscriber): Promise<void>
+}
+
+export class Connection implements SyncConnection {
   readonly client: MqttClient
   readonly node: string
   private readonly subscribers = new Set<Subscriber>()

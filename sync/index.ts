@@ -4,14 +4,17 @@
 import tls from 'node:tls'
 import { LogError, type Log } from '../core/index.js'
 import { EVENT_FRAMING_BYTES, MESSAGE_BYTES_MIN, MESSAGE_FRAMING_BYTES } from './protocol.js'
-import { connectionFor } from './connection.js'
-import { Replicator } from './replicator.js'
+import { connectionFor, type SyncConnection } from './connection.js'
+import { Replicator, type ReplicatorSettings } from './replicator.js'
 import { isTopicName } from './topics.js'
+import { realClock, type Clock } from './clock.js'
 
 export { startBroker, type BrokerHandle } from './broker.js'
 export { compare, delta, mergeVectors, equalVectors, type Order } from './version-vector.js'
 export type { PeerInfo, SyncStatus, SyncEvents } from './replicator.js'
 export { PROTOCOL_VERSION } from './protocol.js'
+export type { Clock, TimerHandle } from './clock.js'
+export type { SyncClient, SyncConnection, Subscriber } from './connection.js'
 
 export type SyncHandle = Replicator
 
@@ -54,8 +57,31 @@ const OPTION_KEYS = new Set(['url', 'logName', 'topicPrefix', 'clientId', 'usern
 export async function startSync(log: Log, options: SyncOptions): Promise<SyncHandle> {
   const invalid = (message: string): LogError => new LogError('INVALID_ARGUMENT', `startSync: ${message}`)
   if (typeof options !== 'object' || options === null) throw invalid('options must be an object')
-  for (const key of Object.keys(options)) if (!OPTION_KEYS.has(key)) throw invalid(`unknown option '${key}'`)
   checkBrokerAccess(options, invalid)
+  const settings = replicatorSettings(log, options, realClock)
+  const connection = connectionFor({
+    url: options.url, topicPrefix: settings.topicPrefix, clientId: options.clientId, username: options.username, password: options.password,
+    ca: options.ca, cert: options.cert, key: options.key,
+  })
+  const replicator = new Replicator(log, connection, settings)
+  await replicator.start(FIRST_CONNECT_WAIT_MS)
+  return replicator
+}
+
+/**
+ * Sync over a given connection and clock instead of MQTT.js and the wall clock: the seam the
+ * deterministic simulator (sim/) runs the real replicator through. `options.url` is ignored.
+ */
+export function startSyncOver(log: Log, options: Omit<SyncOptions, 'url'>, seams: { connection: SyncConnection, clock: Clock }): SyncHandle {
+  const replicator = new Replicator(log, seams.connection, replicatorSettings(log, { ...options, url: 'mqtt://simulated' }, seams.clock))
+  // Not awaited: the first connection comes when the simulator connects it.
+  replicator.start(0).catch(() => undefined)
+  return replicator
+}
+
+function replicatorSettings(log: Log, options: SyncOptions, clock: Clock): ReplicatorSettings {
+  const invalid = (message: string): LogError => new LogError('INVALID_ARGUMENT', `startSync: ${message}`)
+  for (const key of Object.keys(options)) if (!OPTION_KEYS.has(key)) throw invalid(`unknown option '${key}'`)
   if (typeof options.logName !== 'string' || !isTopicName(options.logName)) throw invalid('logName must be 1 to 128 of A-Z a-z 0-9 _ . -, not starting with _')
   if (options.clientId !== undefined && (typeof options.clientId !== 'string' || !/^[A-Za-z0-9_.-]{1,64}$/.test(options.clientId))) {
     throw invalid('clientId must be 1 to 64 of A-Z a-z 0-9 _ . - (it names the connection\'s presence topic)')
@@ -75,17 +101,10 @@ export async function startSync(log: Log, options: SyncOptions): Promise<SyncHan
   const inflightMessagesMax = options.inflightMessagesMax ?? 16
   if (!Number.isSafeInteger(announceIntervalMs) || announceIntervalMs < 10) throw invalid('announceIntervalMs must be an integer of at least 10')
   if (!Number.isSafeInteger(inflightMessagesMax) || inflightMessagesMax < 1) throw invalid('inflightMessagesMax must be a positive integer')
-  const settings = {
+  return {
     logName: options.logName, topicPrefix, origins: origins === null ? null : [...new Set([...origins, log.replicaId])],
-    maxMessageBytes, announceIntervalMs, inflightMessagesMax, log: options.logger ?? rateLimitedStderr(),
+    maxMessageBytes, announceIntervalMs, inflightMessagesMax, log: options.logger ?? rateLimitedStderr(), clock,
   }
-  const connection = connectionFor({
-    url: options.url, topicPrefix, clientId: options.clientId, username: options.username, password: options.password,
-    ca: options.ca, cert: options.cert, key: options.key,
-  })
-  const replicator = new Replicator(log, connection, settings)
-  await replicator.start(FIRST_CONNECT_WAIT_MS)
-  return replicator
 }
 
 const PEM_BEGIN = '-----BEGIN '

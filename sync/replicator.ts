@@ -13,8 +13,9 @@
 // gap that survives is asked for again by the next announcement.
 
 import { EventEmitter } from 'node:events'
-import type { MqttClient, IPublishPacket } from 'mqtt'
-import type { Connection, Subscriber } from './connection.js'
+import type { IPublishPacket } from 'mqtt'
+import type { Subscriber, SyncClient, SyncConnection } from './connection.js'
+import type { Clock, TimerHandle } from './clock.js'
 import { SEAL_BYTES, type Log, type Quarantine, type VersionVector } from '../core/index.js'
 import { EVENT_FRAMING_BYTES, MESSAGE_EVENTS_MAX, MESSAGE_FRAMING_BYTES, ProtocolError, decodeMessage, encodeMessage, type Message, type WireEvent } from './protocol.js'
 import { parseTopic, subscription, topic } from './topics.js'
@@ -64,6 +65,8 @@ export interface ReplicatorSettings {
   announceIntervalMs: number
   inflightMessagesMax: number
   log: (level: 'info' | 'warning' | 'error', message: string) => void
+  /** Wall clock and timers (realClock; the simulator passes its own). */
+  clock: Clock
 }
 
 /** Delay before announcing our vector after receiving events, so one announcement covers many. */
@@ -84,7 +87,7 @@ const ASSEMBLIES_MAX = 4
 interface Assembly { key: string, time: number, bytes: Uint8Array, received: number, seal: Uint8Array | null }
 
 export class Replicator extends EventEmitter<SyncEvents> implements Subscriber {
-  private readonly client: MqttClient
+  private readonly client: SyncClient
   private readonly peers = new Map<string, PeerInfo>()
   private readonly relayJobs = new Map<string, number>()
   private readonly assemblies: Assembly[] = []
@@ -100,8 +103,8 @@ export class Replicator extends EventEmitter<SyncEvents> implements Subscriber {
   private readonly offlineNodes = new Set<string>()
   private ownRunning = false
   private relayRunning = false
-  private announceTimer: NodeJS.Timeout | null = null
-  private periodic: NodeJS.Timeout | null = null
+  private announceTimer: TimerHandle | null = null
+  private periodic: TimerHandle | null = null
   private closed = false
   private wasConverged = false
   private eventsSent = 0
@@ -113,13 +116,18 @@ export class Replicator extends EventEmitter<SyncEvents> implements Subscriber {
   private firstReady: () => void = () => undefined
   private onError: ((error: Error) => void) | null = null
 
-  constructor(private readonly log: Log, private readonly connection: Connection, private readonly settings: ReplicatorSettings) {
+  constructor(private readonly log: Log, private readonly connection: SyncConnection, private readonly settings: ReplicatorSettings) {
     super()
     this.client = connection.client
   }
 
   get replica(): string {
     return this.log.replicaId
+  }
+
+  /** Whether a send lane is streaming events (the simulator waits for quiet before its next step). */
+  get busy(): boolean {
+    return this.ownRunning || this.relayRunning
   }
 
   /**
@@ -134,12 +142,11 @@ export class Replicator extends EventEmitter<SyncEvents> implements Subscriber {
     this.onError = (error: Error): void => this.noteError(error)
     this.client.on('error', this.onError)
     this.log.on('durable', this.onDurable)
-    this.periodic = setInterval(() => {
+    this.periodic = this.settings.clock.setInterval(() => {
       this.announce(false).catch((error: unknown) => this.noteError(error))
     }, this.settings.announceIntervalMs)
-    this.periodic.unref()
     this.connection.attach(this)
-    const timeout = new Promise<void>((resolve) => setTimeout(resolve, firstConnectWaitMs).unref())
+    const timeout = new Promise<void>((resolve) => this.settings.clock.setTimeout(resolve, firstConnectWaitMs))
     return Promise.race([this.ready, timeout])
   }
 
@@ -179,14 +186,14 @@ export class Replicator extends EventEmitter<SyncEvents> implements Subscriber {
     if (this.closed) return
     this.closed = true
     this.log.off('durable', this.onDurable)
-    if (this.periodic !== null) clearInterval(this.periodic)
-    if (this.announceTimer !== null) clearTimeout(this.announceTimer)
+    if (this.periodic !== null) this.settings.clock.clearInterval(this.periodic)
+    if (this.announceTimer !== null) this.settings.clock.clearTimeout(this.announceTimer)
     if (this.client.connected) {
-      const goodbye = encodeMessage({ kind: 'status', replica: this.replica, node: this.connection.node, online: false, vector: this.log.versionVector(), origins: this.settings.origins, maxMessageBytes: this.settings.maxMessageBytes, timeMs: Date.now() })
+      const goodbye = encodeMessage({ kind: 'status', replica: this.replica, node: this.connection.node, online: false, vector: this.log.versionVector(), origins: this.settings.origins, maxMessageBytes: this.settings.maxMessageBytes, timeMs: this.settings.clock.now() })
       await this.client.publishAsync(topic(this.settings.topicPrefix, this.settings.logName, 'status', this.replica), Buffer.from(goodbye), { qos: 1, retain: true }).catch(() => undefined)
     }
     // The lanes see `closed` at their next step; publishes stuck on a dead connection are not awaited long.
-    await Promise.race([Promise.all([this.ownLane, this.relayLane]), new Promise((resolve) => setTimeout(resolve, 1000).unref())])
+    await Promise.race([Promise.all([this.ownLane, this.relayLane]), new Promise((resolve) => this.settings.clock.setTimeout(() => resolve(undefined), 1000))])
     if (this.onError !== null) this.client.off('error', this.onError)
     await this.connection.detach(this)
   }
@@ -215,7 +222,7 @@ export class Replicator extends EventEmitter<SyncEvents> implements Subscriber {
     const { topicPrefix, logName, origins, maxMessageBytes } = this.settings
     const vector = this.log.versionVector()
     if (withStatus) {
-      const status = encodeMessage({ kind: 'status', replica: this.replica, node: this.connection.node, online: true, vector, origins, maxMessageBytes, timeMs: Date.now() })
+      const status = encodeMessage({ kind: 'status', replica: this.replica, node: this.connection.node, online: true, vector, origins, maxMessageBytes, timeMs: this.settings.clock.now() })
       await this.client.publishAsync(topic(topicPrefix, logName, 'status', this.replica), Buffer.from(status), { qos: 1, retain: true })
     }
     const message = encodeMessage({ kind: 'vector', replica: this.replica, vector, origins, maxMessageBytes })
@@ -225,11 +232,10 @@ export class Replicator extends EventEmitter<SyncEvents> implements Subscriber {
 
   private announceSoon(): void {
     if (this.announceTimer !== null || this.closed) return
-    this.announceTimer = setTimeout(() => {
+    this.announceTimer = this.settings.clock.setTimeout(() => {
       this.announceTimer = null
       this.announce(false).catch((error: unknown) => this.noteError(error))
     }, ANNOUNCE_DEBOUNCE_MS)
-    this.announceTimer.unref()
   }
 
   /** Handles a message on this log's topics; false when the topic is another log's. */
@@ -268,7 +274,7 @@ export class Replicator extends EventEmitter<SyncEvents> implements Subscriber {
     // A retained online status of a node whose Last Will already fired is stale.
     const online = message.kind === 'status' ? message.online && !this.offlineNodes.has(node) : true
     const peer: PeerInfo = {
-      replica: message.replica, node, online, origins: message.origins, maxMessageBytes: message.maxMessageBytes, lastSeenMs: Date.now(),
+      replica: message.replica, node, online, origins: message.origins, maxMessageBytes: message.maxMessageBytes, lastSeenMs: this.settings.clock.now(),
       // An offline status carries no trustworthy vector (the Last Will is written at connect).
       vector: message.kind === 'status' && !message.online ? known?.vector ?? {} : message.vector,
     }
@@ -324,7 +330,7 @@ export class Replicator extends EventEmitter<SyncEvents> implements Subscriber {
   /** Decides what to send: our own events live, and the gaps of peers we are elected to fill. */
   private planSends(): void {
     if (this.closed) return
-    const now = Date.now()
+    const now = this.settings.clock.now()
     this.forgetSilentPeers(now)
     const mine = this.log.versionVector()
     if (this.ownNext < 0) this.ownNext = mine[this.replica] ?? 0
@@ -370,7 +376,7 @@ export class Replicator extends EventEmitter<SyncEvents> implements Subscriber {
     const ranges = this.offered.get(origin) ?? []
     const last = ranges[ranges.length - 1]
     if (last !== undefined && last.upTo === from) last.upTo = upTo // contiguous: keep the older time
-    else ranges.push({ from, upTo, atMs: Date.now() })
+    else ranges.push({ from, upTo, atMs: this.settings.clock.now() })
     if (ranges.length > OFFERED_RANGES_MAX) ranges.shift()
     this.offered.set(origin, ranges)
   }
@@ -442,7 +448,7 @@ export class Replicator extends EventEmitter<SyncEvents> implements Subscriber {
    */
   private async streamOrigin(origin: string, from: number, advance: (pos: number) => void): Promise<void> {
     const { topicPrefix, logName, inflightMessagesMax } = this.settings
-    const now = Date.now()
+    const now = this.settings.clock.now()
     // Stay below what every present peer accepts.
     let maxMessageBytes = this.settings.maxMessageBytes
     for (const peer of this.peers.values()) if (this.live(peer, now)) maxMessageBytes = Math.min(maxMessageBytes, peer.maxMessageBytes)
@@ -493,7 +499,8 @@ export class Replicator extends EventEmitter<SyncEvents> implements Subscriber {
         if (size + MESSAGE_FRAMING_BYTES > maxMessageBytes) {
           // Too large for one message: sent alone, in pieces.
           await flush()
-          const piece = maxMessageBytes - MESSAGE_FRAMING_BYTES
+          // Room for the link or seal the last piece carries.
+          const piece = maxMessageBytes - MESSAGE_FRAMING_BYTES - SEAL_BYTES - 8
           for (let offset = 0; offset < event.payload.length && !this.closed; offset += piece) {
             const chunk = event.payload.subarray(offset, offset + piece)
             const last = offset + piece >= event.payload.length
@@ -520,7 +527,7 @@ export class Replicator extends EventEmitter<SyncEvents> implements Subscriber {
 
   private checkConverged(): void {
     const mine = this.log.versionVector()
-    const now = Date.now()
+    const now = this.settings.clock.now()
     const online = [...this.peers.values()].filter((peer) => this.live(peer, now))
     const wanted = (filter: string[] | null, origin: string): boolean => filter === null || filter.includes(origin)
     const converged = online.length > 0 && online.every((peer) => {

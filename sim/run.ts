@@ -1,0 +1,265 @@
+// One simulated run: 3 to 7 replicas, each a real log (core) synced by the real replicator (sync)
+// through the simulated broker and clock. One seeded PRNG picks every step: appends (batches,
+// large events split into fragments), deliveries, timers, dropped, duplicated and delayed
+// messages, partitions, broker restarts, replica restarts, and a rogue client publishing forged
+// and garbage messages. After each step the run waits until every replica is quiet, so what
+// happens depends on the seed, not on I/O timing.
+//
+// Safety, checked all along: every acknowledged event survives its replica's restarts; no replica
+// stores an event that its origin did not append (or a corrupt one); per-origin sequences agree
+// wherever replicas hold them. Liveness: once faults stop, all replicas converge to every
+// acknowledged event within a bounded simulated time.
+//
+// Storage faults (torn, lost or garbage unsynced writes) are not simulated here: logs run on real
+// files, and test/fault/io-faults.test.ts injects them at every I/O operation instead.
+
+import crypto from 'node:crypto'
+import fs from 'node:fs'
+import path from 'node:path'
+import { encode } from 'cbor-x'
+import { openLog, type Log, type VersionVector } from '../core/index.js'
+import { startSyncOver, type SyncHandle } from '../sync/index.js'
+import { SimBroker, type SimConnection } from './broker.js'
+import { SimClock } from './clock.js'
+import { Prng } from './prng.js'
+
+export interface SimOptions {
+  seed: number
+  /** Parent directory for the replicas' logs (a tmpfs is fastest). */
+  directory: string
+  /** Steps with faults before healing. Default 120. */
+  steps?: number
+  /** Simulated time allowed to converge after healing. Default 120 s. */
+  convergeMs?: number
+}
+
+export interface SimResult {
+  seed: number
+  ok: boolean
+  failure: string | null
+  replicas: number
+  steps: number
+  appended: number
+  /** SHA-256 of the trace: the same seed gives the same hash. */
+  traceHash: string
+  trace: string[]
+  simulatedMs: number
+}
+
+const LOG_NAME = 'sim'
+const TOPIC_PREFIX = 'interlog/v1'
+const START_MS = 1_800_000_000_000
+const PKCS8_ED25519_PREFIX = Buffer.from('302e020100300506032b657004220420', 'hex')
+
+class SafetyError extends Error {}
+
+interface Replica {
+  index: number
+  dir: string
+  log: Log
+  sync: SyncHandle
+  connection: SimConnection
+  id: string
+}
+
+/** Writes an Ed25519 identity made from PRNG bytes, so replica ids are the same in every run of a seed. */
+function writeIdentity(dir: string, prng: Prng): void {
+  fs.mkdirSync(dir, { recursive: true })
+  const key = crypto.createPrivateKey({ key: Buffer.concat([PKCS8_ED25519_PREFIX, prng.bytes(32)]), format: 'der', type: 'pkcs8' })
+  fs.writeFileSync(path.join(dir, 'identity'), key.export({ format: 'pem', type: 'pkcs8' }) as string, { mode: 0o600 })
+}
+
+export async function runSimulation(options: SimOptions): Promise<SimResult> {
+  const prng = new Prng(options.seed)
+  const clock = new SimClock(START_MS)
+  const realNow = Date.now
+  // Event times, segment headers and status messages all read the simulated clock.
+  Date.now = () => clock.now()
+  const trace: string[] = []
+  const note = (line: string): void => { trace.push(`${clock.now() - START_MS} ${line}`) }
+  const count = 3 + prng.int(5)
+  const broker = new SimBroker(prng, { dropRate: 0.05 + prng.int(10) / 100, duplicateRate: 0.05, delayMaxMs: 20 + prng.int(400) }, () => clock.now())
+  const replicas: Replica[] = []
+  /** Acknowledged payloads per origin, in position order: the ledger kept outside the replicas. */
+  const ledger = new Map<string, Buffer[]>()
+  const steps = options.steps ?? 120
+  let appended = 0
+  const result = (ok: boolean, failure: string | null): SimResult => ({
+    seed: options.seed, ok, failure, replicas: count, steps, appended,
+    traceHash: crypto.createHash('sha256').update(trace.join('\n')).digest('hex'), trace, simulatedMs: clock.now() - START_MS,
+  })
+
+  const openReplica = async (index: number, dir: string): Promise<Replica> => {
+    const log = await openLog(dir, { durability: 'fsync', trust: 'open', cacheBytes: 1 << 20, segmentBytes: 256 << 10, maxEventBytes: 16 << 10, onWarning: () => undefined })
+    const connection = broker.connections.get(`node-${index}`) ?? broker.connect(`node-${index}`)
+    const sync = startSyncOver(log, { logName: LOG_NAME, topicPrefix: TOPIC_PREFIX, announceIntervalMs: 1000, maxMessageBytes: 4096, logger: () => undefined },
+      { connection, clock })
+    return { index, dir, log, sync, connection, id: log.replicaId }
+  }
+
+  /** Waits until no replica is working (lanes idle, logs unchanged), then routes what was published. */
+  const quiet = async (): Promise<void> => {
+    let last = ''
+    let stable = 0
+    for (let spins = 0; spins < 100_000; spins++) {
+      await new Promise((resolve) => setImmediate(resolve))
+      const busy = replicas.some((r) => r.sync.busy)
+      const signature = replicas.map((r) => `${r.log.length}:${r.log.durableLength}`).join(',')
+      if (!busy && signature === last) {
+        if (++stable >= 3) {
+          broker.settle()
+          return
+        }
+      } else {
+        stable = 0
+      }
+      last = signature
+    }
+    throw new Error('the replicas never went quiet')
+  }
+
+  /** Safety: what a replica stores is what origins appended, in order, uncorrupted. */
+  const checkStored = async (replica: Replica): Promise<void> => {
+    const next = new Map<string, number>()
+    for await (const event of replica.log.read()) {
+      const expected = next.get(event.origin) ?? 0
+      if (event.pos !== expected) throw new SafetyError(`replica ${replica.index} holds ${event.origin}:${event.pos} after ${expected} events of it`)
+      next.set(event.origin, expected + 1)
+      const acknowledged = ledger.get(event.origin)?.[event.pos]
+      if (acknowledged === undefined) {
+        // An origin's own events are in the ledger once acknowledged; others must have been appended by a replica.
+        throw new SafetyError(`replica ${replica.index} holds ${event.origin}:${event.pos}, which no replica appended`)
+      }
+      if (!acknowledged.equals(event.payload)) throw new SafetyError(`replica ${replica.index} holds a different payload for ${event.origin}:${event.pos}`)
+    }
+    const own = ledger.get(replica.id)?.length ?? 0
+    if ((next.get(replica.id) ?? 0) < own) {
+      throw new SafetyError(`replica ${replica.index} lost acknowledged events: holds ${next.get(replica.id) ?? 0} of its ${own}`)
+    }
+  }
+
+  const vectors = (): string => replicas.map((r) => JSON.stringify(Object.entries(r.log.versionVector()).sort())).join(' ')
+
+  try {
+    fs.rmSync(options.directory, { recursive: true, force: true })
+    for (let i = 0; i < count; i++) {
+      const dir = path.join(options.directory, `replica-${i}`)
+      writeIdentity(dir, prng)
+      replicas.push(await openReplica(i, dir))
+    }
+    for (const replica of replicas) {
+      replica.connection.reconnect()
+      ledger.set(replica.id, [])
+    }
+    await quiet()
+    note(`start ${count} replicas: ${replicas.map((r) => r.id.slice(0, 8)).join(' ')}`)
+
+    const step = async (faults: boolean): Promise<void> => {
+      const roll = prng.int(100)
+      if (roll < 30) {
+        const replica = prng.pick(replicas)
+        const large = prng.chance(0.05)
+        const payloads = Array.from({ length: large ? 1 : 1 + prng.int(5) }, () => Buffer.from(prng.bytes(large ? 6000 + prng.int(4000) : 8 + prng.int(200))))
+        const range = await replica.log.appendBatchRange(payloads)
+        const own = ledger.get(replica.id)!
+        if (range.pos !== own.length) throw new SafetyError(`replica ${replica.index} appended at ${range.pos}, expected ${own.length}`)
+        own.push(...payloads)
+        appended += payloads.length
+        note(`append r${replica.index} ${payloads.length}${large ? ' large' : ''}`)
+      } else if (roll < 70) {
+        const due = broker.nextDelivery()
+        if (due === Infinity) return
+        clock.advance(due)
+        if (await broker.deliverNext(clock.now())) note('deliver')
+      } else if (roll < 88) {
+        const due = clock.nextDue()
+        if (due === Infinity) return
+        clock.advance(due)
+        clock.fireNext(clock.now())
+        note('timer')
+      } else if (faults && roll < 93) {
+        const replica = prng.pick(replicas)
+        replica.connection.partitioned = !replica.connection.partitioned
+        if (replica.connection.partitioned) replica.connection.drop()
+        else replica.connection.reconnect()
+        note(`${replica.connection.partitioned ? 'partition' : 'heal'} r${replica.index}`)
+      } else if (faults && roll < 94) {
+        broker.restart()
+        for (const replica of replicas) replica.connection.reconnect()
+        note('broker restart')
+      } else if (faults && roll < 97) {
+        const replica = prng.pick(replicas)
+        await replica.sync.close()
+        await replica.log.close()
+        const reopened = await openReplica(replica.index, replica.dir)
+        replicas[replica.index] = reopened
+        await checkStored(reopened)
+        reopened.connection.reconnect()
+        note(`restart r${replica.index}`)
+      } else if (faults) {
+        rogue(prng.pick(replicas))
+        note('rogue')
+      }
+    }
+
+    /** A client on the broker publishing forged events under a replica's id, or garbage. */
+    const rogue = (victim: Replica): void => {
+      const rogueId = 'f'.repeat(32)
+      const events = [[victim.log.versionVector()[victim.id] ?? 0, clock.now(), Buffer.from(prng.bytes(16))]]
+      const link = prng.chance(0.5) ? [Buffer.from(prng.bytes(80)).fill(2, 0, 1)] : []
+      const payload = prng.chance(0.2) ? Buffer.from(prng.bytes(1 + prng.int(64)))
+        : Buffer.from(encode({ v: 1, k: 'e', s: rogueId, o: victim.id, e: [[...events[0]!, ...link]], ...(prng.chance(0.5) ? { sl: true } : {}) }))
+      broker.accept('rogue', `${TOPIC_PREFIX}/${LOG_NAME}/events/${rogueId}`, payload, false)
+    }
+
+    for (let i = 0; i < steps; i++) {
+      await step(true)
+      await quiet()
+      trace.push(vectors())
+    }
+    for (const replica of replicas) await checkStored(replica)
+
+    // Heal: faults stop, partitions end; everyone must converge within options.convergeMs.
+    broker.faultsOn = false
+    for (const replica of replicas) {
+      replica.connection.partitioned = false
+      if (!replica.connection.connected) replica.connection.reconnect()
+    }
+    note('heal all')
+    const deadline = clock.now() + (options.convergeMs ?? 120_000)
+    const want = JSON.stringify([...ledger].map(([origin, events]) => [origin, events.length]).filter(([, n]) => (n as number) > 0).sort())
+    const converged = (): boolean => replicas.every((r) => JSON.stringify(Object.entries(r.log.versionVector() as VersionVector).sort()) === want)
+    while (!converged()) {
+      if (clock.now() > deadline) throw new Error(`liveness: no convergence ${options.convergeMs ?? 120_000} ms after healing: ${vectors()} (want ${want})`)
+      const delivery = broker.nextDelivery()
+      const timer = clock.nextDue()
+      if (delivery <= timer && delivery !== Infinity) {
+        clock.advance(delivery)
+        await broker.deliverNext(clock.now())
+      } else if (timer !== Infinity) {
+        clock.advance(timer)
+        clock.fireNext(clock.now())
+      } else {
+        throw new Error('liveness: nothing left to deliver or fire, and the replicas differ')
+      }
+      await quiet()
+    }
+    note(`converged ${vectors()}`)
+    for (const replica of replicas) {
+      await checkStored(replica)
+      const report = await replica.log.verify()
+      if (!report.ok) throw new SafetyError(`replica ${replica.index}: verify found damage`)
+    }
+    return result(true, null)
+  } catch (error) {
+    note(`failed: ${(error as Error).message}`)
+    return result(false, `${error instanceof SafetyError ? 'safety' : 'error'}: ${(error as Error).message}`)
+  } finally {
+    for (const replica of replicas) {
+      await replica.sync.close().catch(() => undefined)
+      await replica.log.close().catch(() => undefined)
+    }
+    Date.now = realNow
+    fs.rmSync(options.directory, { recursive: true, force: true })
+  }
+}
