@@ -53,6 +53,8 @@ export class Flusher {
   writtenEnd: number
   /** Events known durable (the watermark stored in new records). */
   durableCount: number
+  /** Global offset up to which written bytes are known synced (what a crash cannot take). */
+  syncedEnd: number
   failure: LogError | null = null
   private running: Promise<void> | null = null
   private syncWanted = false
@@ -69,6 +71,12 @@ export class Flusher {
   ) {
     this.writtenEnd = end
     this.durableCount = count
+    this.syncedEnd = end
+  }
+
+  /** Resolves when no flush is running (one may have failed). */
+  async settled(): Promise<void> {
+    while (this.running !== null) await this.running.catch(() => undefined)
   }
 
   /** Resolves once `count` events are durable. */
@@ -114,6 +122,7 @@ export class Flusher {
     assert(this.running === null, 'no flush in flight while rolling')
     this.fd = fd
     this.writtenEnd = end
+    this.syncedEnd = end
   }
 
   private start(): void {
@@ -141,7 +150,9 @@ export class Flusher {
           this.writtenEnd = composedEnd
         }
         if (sync && this.durableCount < point.count) {
+          const written = this.writtenEnd
           await fdatasyncAsync(this.fd)
+          this.syncedEnd = written
           this.durableCount = point.count
           this.releaseWaiters()
           this.host.onDurable(point)

@@ -25,7 +25,7 @@ import { LogError } from './errors.js'
 import { Flusher, type CommitPoint } from './flusher.js'
 import {
   ENVELOPE_TAG, FILE_NAME_REPLICA, LINK_BYTES, PAGE_BYTES, RECORD_FLAG_CONTINUES, SEGMENT_HEADER_BYTES,
-  alignDown, isReplicaIdHex,
+  alignDown, alignUp, isReplicaIdHex,
 } from './format.js'
 import { HeadCache } from './head-cache.js'
 import { LocalIndex, OriginState } from './indexes.js'
@@ -795,6 +795,39 @@ export class Log extends EventEmitter<LogEvents> {
       table: this.table, checksum: this.checksum, end: this.committedEnd, length: this.committedCount,
       truncations: this.truncations,
     })
+  }
+
+  /** Writes and fdatasyncs everything appended or merged so far (with durability 'none' or 'interval'). */
+  async flush(): Promise<void> {
+    this.checkWritable()
+    await this.flusher.flushAll(true)
+  }
+
+  /**
+   * For the simulator (sim/): ends this log as a crash of its process would. Nothing more is
+   * written or synced; descriptors are closed and the lock released. Returns the region of the
+   * last segment file written since the last fdatasync, which a real crash may keep, lose, tear
+   * or fill with garbage. Call it only when no append or merge is running.
+   */
+  async simulateCrash(): Promise<{ segmentPath: string, syncedOffset: number, writtenOffset: number }> {
+    this.checkOpen()
+    if (this.timer !== null) clearInterval(this.timer)
+    await this.flusher.settled()
+    const segment = this.cache.segment
+    const region = {
+      segmentPath: segment.path,
+      syncedOffset: this.flusher.syncedEnd - segment.start,
+      writtenOffset: Math.min(segment.size, alignUp(this.flusher.writtenEnd, PAGE_BYTES) - segment.start),
+    }
+    this.closed = true
+    this.closing = Promise.resolve()
+    const waiters = this.growthWaiters
+    this.growthWaiters = []
+    for (const wake of waiters) wake()
+    fs.closeSync(this.flusher.fd)
+    this.table.closeAll()
+    this.lock.release()
+    return region
   }
 
   /** Flushes and syncs everything, releases the lock. Later calls reject with CLOSED. */

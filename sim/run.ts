@@ -1,17 +1,21 @@
 // One simulated run: 3 to 7 replicas, each a real log (core) synced by the real replicator (sync)
 // through the simulated broker and clock. One seeded PRNG picks every step: appends (batches,
-// large events split into fragments), deliveries, timers, dropped, duplicated and delayed
-// messages, partitions, broker restarts, replica restarts, and a rogue client publishing forged
-// and garbage messages. After each step the run waits until every replica is quiet, so what
+// large events split into fragments), flushes, deliveries, timers, dropped, duplicated and delayed
+// messages, partitions, broker restarts, replica restarts and crashes, and a rogue client
+// publishing forged and garbage messages. After each step the run waits until every replica is quiet, so what
 // happens depends on the seed, not on I/O timing.
 //
-// Safety, checked all along: every acknowledged event survives its replica's restarts; no replica
+// Safety, checked all along: every durable event survives its replica's crashes (with 'fsync',
+// every acknowledged one), every acknowledged event survives clean restarts; no replica
 // stores an event that its origin did not append (or a corrupt one); per-origin sequences agree
 // wherever replicas hold them. Liveness: once faults stop, all replicas converge to every
 // acknowledged event within a bounded simulated time.
 //
-// Storage faults (torn, lost or garbage unsynced writes) are not simulated here: logs run on real
-// files, and test/fault/io-faults.test.ts injects them at every I/O operation instead.
+// Storage: logs run on real files (a tmpfs). A crash ends a replica between steps
+// (Log.simulateCrash) and then keeps, loses, tears or fills with garbage what was written since
+// its last fdatasync, before it restarts. Half the replicas run with durability 'none' (durable at
+// flush steps only), so crashes do lose acknowledged events there, which must never have been
+// sent. I/O errors at every operation are test/fault/io-faults.test.ts's job.
 
 import crypto from 'node:crypto'
 import fs from 'node:fs'
@@ -56,6 +60,8 @@ class SafetyError extends Error {}
 interface Replica {
   index: number
   dir: string
+  /** 'fsync': acknowledged means durable; 'none': durable at flush steps only (crashes may lose the rest). */
+  durability: 'fsync' | 'none'
   log: Log
   sync: SyncHandle
   connection: SimConnection
@@ -89,12 +95,12 @@ export async function runSimulation(options: SimOptions): Promise<SimResult> {
     traceHash: crypto.createHash('sha256').update(trace.join('\n')).digest('hex'), trace, simulatedMs: clock.now() - START_MS,
   })
 
-  const openReplica = async (index: number, dir: string): Promise<Replica> => {
-    const log = await openLog(dir, { durability: 'fsync', trust: 'open', cacheBytes: 1 << 20, segmentBytes: 256 << 10, maxEventBytes: 16 << 10, onWarning: () => undefined })
+  const openReplica = async (index: number, dir: string, durability: 'fsync' | 'none'): Promise<Replica> => {
+    const log = await openLog(dir, { durability, trust: 'open', cacheBytes: 1 << 20, segmentBytes: 256 << 10, maxEventBytes: 16 << 10, onWarning: () => undefined })
     const connection = broker.connections.get(`node-${index}`) ?? broker.connect(`node-${index}`)
     const sync = startSyncOver(log, { logName: LOG_NAME, topicPrefix: TOPIC_PREFIX, announceIntervalMs: 1000, maxMessageBytes: 4096, logger: () => undefined },
       { connection, clock })
-    return { index, dir, log, sync, connection, id: log.replicaId }
+    return { index, dir, durability, log, sync, connection, id: log.replicaId }
   }
 
   /** Waits until no replica is working (lanes idle, logs unchanged), then routes what was published. */
@@ -145,7 +151,7 @@ export async function runSimulation(options: SimOptions): Promise<SimResult> {
     for (let i = 0; i < count; i++) {
       const dir = path.join(options.directory, `replica-${i}`)
       writeIdentity(dir, prng)
-      replicas.push(await openReplica(i, dir))
+      replicas.push(await openReplica(i, dir, prng.chance(0.5) ? 'fsync' : 'none'))
     }
     for (const replica of replicas) {
       replica.connection.reconnect()
@@ -171,6 +177,10 @@ export async function runSimulation(options: SimOptions): Promise<SimResult> {
         if (due === Infinity) return
         clock.advance(due)
         if (await broker.deliverNext(clock.now())) note('deliver')
+      } else if (roll < 73) {
+        const replica = prng.pick(replicas)
+        await replica.log.flush()
+        note(`flush r${replica.index}`)
       } else if (roll < 88) {
         const due = clock.nextDue()
         if (due === Infinity) return
@@ -187,19 +197,56 @@ export async function runSimulation(options: SimOptions): Promise<SimResult> {
         broker.restart()
         for (const replica of replicas) replica.connection.reconnect()
         note('broker restart')
-      } else if (faults && roll < 97) {
+      } else if (faults && roll < 95) {
         const replica = prng.pick(replicas)
         await replica.sync.close()
         await replica.log.close()
-        const reopened = await openReplica(replica.index, replica.dir)
+        const reopened = await openReplica(replica.index, replica.dir, replica.durability)
         replicas[replica.index] = reopened
         await checkStored(reopened)
         reopened.connection.reconnect()
         note(`restart r${replica.index}`)
+      } else if (faults && roll < 97) {
+        await crash(prng.pick(replicas))
       } else if (faults) {
         rogue(prng.pick(replicas))
         note('rogue')
       }
+    }
+
+    /**
+     * A crash: the process dies between steps. What was written since the last fdatasync is kept,
+     * lost, torn at a random byte, or torn with garbage after it; then the replica restarts.
+     * Events durable at the crash must survive; acknowledged events beyond them (durability
+     * 'none') may be lost, and were never sent, since sync sends only durable events.
+     */
+    const crash = async (replica: Replica): Promise<void> => {
+      let durableOwn = 0
+      for await (const event of replica.log.read({ to: replica.log.durableLength })) if (event.origin === replica.id) durableOwn++
+      replica.connection.drop()
+      const region = await replica.log.simulateCrash()
+      await replica.sync.close()
+      const fate = prng.pick(['kept', 'lost', 'torn', 'garbage'] as const)
+      const span = region.writtenOffset - region.syncedOffset
+      if (span > 0 && fate !== 'kept') {
+        const from = fate === 'lost' ? region.syncedOffset : region.syncedOffset + prng.int(span)
+        const bytes = fate === 'garbage' ? Buffer.from(prng.bytes(region.writtenOffset - from)) : Buffer.alloc(region.writtenOffset - from)
+        const fd = fs.openSync(region.segmentPath, 'r+')
+        try {
+          fs.writeSync(fd, bytes, 0, bytes.length, from)
+        } finally {
+          fs.closeSync(fd)
+        }
+      }
+      const reopened = await openReplica(replica.index, replica.dir, replica.durability)
+      replicas[replica.index] = reopened
+      const survived = reopened.log.versionVector()[reopened.id] ?? 0
+      if (survived < durableOwn) throw new SafetyError(`replica ${replica.index} lost durable events in a crash: ${survived} of ${durableOwn} survived`)
+      const own = ledger.get(reopened.id)!
+      own.length = Math.min(own.length, survived)
+      await checkStored(reopened)
+      reopened.connection.reconnect()
+      note(`crash r${replica.index} (${fate}, ${span} unsynced bytes, ${survived} own events survive)`)
     }
 
     /** A client on the broker publishing forged events under a replica's id, or garbage. */
@@ -224,12 +271,16 @@ export async function runSimulation(options: SimOptions): Promise<SimResult> {
     for (const replica of replicas) {
       replica.connection.partitioned = false
       if (!replica.connection.connected) replica.connection.reconnect()
+      await replica.log.flush()
     }
+    await quiet()
     note('heal all')
     const deadline = clock.now() + (options.convergeMs ?? 120_000)
     const want = JSON.stringify([...ledger].map(([origin, events]) => [origin, events.length]).filter(([, n]) => (n as number) > 0).sort())
     const converged = (): boolean => replicas.every((r) => JSON.stringify(Object.entries(r.log.versionVector() as VersionVector).sort()) === want)
     while (!converged()) {
+      // Replicas with durability 'none' make what they received durable now and then, as a real one does when its cache fills.
+      if (prng.chance(0.2)) await prng.pick(replicas).log.flush()
       if (clock.now() > deadline) throw new Error(`liveness: no convergence ${options.convergeMs ?? 120_000} ms after healing: ${vectors()} (want ${want})`)
       const delivery = broker.nextDelivery()
       const timer = clock.nextDue()

@@ -1,6 +1,7 @@
 // The deterministic simulator (sim/) in CI: 1,000 seeds of 3 to 7 replicas running the real log and
 // replicator over the simulated broker and clock, with drops, duplicates, delays, partitions,
-// broker and replica restarts and a rogue client; and a seed replayed twice to the same trace.
+// broker restarts, replica restarts and crashes (unsynced writes kept, lost, torn or garbage) and a
+// rogue client; and seeds replayed twice to the same trace.
 // A failure names its seed: `npm run sim -- --seed N --trace` replays it.
 
 import t from 'tap'
