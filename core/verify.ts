@@ -1,5 +1,7 @@
 // verify(): reads every byte of every segment and checks it: header, record framing, checksums,
-// local and per-origin sequences, and zeros after the last record. It lists all damage (after
+// local and per-origin sequences, the hash chain of links and seals (each batch's events hash to
+// its link, each link continues the previous one, each seal's key and signature are the origin's),
+// and zeros after the last record. It lists all damage (after
 // each damaged spot it looks for the next valid record and goes on), and repeats what recovery
 // cut at open. Read-only: it never repairs.
 
@@ -7,6 +9,7 @@ import fs from 'node:fs'
 import type { Checksum } from './checksum.js'
 import { RECORD_ALIGN_BYTES, RECORD_FLAG_CONTINUES, RECORD_HEADER_BYTES, RECORD_KIND_EVENTS, RECORD_OFFSET_KIND, RECORD_OFFSET_LENGTH, SEGMENT_HEADER_BYTES } from './format.js'
 import { RecordHeader, recordOriginHex } from './records.js'
+import { ZERO_CHAIN, equalBytes, isSealSized, keyMatchesOrigin, parseSeal, signatureValid, startChainHash } from './seal.js'
 import type { Truncation } from './recovery.js'
 import { SegmentReader, RECOVERY_CHUNK_BYTES, decodeRecordAt } from './segment-reader.js'
 import { decodeSegmentHeader, type Segment, type SegmentTable } from './segments.js'
@@ -42,6 +45,9 @@ export function verifyLog(input: VerifyInput): VerifyResult {
   const header = new RecordHeader()
   let expectedLocal = 0
   let openBatch: string | null = null
+  /** Per origin: the chain hash of its last linked batch (origins that never link are absent). */
+  const chains = new Map<string, Uint8Array>()
+  let batchStart = -1
   let events = 0
   let bytes = 0
   for (const segment of input.table.segments) {
@@ -62,9 +68,13 @@ export function verifyLog(input: VerifyInput): VerifyResult {
           if (header.localPos !== expectedLocal) reason = `local position ${header.localPos} where ${expectedLocal} was expected`
           else if (header.originPos !== have) reason = `origin ${origin} position ${header.originPos} where ${have} was expected`
           else if (openBatch !== null && openBatch !== origin) reason = 'a batch changes origin'
+          if (openBatch === null) batchStart = offset
           openBatch = (header.flags & RECORD_FLAG_CONTINUES) !== 0 ? origin : null
           counts.set(origin, header.originPos + header.count)
           expectedLocal = header.localPos + header.count
+          if (reason === undefined && openBatch === null && header.extensionBytes > 0) {
+            reason = checkLink(reader, batchStart, offset, input.checksum, header, origin, chains)
+          }
         }
         if (reason === undefined) {
           events += header.count
@@ -110,4 +120,37 @@ function firstNonZero(reader: SegmentReader, from: number, segment: Segment): nu
     for (let i = at; i < at + length; i++) if (reader.bytes[i] !== 0) return chunk + i - at
   }
   return -1
+}
+
+/**
+ * Checks the link or seal ending the batch [batchStart, end record at `last`]: its fields, the
+ * chain hash of the batch's events (read again from `batchStart`), the link to the origin's
+ * previous batch, and a seal's key and signature. Returns a reason, or undefined when it holds.
+ * `header` describes the last record on entry and is reused.
+ */
+function checkLink(reader: SegmentReader, batchStart: number, last: number, checksum: Checksum, header: RecordHeader,
+  origin: string, chains: Map<string, Uint8Array>): string | undefined {
+  const at = header.bodyEnd
+  if (!isSealSized(reader.bytes, at, header.extensionBytes)) return undefined // an extension of another kind: skipped, as v1 readers do
+  const fields = parseSeal(Buffer.from(reader.bytes.subarray(at, at + header.extensionBytes)))
+  if (typeof fields === 'string') return `bad link: ${fields}`
+  const end = header.originPos + header.count
+  if (fields.first + fields.count !== end) return `link covers positions ${fields.first} to ${fields.first + fields.count}, the batch ends at ${end}`
+  const held = chains.get(origin) ?? (fields.first === 0 ? ZERO_CHAIN : undefined)
+  if (held !== undefined && !equalBytes(fields.prev, held)) return 'link does not continue the chain of its origin'
+  const originBytes = Buffer.from(origin, 'hex')
+  const hash = startChainHash(originBytes, fields.first, fields.count, fields.prev)
+  let events = 0
+  for (let offset = batchStart; offset <= last;) {
+    if (decodeRecordAt(reader, offset, checksum, header) !== 'ok') return 'batch unreadable while checking its link'
+    hash.update(reader.bytes.subarray(header.bodyStart, header.bodyEnd))
+    events += header.count
+    offset += header.padded
+  }
+  if (events !== fields.count) return `link counts ${fields.count} events, the batch has ${events}`
+  const digest = new Uint8Array(hash.digest())
+  if (!equalBytes(digest, fields.hash)) return 'events do not hash to their link (altered)'
+  if (fields.signed && (!keyMatchesOrigin(fields, originBytes) || !signatureValid(fields, digest))) return 'seal is not signed by the origin\'s key'
+  chains.set(origin, digest)
+  return undefined
 }

@@ -304,3 +304,28 @@ t.test('a seal on every piece: batches split over several merges wait and then g
   t.equal((await b.merge(events.slice(40), { sealed: true })).added, 50)
   t.same(b.versionVector(), a.versionVector())
 })
+
+t.test('verify checks the hash chain: an event altered on disk with a recomputed checksum is found', async (t) => {
+  const dir = tempDir(t)
+  let log = await openLog(dir)
+  await log.appendBatch([payload('first batch 0'), payload('first batch 1')])
+  await log.append(payload('second batch'))
+  t.ok((await log.verify()).ok, 'a genuine chain verifies')
+  await log.close()
+  const { loadChecksum } = await import('../../core/checksum.js')
+  const checksum = await loadChecksum()
+  const file = path.join(dir, '000000000000.seg')
+  const bytes = fs.readFileSync(file)
+  const at = bytes.indexOf(Buffer.from('first batch 1'))
+  bytes[at] = 'F'.charCodeAt(0)
+  // Re-checksum the record so that only the chain can tell (what a deliberate edit would do).
+  const record = 4096
+  const length = bytes.readUInt32LE(record + 8)
+  bytes.writeBigUInt64LE(checksum(bytes.subarray(record + 8, record + length)), record)
+  fs.writeFileSync(file, bytes)
+  log = await openLog(dir)
+  t.teardown(() => log.close())
+  const report = await log.verify()
+  t.notOk(report.ok)
+  t.match(report.damage.map((d) => d.reason).join('; '), /events do not hash to their link/)
+})
