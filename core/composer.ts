@@ -35,19 +35,22 @@ export function recordEnd(payloads: readonly Uint8Array[], from: number, splitBy
   return i
 }
 
-/** Bytes (padded) a whole batch takes, split as compose splits it, with `extensionBytes` on its last record. */
-export function batchBytes(payloads: readonly Uint8Array[], splitBytes: number, extensionBytes = 0): number {
+/**
+ * Bytes (padded) a whole batch takes, split as compose splits it, with `lastExtension` bytes on
+ * its last record and `everyExtension` bytes on each record.
+ */
+export function batchBytes(payloads: readonly Uint8Array[], splitBytes: number, lastExtension = 0, everyExtension = 0): number {
   let total = 0
   let bytes = RECORD_HEADER_BYTES
   for (let i = 0; i < payloads.length; i++) {
     const eventBytes = EVENT_HEADER_BYTES + (payloads[i] as Uint8Array).length
     if (bytes > RECORD_HEADER_BYTES && bytes + eventBytes > splitBytes) {
-      total += recordBytesPadded(bytes)
+      total += recordBytesPadded(bytes + everyExtension)
       bytes = RECORD_HEADER_BYTES
     }
     bytes += eventBytes
   }
-  return total + recordBytesPadded(bytes + extensionBytes)
+  return total + recordBytesPadded(bytes + everyExtension + lastExtension)
 }
 
 export interface RecordFields {
@@ -56,7 +59,7 @@ export interface RecordFields {
   origin: Uint8Array
   originPos: number
   continues: boolean
-  /** Signs the batch: every record body is hashed, and the last record gets the seal. */
+  /** Links this record: its body is hashed and its link written in the extension. */
   sealer: BatchSealer | null
   /** A seal made elsewhere (a merged batch): copied into the last record's extension. */
   seal: Uint8Array | null

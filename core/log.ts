@@ -24,7 +24,7 @@ import { allocateArena, directFlag } from './direct-io.js'
 import { LogError } from './errors.js'
 import { Flusher, type CommitPoint } from './flusher.js'
 import {
-  ENVELOPE_TAG, FILE_NAME_REPLICA, LINK_BYTES, PAGE_BYTES, RECORD_FLAG_CONTINUES, SEGMENT_HEADER_BYTES,
+  ENVELOPE_TAG, FILE_NAME_REPLICA, LINK_BYTES, PAGE_BYTES, SEGMENT_HEADER_BYTES,
   alignDown, alignUp, isReplicaIdHex,
 } from './format.js'
 import { HeadCache } from './head-cache.js'
@@ -243,7 +243,7 @@ export class Log extends EventEmitter<LogEvents> {
       const { header } = cursor
       if (header.originPos >= end) return null
       if (header.originPos + header.count !== end) continue
-      if ((header.flags & RECORD_FLAG_CONTINUES) !== 0 || header.extensionBytes === 0) return null
+      if (header.extensionBytes === 0) return null
       return { link: cursor.bytes.slice(header.bodyEnd, header.bodyEnd + header.extensionBytes), localEnd: header.localPos + header.count }
     }
     return null
@@ -396,7 +396,7 @@ export class Log extends EventEmitter<LogEvents> {
    * cache and the segment and nobody is waiting; otherwise queued behind the gate.
    */
   private writeBatch(source: BatchSource, origin: OriginState, expectedPos: number): Promise<BatchRange> {
-    const bytes = batchBytes(source.payloads, this.layout.recordSplitBytes, this.extensionBytesOf(source, origin))
+    const bytes = batchBytes(source.payloads, this.layout.recordSplitBytes, this.lastExtensionBytes(source), this.linkBytes(source, origin))
     if (bytes > this.layout.segmentDataBytes) {
       return Promise.reject(new LogError('TOO_LARGE', `batch of ${source.payloads.length} events takes ${bytes} bytes; a batch must fit one segment ` +
         `(${this.layout.segmentDataBytes} bytes of segmentBytes ${this.options.segmentBytes}). Nothing was written`, { bytes }))
@@ -427,32 +427,27 @@ export class Log extends EventEmitter<LogEvents> {
     }
   }
 
-  /** Bytes of the extension of the batch's last record: a seal for own batches of a log with identity and for sealed merges. */
-  private extensionBytesOf(source: BatchSource, origin: OriginState): number {
-    if (source.seal !== null) return source.seal.length
-    return origin === this.own && this.sealer !== null ? LINK_BYTES : 0
+  /** Bytes of the link every record of an own batch ends with (a log with identity), else 0. */
+  private linkBytes(source: BatchSource, origin: OriginState): number {
+    return source.seal === null && origin === this.own && this.sealer !== null ? LINK_BYTES : 0
   }
 
-  /** Starts signing an own batch; notes a sealed batch's chain head after it is composed. */
-  private beginSeal(source: BatchSource, origin: OriginState, range: BatchRange): void {
-    if (source.seal === null && origin === this.own && this.sealer !== null) this.sealer.begin(range.pos, range.count, origin.chain ?? ZERO_CHAIN)
+  /** Bytes of the extension of a merged batch's last record: the link or seal it came with. */
+  private lastExtensionBytes(source: BatchSource): number {
+    return source.seal === null ? 0 : source.seal.length
   }
 
+  /** After a merged batch with a link or seal: its chain hash is the origin's head. */
   private endSeal(source: BatchSource, origin: OriginState, range: BatchRange): void {
-    const end = range.pos + range.count
-    if (source.seal !== null) {
-      const fields = parseSeal(source.seal)
-      if (typeof fields !== 'string') origin.noteSeal(end, new Uint8Array(fields.hash))
-    } else if (origin === this.own && this.sealer !== null) {
-      origin.noteOwnLink(this.sealer.lastHash)
-    }
+    if (source.seal === null) return
+    const fields = parseSeal(source.seal)
+    if (typeof fields !== 'string') origin.noteSeal(range.pos + range.count, new Uint8Array(fields.hash))
   }
 
   /** Composes and commits a batch that fits the cache. */
   private composeBatch(source: BatchSource, origin: OriginState, expectedPos: number): BatchRange {
     const range = this.startRange(source, origin, expectedPos)
     if (range.count === 0) return range
-    this.beginSeal(source, origin, range)
     let lastOffset = this.committedEnd
     for (let from = 0; from < range.count;) {
       const to = recordEnd(source.payloads, from, this.layout.recordSplitBytes)
@@ -468,11 +463,10 @@ export class Log extends EventEmitter<LogEvents> {
   private async composeBatchInSteps(source: BatchSource, origin: OriginState, expectedPos: number): Promise<BatchRange> {
     const range = this.startRange(source, origin, expectedPos)
     if (range.count === 0) return range
-    this.beginSeal(source, origin, range)
     let lastOffset = this.committedEnd
     for (let from = 0; from < range.count;) {
       const to = recordEnd(source.payloads, from, this.layout.recordSplitBytes)
-      const bytes = batchBytes(source.payloads.slice(from, to), this.layout.recordBytesMax, to === range.count ? this.extensionBytesOf(source, origin) : 0)
+      const bytes = batchBytes(source.payloads.slice(from, to), this.layout.recordBytesMax, to === range.count ? this.lastExtensionBytes(source) : 0, this.linkBytes(source, origin))
       if (this.cache.room() < bytes) await this.makeRoom(bytes)
       // Not checkWritable: close() waits for this batch to finish, so closing is no reason to stop.
       if (this.flusher.failure !== null) throw this.flusher.failure
@@ -496,13 +490,17 @@ export class Log extends EventEmitter<LogEvents> {
     this.local.noteRecord(range.localPos + from, offset)
     origin.noteRecord(range.pos + from, offset)
     const last = to === range.count
-    const extensionBytes = last ? this.extensionBytesOf(source, origin) : 0
+    // Own records each end with a link (so that receivers can check and store any record on its
+    // own); a merged batch keeps the one link or seal it came with, on its last record.
+    const link = this.linkBytes(source, origin)
+    const sealer = link > 0 ? this.sealer : null
+    if (sealer !== null) sealer.begin(range.pos + from, to - from, origin.chain ?? ZERO_CHAIN)
     composeRecord(this.cache, this.checksum, source, from, to, {
       localPos: range.localPos + from, durable: this.flusher.durableCount, origin: origin.originBytes,
       originPos: range.pos + from, continues: !last,
-      sealer: source.seal === null && origin === this.own ? this.sealer : null,
-      seal: source.seal, extensionBytes,
+      sealer, seal: source.seal, extensionBytes: link > 0 ? link : last ? this.lastExtensionBytes(source) : 0,
     })
+    if (sealer !== null) origin.noteOwnLink(sealer.lastHash)
     return offset
   }
 

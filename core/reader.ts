@@ -9,7 +9,7 @@
 import fs from 'node:fs'
 import type { Checksum } from './checksum.js'
 import { LogError } from './errors.js'
-import { RECORD_FLAG_CONTINUES, RECORD_HEADER_BYTES, RECORD_OFFSET_LENGTH, SEGMENT_HEADER_BYTES, EVENT_HEADER_BYTES, EVENT_OFFSET_LENGTH, EVENT_OFFSET_TIME, readU64 } from './format.js'
+import { RECORD_HEADER_BYTES, RECORD_OFFSET_LENGTH, SEGMENT_HEADER_BYTES, EVENT_HEADER_BYTES, EVENT_OFFSET_LENGTH, EVENT_OFFSET_TIME, readU64 } from './format.js'
 import type { HeadCache } from './head-cache.js'
 import { RecordHeader, decodeRecord, recordOriginHex } from './records.js'
 import { isSealSized } from './seal.js'
@@ -41,7 +41,7 @@ export interface LogEvent {
   time: number
   /** A view into a buffer InterLog never reuses: safe to keep, do not write to it. */
   payload: Uint8Array
-  /** On the last event of a batch of an origin with identity: its link or seal (docs/format.md), which sync forwards. */
+  /** On the last event of a record that ends with a link or seal (docs/format.md), which sync forwards. */
   seal?: Uint8Array
 }
 
@@ -144,8 +144,7 @@ export function eventsOfRecord(cursor: RecordCursor, from: number, to: number, o
         time: readU64(view, at + EVENT_OFFSET_TIME),
         payload: bytes.subarray(at + EVENT_HEADER_BYTES, at + EVENT_HEADER_BYTES + length),
       }
-      if (i === header.count - 1 && header.extensionBytes > 0 && (header.flags & RECORD_FLAG_CONTINUES) === 0 &&
-        isSealSized(bytes, header.bodyEnd, header.extensionBytes)) {
+      if (i === header.count - 1 && header.extensionBytes > 0 && isSealSized(bytes, header.bodyEnd, header.extensionBytes)) {
         event.seal = bytes.subarray(header.bodyEnd, header.bodyEnd + header.extensionBytes)
       }
       out.push(event)

@@ -47,7 +47,8 @@ export function verifyLog(input: VerifyInput): VerifyResult {
   let openBatch: string | null = null
   /** Per origin: the chain hash of its last linked batch (origins that never link are absent). */
   const chains = new Map<string, Uint8Array>()
-  let batchStart = -1
+  /** Where the records covered by the next link start (a batch start, or after the previous link). */
+  let unitStart = -1
   let events = 0
   let bytes = 0
   for (const segment of input.table.segments) {
@@ -68,12 +69,14 @@ export function verifyLog(input: VerifyInput): VerifyResult {
           if (header.localPos !== expectedLocal) reason = `local position ${header.localPos} where ${expectedLocal} was expected`
           else if (header.originPos !== have) reason = `origin ${origin} position ${header.originPos} where ${have} was expected`
           else if (openBatch !== null && openBatch !== origin) reason = 'a batch changes origin'
-          if (openBatch === null) batchStart = offset
+          if (openBatch === null) unitStart = offset
           openBatch = (header.flags & RECORD_FLAG_CONTINUES) !== 0 ? origin : null
           counts.set(origin, header.originPos + header.count)
           expectedLocal = header.localPos + header.count
-          if (reason === undefined && openBatch === null && header.extensionBytes > 0) {
-            reason = checkLink(reader, batchStart, offset, input.checksum, header, origin, chains)
+          if (reason === undefined && header.extensionBytes > 0) {
+            const at = offset
+            reason = checkLink(reader, unitStart, at, input.checksum, header, origin, chains)
+            unitStart = at + header.padded
           }
         }
         if (reason === undefined) {
@@ -123,7 +126,7 @@ function firstNonZero(reader: SegmentReader, from: number, segment: Segment): nu
 }
 
 /**
- * Checks the link or seal ending the batch [batchStart, end record at `last`]: its fields, the
+ * Checks the link or seal ending the records [batchStart, the record at `last`]: its fields, the
  * chain hash of the batch's events (read again from `batchStart`), the link to the origin's
  * previous batch, and a seal's key and signature. Returns a reason, or undefined when it holds.
  * `header` describes the last record on entry and is reused.

@@ -4,6 +4,7 @@
 // replicas partitioned away, and broker restarts that lose every session and retained message.
 // Messages wait in flight until the simulator delivers them, one at a time.
 
+import { decode } from 'cbor-x'
 import type { Subscriber, SyncClient, SyncConnection } from '../sync/index.js'
 import type { Prng } from './prng.js'
 
@@ -20,6 +21,16 @@ interface InFlight {
   topic: string
   payload: Buffer
   at: number
+}
+
+/** The origin of an events or fragment message, '' for anything else (or garbage). */
+function originOf(payload: Buffer): string {
+  try {
+    const message = decode(payload) as { o?: unknown } | null
+    return typeof message?.o === 'string' ? message.o : ''
+  } catch {
+    return ''
+  }
 }
 
 function matches(pattern: string, topic: string): boolean {
@@ -55,13 +66,20 @@ export class SimBroker {
   }
 
   /**
-   * Routes what was published since the last call, in a canonical order (sender, topic, bytes),
-   * so that the order in which concurrent lanes happened to publish does not leak into the run.
+   * Routes what was published since the last call, in a canonical order: by sender, topic and the
+   * origin an events message carries, keeping publish order within each (a stable sort). A
+   * replica's two send lanes publish concurrently, so their interleaving depends on I/O timing;
+   * each stream's own order does not, and a real broker keeps it (one publisher, one session).
    */
   settle(): void {
     const fresh = this.fresh
     this.fresh = []
-    fresh.sort((a, b) => (a.from < b.from ? -1 : a.from > b.from ? 1 : a.topic < b.topic ? -1 : a.topic > b.topic ? 1 : Buffer.compare(a.payload, b.payload)))
+    const key = (message: { from: string, topic: string, payload: Buffer }): string => `${message.from}|${message.topic}|${originOf(message.payload)}`
+    fresh.sort((a, b) => {
+      const ka = key(a)
+      const kb = key(b)
+      return ka < kb ? -1 : ka > kb ? 1 : 0
+    })
     for (const message of fresh) {
       this.published++
       if (message.retain) this.retained.set(message.topic, message.payload)

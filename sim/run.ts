@@ -96,9 +96,10 @@ export async function runSimulation(options: SimOptions): Promise<SimResult> {
   })
 
   const openReplica = async (index: number, dir: string, durability: 'fsync' | 'none'): Promise<Replica> => {
-    const log = await openLog(dir, { durability, trust: 'open', cacheBytes: 1 << 20, segmentBytes: 256 << 10, maxEventBytes: 16 << 10, onWarning: () => undefined })
+    // A small cache: replicas with durability 'none' write records before they sync them, so crashes tear real records.
+    const log = await openLog(dir, { durability, trust: 'open', cacheBytes: 128 << 10, segmentBytes: 256 << 10, maxEventBytes: 16 << 10, onWarning: () => undefined })
     const connection = broker.connections.get(`node-${index}`) ?? broker.connect(`node-${index}`)
-    const sync = startSyncOver(log, { logName: LOG_NAME, topicPrefix: TOPIC_PREFIX, announceIntervalMs: 1000, maxMessageBytes: 4096, logger: () => undefined },
+    const sync = startSyncOver(log, { logName: LOG_NAME, topicPrefix: TOPIC_PREFIX, announceIntervalMs: 1000, maxMessageBytes: 4096, logger: process.env['INTERLOG_SIM_LOG'] === '1' ? (level, message) => process.stderr.write(`r${index} ${level}: ${message}\n`) : () => undefined },
       { connection, clock })
     return { index, dir, durability, log, sync, connection, id: log.replicaId }
   }
@@ -164,8 +165,9 @@ export async function runSimulation(options: SimOptions): Promise<SimResult> {
       const roll = prng.int(100)
       if (roll < 30) {
         const replica = prng.pick(replicas)
-        const large = prng.chance(0.05)
-        const payloads = Array.from({ length: large ? 1 : 1 + prng.int(5) }, () => Buffer.from(prng.bytes(large ? 6000 + prng.int(4000) : 8 + prng.int(200))))
+        // Large events straddle the 4096-byte message limit: some go whole, some in fragments.
+        const large = prng.chance(0.08)
+        const payloads = Array.from({ length: large ? 1 : 1 + prng.int(5) }, () => Buffer.from(prng.bytes(large ? 3000 + prng.int(7000) : 8 + prng.int(200))))
         const range = await replica.log.appendBatchRange(payloads)
         const own = ledger.get(replica.id)!
         if (range.pos !== own.length) throw new SafetyError(`replica ${replica.index} appended at ${range.pos}, expected ${own.length}`)
@@ -221,8 +223,8 @@ export async function runSimulation(options: SimOptions): Promise<SimResult> {
      * 'none') may be lost, and were never sent, since sync sends only durable events.
      */
     const crash = async (replica: Replica): Promise<void> => {
-      let durableOwn = 0
-      for await (const event of replica.log.read({ to: replica.log.durableLength })) if (event.origin === replica.id) durableOwn++
+      const durable = new Map<string, number>()
+      for await (const event of replica.log.read({ to: replica.log.durableLength })) durable.set(event.origin, event.pos + 1)
       replica.connection.drop()
       const region = await replica.log.simulateCrash()
       await replica.sync.close()
@@ -241,7 +243,10 @@ export async function runSimulation(options: SimOptions): Promise<SimResult> {
       const reopened = await openReplica(replica.index, replica.dir, replica.durability)
       replicas[replica.index] = reopened
       const survived = reopened.log.versionVector()[reopened.id] ?? 0
-      if (survived < durableOwn) throw new SafetyError(`replica ${replica.index} lost durable events in a crash: ${survived} of ${durableOwn} survived`)
+      const held = reopened.log.versionVector()
+      for (const [origin, count] of durable) {
+        if ((held[origin] ?? 0) < count) throw new SafetyError(`replica ${replica.index} lost durable events of ${origin} in a crash: ${held[origin] ?? 0} of ${count} survived`)
+      }
       const own = ledger.get(reopened.id)!
       own.length = Math.min(own.length, survived)
       await checkStored(reopened)
@@ -250,10 +255,25 @@ export async function runSimulation(options: SimOptions): Promise<SimResult> {
     }
 
     /** A client on the broker publishing forged events under a replica's id, or garbage. */
+    const rogueKey = crypto.createPrivateKey({ key: Buffer.concat([PKCS8_ED25519_PREFIX, Buffer.alloc(32, 7)]), format: 'der', type: 'pkcs8' })
     const rogue = (victim: Replica): void => {
       const rogueId = 'f'.repeat(32)
-      const events = [[victim.log.versionVector()[victim.id] ?? 0, clock.now(), Buffer.from(prng.bytes(16))]]
-      const link = prng.chance(0.5) ? [Buffer.from(prng.bytes(80)).fill(2, 0, 1)] : []
+      const pos = victim.log.versionVector()[victim.id] ?? 0
+      const events = [[pos, clock.now(), Buffer.from(prng.bytes(16))]]
+      // A well-formed link (kind 2, version 1, count 1, first = pos) with made-up hashes, or the
+      // same signed by a key that is not the victim's: it passes parsing and fails the checks.
+      const fake = Buffer.alloc(prng.chance(0.5) ? 80 : 176)
+      fake[0] = fake.length === 80 ? 2 : 1
+      fake[1] = 1
+      fake.writeUInt32LE(1, 4)
+      fake.writeUInt32LE(pos, 8)
+      Buffer.from(prng.bytes(64)).copy(fake, 16)
+      if (fake.length === 176) {
+        const publicKey = crypto.createPublicKey(rogueKey).export({ format: 'der', type: 'spki' }).subarray(12)
+        publicKey.copy(fake, 80)
+        crypto.sign(null, fake.subarray(48, 80), rogueKey).copy(fake, 112)
+      }
+      const link = prng.chance(0.8) ? [fake] : []
       const payload = prng.chance(0.2) ? Buffer.from(prng.bytes(1 + prng.int(64)))
         : Buffer.from(encode({ v: 1, k: 'e', s: rogueId, o: victim.id, e: [[...events[0]!, ...link]], ...(prng.chance(0.5) ? { sl: true } : {}) }))
       broker.accept('rogue', `${TOPIC_PREFIX}/${LOG_NAME}/events/${rogueId}`, payload, false)
@@ -281,7 +301,14 @@ export async function runSimulation(options: SimOptions): Promise<SimResult> {
     while (!converged()) {
       // Replicas with durability 'none' make what they received durable now and then, as a real one does when its cache fills.
       if (prng.chance(0.2)) await prng.pick(replicas).log.flush()
-      if (clock.now() > deadline) throw new Error(`liveness: no convergence ${options.convergeMs ?? 120_000} ms after healing: ${vectors()} (want ${want})`)
+      if (clock.now() > deadline) {
+        const states = replicas.map((r) => {
+          const status = r.sync.status()
+          return `r${r.index} sent ${status.eventsSent} received ${status.eventsReceived} dropped ${status.messagesDropped} forged ${status.eventsForged}` +
+            ` last ${status.lastError ?? '-'} / ${r.log.securityStatus().lastRejection ?? '-'}`
+        })
+        throw new Error(`liveness: no convergence ${options.convergeMs ?? 120_000} ms after healing: ${vectors()} (want ${want}); ${states.join('; ')}`)
+      }
       const delivery = broker.nextDelivery()
       const timer = clock.nextDue()
       if (delivery <= timer && delivery !== Infinity) {

@@ -81,6 +81,10 @@ const PEERS_MAX = 1024
 const RESEND_GRACE_INTERVALS = 2
 /** Published ranges remembered per origin, at most. */
 const OFFERED_RANGES_MAX = 64
+/** CBOR header bytes of a link or seal in an event entry. */
+const SEAL_FRAMING_BYTES = 4
+/** Bytes kept free below maxMessageBytes in every message. */
+const MESSAGE_MARGIN_BYTES = 64
 /** Large events being reassembled from fragments at once, at most (the oldest is dropped). */
 const ASSEMBLIES_MAX = 4
 
@@ -452,6 +456,8 @@ export class Replicator extends EventEmitter<SyncEvents> implements Subscriber {
     // Stay below what every present peer accepts.
     let maxMessageBytes = this.settings.maxMessageBytes
     for (const peer of this.peers.values()) if (this.live(peer, now)) maxMessageBytes = Math.min(maxMessageBytes, peer.maxMessageBytes)
+    // A margin below the limit for what the size estimates round off (array and map headers).
+    const budget = maxMessageBytes - MESSAGE_MARGIN_BYTES
     const vector = this.log.versionVector()
     if ((vector[origin] ?? 0) <= from) return
     vector[origin] = from
@@ -495,12 +501,13 @@ export class Replicator extends EventEmitter<SyncEvents> implements Subscriber {
         if (this.closed || event.localPos >= durable) break
         if (event.origin !== origin) continue
         if (event.seal !== undefined) sealed = true
-        const size = event.payload.length + EVENT_FRAMING_BYTES
-        if (size + MESSAGE_FRAMING_BYTES > maxMessageBytes) {
+        // The link or seal an event carries counts too (a seal once signed), with CBOR headers.
+        const size = event.payload.length + EVENT_FRAMING_BYTES + (event.seal === undefined ? 0 : SEAL_BYTES + SEAL_FRAMING_BYTES)
+        if (size + MESSAGE_FRAMING_BYTES > budget) {
           // Too large for one message: sent alone, in pieces.
           await flush()
           // Room for the link or seal the last piece carries.
-          const piece = maxMessageBytes - MESSAGE_FRAMING_BYTES - SEAL_BYTES - 8
+          const piece = budget - MESSAGE_FRAMING_BYTES - SEAL_BYTES - SEAL_FRAMING_BYTES
           for (let offset = 0; offset < event.payload.length && !this.closed; offset += piece) {
             const chunk = event.payload.subarray(offset, offset + piece)
             const last = offset + piece >= event.payload.length
@@ -515,9 +522,9 @@ export class Replicator extends EventEmitter<SyncEvents> implements Subscriber {
           advance(event.pos + 1)
           continue
         }
-        if (batch.length > 0 && (bytes + size > maxMessageBytes || batch.length >= MESSAGE_EVENTS_MAX)) await flush()
+        if (batch.length > 0 && (bytes + size > budget || batch.length >= MESSAGE_EVENTS_MAX)) await flush()
         batch.push(event.seal === undefined ? [event.pos, event.time, event.payload] : [event.pos, event.time, event.payload, event.seal])
-        bytes += size + (event.seal === undefined ? 0 : SEAL_BYTES + 4)
+        bytes += size
       }
       if (!this.closed) await flush()
     } finally {
