@@ -2,6 +2,8 @@
 // 0 success, 1 damage found (verify), 2 usage or configuration error, 3 the operation failed
 // (a LogError: its code is printed), 4 the daemon could not be reached.
 
+import fs from 'node:fs'
+import path from 'node:path'
 import { addTrustedKey, openLog, readTrustedKeys, removeTrustedKey, type LogEvent, type SecurityStatus } from '../core/index.js'
 import { ConfigError, loadConfig, logDirectory, serve, journalLogger } from '../daemon/index.js'
 import { delta } from '../sync/index.js'
@@ -276,6 +278,7 @@ export async function trust(values: Values, positionals: string[]): Promise<numb
   const directory = logDirectory({ data }, (values['log'] as string[] | undefined)?.[0] ?? 'main')
   const [verb, key, ...extra] = positionals
   if (extra.length > 0) throw new UsageError(`unexpected arguments: ${extra.join(' ')}`)
+  if (!fs.existsSync(directory)) throw new UsageError(`no log at ${directory}: run interlog init --data ${data} first`)
   switch (verb) {
     case 'add': {
       if (key === undefined) throw new UsageError('trust add needs a public key (64 hex characters)')
@@ -292,6 +295,9 @@ export async function trust(values: Values, positionals: string[]): Promise<numb
         return EXIT.failed
       }
       out(`removed ${key.toLowerCase()}; takes effect when the log is next opened`)
+      if ((readTrustedKeys(directory) ?? []).length === 0) {
+        process.stderr.write(`interlog trust: the list is now empty: the log accepts events from no peer (delete ${path.join(directory, 'trusted-keys')} to go back to trust off)\n`)
+      }
       return EXIT.ok
     }
     case 'ls': {

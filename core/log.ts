@@ -802,7 +802,8 @@ export class Log extends EventEmitter<LogEvents> {
   }
 
   /**
-   * For the simulator (sim/): ends this log as a crash of its process would. Nothing more is
+   * @internal For the simulator (sim/), not for applications: ends this log as a crash of its
+   * process would. Nothing more is
    * written or synced; descriptors are closed and the lock released. Returns the region of the
    * last segment file written since the last fdatasync, which a real crash may keep, lose, tear
    * or fill with garbage. Call it only when no append or merge is running.

@@ -105,13 +105,6 @@ export class Merger {
     return { index: -1, validator: '', reason: '' }
   }
 
-  /**
-   * Stores remote events: idempotent (duplicates are counted, not errors), gapless per origin
-   * (an event beyond a gap waits in a bounded buffer until the gap is filled), and authenticated
-   * per the trust policy (docs/security.md): a batch that fails is refused, counted in `forged`,
-   * and never stored. `sealed`: the events belong to signed batches whose seals may come in a
-   * later call (sync sets it for batches split over several messages).
-   */
   /** Merges `events` (already checked by checkRemoteEvents) after any merge still running. */
   merge(events: readonly RemoteEvent[], options: { sealed?: boolean }): Promise<MergeResult> {
     const sealed = typeof options === 'object' && options !== null && options.sealed === true

@@ -75,3 +75,19 @@ t.test('with an allow-list, events of origins no listed key derives are refused 
   t.equal((await b.merge(genuine.slice(0, 1), { sealed: true })).waiting, 1, 'the genuine origin still gets room')
   t.equal((await b.merge(genuine.slice(1), { sealed: true })).added, 2)
 })
+
+t.test('a signed batch larger than the receiver\'s merge buffer syncs record by record, as sync sends it', async (t) => {
+  const a = await openLog(tempDir(t), { maxEventBytes: 256 << 10 })
+  const b = await openLog(tempDir(t), { trust: [a.publicKey!], maxEventBytes: 256 << 10, mergeWaitingBytesMax: 512 << 10 })
+  t.teardown(async () => { await a.close(); await b.close() })
+  await a.appendBatch(Array.from({ length: 16 }, (_, i) => new Uint8Array(128 << 10).fill(i)))
+  const events = remoteOf(await collect(a.eventsSince({}, { raw: true })))
+  t.equal(events.filter((e) => e.seal !== undefined).length, 16, 'every record of the 2 MiB batch ends with a link')
+  // Messages of about 256 KiB, each with its last link signed: what streamOrigin publishes.
+  for (let from = 0; from < events.length; from += 2) {
+    const result = await b.merge(await signLast(a, events.slice(from, from + 2)), { sealed: true })
+    t.equal(result.added, 2, `message ${from / 2} stored on arrival`)
+  }
+  t.same(b.versionVector(), a.versionVector())
+  t.ok((await b.verify()).ok)
+})
