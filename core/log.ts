@@ -818,15 +818,20 @@ export class Log extends EventEmitter<LogEvents> {
       syncedOffset: this.flusher.syncedEnd - segment.start,
       writtenOffset: Math.min(segment.size, alignUp(this.flusher.writtenEnd, PAGE_BYTES) - segment.start),
     }
-    this.closed = true
     this.closing = Promise.resolve()
+    this.release()
+    return region
+  }
+
+  /** Marks the log closed, wakes tails, closes descriptors and releases the lock. */
+  private release(): void {
+    this.closed = true
     const waiters = this.growthWaiters
     this.growthWaiters = []
     for (const wake of waiters) wake()
     fs.closeSync(this.flusher.fd)
     this.table.closeAll()
     this.lock.release()
-    return region
   }
 
   /** Flushes and syncs everything, releases the lock. Later calls reject with CLOSED. */
@@ -842,13 +847,7 @@ export class Log extends EventEmitter<LogEvents> {
     try {
       if (this.flusher.failure === null) await this.flusher.flushAll(true)
     } finally {
-      this.closed = true
-      const waiters = this.growthWaiters
-      this.growthWaiters = []
-      for (const wake of waiters) wake()
-      fs.closeSync(this.flusher.fd)
-      this.table.closeAll()
-      this.lock.release()
+      this.release()
     }
   }
 }
