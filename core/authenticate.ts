@@ -49,8 +49,8 @@ export function needsSeals(policy: TrustPolicy, state: OriginState, sealed: bool
   return policy.mode !== 'off' || state.signed || sealed
 }
 
-/** Reason an unsigned event of a log in trust mode 'off' is refused (encryption only), or undefined. */
-export function checkUnsigned(event: RemoteEvent, cipher: PayloadCipher | null): string | undefined {
+/** Why an event cannot be decrypted by a log with encryption (undefined: it can, or the log has none). */
+export function undecryptable(event: RemoteEvent, cipher: PayloadCipher | null): string | undefined {
   if (cipher === null) return undefined
   const plain = cipher.decrypt(event.origin, event.payload)
   return typeof plain === 'string' ? plain : undefined
@@ -62,7 +62,7 @@ export function checkSealedRun(state: OriginState, run: readonly RemoteEvent[], 
   let head = state.count === 0 ? ZERO_CHAIN : state.chain
   let provisional: AcceptedBatch[] = []
   /** Set when the run's first batch links to another history than the one held. */
-  let fork: Uint8Array | null = null
+  let fork: { held: Uint8Array, conflicting: Uint8Array } | null = null
   let i = 0
   const reject = (at: number, reason: string): RunVerdict => {
     verdict.pendingEnd = at
@@ -94,11 +94,11 @@ export function checkSealedRun(state: OriginState, run: readonly RemoteEvent[], 
     if (!equalBytes(hash, fields.hash)) return reject(i, 'events do not match their seal (altered)')
     if (head === null || !equalBytes(fields.prev, head)) {
       if (i > 0 || head === null || !state.signed || state.count === 0) return reject(i, 'the batch does not link to the chain held')
-      fork = head
+      fork = { held: head, conflicting: fields.prev }
     }
     if (cipher !== null) {
       for (let k = i; k <= j; k++) {
-        const reason = checkUnsigned(run[k]!, cipher)
+        const reason = undecryptable(run[k]!, cipher)
         if (reason !== undefined) return reject(i, `event ${run[k]!.pos}: ${reason}`)
       }
     }
@@ -112,7 +112,7 @@ export function checkSealedRun(state: OriginState, run: readonly RemoteEvent[], 
     if (policy.mode === 'keys' && !policy.keys.has(keyHex)) return reject(from, `key ${keyHex} is not trusted`)
     if (!signatureValid(fields, hash)) return reject(from, 'signature is not valid')
     if (fork !== null) {
-      verdict.equivocation = { origin: state.origin, pos: run[0]!.pos, publicKey: keyHex, held: bytesToHex(fork), conflicting: bytesToHex(parsePrev(run, 0)) }
+      verdict.equivocation = { origin: state.origin, pos: run[0]!.pos, publicKey: keyHex, held: bytesToHex(fork.held), conflicting: bytesToHex(fork.conflicting) }
       return reject(0, 'equivocation: the batch links to another history')
     }
     verdict.batches.push(...provisional)
@@ -121,17 +121,6 @@ export function checkSealedRun(state: OriginState, run: readonly RemoteEvent[], 
   }
   verdict.pendingEnd = run.length
   return verdict
-}
-
-/** The `prev` of the first batch of a run (the link on its first sealed event). */
-function parsePrev(run: readonly RemoteEvent[], from: number): Uint8Array {
-  for (let k = from; k < run.length; k++) {
-    const seal = run[k]!.seal
-    if (seal === undefined) continue
-    const fields = parseSeal(seal)
-    return typeof fields === 'string' ? new Uint8Array(0) : fields.prev
-  }
-  return new Uint8Array(0)
 }
 
 /**

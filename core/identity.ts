@@ -3,11 +3,10 @@
 // is derived from the public key, so that nobody can sign events under another replica's id.
 
 import crypto from 'node:crypto'
-import fs from 'node:fs'
 import path from 'node:path'
 import { LogError } from './errors.js'
 import { FILE_NAME_IDENTITY, PUBLIC_KEY_BYTES, REPLICA_ID_BYTES, bytesToHex } from './format.js'
-import { writeFileAtomically } from './replica.js'
+import { readFileIfExists, writeFileAtomically } from './replica.js'
 
 /** DER prefix of an Ed25519 SubjectPublicKeyInfo; the raw 32-byte key follows. */
 const SPKI_ED25519_PREFIX = Buffer.from('302a300506032b6570032100', 'hex')
@@ -58,13 +57,8 @@ function identityOf(privateKey: crypto.KeyObject): Identity {
 /** The identity in `directory`, or null when the log has none (created with identity: false). */
 export function loadIdentity(directory: string): Identity | null {
   const filePath = path.join(directory, FILE_NAME_IDENTITY)
-  let pem: string
-  try {
-    pem = fs.readFileSync(filePath, 'latin1')
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return null
-    throw new LogError('IO', `cannot read ${filePath}: ${(error as Error).message}`, { path: filePath, cause: error })
-  }
+  const pem = readFileIfExists(filePath)?.toString('latin1')
+  if (pem === undefined) return null
   let privateKey: crypto.KeyObject
   try {
     privateKey = crypto.createPrivateKey({ key: pem, format: 'pem' })

@@ -5,7 +5,7 @@
 // `host.writeBatch`, as whole batches.
 
 import type { Validator, ValidatorEvent } from '../validators/index.js'
-import { checkSealedDuplicate, checkSealedRun, checkUnsigned, needsSeals, type Equivocation } from './authenticate.js'
+import { checkSealedDuplicate, checkSealedRun, undecryptable, needsSeals, type Equivocation } from './authenticate.js'
 import type { BatchSource } from './composer.js'
 import type { BatchRange } from './log.js'
 import type { PayloadCipher } from './crypt.js'
@@ -166,7 +166,7 @@ export class Merger {
     }
     if (this.host.cipher !== null) {
       for (let i = 0; i < run.length; i++) {
-        const reason = checkUnsigned(run[i]!, this.host.cipher)
+        const reason = undecryptable(run[i]!, this.host.cipher)
         if (reason === undefined) continue
         this.refuse(result, run.length - i, `${origin} from position ${run[i]!.pos}: ${reason}`)
         this.buffer.dropOrigin(origin)

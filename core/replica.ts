@@ -25,15 +25,8 @@ export interface Replica {
  */
 export function loadOrCreateReplica(directory: string, checksum: Checksum, idForNewLog: Uint8Array | null = null): Replica {
   const filePath = path.join(directory, FILE_NAME_REPLICA)
-  let bytes: Buffer
-  try {
-    bytes = fs.readFileSync(filePath)
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code !== 'ENOENT') {
-      throw new LogError('IO', `cannot read ${filePath}: ${(error as Error).message}`, { path: filePath, cause: error })
-    }
-    return createReplica(directory, filePath, checksum, idForNewLog)
-  }
+  const bytes = readFileIfExists(filePath)
+  if (bytes === null) return createReplica(directory, filePath, checksum, idForNewLog)
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength)
   const valid = bytes.length === REPLICA_FILE_BYTES &&
     bytes.toString('latin1', REPLICA_OFFSET_MAGIC, REPLICA_OFFSET_MAGIC + 8) === REPLICA_MAGIC &&
@@ -62,6 +55,16 @@ function createReplica(directory: string, filePath: string, checksum: Checksum, 
   view.setBigUint64(REPLICA_OFFSET_CHECKSUM, checksum(bytes.subarray(0, REPLICA_OFFSET_CHECKSUM)), true)
   writeFileAtomically(directory, filePath, bytes)
   return { id: bytesToHex(idBytes), idBytes: new Uint8Array(idBytes) }
+}
+
+/** The content of a small file of the log directory, or null when it does not exist; other failures are IO. */
+export function readFileIfExists(filePath: string): Buffer | null {
+  try {
+    return fs.readFileSync(filePath)
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return null
+    throw new LogError('IO', `cannot read ${filePath}: ${(error as Error).message}`, { path: filePath, cause: error })
+  }
 }
 
 /** temp file, fsync, rename, fsync directory: readers see the old file or the new, whole. */

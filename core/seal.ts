@@ -130,7 +130,7 @@ export class BatchSealer {
   }
 }
 
-export function writeLink(target: Uint8Array, at: number, count: number, first: number, prev: Uint8Array, hash: Uint8Array,
+function writeLink(target: Uint8Array, at: number, count: number, first: number, prev: Uint8Array, hash: Uint8Array,
   view = new DataView(target.buffer, target.byteOffset, target.byteLength)): void {
   target[at + SEAL_OFFSET_KIND] = LINK_KIND
   target[at + SEAL_OFFSET_VERSION] = SEAL_VERSION

@@ -4,12 +4,11 @@
 // replica id derives from. 'keys': only origins whose public key is on the allow-list (the option
 // and the `trusted-keys` file in the log directory, which `interlog trust add|rm|ls` edits).
 
-import fs from 'node:fs'
 import path from 'node:path'
 import { LogError } from './errors.js'
 import { FILE_NAME_TRUSTED_KEYS } from './format.js'
 import { isPublicKeyHex, replicaIdForKey } from './identity.js'
-import { writeFileAtomically } from './replica.js'
+import { readFileIfExists, writeFileAtomically } from './replica.js'
 
 export type TrustOption = 'off' | 'open' | readonly string[]
 
@@ -30,13 +29,8 @@ export interface TrustedKey {
 /** The allow-list in `directory`, or null when there is no trusted-keys file. */
 export function readTrustedKeys(directory: string): TrustedKey[] | null {
   const filePath = path.join(directory, FILE_NAME_TRUSTED_KEYS)
-  let text: string
-  try {
-    text = fs.readFileSync(filePath, 'utf8')
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return null
-    throw new LogError('IO', `cannot read ${filePath}: ${(error as Error).message}`, { path: filePath, cause: error })
-  }
+  const text = readFileIfExists(filePath)?.toString('utf8')
+  if (text === undefined) return null
   const keys: TrustedKey[] = []
   const lines = text.split('\n')
   for (let i = 0; i < lines.length; i++) {
