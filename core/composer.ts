@@ -11,7 +11,8 @@ import {
   RECORD_OFFSET_ORIGIN_POS, RECORD_OFFSET_RESERVED, recordBytesPadded, writeU64,
 } from './format.js'
 import type { HeadCache } from './head-cache.js'
-import type { BatchSealer } from './seal.js'
+import { type BatchSealer, writeLinkFields } from './seal.js'
+import { SEAL_PROGRESS_BYTES } from './seal-pipeline.js'
 
 /** Events of one batch: payloads with one time for all, or a time each. */
 export interface BatchSource {
@@ -35,6 +36,13 @@ export function recordEnd(payloads: readonly Uint8Array[], from: number, splitBy
   return i
 }
 
+/** Body bytes of events [from, to) as a record frames them. */
+export function bodyBytes(payloads: readonly Uint8Array[], from: number, to: number): number {
+  let bytes = 0
+  for (let i = from; i < to; i++) bytes += EVENT_HEADER_BYTES + (payloads[i] as Uint8Array).length
+  return bytes
+}
+
 /**
  * Bytes (padded) a whole batch takes, split as compose splits it, with `lastExtension` bytes on
  * its last record and `everyExtension` bytes on each record.
@@ -53,6 +61,16 @@ export function batchBytes(payloads: readonly Uint8Array[], splitBytes: number, 
   return total + recordBytesPadded(bytes + everyExtension + lastExtension)
 }
 
+/** The chain fields of a record whose hash is computed later (one object per log, reused). */
+export interface DeferredLink {
+  first: number
+  count: number
+  /** The previous chain hash, or null when the worker holds it (it is still hashing the record before). */
+  prev: Uint8Array | null
+  /** Told how far the body is composed, every SEAL_PROGRESS_BYTES, so that hashing runs beside composing. */
+  pipeline: { progress(end: number): void }
+}
+
 export interface RecordFields {
   localPos: number
   durable: number
@@ -61,6 +79,11 @@ export interface RecordFields {
   continues: boolean
   /** Links this record: its body is hashed and its link written in the extension. */
   sealer: BatchSealer | null
+  /**
+   * Links this record without hashing it: the link's fields but the hashes are written (prev too
+   * when known) and the checksum is left zero, for a worker to finish (core/seal-pipeline.ts).
+   */
+  deferredLink: DeferredLink | null
   /** A seal made elsewhere (a merged batch): copied into the last record's extension. */
   seal: Uint8Array | null
   /** Bytes of the extension of this record (the seal's size on the last record of a sealed batch, else 0). */
@@ -75,6 +98,8 @@ export function composeRecord(cache: HeadCache, checksum: Checksum, source: Batc
   const payloads = source.payloads
   const times = source.times
   let cursor = start + RECORD_HEADER_BYTES
+  const deferred = fields.deferredLink
+  let reported = cursor
   for (let i = from; i < to; i++) {
     const payload = payloads[i] as Uint8Array
     const time = times === null ? source.time : (times[i] as number)
@@ -83,10 +108,15 @@ export function composeRecord(cache: HeadCache, checksum: Checksum, source: Batc
     view.setUint32(cursor + EVENT_OFFSET_TIME + 4, Math.floor(time / 0x1_0000_0000), true)
     memory.set(payload, cursor + EVENT_HEADER_BYTES)
     cursor += EVENT_HEADER_BYTES + payload.length
+    if (deferred !== null && cursor - reported >= SEAL_PROGRESS_BYTES) {
+      deferred.pipeline.progress(cursor)
+      reported = cursor
+    }
   }
   if (fields.sealer !== null) fields.sealer.update(memory, start + RECORD_HEADER_BYTES, cursor)
   if (fields.extensionBytes > 0) {
     if (fields.sealer !== null) fields.sealer.finish(memory, view, cursor)
+    else if (fields.deferredLink !== null) writeLinkFields(memory, view, cursor, fields.deferredLink)
     else memory.set(fields.seal!, cursor)
     cursor += fields.extensionBytes
   }
@@ -104,7 +134,8 @@ export function composeRecord(cache: HeadCache, checksum: Checksum, source: Batc
   memory.set(fields.origin, start + RECORD_OFFSET_ORIGIN)
   writeU64(view, start + RECORD_OFFSET_ORIGIN_POS, fields.originPos)
   memory.fill(0, start + length, start + padded)
-  view.setBigUint64(start + RECORD_OFFSET_CHECKSUM, checksum(memory.subarray(start + 8, start + length)), true)
+  const sum = fields.deferredLink === null ? checksum(memory.subarray(start + 8, start + length)) : 0n
+  view.setBigUint64(start + RECORD_OFFSET_CHECKSUM, sum, true)
   cache.composedEnd += padded
   return padded
 }

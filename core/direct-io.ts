@@ -14,7 +14,7 @@ import { DIRECT_IO_ALIGN_BYTES, PAGE_BYTES } from './format.js'
 const WASM_PAGE_BYTES = 65536
 
 // The TypeScript libs used here (ES2022, no DOM) do not declare WebAssembly; this is the part used.
-interface WasmMemoryConstructor { new(descriptor: { initial: number, maximum: number }): { buffer: ArrayBuffer } }
+interface WasmMemoryConstructor { new(descriptor: { initial: number, maximum: number, shared: boolean }): { buffer: SharedArrayBuffer } }
 const WasmMemory = (globalThis as unknown as { WebAssembly: { Memory: WasmMemoryConstructor } }).WebAssembly.Memory
 
 export interface Arena {
@@ -29,9 +29,10 @@ export function directFlag(): number {
   return (fs.constants as Record<string, number>)['O_DIRECT'] ?? 0
 }
 
+// Shared, so that a worker thread can hash records in place (core/seal-pipeline.ts).
 function allocateRaw(bytes: number): Buffer {
   const pages = Math.ceil(bytes / WASM_PAGE_BYTES)
-  const memory = new WasmMemory({ initial: pages, maximum: pages })
+  const memory = new WasmMemory({ initial: pages, maximum: pages, shared: true })
   return Buffer.from(memory.buffer, 0, pages * WASM_PAGE_BYTES)
 }
 

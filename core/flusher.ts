@@ -146,6 +146,7 @@ export class Flusher {
           const start = alignDown(this.writtenEnd, PAGE_BYTES)
           const stop = alignUp(composedEnd, PAGE_BYTES)
           assert(start >= this.cache.windowStart, 'unwritten bytes are still in the cache')
+          this.cache.settle()
           await writeAsync(this.fd, this.cache.memory, this.cache.at(start), stop - start, start - this.cache.segment.start)
           this.writtenEnd = composedEnd
         }

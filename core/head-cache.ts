@@ -20,6 +20,11 @@ export class HeadCache {
   windowStart: number
   /** Global offset just past the last composed byte. */
   composedEnd: number
+  /**
+   * Finishes records whose links a worker is still hashing (core/seal-pipeline.ts). Called before
+   * the window moves or its bytes are copied out; the flusher calls it before writing.
+   */
+  settle: () => void = () => {}
 
   constructor(memory: Buffer, segment: Segment, end: number) {
     assert(memory.length % PAGE_BYTES === 0 && memory.length >= 4 * PAGE_BYTES, 'cache holds whole pages')
@@ -32,6 +37,7 @@ export class HeadCache {
 
   /** Points the window at `end` in `segment`, dropping what it held. The caller loads the tail page. */
   reset(segment: Segment, end: number): void {
+    this.settle()
     this.memory.fill(0)
     this.segment = segment
     this.windowStart = alignDown(end, PAGE_BYTES)
@@ -52,6 +58,7 @@ export class HeadCache {
   slide(keepBytes: number): void {
     const newStart = Math.max(this.windowStart, alignDown(this.composedEnd - keepBytes, PAGE_BYTES))
     if (newStart === this.windowStart) return
+    this.settle()
     const shift = newStart - this.windowStart
     const used = this.composedEnd - this.windowStart
     this.memory.copyWithin(0, shift, used)
@@ -66,6 +73,7 @@ export class HeadCache {
 
   /** A fresh copy of [offset, end): readers keep it, the window moves on. */
   copyOut(offset: number, end: number): Buffer {
+    this.settle()
     const copy = Buffer.allocUnsafe(end - offset)
     this.memory.copy(copy, 0, this.at(offset), this.at(end))
     return copy

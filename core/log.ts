@@ -15,16 +15,17 @@ import { assert } from './assert.js'
 import { loadChecksum, type Checksum } from './checksum.js'
 import { writeCheckpoint, type CheckpointBody } from './checkpoint.js'
 import type { Equivocation } from './authenticate.js'
-import { batchBytes, composeRecord, recordEnd, type BatchSource } from './composer.js'
+import { batchBytes, bodyBytes, composeRecord, recordEnd, type BatchSource, type DeferredLink } from './composer.js'
 import { nextNonceEpoch, PayloadCipher } from './crypt.js'
 import { createIdentity, loadIdentity, type Identity } from './identity.js'
 import { BatchSealer, ZERO_CHAIN, equalBytes, parseSeal, signLink } from './seal.js'
+import { SEAL_ASYNC_MIN_BYTES, SealPipeline } from './seal-pipeline.js'
 import { resolveTrust, type TrustPolicy } from './trust.js'
 import { allocateArena, directFlag } from './direct-io.js'
 import { LogError } from './errors.js'
 import { Flusher, type CommitPoint } from './flusher.js'
 import {
-  ENVELOPE_TAG, FILE_NAME_REPLICA, LINK_BYTES, PAGE_BYTES, SEGMENT_HEADER_BYTES,
+  ENVELOPE_TAG, FILE_NAME_REPLICA, LINK_BYTES, PAGE_BYTES, RECORD_HEADER_BYTES, RECORD_OFFSET_LENGTH, SEGMENT_HEADER_BYTES,
   alignDown, alignUp, isReplicaIdHex,
 } from './format.js'
 import { HeadCache } from './head-cache.js'
@@ -122,6 +123,9 @@ export class Log extends EventEmitter<LogEvents> {
   private timer: NodeJS.Timeout | null = null
   private growthWaiters: (() => void)[] = []
   private readonly sealer: BatchSealer | null
+  /** Hashes large own records on a worker thread (null for a log without identity). */
+  private readonly pipeline: SealPipeline | null
+  private readonly deferredLink: DeferredLink
   private readonly identity: Identity | null
   private readonly trust: TrustPolicy
   private readonly cipher: PayloadCipher | null
@@ -177,6 +181,9 @@ export class Log extends EventEmitter<LogEvents> {
     this.direct = arena.direct
     const segment = this.table.last
     this.cache = new HeadCache(arena.memory, segment, this.committedEnd)
+    this.pipeline = init.identity === null ? null : new SealPipeline(arena.memory, init.identity.replicaIdBytes, init.checksum)
+    this.cache.settle = () => this.settleLinks()
+    this.deferredLink = { first: 0, count: 0, prev: null, pipeline: this.pipeline ?? { progress: () => {} } }
     const fd = this.openWriteDescriptor(segment)
     // What survived a crash in the OS page cache is made durable before new records claim it.
     fs.fdatasyncSync(fd)
@@ -493,15 +500,38 @@ export class Log extends EventEmitter<LogEvents> {
     // Own records each end with a link (so that receivers can check and store any record on its
     // own); a merged batch keeps the one link or seal it came with, on its last record.
     const link = this.linkBytes(source, origin)
-    const sealer = link > 0 ? this.sealer : null
+    // Large records are hashed on the worker; so is every record while it has some (the chain is in order).
+    const pipeline = link > 0 && this.pipeline !== null && (this.pipeline.busy || bodyBytes(source.payloads, from, to) >= SEAL_ASYNC_MIN_BYTES)
+      ? this.pipeline : null
+    let deferred: DeferredLink | null = null
+    if (pipeline !== null) {
+      deferred = this.deferredLink
+      deferred.first = range.pos + from
+      deferred.count = to - from
+      deferred.prev = pipeline.busy ? null : origin.chain ?? ZERO_CHAIN
+    }
+    const sealer = link > 0 && pipeline === null ? this.sealer : null
     if (sealer !== null) sealer.begin(range.pos + from, to - from, origin.chain ?? ZERO_CHAIN)
-    composeRecord(this.cache, this.checksum, source, from, to, {
+    const start = this.cache.at(offset)
+    if (pipeline !== null) pipeline.open(start, start + RECORD_HEADER_BYTES, deferred!.first, deferred!.count, deferred!.prev)
+    const padded = composeRecord(this.cache, this.checksum, source, from, to, {
       localPos: range.localPos + from, durable: this.flusher.durableCount, origin: origin.originBytes,
       originPos: range.pos + from, continues: !last,
-      sealer, seal: source.seal, extensionBytes: link > 0 ? link : last ? this.lastExtensionBytes(source) : 0,
+      sealer, deferredLink: deferred, seal: source.seal, extensionBytes: link > 0 ? link : last ? this.lastExtensionBytes(source) : 0,
     })
     if (sealer !== null) origin.noteOwnLink(sealer.lastHash)
+    if (pipeline !== null) {
+      const length = this.cache.view.getUint32(start + RECORD_OFFSET_LENGTH, true)
+      assert(length <= padded, 'record length within its padded size')
+      pipeline.close(start + length - LINK_BYTES)
+    }
     return offset
+  }
+
+  /** Finishes own records hashed on the worker: checksums written, the chain head noted. */
+  private settleLinks(): void {
+    const head = this.pipeline?.settle() ?? null
+    if (head !== null) this.own.noteOwnLink(head)
   }
 
   private commit(origin: OriginState, count: number, lastOffset: number): void {
@@ -826,6 +856,8 @@ export class Log extends EventEmitter<LogEvents> {
   /** Marks the log closed, wakes tails, closes descriptors and releases the lock. */
   private release(): void {
     this.closed = true
+    // Pending links (a crash) were never written; after a close nothing is pending.
+    void this.pipeline?.stop()
     const waiters = this.growthWaiters
     this.growthWaiters = []
     for (const wake of waiters) wake()

@@ -130,6 +130,11 @@ export class BatchSealer {
   }
 }
 
+/** Writes a link's fields but the chain hash (zeros), and prev when known (zeros otherwise), for a worker to finish. */
+export function writeLinkFields(target: Uint8Array, view: DataView, at: number, link: { first: number, count: number, prev: Uint8Array | null }): void {
+  writeLink(target, at, link.count, link.first, link.prev ?? ZERO_CHAIN, ZERO_CHAIN, view)
+}
+
 function writeLink(target: Uint8Array, at: number, count: number, first: number, prev: Uint8Array, hash: Uint8Array,
   view = new DataView(target.buffer, target.byteOffset, target.byteLength)): void {
   target[at + SEAL_OFFSET_KIND] = LINK_KIND

@@ -2,7 +2,7 @@
 // acknowledged event; the parent kills it with SIGKILL at random moments. After every kill the
 // reopened log holds every acknowledged event, intact and in order, and verify() is clean.
 
-import t from 'tap'
+import t, { type Test } from 'tap'
 import { spawn } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
 import { openLog } from '../../index.js'
@@ -11,9 +11,9 @@ import { collect, prng, tempDir, text } from '../helpers/temp.js'
 const CHILD = fileURLToPath(new URL('../fixtures/append-child.mjs', import.meta.url))
 const ROUNDS = Number(process.env['INTERLOG_CRASH_ROUNDS'] ?? 60)
 
-function runAndKill(dir: string, round: number, delayMs: number, options: object): Promise<Map<number, string>> {
+function runAndKill(dir: string, round: number, delayMs: number, options: object, shape = 'small'): Promise<Map<number, string>> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [CHILD, dir, String(round), JSON.stringify(options)], { stdio: ['ignore', 'pipe', 'inherit'] })
+    const child = spawn(process.execPath, [CHILD, dir, String(round), JSON.stringify(options), shape], { stdio: ['ignore', 'pipe', 'inherit'] })
     const acked = new Map<number, string>()
     let buffered = ''
     let timer: NodeJS.Timeout | undefined
@@ -36,16 +36,15 @@ function runAndKill(dir: string, round: number, delayMs: number, options: object
   })
 }
 
-t.test(`SIGKILL at random moments (${ROUNDS} rounds): every acknowledged event survives`, async (t) => {
+async function killRounds(t: Test, rounds: number, options: object, shape: string): Promise<void> {
   const seed = Number(process.env['INTERLOG_SEED'] ?? Date.now() % 1_000_000)
   t.comment(`seed ${seed} (replay with INTERLOG_SEED=${seed})`)
   const random = prng(seed)
   const dir = tempDir(t)
-  const options = { segmentBytes: 256 << 10, cacheBytes: 128 << 10, maxEventBytes: 4096, checkpointIntervalBytes: 64 << 10 }
   const all = new Map<number, string>()
   let problems = 0
-  for (let round = 0; round < ROUNDS; round++) {
-    const acked = await runAndKill(dir, round, Math.floor(random() * 250), options)
+  for (let round = 0; round < rounds; round++) {
+    const acked = await runAndKill(dir, round, Math.floor(random() * 250), options, shape)
     for (const [pos, value] of acked) all.set(pos, value)
     const log = await openLog(dir, { ...options, onWarning: () => undefined })
     try {
@@ -71,6 +70,16 @@ t.test(`SIGKILL at random moments (${ROUNDS} rounds): every acknowledged event s
       await log.close()
     }
   }
-  t.equal(problems, 0, `${ROUNDS} kills, ${all.size} events checked after each`)
-  t.ok(all.size > ROUNDS, 'the children acknowledged events before being killed')
+  t.equal(problems, 0, `${rounds} kills, ${all.size} events checked after each`)
+  t.ok(all.size > rounds, 'the children acknowledged events before being killed')
+}
+
+const options = { segmentBytes: 256 << 10, cacheBytes: 128 << 10, maxEventBytes: 4096, checkpointIntervalBytes: 64 << 10 }
+
+t.test(`SIGKILL at random moments (${ROUNDS} rounds): every acknowledged event survives`, async (t) => {
+  await killRounds(t, ROUNDS, options, 'small')
+})
+
+t.test(`SIGKILL while batches are hashed on the worker thread (${Math.ceil(ROUNDS / 3)} rounds): every acknowledged event survives, every link verifies`, async (t) => {
+  await killRounds(t, Math.ceil(ROUNDS / 3), { ...options, segmentBytes: 1 << 20 }, 'large')
 })
