@@ -296,15 +296,15 @@ export async function trust(values: Values, positionals: string[]): Promise<numb
       }
       out(`removed ${key.toLowerCase()}; takes effect when the log is next opened`)
       if ((readTrustedKeys(directory) ?? []).length === 0) {
-        process.stderr.write(`interlog trust: the list is now empty: the log accepts events from no peer (delete ${path.join(directory, 'trusted-keys')} to go back to trust off)\n`)
+        process.stderr.write(`interlog trust: the list is now empty: the log accepts events from no peer (delete ${path.join(directory, 'trusted-keys')} to go back to the default: any replica whose signatures verify)\n`)
       }
       return EXIT.ok
     }
     case 'ls': {
       if (key !== undefined) throw new UsageError('trust ls takes no argument')
       const keys = readTrustedKeys(directory)
-      if (values['json'] === true) out(JSON.stringify({ directory, mode: keys === null ? 'off' : 'keys', keys: keys ?? [] }))
-      else if (keys === null) out(`no trusted-keys file in ${directory}: trust is off unless configured (docs/security.md)`)
+      if (values['json'] === true) out(JSON.stringify({ directory, mode: keys === null ? 'default' : 'keys', keys: keys ?? [] }))
+      else if (keys === null) out(`no trusted-keys file in ${directory}: default trust (over sync, any replica whose signatures verify; docs/security.md)`)
       else for (const entry of keys) out(`${entry.publicKey} replica ${entry.replicaId}${entry.note === '' ? '' : ` ${entry.note}`}`)
       return EXIT.ok
     }

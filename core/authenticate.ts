@@ -45,8 +45,9 @@ export interface RunVerdict {
 }
 
 /** Whether events of this origin must come in sealed batches. */
-export function needsSeals(policy: TrustPolicy, state: OriginState, sealed: boolean): boolean {
-  return policy.mode !== 'off' || state.signed || sealed
+export function needsSeals(policy: TrustPolicy, state: OriginState, sealed: boolean, remote: boolean): boolean {
+  const required = policy.mode === 'default' ? remote : policy.mode !== 'off'
+  return required || state.signed || sealed
 }
 
 /** Why an event cannot be decrypted by a log with encryption (undefined: it can, or the log has none). */

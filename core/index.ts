@@ -2,7 +2,7 @@
 // only from here.
 
 export { openLog, Log } from './log.js'
-export type { BatchRange, EventId, LogEvents, MergeResult, Quarantine, SecurityStatus, VersionVector } from './log.js'
+export type { BatchRange, EventId, LogEvents, MergeOptions, MergeResult, Quarantine, SecurityStatus, VersionVector } from './log.js'
 export type { Equivocation } from './authenticate.js'
 export type { EncryptionKey, EncryptionOptions } from './crypt.js'
 export type { TrustOption, TrustedKey } from './trust.js'

@@ -33,7 +33,7 @@ import { LocalIndex, OriginState } from './indexes.js'
 import { DirectoryLock } from './lock.js'
 import { listConsumers, openConsumer, type Consumer, type ConsumerHost, type ConsumerInfo, type ConsumerOptions } from './consumers.js'
 import type { RemoteEvent } from './merge-buffer.js'
-import { Merger, checkRemoteEvents, type MergeResult, type Quarantine } from './merge.js'
+import { Merger, checkRemoteEvents, type MergeOptions, type MergeResult, type Quarantine } from './merge.js'
 import { deriveLayout, resolveOptions, type Layout, type OpenOptions } from './options.js'
 import { eventsOfRecord, scanRecords, type LogEvent, type ReadSource } from './reader.js'
 import { originStateFor, recover, type Truncation } from './recovery.js'
@@ -54,13 +54,14 @@ export interface BatchRange {
   count: number
 }
 
-export type { MergeResult, Quarantine } from './merge.js'
+export type { MergeOptions, MergeResult, Quarantine } from './merge.js'
 
 /** What signing and trust did so far (since open). */
 export interface SecurityStatus {
   /** This log's Ed25519 public key (hex), or null for a log without identity. */
   publicKey: string | null
-  trust: 'off' | 'open' | 'keys'
+  /** The trust mode (core/trust.ts): 'default' without an allow-list or trust option. */
+  trust: 'default' | 'off' | 'open' | 'keys'
   /** Public keys accepted in trust mode 'keys'. */
   trustedKeys: string[]
   encrypted: boolean
@@ -802,10 +803,9 @@ export class Log extends EventEmitter<LogEvents> {
    * Stores remote events: idempotent (duplicates are counted, not errors), gapless per origin
    * (an event beyond a gap waits in a bounded buffer until the gap is filled), and authenticated
    * per the trust policy (docs/security.md): a batch that fails is refused, counted in `forged`,
-   * and never stored. `sealed`: the events belong to signed history whose seal may come in a
-   * later call (sync sets it for batches split over several messages).
+   * and never stored. Options: see MergeOptions (`sealed`, `remote`).
    */
-  merge(events: readonly RemoteEvent[], options: { sealed?: boolean } = {}): Promise<MergeResult> {
+  merge(events: readonly RemoteEvent[], options: MergeOptions = {}): Promise<MergeResult> {
     try {
       this.checkWritable()
       checkRemoteEvents(events, this.options.maxEventBytes)

@@ -26,6 +26,17 @@ export interface Quarantine {
   sinceMs: number
 }
 
+export interface MergeOptions {
+  /** The events belong to signed history whose seal may come in a later call (sync sets it for batches split over several messages). */
+  sealed?: boolean
+  /**
+   * The events came over the network (sync sets it): unless trust is 'off' they must be signed,
+   * and unsigned ones are refused as forged. Without it, a log in the default trust mode (no
+   * allow-list, no trust option) takes unsigned events from the application's own calls.
+   */
+  remote?: boolean
+}
+
 export interface MergeResult {
   /** Events stored by this call (including held events it released). */
   added: number
@@ -106,14 +117,15 @@ export class Merger {
   }
 
   /** Merges `events` (already checked by checkRemoteEvents) after any merge still running. */
-  merge(events: readonly RemoteEvent[], options: { sealed?: boolean }): Promise<MergeResult> {
+  merge(events: readonly RemoteEvent[], options: MergeOptions): Promise<MergeResult> {
     const sealed = typeof options === 'object' && options !== null && options.sealed === true
-    const run = this.chain.then(() => this.mergeNow(events, sealed))
+    const remote = typeof options === 'object' && options !== null && options.remote === true
+    const run = this.chain.then(() => this.mergeNow(events, sealed, remote))
     this.chain = run.catch(() => undefined)
     return run
   }
 
-  private async mergeNow(events: readonly RemoteEvent[], sealed: boolean): Promise<MergeResult> {
+  private async mergeNow(events: readonly RemoteEvent[], sealed: boolean, remote: boolean): Promise<MergeResult> {
     this.host.checkWritable()
     const result: MergeResult = { added: 0, duplicates: 0, waiting: 0, dropped: 0, rejected: [], quarantined: 0 }
     const byOrigin = new Map<string, RemoteEvent[]>()
@@ -132,7 +144,7 @@ export class Merger {
       const state = originStateFor(this.host.origins, origin)
       await this.host.loadChain(state)
       const announced = sealed || list.some((event) => event.seal !== undefined)
-      if (needsSeals(this.host.trust, state, announced)) {
+      if (needsSeals(this.host.trust, state, announced, remote)) {
         await this.mergeSealed(state, list, announced, result, held)
       } else {
         await this.mergeUnsigned(state, list, result, held)
@@ -142,7 +154,7 @@ export class Merger {
     return result
   }
 
-  /** Events of an origin that does not sign, in trust mode 'off'. */
+  /** Events of an origin that does not sign: trust 'off', or local merges in the default mode. */
   private async mergeUnsigned(state: OriginState, list: readonly RemoteEvent[], result: MergeResult, held: RemoteEvent[]): Promise<void> {
     const origin = state.origin
     const run: RemoteEvent[] = []

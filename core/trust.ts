@@ -1,8 +1,13 @@
-// Whom a log accepts events from. 'off' (the default without a trusted-keys file): any events,
-// as before signing existed; seals that come are still checked, and an origin known to sign cannot
-// continue unsigned. 'open': any origin, but every batch must carry a valid seal by the key its
-// replica id derives from. 'keys': only origins whose public key is on the allow-list (the option
-// and the `trusted-keys` file in the log directory, which `interlog trust add|rm|ls` edits).
+// Whom a log accepts events from (docs/security.md, "Trust"):
+// - 'keys': only origins whose public key is on the allow-list (the option and the `trusted-keys`
+//   file in the log directory, which `interlog trust add|rm|ls` edits), every batch sealed.
+// - 'open' (explicit): any origin, but every batch must carry a valid seal by the key its replica
+//   id derives from.
+// - 'default' (no option, no trusted-keys file): as 'open' for events that come over the network
+//   (sync merges with `remote`); `merge()` called by the application itself may still hand in
+//   unsigned events (the issue-2 API: the caller vouches for them), unless their origin signs.
+// - 'off' (explicit): unsigned events from anyone, over sync too, as before signing existed;
+//   seals that come are still checked, and an origin known to sign cannot continue unsigned.
 
 import path from 'node:path'
 import { LogError } from './errors.js'
@@ -13,7 +18,7 @@ import { readFileIfExists, writeFileAtomically } from './replica.js'
 export type TrustOption = 'off' | 'open' | readonly string[]
 
 export interface TrustPolicy {
-  mode: 'off' | 'open' | 'keys'
+  mode: 'default' | 'off' | 'open' | 'keys'
   /** Public keys (hex) accepted in mode 'keys'. */
   keys: ReadonlySet<string>
   /** The replica ids those keys derive: events of other origins are refused before anything is held. */
@@ -74,11 +79,11 @@ export function checkTrustOption(value: unknown): boolean {
   return value === 'off' || value === 'open' || (Array.isArray(value) && value.every(isPublicKeyHex))
 }
 
-/** The policy of a log: the option, else the trusted-keys file, else 'off'. The own key is always trusted. */
+/** The policy of a log: the option, else the trusted-keys file, else 'default'. The own key is always trusted. */
 export function resolveTrust(directory: string, option: TrustOption | undefined, ownKey: string | null): TrustPolicy {
   const file = readTrustedKeys(directory)
   if (option === 'off' || option === 'open') return { mode: option, keys: new Set(), origins: new Set() }
-  if (option === undefined && file === null) return { mode: 'off', keys: new Set(), origins: new Set() }
+  if (option === undefined && file === null) return { mode: 'default', keys: new Set(), origins: new Set() }
   const keys = new Set<string>([...(option ?? []), ...(file ?? []).map((key) => key.publicKey)])
   if (ownKey !== null) keys.add(ownKey)
   return { mode: 'keys', keys, origins: new Set([...keys].map((key) => replicaIdForKey(Buffer.from(key, 'hex')))) }

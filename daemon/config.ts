@@ -33,8 +33,9 @@ export interface DaemonConfig {
   key: string | null
   /** Validator paths (.wasm files, or JavaScript modules). */
   validators: { append: string[], sync: string[] }
-  /** Whom logs accept events from: null (each log's trusted-keys file if it has one, else 'off'),
-   *  'open' (anyone whose batches are validly signed) or 'off'. docs/security.md. */
+  /** Whom logs accept events from: null (each log's trusted-keys file if it has one, else the default
+   *  mode: over sync, any replica whose batches are validly signed), 'open' (anyone whose batches are
+   *  validly signed, even with a trusted-keys file) or 'off' (unsigned events too). docs/security.md. */
   trust: 'open' | 'off' | null
   /** Path of the log key file for payload encryption (lines "ID HEX64"; mode 0600); null for none. */
   encryptionKeyFile: string | null

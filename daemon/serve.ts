@@ -52,7 +52,8 @@ export async function serve(config: DaemonConfig, logger: Logger = journalLogger
       logger('info', `log ${name} open: replica ${log.replicaId}, ${log.length} events, O_DIRECT ${log.direct}`)
       const security = log.securityStatus()
       logger(security.trust === 'off' ? 'warning' : 'info', `log ${name}: public key ${security.publicKey ?? 'none (unsigned log)'}, trust ${security.trust}` +
-        (security.trust === 'keys' ? ` (${security.trustedKeys.length} keys)` : security.trust === 'off' ? ': any broker client can inject events (docs/security.md)' : '') +
+        (security.trust === 'keys' ? ` (${security.trustedKeys.length} keys)` : security.trust === 'off' ? ': any broker client can inject events (docs/security.md)'
+          : security.trust === 'default' ? ': any replica whose signatures verify (restrict with interlog trust add)' : '') +
         `, payload encryption ${security.encrypted ? 'on' : 'off'}`)
       log.on('equivocation', (e) => logger('error', `log ${name}: origin ${e.origin} (key ${e.publicKey}) signed two histories from position ${e.pos}; quarantined`))
       log.on('quarantine', (q) => logger('warning', `log ${name}: origin ${q.origin} quarantined at ${q.pos} by validator ${q.validator}: ${q.reason}`))

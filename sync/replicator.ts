@@ -291,7 +291,7 @@ export class Replicator extends EventEmitter<SyncEvents> implements Subscriber {
   private async receiveEvents(origin: string, events: WireEvent[], sealed: boolean): Promise<void> {
     const wanted = this.settings.origins
     if (wanted !== null && !wanted.includes(origin) && origin !== this.replica) return
-    const result = await this.log.merge(events.map(([pos, time, payload, seal]) => ({ origin, pos, time, payload, seal })), { sealed })
+    const result = await this.log.merge(events.map(([pos, time, payload, seal]) => ({ origin, pos, time, payload, seal })), { sealed, remote: true })
     this.eventsReceived += result.added
     if (result.forged !== undefined) this.settings.log('warning', `refused ${result.forged} events of ${origin}: ${this.log.securityStatus().lastRejection ?? ''}`)
     if (result.added > 0) this.announceSoon()

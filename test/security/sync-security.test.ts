@@ -66,3 +66,38 @@ t.test('signed, encrypted sync through mosquitto; forged publishes under a trust
   t.equal(text((await collect(b.read({ from: 1000 })))[0]!.payload), 'after the attack')
   t.ok((await b.verify()).ok && (await cloud.verify()).ok)
 })
+
+t.test('default trust (no allow-list, no option): sync takes signed replicas and refuses unsigned events, under a fresh id too; explicit off takes them', async (t) => {
+  const broker = await startTestBroker(t)
+  const a = await openLog(tempDir(t), { durability: 'interval', intervalMs: 20 })
+  const b = await openLog(tempDir(t), { durability: 'interval', intervalMs: 20 })
+  const legacy = await openLog(tempDir(t), { durability: 'interval', intervalMs: 20, trust: 'off' })
+  t.equal(b.securityStatus().trust, 'default')
+  const syncs: SyncHandle[] = []
+  t.teardown(async () => {
+    for (const sync of syncs) await sync.close()
+    for (const log of [a, b, legacy]) await log.close()
+  })
+  for (const log of [a, b, legacy]) syncs.push(await startSync(log, { url: broker.url, logName: 'default-trust', ...FAST }))
+  await a.appendBatch([payload('signed 0'), payload('signed 1')])
+  await until(() => b.versionVector()[a.replicaId] === 2 && legacy.versionVector()[a.replicaId] === 2, 'signed replication')
+
+  // A broker client makes up a replica id and publishes unsigned events under it.
+  const madeUp = 'd'.repeat(32)
+  const rogue = await mqtt.connectAsync(broker.url, { clientId: 'rogue-default', protocolVersion: 4 })
+  t.teardown(() => rogue.endAsync())
+  const injected = [[0, Date.now(), payload('injected 0')], [1, Date.now(), payload('injected 1')]]
+  await rogue.publishAsync(`interlog/v1/default-trust/events/${madeUp}`, Buffer.from(encode({ v: 1, k: 'e', s: madeUp, o: madeUp, e: injected })), { qos: 1 })
+  await until(() => syncs[1]!.status().eventsForged >= 2 && legacy.versionVector()[madeUp] === 2, 'the refusal at b, the acceptance at the legacy log')
+  t.equal(b.versionVector()[madeUp], undefined, 'b stored none of the unsigned events')
+  t.match(b.securityStatus().lastRejection, /unsigned/, `b says why: ${b.securityStatus().lastRejection}`)
+  t.equal(legacy.versionVector()[madeUp], 2, "trust 'off' (explicit) takes unsigned events, as before signing existed")
+
+  // The application's own merge() may still hand in unsigned events (the caller vouches for them),
+  // unless it says they came from the network.
+  const local = await b.merge([{ origin: madeUp, pos: 0, time: 1, payload: payload('from my own code') }])
+  t.equal(local.added, 1, 'a local merge of unsigned events is taken in the default mode')
+  const remote = await b.merge([{ origin: 'c'.repeat(32), pos: 0, time: 1, payload: payload('relayed') }], { remote: true })
+  t.equal(remote.added, 0)
+  t.equal(remote.forged, 1, 'the same merge marked remote is refused')
+})
