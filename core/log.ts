@@ -182,7 +182,7 @@ export class Log extends EventEmitter<LogEvents> {
     this.direct = arena.direct
     const segment = this.table.last
     this.cache = new HeadCache(arena.memory, segment, this.committedEnd)
-    this.pipeline = init.identity === null ? null : new SealPipeline(arena.memory, init.identity.replicaIdBytes, init.checksum)
+    this.pipeline = init.identity === null ? null : new SealPipeline(arena.memory, init.identity.replicaIdBytes)
     this.cache.settle = () => this.settleLinks()
     this.deferredLink = { first: 0, count: 0, prev: null, pipeline: this.pipeline ?? { progress: () => {} } }
     const fd = this.openWriteDescriptor(segment)
@@ -502,8 +502,8 @@ export class Log extends EventEmitter<LogEvents> {
     // own); a merged batch keeps the one link or seal it came with, on its last record.
     const link = this.linkBytes(source, origin)
     // Large records are hashed on the worker; so is every record while it has some (the chain is in order).
-    const pipeline = link > 0 && this.pipeline !== null && (this.pipeline.busy || bodyBytes(source.payloads, from, to) >= SEAL_ASYNC_MIN_BYTES)
-      ? this.pipeline : null
+    const pipeline = link > 0 && this.pipeline !== null &&
+      (this.pipeline.busy || (bodyBytes(source.payloads, from, to) >= SEAL_ASYNC_MIN_BYTES && this.pipeline.ready())) ? this.pipeline : null
     let deferred: DeferredLink | null = null
     if (pipeline !== null) {
       deferred = this.deferredLink
@@ -529,7 +529,7 @@ export class Log extends EventEmitter<LogEvents> {
     return offset
   }
 
-  /** Finishes own records hashed on the worker: checksums written, the chain head noted. */
+  /** Waits for own records hashed on the worker and notes the chain head. */
   private settleLinks(): void {
     const head = this.pipeline?.settle() ?? null
     if (head !== null) this.own.noteOwnLink(head)

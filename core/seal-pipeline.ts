@@ -1,9 +1,9 @@
 // Chain hashes of large own records, computed on a second thread while the main thread composes
 // the next ones. SHA-256 (about 1.1 GB/s here with SHA-NI, the fastest hash node:crypto has) would
 // otherwise take as long as the rest of an append of 128-byte events; on a second core it runs
-// beside it. The worker reads record bodies from the head cache (shared memory, allocated at open)
-// and writes the prev and hash fields of each record's link; the main thread then writes the
-// record checksum, which covers the link, when it settles.
+// beside it. The worker reads record bodies from the head cache (shared memory, allocated at open),
+// writes the prev and hash fields of each record's link, then the record checksum (which covers
+// the link), so the main thread only waits when it settles.
 //
 // Protocol (one producer, one consumer, no allocation per record). Shared Int32 `control` slots:
 // POSTED and DONE count records (they wrap), PROGRESS is how far the open record's body is
@@ -15,19 +15,22 @@
 // this safe: one of the two always sees the other's store). Nothing the worker writes reaches the
 // disk before `settle()`: the flusher, readers of the cache and every move of the window settle.
 
+import { createRequire } from 'node:module'
 import { Worker } from 'node:worker_threads'
 import { assert } from './assert.js'
-import type { Checksum } from './checksum.js'
 import {
   CHAIN_DOMAIN, CHAIN_HASH_BYTES, CHAIN_PREFIX_BYTES, RECORD_OFFSET_CHECKSUM, RECORD_OFFSET_LENGTH, REPLICA_ID_BYTES,
   SEAL_OFFSET_HASH, SEAL_OFFSET_PREV,
 } from './format.js'
 import { LogError } from './errors.js'
 
+/** The CommonJS build of xxhash-wasm, which the worker loads for record checksums (core/checksum.ts loads the ES module). */
+const XXHASH_PATH = createRequire(import.meta.url).resolve('xxhash-wasm')
+
 /** Records in flight to the worker; a full ring settles before the next one. */
 export const SEAL_JOBS_MAX = 1024
 /** Own records with a body at least this large are hashed on the worker (smaller ones inline: the handoff would cost more). */
-export const SEAL_ASYNC_MIN_BYTES = 16 << 10
+export const SEAL_ASYNC_MIN_BYTES = 64 << 10
 /** The composer reports progress on an open record every this many bytes. */
 export const SEAL_PROGRESS_BYTES = 16 << 10
 /** How long settle waits for the worker before declaring it gone (it hashes at about 1 GB/s; the ring holds at most a cache). */
@@ -40,8 +43,9 @@ const PROGRESS = 3
 const WORKER_WAITING = 4
 const MAIN_WAITING = 5
 const WAKE = 6
-const CONTROL_SLOTS = 7
-const JOB_FIELDS = 4
+const READY = 7
+const CONTROL_SLOTS = 8
+const JOB_FIELDS = 5
 /** Polls before a side sleeps: a wake-up costs a system call on both sides. */
 const SPINS = 2000
 
@@ -49,7 +53,8 @@ const SPINS = 2000
 const WORKER_SOURCE = `
 const { workerData } = require('node:worker_threads')
 const crypto = require('node:crypto')
-const { buffer, byteOffset, byteLength, control, jobs, links, prevSlot, origin, jobsMax, prefixBytes, hashBytes, offsetPrev, offsetHash, domain } = workerData
+const { buffer, byteOffset, byteLength, control, jobs, links, prevSlot, origin, jobsMax, prefixBytes, hashBytes, offsetPrev, offsetHash, domain,
+  xxhashPath, offsetLength, offsetChecksum } = workerData
 const memory = Buffer.from(buffer, byteOffset, byteLength)
 const prefix = Buffer.alloc(prefixBytes)
 prefix.write(domain, 0, 'latin1')
@@ -58,6 +63,7 @@ let prev = Buffer.alloc(hashBytes)
 let done = 0
 let slot = 0
 let progressSeen = 0
+let checksum = null
 const posted = () => Atomics.load(control, ${POSTED}) !== done
 const moved = () => Atomics.load(control, ${PROGRESS}) !== progressSeen || Atomics.load(links, slot) >= 0
 function waitFor(ready) {
@@ -72,10 +78,12 @@ function waitFor(ready) {
   Atomics.store(control, ${WORKER_WAITING}, 0)
   return true
 }
+function run() {
 outer: for (;;) {
   if (!waitFor(posted)) break
   slot = done & (jobsMax - 1)
   const bodyStart = jobs[slot * ${JOB_FIELDS}], first = jobs[slot * ${JOB_FIELDS} + 1], count = jobs[slot * ${JOB_FIELDS} + 2]
+  const recordStart = jobs[slot * ${JOB_FIELDS} + 4]
   if (jobs[slot * ${JOB_FIELDS} + 3] === 1) prev = Buffer.from(prevSlot)
   prefix.writeUInt32LE(first >>> 0, 24)
   prefix.writeUInt32LE(Math.floor(first / 0x100000000), 28)
@@ -96,27 +104,38 @@ outer: for (;;) {
   memory.set(prev, linkAt + offsetPrev)
   memory.set(digest, linkAt + offsetHash)
   prev = digest
+  // The record checksum covers the link, so it comes last (same xxh64 as core/checksum.ts).
+  const length = memory.readUInt32LE(recordStart + offsetLength)
+  memory.writeBigUInt64LE(checksum(memory.subarray(recordStart + 8, recordStart + length), 0n), recordStart + offsetChecksum)
   done = (done + 1) | 0
   Atomics.store(control, ${DONE}, done)
   if (Atomics.load(control, ${MAIN_WAITING}) !== 0) Atomics.notify(control, ${DONE})
 }
+}
+require(xxhashPath)().then((api) => {
+  checksum = api.h64Raw
+  Atomics.store(control, ${READY}, 1)
+  run()
+})
 `
 
-/** Hashes own records on a worker thread; `settle` finishes them (checksums) on the caller's thread. */
+/** Hashes and checksums own records on a worker thread; `settle` waits for them. */
 export class SealPipeline {
   private readonly control = new Int32Array(new SharedArrayBuffer(CONTROL_SLOTS * 4))
   private readonly jobs = new Float64Array(new SharedArrayBuffer(SEAL_JOBS_MAX * JOB_FIELDS * 8))
   private readonly links = new Int32Array(new SharedArrayBuffer(SEAL_JOBS_MAX * 4))
   private readonly prevSlot = new Uint8Array(new SharedArrayBuffer(CHAIN_HASH_BYTES))
-  /** Main-thread bookkeeping per slot: where the record starts in the cache memory. */
-  private readonly recordStarts = new Float64Array(SEAL_JOBS_MAX)
   private worker: Worker | null = null
   /** Records posted and not yet settled (hashed or not). */
   private unsettled = 0
   private posted = 0
   private openSlot = -1
+  /** Records handed to the worker since open (for tests and status; does not wrap in practice). */
+  recordsPosted = 0
+  /** The worker failed (it could not load, or died): records are hashed inline from then on. */
+  private failed = false
 
-  constructor(private readonly memory: Buffer, private readonly origin: Uint8Array, private readonly checksum: Checksum) {
+  constructor(private readonly memory: Buffer, private readonly origin: Uint8Array) {
     assert(memory.buffer instanceof SharedArrayBuffer, 'the head cache is shared memory')
     assert((SEAL_JOBS_MAX & (SEAL_JOBS_MAX - 1)) === 0, 'jobs ring is a power of two')
   }
@@ -127,26 +146,37 @@ export class SealPipeline {
   }
 
   /**
+   * Whether the worker runs and can take a record. The first call starts it (about 30 ms): until
+   * it is up, records are hashed inline, so that no append waits for a thread to boot.
+   */
+  ready(): boolean {
+    if (this.failed) return false
+    if (this.worker === null) this.start()
+    return Atomics.load(this.control, READY) === 1
+  }
+
+  /**
    * Starts the record at `recordStart` in the cache memory, whose body starts at `bodyStart`. `prev`
    * is the previous chain hash, or null when it is the hash of the record posted before.
    */
   open(recordStart: number, bodyStart: number, first: number, count: number, prev: Uint8Array | null): void {
     assert(this.openSlot === -1, 'one record open at a time')
     if (this.unsettled === SEAL_JOBS_MAX) this.settle()
-    if (this.worker === null) this.start()
+    assert(this.worker !== null, 'the worker was started (ready)')
     const slot = this.posted & (SEAL_JOBS_MAX - 1)
     const at = slot * JOB_FIELDS
     this.jobs[at] = bodyStart
     this.jobs[at + 1] = first
     this.jobs[at + 2] = count
     this.jobs[at + 3] = prev === null ? 0 : 1
+    this.jobs[at + 4] = recordStart
     if (prev !== null) this.prevSlot.set(prev)
     Atomics.store(this.links, slot, -1)
     // Progress restarts at the body: the window may have moved since the last record, to lower indexes.
     Atomics.store(this.control, PROGRESS, bodyStart)
-    this.recordStarts[slot] = recordStart
     this.openSlot = slot
     this.posted = (this.posted + 1) | 0
+    this.recordsPosted++
     this.unsettled++
     Atomics.store(this.control, POSTED, this.posted)
     this.wakeWorker()
@@ -168,8 +198,8 @@ export class SealPipeline {
   }
 
   /**
-   * Waits for the worker to hash every posted record, writes their checksums, and returns the chain
-   * hash of the last one (null when nothing was pending).
+   * Waits for the worker to finish every posted record and returns the chain hash of the last one
+   * (null when nothing was pending).
    */
   settle(): Uint8Array | null {
     if (this.unsettled === 0) return null
@@ -187,15 +217,8 @@ export class SealPipeline {
       }
     }
     Atomics.store(this.control, MAIN_WAITING, 0)
-    let slot = 0
-    for (let seq = (this.posted - this.unsettled) | 0; seq !== this.posted; seq = (seq + 1) | 0) {
-      slot = seq & (SEAL_JOBS_MAX - 1)
-      const start = this.recordStarts[slot]!
-      const length = this.memory.readUInt32LE(start + RECORD_OFFSET_LENGTH)
-      this.memory.writeBigUInt64LE(this.checksum(this.memory.subarray(start + 8, start + length)), start + RECORD_OFFSET_CHECKSUM)
-    }
     this.unsettled = 0
-    const linkAt = Atomics.load(this.links, slot)
+    const linkAt = Atomics.load(this.links, (this.posted - 1) & (SEAL_JOBS_MAX - 1))
     return new Uint8Array(this.memory.subarray(linkAt + SEAL_OFFSET_HASH, linkAt + SEAL_OFFSET_HASH + CHAIN_HASH_BYTES))
   }
 
@@ -227,8 +250,10 @@ export class SealPipeline {
         origin: this.origin.subarray(0, REPLICA_ID_BYTES), jobsMax: SEAL_JOBS_MAX,
         prefixBytes: CHAIN_PREFIX_BYTES, hashBytes: CHAIN_HASH_BYTES,
         offsetPrev: SEAL_OFFSET_PREV, offsetHash: SEAL_OFFSET_HASH, domain: CHAIN_DOMAIN,
+        xxhashPath: XXHASH_PATH, offsetLength: RECORD_OFFSET_LENGTH, offsetChecksum: RECORD_OFFSET_CHECKSUM,
       },
     })
+    this.worker.on('error', () => { this.failed = true })
     this.worker.unref()
   }
 }

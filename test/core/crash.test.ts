@@ -81,5 +81,5 @@ t.test(`SIGKILL at random moments (${ROUNDS} rounds): every acknowledged event s
 })
 
 t.test(`SIGKILL while batches are hashed on the worker thread (${Math.ceil(ROUNDS / 3)} rounds): every acknowledged event survives, every link verifies`, async (t) => {
-  await killRounds(t, Math.ceil(ROUNDS / 3), { ...options, segmentBytes: 1 << 20 }, 'large')
+  await killRounds(t, Math.ceil(ROUNDS / 3), { ...options, segmentBytes: 2 << 20, cacheBytes: 1 << 20 }, 'large')
 })

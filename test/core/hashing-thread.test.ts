@@ -11,11 +11,16 @@ import { collect, prng, tempDir } from '../helpers/temp.js'
 
 const SEED = Number(process.env['INTERLOG_SEED'] ?? Date.now() % 1_000_000)
 
-function batchOf(random: () => number, tag: string): Uint8Array[] {
-  // Half the batches are large (bodies over the 16 KiB threshold, up to several records).
-  const large = random() < 0.5
-  const count = large ? 100 + Math.floor(random() * 1500) : 1 + Math.floor(random() * 20)
-  const size = large ? 16 + Math.floor(random() * 300) : 1 + Math.floor(random() * 2000)
+/** Records the log handed to its hashing thread since open (a private counter, read for this test only). */
+function hashedOnWorker(log: Log): number {
+  return (log as unknown as { pipeline: { recordsPosted: number } }).pipeline.recordsPosted
+}
+
+function batchOf(random: () => number, tag: string, large = random() < 0.5): Uint8Array[] {
+  // Half the batches are large (bodies over the 64 KiB threshold, up to several records).
+  // A large batch has at least 500 events of at least 140 bytes: a body over 64 KiB.
+  const count = large ? 500 + Math.floor(random() * 1300) : 1 + Math.floor(random() * 20)
+  const size = large ? 140 + Math.floor(random() * 260) : 1 + Math.floor(random() * 2000)
   return Array.from({ length: count }, (_, i) => Buffer.from(`${tag}:${i}:`.padEnd(size, String.fromCharCode(97 + (i % 26)))))
 }
 
@@ -34,6 +39,7 @@ t.test('mixed large and small appends, concurrent writers, reads, slides and rol
   const options = { cacheBytes: 512 << 10, segmentBytes: 4 << 20, maxEventBytes: 4096, durability: 'interval' as const }
   let log = await openLog(dir, options)
   const expected: string[] = []
+  let onWorker = 0
   for (let round = 0; round < 3; round++) {
     for (let step = 0; step < 40; step++) {
       const choice = random()
@@ -56,11 +62,13 @@ t.test('mixed large and small appends, concurrent writers, reads, slides and rol
       }
     }
     await checkChain(t, log, expected, `round ${round}, open`)
+    onWorker += hashedOnWorker(log)
     await log.close()
     log = await openLog(dir, options)
     await checkChain(t, log, expected, `round ${round}, reopened`)
   }
   t.ok((await log.verify()).segments > 1, 'the workload rolled segments')
+  t.ok(onWorker > 0, `${onWorker} records were hashed on the worker`)
   await log.close()
 })
 
@@ -70,11 +78,14 @@ t.test('a receiver accepts a history hashed on the worker thread, sealed when se
   const receiver = await openLog(tempDir(t), { trust: 'open' })
   const expected: string[] = []
   for (let i = 0; i < 12; i++) {
-    const batch = batchOf(random, `b${i}`)
+    const batch = batchOf(random, `b${i}`, i % 2 === 0)
     await source.appendBatch(batch)
     for (const p of batch) expected.push(p.toString())
+    // The worker starts with the first large record; until it is up, records are hashed inline.
+    if (i === 0) await new Promise((resolve) => setTimeout(resolve, 300))
   }
   await source.flush()
+  t.ok(hashedOnWorker(source) > 0, 'the worker hashed some of it')
   const result = await receiver.merge(await signedSince(source))
   t.equal(result.forged, undefined, 'nothing refused')
   t.same(receiver.versionVector(), { [source.replicaId]: expected.length }, 'everything stored')
