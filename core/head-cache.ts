@@ -21,10 +21,11 @@ export class HeadCache {
   /** Global offset just past the last composed byte. */
   composedEnd: number
   /**
-   * Finishes records whose links a worker is still hashing (core/seal-pipeline.ts). Called before
-   * the window moves or its bytes are copied out; the flusher calls it before writing.
+   * Finishes records whose links a worker is still hashing (core/seal-pipeline.ts): all of them, or
+   * those that start before global offset `end`. Called before the window moves or its bytes are
+   * copied out; the flusher calls it before writing.
    */
-  settle: () => void = () => {}
+  settle: (end?: number) => void = () => {}
 
   constructor(memory: Buffer, segment: Segment, end: number) {
     assert(memory.length % PAGE_BYTES === 0 && memory.length >= 4 * PAGE_BYTES, 'cache holds whole pages')
@@ -73,7 +74,7 @@ export class HeadCache {
 
   /** A fresh copy of [offset, end): readers keep it, the window moves on. */
   copyOut(offset: number, end: number): Buffer {
-    this.settle()
+    this.settle(end)
     const copy = Buffer.allocUnsafe(end - offset)
     this.memory.copy(copy, 0, this.at(offset), this.at(end))
     return copy

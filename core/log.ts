@@ -182,8 +182,8 @@ export class Log extends EventEmitter<LogEvents> {
     this.direct = arena.direct
     const segment = this.table.last
     this.cache = new HeadCache(arena.memory, segment, this.committedEnd)
-    this.pipeline = init.identity === null ? null : new SealPipeline(arena.memory, init.identity.replicaIdBytes)
-    this.cache.settle = () => this.settleLinks()
+    this.pipeline = init.identity === null ? null : new SealPipeline(arena.memory, init.identity.replicaIdBytes, init.checksum)
+    this.cache.settle = (end) => this.settleLinks(end)
     this.deferredLink = { first: 0, count: 0, prev: null, pipeline: this.pipeline ?? { progress: () => {} } }
     const fd = this.openWriteDescriptor(segment)
     // What survived a crash in the OS page cache is made durable before new records claim it.
@@ -514,7 +514,7 @@ export class Log extends EventEmitter<LogEvents> {
     const sealer = link > 0 && pipeline === null ? this.sealer : null
     if (sealer !== null) sealer.begin(range.pos + from, to - from, origin.chain ?? ZERO_CHAIN)
     const start = this.cache.at(offset)
-    if (pipeline !== null) pipeline.open(start, start + RECORD_HEADER_BYTES, deferred!.first, deferred!.count, deferred!.prev)
+    if (pipeline !== null) pipeline.open(offset, start, start + RECORD_HEADER_BYTES, deferred!.first, deferred!.count, deferred!.prev)
     const padded = composeRecord(this.cache, this.checksum, source, from, to, {
       localPos: range.localPos + from, durable: this.flusher.durableCount, origin: origin.originBytes,
       originPos: range.pos + from, continues: !last,
@@ -529,9 +529,10 @@ export class Log extends EventEmitter<LogEvents> {
     return offset
   }
 
-  /** Waits for own records hashed on the worker and notes the chain head. */
-  private settleLinks(): void {
-    const head = this.pipeline?.settle() ?? null
+  /** Waits for own records hashed on the worker (those before global offset `end`, or all) and notes the chain head. */
+  private settleLinks(end?: number): void {
+    if (this.pipeline === null || (end !== undefined && this.pipeline.settledBefore(end))) return
+    const head = this.pipeline.settle()
     if (head !== null) this.own.noteOwnLink(head)
   }
 

@@ -15,6 +15,8 @@ export interface RemoteEvent {
 
 export class MergeBuffer {
   private readonly byOrigin = new Map<string, Map<number, RemoteEvent>>()
+  /** Origins with events held on the signed path (waiting for a seal): never released unsigned. */
+  private readonly sealedOrigins = new Set<string>()
   events = 0
   bytes = 0
 
@@ -24,8 +26,13 @@ export class MergeBuffer {
     return this.byOrigin.get(origin)?.has(pos) ?? false
   }
 
-  /** Holds `event`; returns false when it was dropped for lack of room. */
-  hold(event: RemoteEvent): boolean {
+  /** Whether events of `origin` wait for a seal. */
+  holdsSealed(origin: string): boolean {
+    return this.sealedOrigins.has(origin)
+  }
+
+  /** Holds `event` (`sealed`: on the signed path, waiting for a seal); returns false when it was dropped for lack of room. */
+  hold(event: RemoteEvent, sealed = false): boolean {
     if (this.events + 1 > this.eventsMax || this.bytes + event.payload.length > this.bytesMax) {
       if (!this.evictAbove(event)) return false
     }
@@ -35,6 +42,7 @@ export class MergeBuffer {
       this.byOrigin.set(event.origin, waiting)
     }
     waiting.set(event.pos, event)
+    if (sealed) this.sealedOrigins.add(event.origin)
     this.events++
     this.bytes += event.payload.length
     return true
@@ -61,7 +69,7 @@ export class MergeBuffer {
         waiting.delete(held)
       }
     }
-    if (waiting.size === 0) this.byOrigin.delete(origin)
+    if (waiting.size === 0) this.forget(origin)
     return run
   }
 
@@ -74,7 +82,7 @@ export class MergeBuffer {
       this.events--
       this.bytes -= old.payload.length
     }
-    return this.hold(event)
+    return this.hold(event, true)
   }
 
   /** Forgets every held event of `origin` (its sync is quarantined). */
@@ -85,7 +93,12 @@ export class MergeBuffer {
       this.events--
       this.bytes -= event.payload.length
     }
+    this.forget(origin)
+  }
+
+  private forget(origin: string): void {
     this.byOrigin.delete(origin)
+    this.sealedOrigins.delete(origin)
   }
 
   /** Makes room for `incoming` by dropping the held event furthest ahead of it, if any is further. */
@@ -104,7 +117,7 @@ export class MergeBuffer {
     const waiting = this.byOrigin.get(victimOrigin)!
     const victim = waiting.get(victimPos)!
     waiting.delete(victimPos)
-    if (waiting.size === 0) this.byOrigin.delete(victimOrigin)
+    if (waiting.size === 0) this.forget(victimOrigin)
     this.events--
     this.bytes -= victim.payload.length
     return this.events + 1 <= this.eventsMax && this.bytes + incoming.payload.length <= this.bytesMax

@@ -157,6 +157,10 @@ export class Merger {
   /** Events of an origin that does not sign: trust 'off', or local merges in the default mode. */
   private async mergeUnsigned(state: OriginState, list: readonly RemoteEvent[], result: MergeResult, held: RemoteEvent[]): Promise<void> {
     const origin = state.origin
+    // Events held on the signed path (sync said this origin signs) are never released by an
+    // unsigned local merge, nor taken as duplicates of it: the application's events win, and sync
+    // sends the signed ones again if they are genuine.
+    if (this.buffer.holdsSealed(origin)) this.buffer.dropOrigin(origin)
     const run: RemoteEvent[] = []
     let next = state.count
     const quarantine = this.quarantines.get(origin)
@@ -230,7 +234,7 @@ export class Merger {
     const verdict = checkSealedRun(state, run, this.host.trust, this.host.cipher)
     if (verdict.equivocation !== null) this.reportEquivocation(verdict.equivocation, result)
     else if (verdict.rejectedAt < run.length) this.refuse(result, run.length - verdict.rejectedAt, verdict.reason)
-    for (let i = verdict.accepted; i < verdict.pendingEnd; i++) this.buffer.hold(run[i]!)
+    for (let i = verdict.accepted; i < verdict.pendingEnd; i++) this.buffer.hold(run[i]!, true)
     const passed = this.validateRun(state, run.slice(0, verdict.accepted), result)
     for (const batch of verdict.batches) {
       if (batch.to > passed) break
@@ -265,7 +269,7 @@ export class Merger {
     if (range.count > 0) return true
     for (const event of run.slice(from)) {
       if (event.pos < state.count) result.duplicates++
-      else if (this.buffer.hold(event)) held.push(event)
+      else if (this.buffer.hold(event, seal !== null)) held.push(event)
       else result.dropped++
     }
     return false

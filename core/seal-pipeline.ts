@@ -15,6 +15,7 @@
 // this safe: one of the two always sees the other's store). Nothing the worker writes reaches the
 // disk before `settle()`: the flusher, readers of the cache and every move of the window settle.
 
+import crypto from 'node:crypto'
 import { createRequire } from 'node:module'
 import { Worker } from 'node:worker_threads'
 import { assert } from './assert.js'
@@ -22,7 +23,8 @@ import {
   CHAIN_DOMAIN, CHAIN_HASH_BYTES, CHAIN_PREFIX_BYTES, RECORD_OFFSET_CHECKSUM, RECORD_OFFSET_LENGTH, REPLICA_ID_BYTES,
   SEAL_OFFSET_HASH, SEAL_OFFSET_PREV,
 } from './format.js'
-import { LogError } from './errors.js'
+import type { Checksum } from './checksum.js'
+import { ZERO_CHAIN } from './seal.js'
 
 /** The CommonJS build of xxhash-wasm, which the worker loads for record checksums (core/checksum.ts loads the ES module). */
 const XXHASH_PATH = createRequire(import.meta.url).resolve('xxhash-wasm')
@@ -33,8 +35,6 @@ export const SEAL_JOBS_MAX = 1024
 export const SEAL_ASYNC_MIN_BYTES = 64 << 10
 /** The composer reports progress on an open record every this many bytes. */
 export const SEAL_PROGRESS_BYTES = 16 << 10
-/** How long settle waits for the worker before declaring it gone (it hashes at about 1 GB/s; the ring holds at most a cache). */
-const SEAL_SETTLE_TIMEOUT_MS = 30_000
 
 const POSTED = 0
 const DONE = 1
@@ -44,10 +44,15 @@ const WORKER_WAITING = 4
 const MAIN_WAITING = 5
 const WAKE = 6
 const READY = 7
-const CONTROL_SLOTS = 8
+const DEAD = 8
+const CONTROL_SLOTS = 9
 const JOB_FIELDS = 5
-/** Polls before a side sleeps: a wake-up costs a system call on both sides. */
+/** Polls before the main thread sleeps in settle. */
 const SPINS = 2000
+/** How long the idle worker polls before it sleeps: a wake-up costs system calls on both sides and tens of µs. */
+const WORKER_SPIN_MS = 1
+/** A worker that finishes nothing for this long is taken for dead: settle hashes its records inline. */
+const SEAL_STALL_MS = 2_000
 
 // The worker, as plain JavaScript evaluated in its own thread (no module resolution, no loaders).
 const WORKER_SOURCE = `
@@ -67,13 +72,16 @@ let checksum = null
 const posted = () => Atomics.load(control, ${POSTED}) !== done
 const moved = () => Atomics.load(control, ${PROGRESS}) !== progressSeen || Atomics.load(links, slot) >= 0
 function waitFor(ready) {
-  for (let i = 0; i < ${SPINS}; i++) if (ready()) return true
+  const until = performance.now() + ${WORKER_SPIN_MS}
+  do {
+    for (let i = 0; i < 64; i++) if (ready()) return true
+  } while (performance.now() < until)
   Atomics.store(control, ${WORKER_WAITING}, 1)
   for (;;) {
     const wake = Atomics.load(control, ${WAKE})
     if (ready()) break
     if (Atomics.load(control, ${STOP}) !== 0) return false
-    Atomics.wait(control, ${WAKE}, wake, 100)
+    Atomics.wait(control, ${WAKE}, wake, 1000)
   }
   Atomics.store(control, ${WORKER_WAITING}, 0)
   return true
@@ -112,37 +120,56 @@ outer: for (;;) {
   if (Atomics.load(control, ${MAIN_WAITING}) !== 0) Atomics.notify(control, ${DONE})
 }
 }
+function die() {
+  Atomics.store(control, ${DEAD}, 1)
+  Atomics.notify(control, ${DONE})
+}
 require(xxhashPath)().then((api) => {
   checksum = api.h64Raw
   Atomics.store(control, ${READY}, 1)
-  run()
-})
+  try { run() } catch (error) { die(); throw error }
+}, (error) => { die(); throw error })
 `
 
-/** Hashes and checksums own records on a worker thread; `settle` waits for them. */
+/**
+ * Hashes and checksums own records on a worker thread; `settle` waits for them. If the worker
+ * cannot start, dies, or stalls, the records it holds are hashed inline and so are all later ones.
+ */
 export class SealPipeline {
   private readonly control = new Int32Array(new SharedArrayBuffer(CONTROL_SLOTS * 4))
   private readonly jobs = new Float64Array(new SharedArrayBuffer(SEAL_JOBS_MAX * JOB_FIELDS * 8))
   private readonly links = new Int32Array(new SharedArrayBuffer(SEAL_JOBS_MAX * 4))
   private readonly prevSlot = new Uint8Array(new SharedArrayBuffer(CHAIN_HASH_BYTES))
+  /** The chain hash of the last record settled (the prev of a record posted right after a ring-full settle). */
+  private readonly lastHead = new Uint8Array(CHAIN_HASH_BYTES)
+  private readonly prefix = Buffer.alloc(CHAIN_PREFIX_BYTES)
   private worker: Worker | null = null
   /** Records posted and not yet settled (hashed or not). */
   private unsettled = 0
   private posted = 0
   private openSlot = -1
+  /** Where the first unsettled record starts (a global log offset, as the caller gave it). */
+  private pendingFrom = Infinity
   /** Records handed to the worker since open (for tests and status; does not wrap in practice). */
   recordsPosted = 0
-  /** The worker failed (it could not load, or died): records are hashed inline from then on. */
-  private failed = false
+  /** The worker failed (it could not start, died or stalled): records are hashed inline from then on. */
+  failed = false
 
-  constructor(private readonly memory: Buffer, private readonly origin: Uint8Array) {
+  constructor(private readonly memory: Buffer, private readonly origin: Uint8Array, private readonly checksum: Checksum) {
     assert(memory.buffer instanceof SharedArrayBuffer, 'the head cache is shared memory')
     assert((SEAL_JOBS_MAX & (SEAL_JOBS_MAX - 1)) === 0, 'jobs ring is a power of two')
+    this.prefix.write(CHAIN_DOMAIN, 0, 'latin1')
+    this.prefix.set(origin.subarray(0, REPLICA_ID_BYTES), 8)
   }
 
   /** Whether records wait to be settled (a new own record must then go through the worker too, to keep the chain in order). */
   get busy(): boolean {
     return this.unsettled > 0
+  }
+
+  /** Whether records from global offset `end` on are settled (nothing pending before it). */
+  settledBefore(end: number): boolean {
+    return this.unsettled === 0 || end <= this.pendingFrom
   }
 
   /**
@@ -151,18 +178,25 @@ export class SealPipeline {
    */
   ready(): boolean {
     if (this.failed) return false
-    if (this.worker === null) this.start()
-    return Atomics.load(this.control, READY) === 1
+    if (this.worker === null) {
+      try {
+        this.start()
+      } catch {
+        this.failed = true
+        return false
+      }
+    }
+    return Atomics.load(this.control, READY) === 1 && Atomics.load(this.control, DEAD) === 0
   }
 
   /**
-   * Starts the record at `recordStart` in the cache memory, whose body starts at `bodyStart`. `prev`
-   * is the previous chain hash, or null when it is the hash of the record posted before.
+   * Starts the record at `recordStart` in the cache memory (at global log offset `offset`), whose
+   * body starts at `bodyStart`. `prev` is the previous chain hash, or null when it is the hash of
+   * the record posted before. Call only after `ready()` or while `busy`.
    */
-  open(recordStart: number, bodyStart: number, first: number, count: number, prev: Uint8Array | null): void {
+  open(offset: number, recordStart: number, bodyStart: number, first: number, count: number, prev: Uint8Array | null): void {
     assert(this.openSlot === -1, 'one record open at a time')
     if (this.unsettled === SEAL_JOBS_MAX) this.settle()
-    assert(this.worker !== null, 'the worker was started (ready)')
     const slot = this.posted & (SEAL_JOBS_MAX - 1)
     const at = slot * JOB_FIELDS
     this.jobs[at] = bodyStart
@@ -174,6 +208,7 @@ export class SealPipeline {
     Atomics.store(this.links, slot, -1)
     // Progress restarts at the body: the window may have moved since the last record, to lower indexes.
     Atomics.store(this.control, PROGRESS, bodyStart)
+    if (this.unsettled === 0) this.pendingFrom = offset
     this.openSlot = slot
     this.posted = (this.posted + 1) | 0
     this.recordsPosted++
@@ -199,27 +234,68 @@ export class SealPipeline {
 
   /**
    * Waits for the worker to finish every posted record and returns the chain hash of the last one
-   * (null when nothing was pending).
+   * (null when nothing was pending). A worker that is gone or stalls for SEAL_STALL_MS has its
+   * records hashed here instead.
    */
   settle(): Uint8Array | null {
     if (this.unsettled === 0) return null
     assert(this.openSlot === -1, 'no record open while settling')
-    const started = Date.now()
+    let lastDone = Atomics.load(this.control, DONE)
+    let lastProgressMs = Date.now()
     Atomics.store(this.control, MAIN_WAITING, 1)
-    for (let spins = 0; ;spins++) {
+    for (let spins = 0; ; spins++) {
       const done = Atomics.load(this.control, DONE)
       if (done === this.posted) break
       if (spins < SPINS) continue
+      if (this.failed || Atomics.load(this.control, DEAD) !== 0) {
+        this.hashInline()
+        break
+      }
       Atomics.wait(this.control, DONE, done, 10)
-      if (Date.now() - started > SEAL_SETTLE_TIMEOUT_MS) {
-        Atomics.store(this.control, MAIN_WAITING, 0)
-        throw new LogError('IO', `the hashing thread did not finish ${this.unsettled} records in ${SEAL_SETTLE_TIMEOUT_MS} ms; the log is now read-only`)
+      if (done !== lastDone) {
+        lastDone = done
+        lastProgressMs = Date.now()
+      } else if (Date.now() - lastProgressMs > SEAL_STALL_MS) {
+        this.hashInline()
+        break
       }
     }
     Atomics.store(this.control, MAIN_WAITING, 0)
     this.unsettled = 0
+    this.pendingFrom = Infinity
     const linkAt = Atomics.load(this.links, (this.posted - 1) & (SEAL_JOBS_MAX - 1))
-    return new Uint8Array(this.memory.subarray(linkAt + SEAL_OFFSET_HASH, linkAt + SEAL_OFFSET_HASH + CHAIN_HASH_BYTES))
+    this.lastHead.set(this.memory.subarray(linkAt + SEAL_OFFSET_HASH, linkAt + SEAL_OFFSET_HASH + CHAIN_HASH_BYTES))
+    return new Uint8Array(this.lastHead)
+  }
+
+  /**
+   * The worker is gone: stops it, and hashes and checksums every unsettled record here (all of
+   * them, from the chain hash before the first: the worker may have written some halfway).
+   */
+  private hashInline(): void {
+    this.failed = true
+    void this.stop()
+    let prev: Uint8Array = ZERO_CHAIN
+    for (let seq = (this.posted - this.unsettled) | 0, first = true; seq !== this.posted; seq = (seq + 1) | 0, first = false) {
+      const slot = seq & (SEAL_JOBS_MAX - 1)
+      const at = slot * JOB_FIELDS
+      const bodyStart = this.jobs[at]!
+      const linkAt = Atomics.load(this.links, slot)
+      const recordStart = this.jobs[at + 4]!
+      // A record posted with its prev has it in prevSlot only for the newest such record; the link
+      // holds it too (the composer wrote it), so read it there.
+      if (this.jobs[at + 3] === 1) prev = new Uint8Array(this.memory.subarray(linkAt + SEAL_OFFSET_PREV, linkAt + SEAL_OFFSET_PREV + CHAIN_HASH_BYTES))
+      else if (first) prev = new Uint8Array(this.lastHead)
+      writeU64LE(this.prefix, 24, this.jobs[at + 1]!)
+      this.prefix.writeUInt32LE(this.jobs[at + 2]!, 32)
+      this.prefix.set(prev, 36)
+      const hash = crypto.createHash('sha256').update(this.prefix).update(this.memory.subarray(bodyStart, linkAt)).digest()
+      this.memory.set(prev, linkAt + SEAL_OFFSET_PREV)
+      this.memory.set(hash, linkAt + SEAL_OFFSET_HASH)
+      const length = this.memory.readUInt32LE(recordStart + RECORD_OFFSET_LENGTH)
+      this.memory.writeBigUInt64LE(this.checksum(this.memory.subarray(recordStart + 8, recordStart + length)), recordStart + RECORD_OFFSET_CHECKSUM)
+      prev = hash
+    }
   }
 
   /** Stops the worker (after `settle`, or dropping what is pending when the log crashes). */
@@ -227,7 +303,6 @@ export class SealPipeline {
     const worker = this.worker
     if (worker === null) return
     this.worker = null
-    this.unsettled = 0
     Atomics.store(this.control, STOP, 1)
     Atomics.add(this.control, WAKE, 1)
     Atomics.notify(this.control, WAKE)
@@ -241,7 +316,7 @@ export class SealPipeline {
   }
 
   private start(): void {
-    this.worker = new Worker(WORKER_SOURCE, {
+    const worker = new Worker(WORKER_SOURCE, {
       eval: true,
       execArgv: [],
       workerData: {
@@ -253,7 +328,15 @@ export class SealPipeline {
         xxhashPath: XXHASH_PATH, offsetLength: RECORD_OFFSET_LENGTH, offsetChecksum: RECORD_OFFSET_CHECKSUM,
       },
     })
-    this.worker.on('error', () => { this.failed = true })
-    this.worker.unref()
+    this.worker = worker
+    // Either means the thread is gone: later records are hashed inline, pending ones at the next settle.
+    worker.on('error', () => { this.failed = true })
+    worker.on('exit', () => { if (this.worker === worker) this.failed = true })
+    worker.unref()
   }
+}
+
+function writeU64LE(target: Buffer, at: number, value: number): void {
+  target.writeUInt32LE(value >>> 0, at)
+  target.writeUInt32LE(Math.floor(value / 0x1_0000_0000), at + 4)
 }

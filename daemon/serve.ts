@@ -55,6 +55,9 @@ export async function serve(config: DaemonConfig, logger: Logger = journalLogger
         (security.trust === 'keys' ? ` (${security.trustedKeys.length} keys)` : security.trust === 'off' ? ': any broker client can inject events (docs/security.md)'
           : security.trust === 'default' ? ': any replica whose signatures verify (restrict with interlog trust add)' : '') +
         `, payload encryption ${security.encrypted ? 'on' : 'off'}`)
+      if (security.publicKey === null && security.trust !== 'off') {
+        logger('warning', `log ${name} has no identity (unsigned): peers refuse its events over sync unless they run with trust 'off' (docs/security.md)`)
+      }
       log.on('equivocation', (e) => logger('error', `log ${name}: origin ${e.origin} (key ${e.publicKey}) signed two histories from position ${e.pos}; quarantined`))
       log.on('quarantine', (q) => logger('warning', `log ${name}: origin ${q.origin} quarantined at ${q.pos} by validator ${q.validator}: ${q.reason}`))
     }

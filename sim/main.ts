@@ -1,5 +1,5 @@
 // npm run sim -- --seeds N [--from S] [--steps K]   runs seeds S .. S+N-1 (default 1, 100 seeds)
-// npm run sim -- --seed X [--trace]                 runs one seed twice: same trace hash, or fails
+// npm run sim -- --seed X [--trace]                 runs one seed twice: same trace and same bytes on disk, or fails
 // A failure prints its seed; `--seed` replays it exactly.
 
 import fs from 'node:fs'
@@ -43,7 +43,11 @@ export async function main(argv: string[]): Promise<number> {
         process.stdout.write(`replay differs at trace line ${at}:\n  ${first.trace[at]}\n  ${second.trace[at]}\n`)
         return 1
       }
-      process.stdout.write('replayed: the same trace\n')
+      if (first.storageHash !== second.storageHash) {
+        process.stdout.write(`replay left different bytes on disk: storage ${first.storageHash.slice(0, 12)} vs ${second.storageHash.slice(0, 12)}\n`)
+        return 1
+      }
+      process.stdout.write(`replayed: the same trace and the same bytes on disk (storage ${first.storageHash.slice(0, 12)})\n`)
       return first.ok ? 0 : 1
     }
     const count = integer('seeds', values.seeds, 100)

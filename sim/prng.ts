@@ -40,6 +40,19 @@ export class Prng {
     return items[this.int(items.length)] as T
   }
 
+  /** A key of `weights`, with probability proportional to its weight. */
+  weighted<K extends string>(weights: Readonly<Record<K, number>>): K {
+    const keys = Object.keys(weights) as K[]
+    let total = 0
+    for (const key of keys) total += weights[key]
+    let at = this.next() / 0x1_0000_0000 * total
+    for (const key of keys) {
+      at -= weights[key]
+      if (at < 0) return key
+    }
+    return keys[keys.length - 1]!
+  }
+
   bytes(n: number): Uint8Array {
     const out = new Uint8Array(n)
     for (let i = 0; i < n; i++) out[i] = this.next() & 0xff

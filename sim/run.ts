@@ -12,8 +12,8 @@
 // acknowledged event within a bounded simulated time.
 //
 // Storage: logs run on real files (a tmpfs). A crash ends a replica between steps
-// (Log.simulateCrash) and then keeps, loses, tears or fills with garbage what was written since
-// its last fdatasync, before it restarts. Half the replicas run with durability 'none' (durable at
+// (Log.simulateCrash); then each page written since its last fdatasync is kept, lost, torn at a
+// random byte, or torn with garbage, independently, before it restarts. Half the replicas run with durability 'none' (durable at
 // flush steps only), so crashes do lose acknowledged events there, which must never have been
 // sent. I/O errors at every operation are test/fault/io-faults.test.ts's job.
 
@@ -26,6 +26,11 @@ import { startSyncOver, type SyncHandle } from '../sync/index.js'
 import { SimBroker, type SimConnection } from './broker.js'
 import { SimClock } from './clock.js'
 import { Prng } from './prng.js'
+
+/** The unit of a crash's fates: the flusher writes whole 4 KiB pages. */
+const CRASH_PAGE_BYTES = 4096
+/** How a crash treats each page written after the last fdatasync (weights). */
+const PAGE_FATES = { kept: 4, lost: 3, torn: 2, garbage: 1 } as const
 
 export interface SimOptions {
   seed: number
@@ -46,6 +51,8 @@ export interface SimResult {
   appended: number
   /** SHA-256 of the trace: the same seed gives the same hash. */
   traceHash: string
+  /** SHA-256 of every byte the replicas left on disk: the same seed gives the same hash. */
+  storageHash: string
   trace: string[]
   simulatedMs: number
 }
@@ -92,8 +99,9 @@ export async function runSimulation(options: SimOptions): Promise<SimResult> {
   let appended = 0
   const result = (ok: boolean, failure: string | null): SimResult => ({
     seed: options.seed, ok, failure, replicas: count, steps, appended,
-    traceHash: crypto.createHash('sha256').update(trace.join('\n')).digest('hex'), trace, simulatedMs: clock.now() - START_MS,
+    traceHash: crypto.createHash('sha256').update(trace.join('\n')).digest('hex'), storageHash: '', trace, simulatedMs: clock.now() - START_MS,
   })
+  let outcome: SimResult
 
   const openReplica = async (index: number, dir: string, durability: 'fsync' | 'none'): Promise<Replica> => {
     // A small cache: replicas with durability 'none' write records before they sync them, so crashes tear real records.
@@ -217,7 +225,7 @@ export async function runSimulation(options: SimOptions): Promise<SimResult> {
     }
 
     /**
-     * A crash: the process dies between steps. What was written since the last fdatasync is kept,
+     * A crash: the process dies between steps. Each page written since the last fdatasync is kept,
      * lost, torn at a random byte, or torn with garbage after it; then the replica restarts.
      * Events durable at the crash must survive; acknowledged events beyond them (durability
      * 'none') may be lost, and were never sent, since sync sends only durable events.
@@ -228,14 +236,24 @@ export async function runSimulation(options: SimOptions): Promise<SimResult> {
       replica.connection.drop()
       const region = await replica.log.simulateCrash()
       await replica.sync.close()
-      const fate = prng.pick(['kept', 'lost', 'torn', 'garbage'] as const)
+      // Each page written since the last fdatasync meets its own fate (a disk may persist any subset
+      // of unsynced writes, in any order); a quarter of the crashes keep everything.
       const span = region.writtenOffset - region.syncedOffset
-      if (span > 0 && fate !== 'kept') {
-        const from = fate === 'lost' ? region.syncedOffset : region.syncedOffset + prng.int(span)
-        const bytes = fate === 'garbage' ? Buffer.from(prng.bytes(region.writtenOffset - from)) : Buffer.alloc(region.writtenOffset - from)
+      const fates = { kept: 0, lost: 0, torn: 0, garbage: 0 }
+      const everythingKept = prng.int(4) === 0
+      if (span > 0) {
         const fd = fs.openSync(region.segmentPath, 'r+')
         try {
-          fs.writeSync(fd, bytes, 0, bytes.length, from)
+          for (let page = region.syncedOffset - (region.syncedOffset % CRASH_PAGE_BYTES); page < region.writtenOffset; page += CRASH_PAGE_BYTES) {
+            const start = Math.max(page, region.syncedOffset)
+            const end = Math.min(page + CRASH_PAGE_BYTES, region.writtenOffset)
+            const fate = everythingKept ? 'kept' : prng.weighted(PAGE_FATES)
+            fates[fate]++
+            if (fate === 'kept') continue
+            const from = fate === 'lost' ? start : start + prng.int(end - start)
+            const bytes = fate === 'garbage' ? Buffer.from(prng.bytes(end - from)) : Buffer.alloc(end - from)
+            fs.writeSync(fd, bytes, 0, bytes.length, from)
+          }
         } finally {
           fs.closeSync(fd)
         }
@@ -251,7 +269,7 @@ export async function runSimulation(options: SimOptions): Promise<SimResult> {
       own.length = Math.min(own.length, survived)
       await checkStored(reopened)
       reopened.connection.reconnect()
-      note(`crash r${replica.index} (${fate}, ${span} unsynced bytes, ${survived} own events survive)`)
+      note(`crash r${replica.index} (${span} unsynced bytes, pages kept ${fates.kept}, lost ${fates.lost}, torn ${fates.torn}, garbage ${fates.garbage}; ${survived} own events survive)`)
     }
 
     /** A client on the broker publishing forged events under a replica's id, or garbage. */
@@ -328,16 +346,33 @@ export async function runSimulation(options: SimOptions): Promise<SimResult> {
       const report = await replica.log.verify()
       if (!report.ok) throw new SafetyError(`replica ${replica.index}: verify found damage`)
     }
-    return result(true, null)
+    outcome = result(true, null)
   } catch (error) {
     note(`failed: ${(error as Error).message}`)
-    return result(false, `${error instanceof SafetyError ? 'safety' : 'error'}: ${(error as Error).message}`)
+    outcome = result(false, `${error instanceof SafetyError ? 'safety' : 'error'}: ${(error as Error).message}`)
   } finally {
     for (const replica of replicas) {
       await replica.sync.close().catch(() => undefined)
       await replica.log.close().catch(() => undefined)
     }
     Date.now = realNow
-    fs.rmSync(options.directory, { recursive: true, force: true })
   }
+  // The same seed leaves the same bytes: every file of every replica, after a clean close.
+  outcome.storageHash = digestDirectory(options.directory)
+  fs.rmSync(options.directory, { recursive: true, force: true })
+  return outcome
+}
+
+/** SHA-256 over every file under `root` (relative path and bytes, in sorted order). */
+function digestDirectory(root: string): string {
+  const hash = crypto.createHash('sha256')
+  const walk = (dir: string): void => {
+    for (const entry of fs.readdirSync(dir, { withFileTypes: true }).sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0))) {
+      const full = path.join(dir, entry.name)
+      if (entry.isDirectory()) walk(full)
+      else if (entry.isFile()) hash.update(`${path.relative(root, full)}\0`).update(fs.readFileSync(full))
+    }
+  }
+  if (fs.existsSync(root)) walk(root)
+  return hash.digest('hex')
 }

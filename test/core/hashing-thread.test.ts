@@ -93,3 +93,37 @@ t.test('a receiver accepts a history hashed on the worker thread, sealed when se
   await source.close()
   await receiver.close()
 })
+
+/** The log's hashing pipeline (private), for the failure tests below. */
+function pipelineOf(log: Log): { worker: { terminate(): Promise<number> } | null, failed: boolean, ready(): boolean } {
+  return (log as unknown as { pipeline: ReturnType<typeof pipelineOf> }).pipeline
+}
+
+t.test('a hashing thread that dies with records pending: they are hashed inline, nothing is lost, later records too', async (t) => {
+  const random = prng(SEED + 2)
+  const dir = tempDir(t)
+  const log = await openLog(dir)
+  const expected: string[] = []
+  const append = async (tag: string): Promise<void> => {
+    const batch = batchOf(random, tag, true)
+    await log.appendBatch(batch)
+    for (const p of batch) expected.push(p.toString())
+  }
+  await append('warm-up')
+  await new Promise((resolve) => setTimeout(resolve, 300))
+  t.ok(pipelineOf(log).ready(), 'the worker is up')
+  // The thread is killed and its exit not yet seen (the event loop has not run): records go to it.
+  await pipelineOf(log).worker!.terminate()
+  pipelineOf(log).failed = false
+  const started = Date.now()
+  await append('to a dead worker')
+  await log.flush()
+  t.ok(pipelineOf(log).failed, 'the stalled worker was noticed')
+  t.ok(Date.now() - started < 10_000, `settled inline after the stall bound (${Date.now() - started} ms)`)
+  await append('after')
+  await checkChain(t, log, expected, 'after the worker died')
+  await log.close()
+  const reopened = await openLog(dir)
+  await checkChain(t, reopened, expected, 'reopened')
+  await reopened.close()
+})

@@ -1,6 +1,7 @@
 // Attacks found in review, each kept as a behaviour: events under a log's own id, old seals
 // replayed to fake an equivocation, signing links that are not the log's own or not yet durable,
-// and flooding the merge buffer with origins nobody trusts.
+// flooding the merge buffer with origins nobody trusts, and events held for a seal in the default
+// trust mode being released by an unsigned local merge.
 
 import t from 'tap'
 import { openLog, LINK_BYTES, type RemoteEvent } from '../../index.js'
@@ -90,4 +91,19 @@ t.test('a signed batch larger than the receiver\'s merge buffer syncs record by 
   }
   t.same(b.versionVector(), a.versionVector())
   t.ok((await b.verify()).ok)
+})
+
+t.test('default trust: events a sync message held for a seal are never released by the application\'s unsigned merge', async (t) => {
+  const log = await openLog(tempDir(t))
+  t.teardown(() => log.close())
+  const bridged = 'ab'.repeat(16)
+  const event = (pos: number, text: string): RemoteEvent => ({ origin: bridged, pos, time: 1, payload: payload(text) })
+  t.equal((await log.merge([event(0, 'genuine 0')])).added, 1, 'the application bridges an unsigned origin itself')
+  // A broker client: position 2 in a message that claims signed history, without a seal (held for one).
+  const injected = await log.merge([event(2, 'INJECTED 2')], { remote: true, sealed: true })
+  t.equal(injected.added, 0)
+  const local = await log.merge([event(1, 'genuine 1'), event(2, 'genuine 2')])
+  t.equal(local.added, 2, 'the application\'s events are stored')
+  t.equal(local.duplicates, 0, 'not mistaken for duplicates of the held event')
+  t.same((await collect(log.read())).map((e) => text(e.payload)), ['genuine 0', 'genuine 1', 'genuine 2'], 'the injected event is not stored')
 })

@@ -1,7 +1,7 @@
 // The deterministic simulator (sim/) in CI: 1,000 seeds of 3 to 7 replicas running the real log and
 // replicator over the simulated broker and clock, with drops, duplicates, delays, partitions,
 // broker restarts, replica restarts and crashes (unsynced writes kept, lost, torn or garbage) and a
-// rogue client; and seeds replayed twice to the same trace.
+// rogue client; and seeds replayed twice to the same trace and the same bytes on disk.
 // A failure names its seed: `npm run sim -- --seed N --trace` replays it.
 
 import t from 'tap'
@@ -35,10 +35,10 @@ t.test(`${SEEDS} simulated seeds keep safety and converge after the faults heal`
   }
 })
 
-t.test('a seed replays to the same trace, step for step', async (t) => {
+t.test('a seed replays to the same trace, step for step, and leaves the same bytes on disk', async (t) => {
   for (const seed of ['7', '31']) {
     const run = await sim(['--seed', seed])
     t.equal(run.code, 0, run.stdout + run.stderr)
-    t.match(run.stdout, /replayed: the same trace/)
+    t.match(run.stdout, /replayed: the same trace and the same bytes on disk/)
   }
 })
