@@ -59,6 +59,8 @@ export class Flusher {
   private running: Promise<void> | null = null
   private syncWanted = false
   private scheduled = false
+  /** Set when the log closes or crashes: no flush starts or writes after it (the descriptor is closed, and its number may be reused). */
+  private stopped = false
   private readonly waiters: Waiter[] = []
   private waiterHead = 0
 
@@ -72,6 +74,11 @@ export class Flusher {
     this.writtenEnd = end
     this.durableCount = count
     this.syncedEnd = end
+  }
+
+  /** No flush starts after this; one in flight ends after its current write or sync. */
+  stop(): void {
+    this.stopped = true
   }
 
   /** Resolves when no flush is running (one may have failed). */
@@ -96,7 +103,7 @@ export class Flusher {
     this.scheduled = true
     setImmediate(() => {
       this.scheduled = false
-      if (this.running === null) this.start()
+      if (this.running === null && !this.stopped) this.start()
     })
   }
 
@@ -104,6 +111,7 @@ export class Flusher {
   async flushAll(sync: boolean): Promise<void> {
     for (;;) {
       if (this.failure !== null) throw this.failure
+      if (this.stopped) throw new LogError('CLOSED', 'the log was closed (or crashed) before this flush')
       const point = this.host.commitPoint()
       const pending = this.cache.composedEnd > this.writtenEnd || (sync && this.durableCount < point.count)
       if (this.running === null && !pending) return
@@ -138,6 +146,10 @@ export class Flusher {
   private async loop(): Promise<void> {
     try {
       for (;;) {
+        if (this.stopped) {
+          this.running = null
+          return
+        }
         const point = this.host.commitPoint()
         const sync = this.syncWanted
         this.syncWanted = false

@@ -842,6 +842,8 @@ export class Log extends EventEmitter<LogEvents> {
   async simulateCrash(): Promise<{ segmentPath: string, syncedOffset: number, writtenOffset: number }> {
     this.checkOpen()
     if (this.timer !== null) clearInterval(this.timer)
+    // A crash stops every write at once: a flush scheduled for later never runs.
+    this.flusher.stop()
     await this.flusher.settled()
     const segment = this.cache.segment
     const region = {
@@ -857,6 +859,7 @@ export class Log extends EventEmitter<LogEvents> {
   /** Marks the log closed, wakes tails, closes descriptors and releases the lock. */
   private release(): void {
     this.closed = true
+    this.flusher.stop()
     // Pending links (a crash) were never written; after a close nothing is pending.
     void this.pipeline?.stop()
     const waiters = this.growthWaiters

@@ -104,8 +104,9 @@ export async function runSimulation(options: SimOptions): Promise<SimResult> {
   let outcome: SimResult
 
   const openReplica = async (index: number, dir: string, durability: 'fsync' | 'none'): Promise<Replica> => {
-    // A small cache: replicas with durability 'none' write records before they sync them, so crashes tear real records.
-    const log = await openLog(dir, { durability, trust: 'open', cacheBytes: 128 << 10, segmentBytes: 256 << 10, maxEventBytes: 16 << 10, onWarning: () => undefined })
+    // A small cache (64 KiB, the least that holds two 16 KiB events): replicas with durability 'none' write records
+    // (several pages at a time) before they sync them, so crashes tear, drop and garble real records page by page.
+    const log = await openLog(dir, { durability, trust: 'open', cacheBytes: 64 << 10, segmentBytes: 256 << 10, maxEventBytes: 16 << 10, onWarning: () => undefined })
     const connection = broker.connections.get(`node-${index}`) ?? broker.connect(`node-${index}`)
     const sync = startSyncOver(log, { logName: LOG_NAME, topicPrefix: TOPIC_PREFIX, announceIntervalMs: 1000, maxMessageBytes: 4096, logger: process.env['INTERLOG_SIM_LOG'] === '1' ? (level, message) => process.stderr.write(`r${index} ${level}: ${message}\n`) : () => undefined },
       { connection, clock })
@@ -231,6 +232,19 @@ export async function runSimulation(options: SimOptions): Promise<SimResult> {
      * 'none') may be lost, and were never sent, since sync sends only durable events.
      */
     const crash = async (replica: Replica): Promise<void> => {
+      if (prng.chance(0.5)) {
+        // A burst just before the crash, larger than the cache: records are written page by page
+        // without a sync (durability 'none'), so the crash meets several unsynced pages.
+        const burst = Array.from({ length: 8 + prng.int(24) }, () => Buffer.from(prng.bytes(1000 + prng.int(3500))))
+        const range = await replica.log.appendBatchRange(burst)
+        const own = ledger.get(replica.id)!
+        if (range.pos !== own.length) throw new SafetyError(`replica ${replica.index} appended at ${range.pos}, expected ${own.length}`)
+        own.push(...burst)
+        appended += burst.length
+        // One turn of the event loop: a flush the burst scheduled writes it (without a sync).
+        await new Promise((resolve) => setImmediate(resolve))
+        note(`burst r${replica.index} ${burst.length}`)
+      }
       const durable = new Map<string, number>()
       for await (const event of replica.log.read({ to: replica.log.durableLength })) durable.set(event.origin, event.pos + 1)
       replica.connection.drop()
@@ -344,7 +358,7 @@ export async function runSimulation(options: SimOptions): Promise<SimResult> {
     for (const replica of replicas) {
       await checkStored(replica)
       const report = await replica.log.verify()
-      if (!report.ok) throw new SafetyError(`replica ${replica.index}: verify found damage`)
+      if (!report.ok) throw new SafetyError(`replica ${replica.index}: verify found damage: ${JSON.stringify(report.damage.slice(0, 3))}`)
     }
     outcome = result(true, null)
   } catch (error) {
