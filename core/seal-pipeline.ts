@@ -47,8 +47,11 @@ const READY = 7
 const DEAD = 8
 const CONTROL_SLOTS = 9
 const JOB_FIELDS = 5
-/** Polls before the main thread sleeps in settle. */
-const SPINS = 2000
+/**
+ * Polls before the main thread sleeps in settle (about a millisecond): the worker is usually done
+ * by then, and each Atomics.wait on the main thread allocates (bench: heap bytes per event).
+ */
+const SPINS = 200_000
 /** How long the idle worker polls before it sleeps: a wake-up costs system calls on both sides and tens of µs. */
 const WORKER_SPIN_MS = 1
 /** A worker that finishes nothing for this long is taken for dead: settle hashes its records inline. */
