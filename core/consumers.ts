@@ -32,6 +32,8 @@ export interface ConsumerHost {
   read(from: number, to: number): AsyncIterable<LogEvent>
   waitForGrowth(length: number, signal: AbortSignal | undefined): Promise<void>
   checkOpen(): void
+  /** The log's clock (milliseconds). */
+  now(): number
 }
 
 /** Events per batch by default, and at most. */
@@ -155,7 +157,7 @@ export class Consumer {
       if (!allowBackwards && position < this.committed) return // an older commit arriving late
       const directory = path.join(this.host.directory, 'consumers')
       fs.mkdirSync(directory, { recursive: true })
-      const body: Stored = { name: this.name, position, updatedMs: Date.now() }
+      const body: Stored = { name: this.name, position, updatedMs: this.host.now() }
       try {
         writeFileAtomically(directory, consumerPath(this.host, this.name), Buffer.from(JSON.stringify(body) + '\n'))
       } catch (error) {
@@ -182,7 +184,7 @@ export function openConsumer(host: ConsumerHost, name: string, options: Consumer
   // Stored at once: a 'latest' consumer must not skip what is appended before its first commit.
   const directory = path.join(host.directory, 'consumers')
   fs.mkdirSync(directory, { recursive: true })
-  writeFileAtomically(directory, consumerPath(host, name), Buffer.from(JSON.stringify({ name, position, updatedMs: Date.now() }) + '\n'))
+  writeFileAtomically(directory, consumerPath(host, name), Buffer.from(JSON.stringify({ name, position, updatedMs: host.now() }) + '\n'))
   return new Consumer(host, name, position)
 }
 

@@ -154,6 +154,7 @@ export class Log extends EventEmitter<LogEvents> {
       directory: init.directory, checksum: init.checksum, replicaId: init.replicaId, replicaBytes: init.replicaBytes,
       segmentBytes: init.options.segmentBytes,
       warn: init.options.onWarning,
+      now: init.options.now,
     })
     this.table = state.table
     this.origins = state.origins
@@ -165,7 +166,7 @@ export class Log extends EventEmitter<LogEvents> {
     this.checkpointEnd = state.checkpointEnd
     this.own = originStateFor(this.origins, init.replicaId)
     this.merger = new Merger({
-      ownOrigin: init.replicaId, origins: this.origins, trust: init.trust, cipher: init.cipher, syncValidators: init.validators.sync,
+      ownOrigin: init.replicaId, now: init.options.now, origins: this.origins, trust: init.trust, cipher: init.cipher, syncValidators: init.validators.sync,
       maxEventBytes: init.options.maxEventBytes, pieceBytes: init.layout.segmentDataBytes / 4,
       checkWritable: () => this.checkWritable(),
       loadChain: (state) => this.loadChain(state),
@@ -335,7 +336,7 @@ export class Log extends EventEmitter<LogEvents> {
     } catch (error) {
       return Promise.reject(error)
     }
-    const source: BatchSource = { payloads, time: Date.now(), times: null, seal: null }
+    const source: BatchSource = { payloads, time: this.options.now(), times: null, seal: null }
     if (this.appendValidators.length > 0) {
       const rejection = this.validateAppend(payloads, source.time)
       if (rejection !== undefined) return Promise.reject(rejection)
@@ -566,7 +567,7 @@ export class Log extends EventEmitter<LogEvents> {
     try {
       segment = createSegmentFile(this.directory, {
         index: old.index + 1, start: old.start + old.size, size: this.options.segmentBytes,
-        firstLocalPos: this.committedCount, replica: this.own.originBytes, createdMs: Date.now(),
+        firstLocalPos: this.committedCount, replica: this.own.originBytes, createdMs: this.options.now(),
       }, this.checksum)
       fd = this.openWriteDescriptor(segment)
     } catch (error) {
@@ -734,6 +735,7 @@ export class Log extends EventEmitter<LogEvents> {
       read: (from, to) => this.read({ from, to }),
       waitForGrowth: (length, signal) => this.waitForGrowth(length, signal),
       checkOpen: () => this.checkOpen(),
+      now: () => this.options.now(),
     }
   }
 
@@ -924,7 +926,7 @@ export async function openLog(directory: string, givenOptions?: Readonly<Partial
   try {
     let identity = loadIdentity(resolved)
     if (identity === null && options.identity && !fs.existsSync(path.join(resolved, FILE_NAME_REPLICA))) identity = createIdentity(resolved)
-    const replica = loadOrCreateReplica(resolved, checksum, identity?.replicaIdBytes ?? null)
+    const replica = loadOrCreateReplica(resolved, checksum, identity?.replicaIdBytes ?? null, options.now)
     if (identity !== null && replica.id !== identity.replicaId) {
       throw new LogError('CORRUPT', `the identity key of ${resolved} derives replica id ${identity.replicaId}, but the replica file says ${replica.id}; ` +
         'one of the two files comes from another log', { path: resolved })

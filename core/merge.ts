@@ -61,6 +61,8 @@ const EQUIVOCATIONS_KEPT = 100
 
 /** What merge needs from the log. */
 export interface MergeHost {
+  /** The log's clock (milliseconds), for quarantine stamps. */
+  readonly now: () => number
   /** This log's own replica id: its events come only from its own appends. */
   readonly ownOrigin: string
   readonly origins: Map<string, OriginState>
@@ -248,7 +250,7 @@ export class Merger {
     const verdict = this.validateSync(run)
     if (verdict.index < 0) return run.length
     const rejected = run[verdict.index]!
-    const entry: Quarantine = { origin: state.origin, pos: rejected.pos, validator: verdict.validator, reason: verdict.reason, sinceMs: Date.now() }
+    const entry: Quarantine = { origin: state.origin, pos: rejected.pos, validator: verdict.validator, reason: verdict.reason, sinceMs: this.host.now() }
     this.quarantines.set(state.origin, entry)
     this.buffer.dropOrigin(state.origin)
     result.rejected.push({ ...entry })
@@ -302,7 +304,7 @@ export class Merger {
     this.security.lastRejection = `${equivocation.origin}: ${reason}`
     this.buffer.dropOrigin(equivocation.origin)
     if (this.quarantines.has(equivocation.origin)) return
-    const entry: Quarantine = { origin: equivocation.origin, pos: equivocation.pos, validator: 'equivocation', reason, sinceMs: Date.now() }
+    const entry: Quarantine = { origin: equivocation.origin, pos: equivocation.pos, validator: 'equivocation', reason, sinceMs: this.host.now() }
     this.quarantines.set(equivocation.origin, entry)
     result.rejected.push({ ...entry })
     this.host.onEquivocation({ ...equivocation })

@@ -45,6 +45,9 @@ export interface OpenOptions {
   mergeWaitingBytesMax: number
   /** Receives recovery and checkpoint warnings. Default: process.emitWarning. */
   onWarning: (warning: LogWarning) => void
+  /** The clock (milliseconds since the epoch) for event times, segment and replica headers,
+   *  consumer and quarantine stamps. Default Date.now; the simulator injects its own. */
+  now: () => number
   /** Validators loaded at open: `append` gate appends, `sync` gate merged remote events. Default none. */
   validators: ValidatorOptions
   /** A new log gets an Ed25519 identity (file `identity`, mode 0600), derives its replica id from
@@ -70,6 +73,7 @@ export const DEFAULT_OPTIONS: Readonly<OpenOptions> = {
   mergeWaitingEventsMax: 100_000,
   mergeWaitingBytesMax: 16 << 20,
   onWarning: (warning) => process.emitWarning(warning.message, { code: `INTERLOG_${warning.code}` }),
+  now: () => Date.now(),
   validators: {},
   identity: true,
   trust: undefined,
@@ -102,6 +106,7 @@ const CHECKS: Record<keyof OpenOptions, [Checker, string]> = {
   mergeWaitingEventsMax: [isInteger(0, 10_000_000), 'an integer from 0 to 10000000'],
   mergeWaitingBytesMax: [isInteger(0, 2 ** 31), 'an integer from 0 to 2^31'],
   onWarning: [(v) => typeof v === 'function', 'a function'],
+  now: [(v) => typeof v === 'function', 'a function returning milliseconds'],
   validators: [(v) => typeof v === 'object' && v !== null && !Array.isArray(v) &&
     Object.keys(v).every((key) => key === 'append' || key === 'sync') &&
     Object.values(v).every((list) => list === undefined || Array.isArray(list)), '{ append?: [...], sync?: [...] }'],

@@ -56,6 +56,7 @@ export interface RecoveryContext {
   replicaBytes: Uint8Array
   segmentBytes: number
   warn: (warning: LogWarning) => void
+  now: () => number
 }
 
 interface PendingRecord { offset: number, localPos: number, originPos: number, count: number, padded: number }
@@ -140,7 +141,7 @@ class Recovery {
     if (this.table.segments.length === 0) {
       this.table.add(createSegmentFile(directory, {
         index: 0, start: 0, size: this.context.segmentBytes, firstLocalPos: 0,
-        replica: this.context.replicaBytes, createdMs: Date.now(),
+        replica: this.context.replicaBytes, createdMs: this.context.now(),
       }, checksum))
     }
   }

@@ -23,10 +23,10 @@ export interface Replica {
  * The replica file, created when missing with `idForNewLog` (derived from the identity key) or,
  * for a log without identity, 16 random bytes.
  */
-export function loadOrCreateReplica(directory: string, checksum: Checksum, idForNewLog: Uint8Array | null = null): Replica {
+export function loadOrCreateReplica(directory: string, checksum: Checksum, idForNewLog: Uint8Array | null = null, now: () => number = Date.now): Replica {
   const filePath = path.join(directory, FILE_NAME_REPLICA)
   const bytes = readFileIfExists(filePath)
-  if (bytes === null) return createReplica(directory, filePath, checksum, idForNewLog)
+  if (bytes === null) return createReplica(directory, filePath, checksum, idForNewLog, now)
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength)
   const valid = bytes.length === REPLICA_FILE_BYTES &&
     bytes.toString('latin1', REPLICA_OFFSET_MAGIC, REPLICA_OFFSET_MAGIC + 8) === REPLICA_MAGIC &&
@@ -44,14 +44,14 @@ export function loadOrCreateReplica(directory: string, checksum: Checksum, idFor
   return { id: bytesToHex(idBytes), idBytes }
 }
 
-function createReplica(directory: string, filePath: string, checksum: Checksum, given: Uint8Array | null): Replica {
+function createReplica(directory: string, filePath: string, checksum: Checksum, given: Uint8Array | null, now: () => number): Replica {
   const idBytes = given === null ? crypto.randomBytes(REPLICA_ID_BYTES) : Buffer.from(given)
   const bytes = Buffer.alloc(REPLICA_FILE_BYTES)
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength)
   bytes.write(REPLICA_MAGIC, REPLICA_OFFSET_MAGIC, 'latin1')
   view.setUint16(REPLICA_OFFSET_VERSION, FORMAT_VERSION, true)
   bytes.set(idBytes, REPLICA_OFFSET_ID)
-  writeU64(view, REPLICA_OFFSET_CREATED_MS, Date.now())
+  writeU64(view, REPLICA_OFFSET_CREATED_MS, now())
   view.setBigUint64(REPLICA_OFFSET_CHECKSUM, checksum(bytes.subarray(0, REPLICA_OFFSET_CHECKSUM)), true)
   writeFileAtomically(directory, filePath, bytes)
   return { id: bytesToHex(idBytes), idBytes: new Uint8Array(idBytes) }

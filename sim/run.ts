@@ -85,9 +85,6 @@ function writeIdentity(dir: string, prng: Prng): void {
 export async function runSimulation(options: SimOptions): Promise<SimResult> {
   const prng = new Prng(options.seed)
   const clock = new SimClock(START_MS)
-  const realNow = Date.now
-  // Event times, segment headers and status messages all read the simulated clock.
-  Date.now = () => clock.now()
   const trace: string[] = []
   const note = (line: string): void => { trace.push(`${clock.now() - START_MS} ${line}`) }
   const count = 3 + prng.int(5)
@@ -106,7 +103,8 @@ export async function runSimulation(options: SimOptions): Promise<SimResult> {
   const openReplica = async (index: number, dir: string, durability: 'fsync' | 'none'): Promise<Replica> => {
     // A small cache (64 KiB, the least that holds two 16 KiB events): replicas with durability 'none' write records
     // (several pages at a time) before they sync them, so crashes tear, drop and garble real records page by page.
-    const log = await openLog(dir, { durability, trust: 'open', cacheBytes: 64 << 10, segmentBytes: 256 << 10, maxEventBytes: 16 << 10, onWarning: () => undefined })
+    // Event times, segment and replica headers read the simulated clock (sync gets it as `clock`).
+    const log = await openLog(dir, { durability, trust: 'open', now: () => clock.now(), cacheBytes: 64 << 10, segmentBytes: 256 << 10, maxEventBytes: 16 << 10, onWarning: () => undefined })
     const connection = broker.connections.get(`node-${index}`) ?? broker.connect(`node-${index}`)
     const sync = startSyncOver(log, { logName: LOG_NAME, topicPrefix: TOPIC_PREFIX, announceIntervalMs: 1000, maxMessageBytes: 4096, logger: process.env['INTERLOG_SIM_LOG'] === '1' ? (level, message) => process.stderr.write(`r${index} ${level}: ${message}\n`) : () => undefined },
       { connection, clock })
@@ -369,7 +367,6 @@ export async function runSimulation(options: SimOptions): Promise<SimResult> {
       await replica.sync.close().catch(() => undefined)
       await replica.log.close().catch(() => undefined)
     }
-    Date.now = realNow
   }
   // The same seed leaves the same bytes: every file of every replica, after a clean close.
   outcome.storageHash = digestDirectory(options.directory)

@@ -145,3 +145,19 @@ t.test('concurrent durable appends share group commits and all resolve in order'
   t.same(results.map((r) => r.pos), Array.from({ length: 128 }, (_, i) => i))
   t.equal(log.length, 128)
 })
+
+t.test('an injected clock stamps appended events and consumer commits; a clock that is not a function is refused', async (t) => {
+  const dir = tempDir(t)
+  let now = 1_700_000_000_000
+  const log = await openLog(dir, { now: () => now })
+  await log.append(payload('first'))
+  now += 5_000
+  await log.appendBatch([payload('second'), payload('third')])
+  t.same((await collect(log.read())).map((e) => e.time), [1_700_000_000_000, 1_700_000_005_000, 1_700_000_005_000])
+  const consumer = log.consumer('stamped', { startAt: 'earliest' })
+  await consumer.commit(2)
+  const stored = JSON.parse(fs.readFileSync(path.join(dir, 'consumers', fs.readdirSync(path.join(dir, 'consumers'))[0]!), 'utf8')) as { updatedMs: number }
+  t.equal(stored.updatedMs, 1_700_000_005_000)
+  await log.close()
+  await t.rejects(openLog(dir, { now: 12 as never }), { code: 'INVALID_ARGUMENT', message: /now/ })
+})
