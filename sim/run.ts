@@ -2,7 +2,9 @@
 // through the simulated broker and clock. One seeded PRNG picks every step: appends (batches,
 // large events split into fragments), flushes, deliveries, timers, dropped, duplicated and delayed
 // messages, partitions, broker restarts, replica restarts and crashes, and a rogue client
-// publishing forged and garbage messages. After each step the run waits until every replica is quiet, so what
+// publishing forged and garbage messages. Each run picks its security as a deployment would: an
+// allow-list of the replicas' keys, explicit 'open' or the default trust, and payload encryption in
+// half the runs. After each step the run waits until every replica is quiet, so what
 // happens depends on the seed, not on I/O timing.
 //
 // Safety, checked all along: every durable event survives its replica's crashes (with 'fsync',
@@ -75,11 +77,12 @@ interface Replica {
   id: string
 }
 
-/** Writes an Ed25519 identity made from PRNG bytes, so replica ids are the same in every run of a seed. */
-function writeIdentity(dir: string, prng: Prng): void {
+/** Writes an Ed25519 identity made from PRNG bytes, so replica ids are the same in every run of a seed; returns the public key (hex). */
+function writeIdentity(dir: string, prng: Prng): string {
   fs.mkdirSync(dir, { recursive: true })
   const key = crypto.createPrivateKey({ key: Buffer.concat([PKCS8_ED25519_PREFIX, prng.bytes(32)]), format: 'der', type: 'pkcs8' })
   fs.writeFileSync(path.join(dir, 'identity'), key.export({ format: 'pem', type: 'pkcs8' }) as string, { mode: 0o600 })
+  return (crypto.createPublicKey(key).export({ format: 'der', type: 'spki' }) as Buffer).subarray(-32).toString('hex')
 }
 
 export async function runSimulation(options: SimOptions): Promise<SimResult> {
@@ -99,12 +102,13 @@ export async function runSimulation(options: SimOptions): Promise<SimResult> {
     traceHash: crypto.createHash('sha256').update(trace.join('\n')).digest('hex'), storageHash: '', trace, simulatedMs: clock.now() - START_MS,
   })
   let outcome: SimResult
+  const security: { trust?: 'open' | string[], encryption?: { keys: { id: number, key: Uint8Array }[] } } = {}
 
   const openReplica = async (index: number, dir: string, durability: 'fsync' | 'none'): Promise<Replica> => {
     // A small cache (64 KiB, the least that holds two 16 KiB events): replicas with durability 'none' write records
     // (several pages at a time) before they sync them, so crashes tear, drop and garble real records page by page.
     // Event times, segment and replica headers read the simulated clock (sync gets it as `clock`).
-    const log = await openLog(dir, { durability, trust: 'open', now: () => clock.now(), cacheBytes: 64 << 10, segmentBytes: 256 << 10, maxEventBytes: 16 << 10, onWarning: () => undefined })
+    const log = await openLog(dir, { durability, ...security, now: () => clock.now(), cacheBytes: 64 << 10, segmentBytes: 256 << 10, maxEventBytes: 16 << 10, onWarning: () => undefined })
     const connection = broker.connections.get(`node-${index}`) ?? broker.connect(`node-${index}`)
     const sync = startSyncOver(log, { logName: LOG_NAME, topicPrefix: TOPIC_PREFIX, announceIntervalMs: 1000, maxMessageBytes: 4096, logger: process.env['INTERLOG_SIM_LOG'] === '1' ? (level, message) => process.stderr.write(`r${index} ${level}: ${message}\n`) : () => undefined },
       { connection, clock })
@@ -156,17 +160,21 @@ export async function runSimulation(options: SimOptions): Promise<SimResult> {
 
   try {
     fs.rmSync(options.directory, { recursive: true, force: true })
-    for (let i = 0; i < count; i++) {
-      const dir = path.join(options.directory, `replica-${i}`)
-      writeIdentity(dir, prng)
-      replicas.push(await openReplica(i, dir, prng.chance(0.5) ? 'fsync' : 'none'))
-    }
+    const dirs = Array.from({ length: count }, (_, i) => path.join(options.directory, `replica-${i}`))
+    const publicKeys = dirs.map((dir) => writeIdentity(dir, prng))
+    // Security as a deployment picks it: an allow-list of the replicas' keys, explicit 'open', or
+    // the default; payload encryption with a shared log key in half the runs.
+    const trustMode = prng.pick(['keys', 'open', 'default'] as const)
+    if (trustMode === 'keys') security.trust = publicKeys
+    else if (trustMode === 'open') security.trust = 'open'
+    if (prng.chance(0.5)) security.encryption = { keys: [{ id: 1, key: prng.bytes(32) }] }
+    for (let i = 0; i < count; i++) replicas.push(await openReplica(i, dirs[i]!, prng.chance(0.5) ? 'fsync' : 'none'))
     for (const replica of replicas) {
       replica.connection.reconnect()
       ledger.set(replica.id, [])
     }
     await quiet()
-    note(`start ${count} replicas: ${replicas.map((r) => r.id.slice(0, 8)).join(' ')}`)
+    note(`start ${count} replicas: ${replicas.map((r) => r.id.slice(0, 8)).join(' ')}; trust ${trustMode}, encryption ${security.encryption === undefined ? 'off' : 'on'}`)
 
     const step = async (faults: boolean): Promise<void> => {
       const roll = prng.int(100)
