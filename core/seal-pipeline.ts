@@ -15,7 +15,6 @@
 // this safe: one of the two always sees the other's store). Nothing the worker writes reaches the
 // disk before `settle()`: the flusher, readers of the cache and every move of the window settle.
 
-import crypto from 'node:crypto'
 import { createRequire } from 'node:module'
 import { Worker } from 'node:worker_threads'
 import { assert } from './assert.js'
@@ -24,7 +23,7 @@ import {
   SEAL_OFFSET_HASH, SEAL_OFFSET_PREV,
 } from './format.js'
 import type { Checksum } from './checksum.js'
-import { ZERO_CHAIN } from './seal.js'
+import { ZERO_CHAIN, startChainHash } from './seal.js'
 
 /** The CommonJS build of xxhash-wasm, which the worker loads for record checksums (core/checksum.ts loads the ES module). */
 const XXHASH_PATH = createRequire(import.meta.url).resolve('xxhash-wasm')
@@ -145,7 +144,6 @@ export class SealPipeline {
   private readonly prevSlot = new Uint8Array(new SharedArrayBuffer(CHAIN_HASH_BYTES))
   /** The chain hash of the last record settled (the prev of a record posted right after a ring-full settle). */
   private readonly lastHead = new Uint8Array(CHAIN_HASH_BYTES)
-  private readonly prefix = Buffer.alloc(CHAIN_PREFIX_BYTES)
   private worker: Worker | null = null
   /** Records posted and not yet settled (hashed or not). */
   private unsettled = 0
@@ -161,8 +159,6 @@ export class SealPipeline {
   constructor(private readonly memory: Buffer, private readonly origin: Uint8Array, private readonly checksum: Checksum) {
     assert(memory.buffer instanceof SharedArrayBuffer, 'the head cache is shared memory')
     assert((SEAL_JOBS_MAX & (SEAL_JOBS_MAX - 1)) === 0, 'jobs ring is a power of two')
-    this.prefix.write(CHAIN_DOMAIN, 0, 'latin1')
-    this.prefix.set(origin.subarray(0, REPLICA_ID_BYTES), 8)
   }
 
   /** Whether records wait to be settled (a new own record must then go through the worker too, to keep the chain in order). */
@@ -289,10 +285,7 @@ export class SealPipeline {
       // holds it too (the composer wrote it), so read it there.
       if (this.jobs[at + 3] === 1) prev = new Uint8Array(this.memory.subarray(linkAt + SEAL_OFFSET_PREV, linkAt + SEAL_OFFSET_PREV + CHAIN_HASH_BYTES))
       else if (first) prev = new Uint8Array(this.lastHead)
-      writeU64LE(this.prefix, 24, this.jobs[at + 1]!)
-      this.prefix.writeUInt32LE(this.jobs[at + 2]!, 32)
-      this.prefix.set(prev, 36)
-      const hash = crypto.createHash('sha256').update(this.prefix).update(this.memory.subarray(bodyStart, linkAt)).digest()
+      const hash = startChainHash(this.origin, this.jobs[at + 1]!, this.jobs[at + 2]!, prev).update(this.memory.subarray(bodyStart, linkAt)).digest()
       this.memory.set(prev, linkAt + SEAL_OFFSET_PREV)
       this.memory.set(hash, linkAt + SEAL_OFFSET_HASH)
       const length = this.memory.readUInt32LE(recordStart + RECORD_OFFSET_LENGTH)
@@ -337,9 +330,4 @@ export class SealPipeline {
     worker.on('exit', () => { if (this.worker === worker) this.failed = true })
     worker.unref()
   }
-}
-
-function writeU64LE(target: Buffer, at: number, value: number): void {
-  target.writeUInt32LE(value >>> 0, at)
-  target.writeUInt32LE(Math.floor(value / 0x1_0000_0000), at + 4)
 }

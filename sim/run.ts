@@ -176,6 +176,15 @@ export async function runSimulation(options: SimOptions): Promise<SimResult> {
     await quiet()
     note(`start ${count} replicas: ${replicas.map((r) => r.id.slice(0, 8)).join(' ')}; trust ${trustMode}, encryption ${security.encryption === undefined ? 'off' : 'on'}`)
 
+    /** Appends to a replica and records the acknowledged payloads in the ledger. */
+    const appendTo = async (replica: Replica, payloads: Buffer[]): Promise<void> => {
+      const range = await replica.log.appendBatchRange(payloads)
+      const own = ledger.get(replica.id)!
+      if (range.pos !== own.length) throw new SafetyError(`replica ${replica.index} appended at ${range.pos}, expected ${own.length}`)
+      own.push(...payloads)
+      appended += payloads.length
+    }
+
     const step = async (faults: boolean): Promise<void> => {
       const roll = prng.int(100)
       if (roll < 30) {
@@ -183,11 +192,7 @@ export async function runSimulation(options: SimOptions): Promise<SimResult> {
         // Large events straddle the 4096-byte message limit: some go whole, some in fragments.
         const large = prng.chance(0.08)
         const payloads = Array.from({ length: large ? 1 : 1 + prng.int(5) }, () => Buffer.from(prng.bytes(large ? 3000 + prng.int(7000) : 8 + prng.int(200))))
-        const range = await replica.log.appendBatchRange(payloads)
-        const own = ledger.get(replica.id)!
-        if (range.pos !== own.length) throw new SafetyError(`replica ${replica.index} appended at ${range.pos}, expected ${own.length}`)
-        own.push(...payloads)
-        appended += payloads.length
+        await appendTo(replica, payloads)
         note(`append r${replica.index} ${payloads.length}${large ? ' large' : ''}`)
       } else if (roll < 70) {
         const due = broker.nextDelivery()
@@ -242,11 +247,7 @@ export async function runSimulation(options: SimOptions): Promise<SimResult> {
         // A burst just before the crash, larger than the cache: records are written page by page
         // without a sync (durability 'none'), so the crash meets several unsynced pages.
         const burst = Array.from({ length: 8 + prng.int(24) }, () => Buffer.from(prng.bytes(1000 + prng.int(3500))))
-        const range = await replica.log.appendBatchRange(burst)
-        const own = ledger.get(replica.id)!
-        if (range.pos !== own.length) throw new SafetyError(`replica ${replica.index} appended at ${range.pos}, expected ${own.length}`)
-        own.push(...burst)
-        appended += burst.length
+        await appendTo(replica, burst)
         // One turn of the event loop: a flush the burst scheduled writes it (without a sync).
         await new Promise((resolve) => setImmediate(resolve))
         note(`burst r${replica.index} ${burst.length}`)
