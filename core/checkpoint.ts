@@ -6,7 +6,6 @@
 // File: a 32-byte header (magic, version, body length, xxh64 of the body) then a CBOR body.
 // Written atomically (temp, fsync, rename, fsync directory).
 
-import fs from 'node:fs'
 import path from 'node:path'
 import { decode, encode } from 'cbor-x'
 import type { Checksum } from './checksum.js'
@@ -16,6 +15,7 @@ import {
   isReplicaIdHex,
 } from './format.js'
 import { writeFileAtomically } from './replica.js'
+import type { Storage } from './storage.js'
 
 export interface CheckpointOrigin {
   origin: string
@@ -37,7 +37,7 @@ export interface CheckpointBody {
   origins: CheckpointOrigin[]
 }
 
-export function writeCheckpoint(directory: string, body: CheckpointBody, checksum: Checksum): void {
+export function writeCheckpoint(storage: Storage, directory: string, body: CheckpointBody, checksum: Checksum): void {
   const encoded = encode(body) as Uint8Array
   const bytes = Buffer.alloc(CHECKPOINT_HEADER_BYTES + encoded.length)
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength)
@@ -46,14 +46,14 @@ export function writeCheckpoint(directory: string, body: CheckpointBody, checksu
   view.setUint32(CHECKPOINT_OFFSET_LENGTH, encoded.length, true)
   view.setBigUint64(CHECKPOINT_OFFSET_CHECKSUM, checksum(encoded), true)
   bytes.set(encoded, CHECKPOINT_HEADER_BYTES)
-  writeFileAtomically(directory, path.join(directory, FILE_NAME_CHECKPOINT), bytes)
+  writeFileAtomically(storage, directory, path.join(directory, FILE_NAME_CHECKPOINT), bytes)
 }
 
 /** Reads the checkpoint; returns undefined when there is none, or a reason when it is unusable. */
-export function readCheckpoint(directory: string, checksum: Checksum): CheckpointBody | undefined | string {
+export function readCheckpoint(storage: Storage, directory: string, checksum: Checksum): CheckpointBody | undefined | string {
   let bytes: Buffer
   try {
-    bytes = fs.readFileSync(path.join(directory, FILE_NAME_CHECKPOINT))
+    bytes = storage.readFileSync(path.join(directory, FILE_NAME_CHECKPOINT))
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined
     return `checkpoint unreadable: ${(error as Error).message}`

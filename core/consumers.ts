@@ -6,11 +6,11 @@
 // after a restart. Exactly-once read models keep the position with their own state instead
 // (docs/read-models.md).
 
-import fs from 'node:fs'
 import path from 'node:path'
 import { LogError } from './errors.js'
 import type { LogEvent } from './reader.js'
 import { writeFileAtomically } from './replica.js'
+import type { Storage } from './storage.js'
 
 export interface ConsumerOptions {
   /** Where a new consumer starts: 'earliest' (default), 'latest' (the current end) or a local position. Ignored when it exists. */
@@ -28,6 +28,7 @@ export interface ConsumerInfo {
 
 export interface ConsumerHost {
   directory: string
+  storage: Storage
   length(): number
   read(from: number, to: number): AsyncIterable<LogEvent>
   waitForGrowth(length: number, signal: AbortSignal | undefined): Promise<void>
@@ -48,10 +49,10 @@ function consumerPath(host: ConsumerHost, name: string): string {
 
 interface Stored { name: string, position: number, updatedMs: number }
 
-function load(file: string, name: string): Stored | undefined {
+function load(storage: Storage, file: string, name: string): Stored | undefined {
   let text: string
   try {
-    text = fs.readFileSync(file, 'utf8')
+    text = storage.readFileSync(file).toString('utf8')
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined
     throw new LogError('IO', `cannot read consumer ${name}: ${(error as Error).message}`, { path: file, cause: error })
@@ -144,7 +145,7 @@ export class Consumer {
     this.check()
     await this.writing
     this.deleted = true
-    fs.rmSync(consumerPath(this.host, this.name), { force: true })
+    this.host.storage.rmSync(consumerPath(this.host, this.name), true)
   }
 
   private check(): void {
@@ -156,10 +157,10 @@ export class Consumer {
     const run = this.writing.then(() => {
       if (!allowBackwards && position < this.committed) return // an older commit arriving late
       const directory = path.join(this.host.directory, 'consumers')
-      fs.mkdirSync(directory, { recursive: true })
+      this.host.storage.mkdirSync(directory)
       const body: Stored = { name: this.name, position, updatedMs: this.host.now() }
       try {
-        writeFileAtomically(directory, consumerPath(this.host, this.name), Buffer.from(JSON.stringify(body) + '\n'))
+        writeFileAtomically(this.host.storage, directory, consumerPath(this.host, this.name), Buffer.from(JSON.stringify(body) + '\n'))
       } catch (error) {
         throw new LogError('IO', `cannot store consumer ${this.name}: ${(error as Error).message}`, { cause: error })
       }
@@ -173,7 +174,7 @@ export class Consumer {
 
 export function openConsumer(host: ConsumerHost, name: string, options: ConsumerOptions): Consumer {
   if (typeof name !== 'string' || !NAME.test(name)) throw new LogError('INVALID_ARGUMENT', `consumer name must be 1 to 64 of A-Z a-z 0-9 _ . -, got ${JSON.stringify(name)}`)
-  const stored = load(consumerPath(host, name), name)
+  const stored = load(host.storage, consumerPath(host, name), name)
   if (stored !== undefined) return new Consumer(host, name, Math.min(stored.position, host.length()))
   const startAt = options.startAt ?? 'earliest'
   let position: number
@@ -183,16 +184,16 @@ export function openConsumer(host: ConsumerHost, name: string, options: Consumer
   else throw new LogError('INVALID_ARGUMENT', `consumer ${name}: startAt must be 'earliest', 'latest' or a position 0..${host.length()}`)
   // Stored at once: a 'latest' consumer must not skip what is appended before its first commit.
   const directory = path.join(host.directory, 'consumers')
-  fs.mkdirSync(directory, { recursive: true })
-  writeFileAtomically(directory, consumerPath(host, name), Buffer.from(JSON.stringify({ name, position, updatedMs: host.now() }) + '\n'))
+  host.storage.mkdirSync(directory)
+  writeFileAtomically(host.storage, directory, consumerPath(host, name), Buffer.from(JSON.stringify({ name, position, updatedMs: host.now() }) + '\n'))
   return new Consumer(host, name, position)
 }
 
 export function listConsumers(host: ConsumerHost): ConsumerInfo[] {
   const directory = path.join(host.directory, 'consumers')
-  if (!fs.existsSync(directory)) return []
-  return fs.readdirSync(directory).filter((name) => NAME.test(name)).sort().flatMap((name) => {
-    const stored = load(path.join(directory, name), name)
+  if (!host.storage.existsSync(directory)) return []
+  return host.storage.readdirSync(directory).filter((name) => NAME.test(name)).sort().flatMap((name) => {
+    const stored = load(host.storage, path.join(directory, name), name)
     return stored === undefined ? [] : [{ name, position: stored.position, lag: Math.max(0, host.length() - stored.position), updatedMs: stored.updatedMs }]
   })
 }

@@ -9,7 +9,6 @@
 // lost. The envelope (docs/security.md): [u8 0xE1][u32 key id][12-byte nonce][ciphertext][16-byte tag].
 
 import crypto from 'node:crypto'
-import fs from 'node:fs'
 import path from 'node:path'
 import { LogError } from './errors.js'
 import {
@@ -17,6 +16,7 @@ import {
   ENVELOPE_OVERHEAD_BYTES, ENVELOPE_TAG, FILE_NAME_NONCE_EPOCH, REPLICA_ID_BYTES, hexToBytes,
 } from './format.js'
 import { writeFileAtomically } from './replica.js'
+import type { Storage } from './storage.js'
 
 const CIPHER = 'chacha20-poly1305'
 const SUBKEY_INFO = 'interlog payload key v1'
@@ -117,11 +117,11 @@ export class PayloadCipher {
 }
 
 /** Raises the nonce epoch stored in `directory` (fsynced before it is used) and returns it. */
-export function nextNonceEpoch(directory: string): number {
+export function nextNonceEpoch(storage: Storage, directory: string): number {
   const filePath = path.join(directory, FILE_NAME_NONCE_EPOCH)
   let epoch = 0
   try {
-    const text = fs.readFileSync(filePath, 'latin1').trim()
+    const text = storage.readFileSync(filePath).toString('latin1').trim()
     if (!/^\d{1,10}$/.test(text)) {
       throw new LogError('CORRUPT', `${filePath} does not hold an epoch number; encrypting could reuse nonces. ` +
         'Rotate the log key, then delete the file', { path: filePath })
@@ -136,6 +136,6 @@ export function nextNonceEpoch(directory: string): number {
   if (epoch >= EPOCH_MAX) {
     throw new LogError('INVALID_ARGUMENT', `${filePath}: nonce epochs of this key are used up; rotate the log key (docs/security.md)`, { path: filePath })
   }
-  writeFileAtomically(directory, filePath, Buffer.from(`${epoch + 1}\n`, 'latin1'))
+  writeFileAtomically(storage, directory, filePath, Buffer.from(`${epoch + 1}\n`, 'latin1'))
   return epoch + 1
 }

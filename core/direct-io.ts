@@ -7,9 +7,9 @@
 // Faults expected: a file system that refuses O_DIRECT opens (tmpfs on some kernels) or writes
 // (EINVAL): the caller then falls back to buffered writes and fdatasync.
 
-import fs from 'node:fs'
 import path from 'node:path'
 import { DIRECT_IO_ALIGN_BYTES, PAGE_BYTES } from './format.js'
+import type { Storage } from './storage.js'
 
 const WASM_PAGE_BYTES = 65536
 
@@ -24,11 +24,6 @@ export interface Arena {
   readonly direct: boolean
 }
 
-/** O_DIRECT from fs.constants (16384 on x86-64, 65536 on ARM), or 0 where the platform lacks it. */
-export function directFlag(): number {
-  return (fs.constants as Record<string, number>)['O_DIRECT'] ?? 0
-}
-
 // Shared, so that a worker thread can hash records in place (core/seal-pipeline.ts).
 function allocateRaw(bytes: number): Buffer {
   const pages = Math.ceil(bytes / WASM_PAGE_BYTES)
@@ -40,21 +35,20 @@ function allocateRaw(bytes: number): Buffer {
  * Allocates `bytes` (a multiple of PAGE_BYTES) of memory aligned for O_DIRECT writes, probing in
  * `directory`. With `wantDirect` false no probe runs and the arena is used for buffered writes.
  */
-export function allocateArena(bytes: number, directory: string, wantDirect: boolean): Arena {
+export function allocateArena(storage: Storage, bytes: number, directory: string, wantDirect: boolean): Arena {
   const raw = allocateRaw(bytes + PAGE_BYTES)
-  const flag = directFlag()
-  if (!wantDirect || flag === 0) return { memory: raw.subarray(0, bytes), direct: false }
+  if (!wantDirect || !storage.directIo) return { memory: raw.subarray(0, bytes), direct: false }
   const probePath = path.join(directory, `.direct-probe-${process.pid}`)
   let fd: number
   try {
-    fd = fs.openSync(probePath, fs.constants.O_RDWR | fs.constants.O_CREAT | flag, 0o600)
+    fd = storage.openSync(probePath, 'create', { direct: true, permissions: 0o600 })
   } catch {
     return { memory: raw.subarray(0, bytes), direct: false }
   }
   try {
     for (let shift = 0; shift < DIRECT_IO_ALIGN_BYTES; shift += 8) {
       try {
-        fs.writeSync(fd, raw, shift, DIRECT_IO_ALIGN_BYTES, 0)
+        storage.writeSync(fd, raw, shift, DIRECT_IO_ALIGN_BYTES, 0)
         return { memory: raw.subarray(shift, shift + bytes), direct: true }
       } catch (error) {
         if ((error as NodeJS.ErrnoException).code !== 'EINVAL') break
@@ -62,7 +56,7 @@ export function allocateArena(bytes: number, directory: string, wantDirect: bool
     }
     return { memory: raw.subarray(0, bytes), direct: false }
   } finally {
-    fs.closeSync(fd)
-    fs.rmSync(probePath, { force: true })
+    storage.closeSync(fd)
+    storage.rmSync(probePath, true)
   }
 }

@@ -7,11 +7,11 @@
 // flusher never retries: it records the failure, rejects every waiter with IO, and the log turns
 // read-only. Reopening the log recovers from what is really on disk.
 
-import fs from 'node:fs'
 import { assert } from './assert.js'
 import { LogError } from './errors.js'
 import { PAGE_BYTES, alignDown, alignUp } from './format.js'
 import type { HeadCache } from './head-cache.js'
+import type { Storage } from './storage.js'
 
 /** A point of the log at a batch boundary. */
 export interface CommitPoint {
@@ -27,9 +27,9 @@ interface Waiter {
   reject: (error: LogError) => void
 }
 
-function writeAsync(fd: number, buffer: Buffer, offset: number, length: number, position: number): Promise<void> {
+function writeAsync(storage: Storage, fd: number, buffer: Buffer, offset: number, length: number, position: number): Promise<void> {
   return new Promise((resolve, reject) => {
-    fs.write(fd, buffer, offset, length, position, (error, written) => {
+    storage.write(fd, buffer, offset, length, position, (error, written) => {
       if (error !== null) reject(error)
       else if (written !== length) reject(Object.assign(new Error(`short write: ${written} of ${length} bytes`), { code: 'EIO' }))
       else resolve()
@@ -37,8 +37,8 @@ function writeAsync(fd: number, buffer: Buffer, offset: number, length: number, 
   })
 }
 
-function fdatasyncAsync(fd: number): Promise<void> {
-  return new Promise((resolve, reject) => fs.fdatasync(fd, (error) => (error === null ? resolve() : reject(error))))
+function fdatasyncAsync(storage: Storage, fd: number): Promise<void> {
+  return new Promise((resolve, reject) => storage.fdatasync(fd, (error) => (error === null ? resolve() : reject(error))))
 }
 
 export interface FlusherHost {
@@ -65,6 +65,7 @@ export class Flusher {
   private waiterHead = 0
 
   constructor(
+    private readonly storage: Storage,
     private readonly cache: HeadCache,
     public fd: number,
     private readonly host: FlusherHost,
@@ -159,12 +160,12 @@ export class Flusher {
           const stop = alignUp(composedEnd, PAGE_BYTES)
           assert(start >= this.cache.windowStart, 'unwritten bytes are still in the cache')
           this.cache.settle()
-          await writeAsync(this.fd, this.cache.memory, this.cache.at(start), stop - start, start - this.cache.segment.start)
+          await writeAsync(this.storage, this.fd, this.cache.memory, this.cache.at(start), stop - start, start - this.cache.segment.start)
           this.writtenEnd = composedEnd
         }
         if (sync && this.durableCount < point.count) {
           const written = this.writtenEnd
-          await fdatasyncAsync(this.fd)
+          await fdatasyncAsync(this.storage, this.fd)
           this.syncedEnd = written
           this.durableCount = point.count
           this.releaseWaiters()

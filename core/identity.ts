@@ -7,6 +7,7 @@ import path from 'node:path'
 import { LogError } from './errors.js'
 import { FILE_NAME_IDENTITY, PUBLIC_KEY_BYTES, REPLICA_ID_BYTES, bytesToHex } from './format.js'
 import { readFileIfExists, writeFileAtomically } from './replica.js'
+import type { Storage } from './storage.js'
 
 /** DER prefix of an Ed25519 SubjectPublicKeyInfo; the raw 32-byte key follows. */
 const SPKI_ED25519_PREFIX = Buffer.from('302a300506032b6570032100', 'hex')
@@ -55,9 +56,9 @@ function identityOf(privateKey: crypto.KeyObject): Identity {
 }
 
 /** The identity in `directory`, or null when the log has none (created with identity: false). */
-export function loadIdentity(directory: string): Identity | null {
+export function loadIdentity(storage: Storage, directory: string): Identity | null {
   const filePath = path.join(directory, FILE_NAME_IDENTITY)
-  const pem = readFileIfExists(filePath)?.toString('latin1')
+  const pem = readFileIfExists(storage, filePath)?.toString('latin1')
   if (pem === undefined) return null
   let privateKey: crypto.KeyObject
   try {
@@ -73,9 +74,9 @@ export function loadIdentity(directory: string): Identity | null {
 }
 
 /** Makes a new key pair and stores the private key (mode 0600, written atomically). */
-export function createIdentity(directory: string): Identity {
+export function createIdentity(storage: Storage, directory: string): Identity {
   const { privateKey } = crypto.generateKeyPairSync('ed25519')
   const pem = privateKey.export({ format: 'pem', type: 'pkcs8' }) as string
-  writeFileAtomically(directory, path.join(directory, FILE_NAME_IDENTITY), Buffer.from(pem, 'latin1'), 0o600)
+  writeFileAtomically(storage, directory, path.join(directory, FILE_NAME_IDENTITY), Buffer.from(pem, 'latin1'), 0o600)
   return identityOf(privateKey)
 }

@@ -8,7 +8,6 @@
 // synced before the next one is created.
 
 import { EventEmitter } from 'node:events'
-import fs from 'node:fs'
 import path from 'node:path'
 import { ValidatorLoadError, WASM_MEMORY_BYTES_MAX, loadValidators, type Validator, type ValidatorEvent } from '../validators/index.js'
 import { assert } from './assert.js'
@@ -21,7 +20,7 @@ import { createIdentity, loadIdentity, type Identity } from './identity.js'
 import { BatchSealer, ZERO_CHAIN, equalBytes, parseSeal, signLink } from './seal.js'
 import { SEAL_ASYNC_MIN_BYTES, SealPipeline } from './seal-pipeline.js'
 import { resolveTrust, type TrustPolicy } from './trust.js'
-import { allocateArena, directFlag } from './direct-io.js'
+import { allocateArena } from './direct-io.js'
 import { LogError } from './errors.js'
 import { Flusher, type CommitPoint } from './flusher.js'
 import {
@@ -39,6 +38,7 @@ import { eventsOfRecord, scanRecords, type LogEvent, type ReadSource } from './r
 import { originStateFor, recover, type Truncation } from './recovery.js'
 import { loadOrCreateReplica } from './replica.js'
 import { createSegmentFile, type Segment, type SegmentTable } from './segments.js'
+import type { Storage } from './storage.js'
 import { verifyLog, type VerifyResult } from './verify.js'
 
 export interface EventId {
@@ -93,6 +93,8 @@ export class Log extends EventEmitter<LogEvents> {
   readonly replicaId: string
   readonly directory: string
   readonly direct: boolean
+  /** Where the log's files live (openLog option `storage`; node:fs by default). */
+  private readonly storage: Storage
   /** What recovery cut at open (also reported by verify). */
   readonly truncations: readonly Truncation[]
   /** This log's Ed25519 public key (hex); null for a log created without identity. */
@@ -150,8 +152,9 @@ export class Log extends EventEmitter<LogEvents> {
     this.checksum = init.checksum
     this.lock = init.lock
     this.replicaId = init.replicaId
+    this.storage = init.options.storage
     const state = recover({
-      directory: init.directory, checksum: init.checksum, replicaId: init.replicaId, replicaBytes: init.replicaBytes,
+      storage: this.storage, directory: init.directory, checksum: init.checksum, replicaId: init.replicaId, replicaBytes: init.replicaBytes,
       segmentBytes: init.options.segmentBytes,
       warn: init.options.onWarning,
       now: init.options.now,
@@ -176,7 +179,7 @@ export class Log extends EventEmitter<LogEvents> {
       onEquivocation: (equivocation) => this.emit('equivocation', equivocation),
     }, init.options.mergeWaitingEventsMax, init.options.mergeWaitingBytesMax)
 
-    const arena = allocateArena(init.options.cacheBytes - (init.options.cacheBytes % PAGE_BYTES), init.directory, init.options.directIo !== 'off')
+    const arena = allocateArena(this.storage, init.options.cacheBytes - (init.options.cacheBytes % PAGE_BYTES), init.directory, init.options.directIo !== 'off')
     if (init.options.directIo === 'on' && !arena.direct) {
       throw new LogError('INVALID_ARGUMENT', `directIo 'on': the file system of ${init.directory} refuses O_DIRECT writes`, { option: 'directIo' })
     }
@@ -188,9 +191,9 @@ export class Log extends EventEmitter<LogEvents> {
     this.deferredLink = { first: 0, count: 0, prev: null, pipeline: this.pipeline ?? { progress: () => {} } }
     const fd = this.openWriteDescriptor(segment)
     // What survived a crash in the OS page cache is made durable before new records claim it.
-    fs.fdatasyncSync(fd)
+    this.storage.fdatasyncSync(fd)
     this.loadTailPage(segment)
-    this.flusher = new Flusher(this.cache, fd, {
+    this.flusher = new Flusher(this.storage, this.cache, fd, {
       commitPoint: () => this.commitPoint(),
       onDurable: (point) => this.onDurable(point as CommitState),
     }, this.committedEnd, this.committedCount)
@@ -565,7 +568,7 @@ export class Log extends EventEmitter<LogEvents> {
     let segment: Segment
     let fd: number
     try {
-      segment = createSegmentFile(this.directory, {
+      segment = createSegmentFile(this.storage, this.directory, {
         index: old.index + 1, start: old.start + old.size, size: this.options.segmentBytes,
         firstLocalPos: this.committedCount, replica: this.own.originBytes, createdMs: this.options.now(),
       }, this.checksum)
@@ -575,15 +578,14 @@ export class Log extends EventEmitter<LogEvents> {
       throw this.flusher.failure
     }
     this.table.add(segment)
-    fs.closeSync(this.flusher.fd)
+    this.storage.closeSync(this.flusher.fd)
     this.cache.reset(segment, segment.start + SEGMENT_HEADER_BYTES)
     this.committedEnd = segment.start + SEGMENT_HEADER_BYTES
     this.flusher.resetTo(fd, this.committedEnd)
   }
 
   private openWriteDescriptor(segment: Segment): number {
-    const flags = fs.constants.O_RDWR | (this.direct ? directFlag() : 0)
-    return fs.openSync(segment.path, flags)
+    return this.storage.openSync(segment.path, 'write', { direct: this.direct })
   }
 
   /** The partial page at the end of the log goes back into the cache, to be rewritten whole. */
@@ -591,11 +593,11 @@ export class Log extends EventEmitter<LogEvents> {
     const pageStart = alignDown(this.committedEnd, PAGE_BYTES)
     const used = this.committedEnd - pageStart
     if (used === 0) return
-    const readFd = fs.openSync(segment.path, 'r')
+    const readFd = this.storage.openSync(segment.path, 'read')
     try {
-      fs.readSync(readFd, this.cache.memory, 0, used, pageStart - segment.start)
+      this.storage.readSync(readFd, this.cache.memory, 0, used, pageStart - segment.start)
     } finally {
-      fs.closeSync(readFd)
+      this.storage.closeSync(readFd)
     }
   }
 
@@ -622,7 +624,7 @@ export class Log extends EventEmitter<LogEvents> {
       }),
     }
     try {
-      writeCheckpoint(this.directory, body, this.checksum)
+      writeCheckpoint(this.storage, this.directory, body, this.checksum)
       this.checkpointEnd = point.end
     } catch (error) {
       this.checkpointFailed = true
@@ -731,6 +733,7 @@ export class Log extends EventEmitter<LogEvents> {
   private get consumerHost(): ConsumerHost {
     return {
       directory: this.directory,
+      storage: this.storage,
       length: () => this.committedCount,
       read: (from, to) => this.read({ from, to }),
       waitForGrowth: (length, signal) => this.waitForGrowth(length, signal),
@@ -867,7 +870,7 @@ export class Log extends EventEmitter<LogEvents> {
     const waiters = this.growthWaiters
     this.growthWaiters = []
     for (const wake of waiters) wake()
-    fs.closeSync(this.flusher.fd)
+    this.storage.closeSync(this.flusher.fd)
     this.table.closeAll()
     this.lock.release()
   }
@@ -906,7 +909,7 @@ export async function openLog(directory: string, givenOptions?: Readonly<Partial
   const checksum = await loadChecksum()
   const resolved = path.resolve(directory)
   try {
-    fs.mkdirSync(resolved, { recursive: true })
+    options.storage.mkdirSync(resolved)
   } catch (error) {
     throw new LogError('IO', `cannot create log directory ${resolved}: ${(error as Error).message}`, { path: resolved, cause: error })
   }
@@ -921,18 +924,18 @@ export async function openLog(directory: string, givenOptions?: Readonly<Partial
     if (!(error instanceof ValidatorLoadError)) throw error
     throw new LogError('INVALID_ARGUMENT', `openLog: ${error.message}`, { validator: error.validator, option: 'validators' })
   }
-  const lock = DirectoryLock.acquire(resolved)
+  const lock = DirectoryLock.acquire(options.storage, resolved)
   let log: Log | undefined
   try {
-    let identity = loadIdentity(resolved)
-    if (identity === null && options.identity && !fs.existsSync(path.join(resolved, FILE_NAME_REPLICA))) identity = createIdentity(resolved)
-    const replica = loadOrCreateReplica(resolved, checksum, identity?.replicaIdBytes ?? null, options.now)
+    let identity = loadIdentity(options.storage, resolved)
+    if (identity === null && options.identity && !options.storage.existsSync(path.join(resolved, FILE_NAME_REPLICA))) identity = createIdentity(options.storage, resolved)
+    const replica = loadOrCreateReplica(options.storage, resolved, checksum, identity?.replicaIdBytes ?? null, options.now)
     if (identity !== null && replica.id !== identity.replicaId) {
       throw new LogError('CORRUPT', `the identity key of ${resolved} derives replica id ${identity.replicaId}, but the replica file says ${replica.id}; ` +
         'one of the two files comes from another log', { path: resolved })
     }
-    const trust = resolveTrust(resolved, options.trust, identity?.publicKeyHex ?? null)
-    const cipher = options.encryption === null ? null : new PayloadCipher(options.encryption, nextNonceEpoch(resolved))
+    const trust = resolveTrust(options.storage, resolved, options.trust, identity?.publicKeyHex ?? null)
+    const cipher = options.encryption === null ? null : new PayloadCipher(options.encryption, nextNonceEpoch(options.storage, resolved))
     log = new Log({
       directory: resolved, options, layout, checksum, lock, replicaId: replica.id, replicaBytes: replica.idBytes, validators,
       identity, trust, cipher,

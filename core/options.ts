@@ -5,6 +5,7 @@
 import type { ValidatorOptions } from '../validators/index.js'
 import { checkEncryptionOption, type EncryptionOptions } from './crypt.js'
 import { checkTrustOption, type TrustOption } from './trust.js'
+import { nodeStorage, type Storage } from './storage.js'
 import { LogError } from './errors.js'
 import {
   ENVELOPE_OVERHEAD_BYTES, EVENT_HEADER_BYTES, MAX_EVENT_BYTES_LIMIT, SEAL_BYTES, PAGE_BYTES, RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES, alignUp, recordBytesPadded,
@@ -56,10 +57,14 @@ export interface OpenOptions {
   identity: boolean
   /** Whom merge accepts events from: 'off' (anyone, signed or not), 'open' (anyone whose batches
    *  are validly signed), or a list of public keys (hex). Default: the `trusted-keys` file in the
-   *  log directory when there is one, else 'off'. See docs/security.md. */
+   *  log directory when there is one, else the default mode: over sync, only validly signed
+   *  events, from any replica (local merges may hand in unsigned ones). See docs/security.md. */
   trust: TrustOption | undefined
   /** Payload encryption with shared log keys (ChaCha20-Poly1305); null (default) for none. */
   encryption: EncryptionOptions | null
+  /** Where the files live: the real file system (default), or another implementation of
+   *  core/storage.ts (the simulator's in-memory disk). */
+  storage: Storage
 }
 
 export const DEFAULT_OPTIONS: Readonly<OpenOptions> = {
@@ -78,6 +83,7 @@ export const DEFAULT_OPTIONS: Readonly<OpenOptions> = {
   identity: true,
   trust: undefined,
   encryption: null,
+  storage: nodeStorage,
 }
 
 /** Sizes derived from the options, checked once at open. */
@@ -91,6 +97,8 @@ export interface Layout {
 }
 
 type Checker = (value: unknown) => boolean
+
+const STORAGE_METHODS = Object.keys(nodeStorage).filter((name) => typeof nodeStorage[name as keyof Storage] === 'function')
 const isInteger = (min: number, max: number): Checker =>
   (value) => typeof value === 'number' && Number.isInteger(value) && value >= min && value <= max
 
@@ -113,6 +121,8 @@ const CHECKS: Record<keyof OpenOptions, [Checker, string]> = {
   identity: [(v) => typeof v === 'boolean', 'true or false'],
   trust: [checkTrustOption, `'off', 'open' or a list of public keys (64 lowercase hex characters each)`],
   encryption: [checkEncryptionOption, '{ keys: [{ id, key: 32-byte Uint8Array }, ...], current?: id } or null'],
+  storage: [(v) => typeof v === 'object' && v !== null && STORAGE_METHODS.every((name) => typeof (v as Record<string, unknown>)[name] === 'function'),
+    'an object with the methods of core/storage.ts Storage'],
 }
 
 export function resolveOptions(given: unknown): OpenOptions {

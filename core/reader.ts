@@ -6,7 +6,6 @@
 // views into it and stay valid for as long as the caller keeps them. Chunks are at most
 // READ_CHUNK_BYTES unless one record is larger.
 
-import fs from 'node:fs'
 import type { Checksum } from './checksum.js'
 import { LogError } from './errors.js'
 import { RECORD_HEADER_BYTES, RECORD_OFFSET_LENGTH, SEGMENT_HEADER_BYTES, EVENT_HEADER_BYTES, EVENT_OFFSET_LENGTH, EVENT_OFFSET_TIME, readU64 } from './format.js'
@@ -14,6 +13,7 @@ import type { HeadCache } from './head-cache.js'
 import { RecordHeader, decodeRecord, recordOriginHex } from './records.js'
 import { isSealSized } from './seal.js'
 import type { Segment, SegmentTable } from './segments.js'
+import type { Storage } from './storage.js'
 
 export const READ_CHUNK_BYTES = 256 << 10
 
@@ -55,9 +55,9 @@ export interface RecordCursor {
   origin: string
 }
 
-function readAsync(fd: number, buffer: Buffer, length: number, position: number): Promise<number> {
+function readAsync(storage: Storage, fd: number, buffer: Buffer, length: number, position: number): Promise<number> {
   return new Promise((resolve, reject) => {
-    fs.read(fd, buffer, 0, length, position, (error, bytesRead) => (error === null ? resolve(bytesRead) : reject(error)))
+    storage.read(fd, buffer, 0, length, position, (error, bytesRead) => (error === null ? resolve(bytesRead) : reject(error)))
   })
 }
 
@@ -68,7 +68,7 @@ async function loadChunk(source: ReadSource, segment: Segment, offset: number, l
   let got: number
   const fd = source.table.acquireRead(segment)
   try {
-    got = await readAsync(fd, bytes, end - offset, offset - segment.start)
+    got = await readAsync(source.table.storage, fd, bytes, end - offset, offset - segment.start)
   } catch (error) {
     throw new LogError('IO', `cannot read segment ${segment.name} at ${offset - segment.start}: ${(error as Error).message}`,
       { segment: segment.name, offset: offset - segment.start, cause: error })

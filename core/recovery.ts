@@ -9,7 +9,6 @@
 // that were already durable, a bad header in a sealed segment) is corruption: never cut, reported
 // as CORRUPT with segment and offset.
 
-import fs from 'node:fs'
 import path from 'node:path'
 import type { Checksum } from './checksum.js'
 import { readCheckpoint, type CheckpointBody } from './checkpoint.js'
@@ -27,6 +26,7 @@ import { dataRegions, zeroTail } from './sparse-file.js'
 import {
   SegmentTable, createSegmentFile, decodeSegmentHeader, listSegmentFiles, type Segment, type SegmentHeader,
 } from './segments.js'
+import type { Storage } from './storage.js'
 
 export interface Truncation {
   segment: string
@@ -50,6 +50,7 @@ export interface RecoveredState {
 }
 
 export interface RecoveryContext {
+  storage: Storage
   directory: string
   checksum: Checksum
   replicaId: string
@@ -80,7 +81,7 @@ function corrupt(segment: Segment, offset: number, reason: string): LogError {
 }
 
 class Recovery {
-  readonly table = new SegmentTable()
+  readonly table: SegmentTable
   readonly origins = new Map<string, OriginState>()
   local = new LocalIndex()
   length = 0
@@ -93,7 +94,12 @@ class Recovery {
   private pendingOrigin: OriginState | undefined
   private pendingStart = 0
 
-  constructor(private readonly context: RecoveryContext) {}
+  private readonly storage: Storage
+
+  constructor(private readonly context: RecoveryContext) {
+    this.storage = context.storage
+    this.table = new SegmentTable(context.storage)
+  }
 
   run(): RecoveredState {
     this.loadSegments()
@@ -115,16 +121,16 @@ class Recovery {
 
   private loadSegments(): void {
     const { directory, checksum } = this.context
-    const files = listSegmentFiles(directory)
+    const files = listSegmentFiles(this.storage, directory)
     for (let i = 0; i < files.length; i++) {
       const file = files[i]!
       const filePath = path.join(directory, file.name)
       const page = Buffer.alloc(SEGMENT_HEADER_BYTES)
-      const fd = fs.openSync(filePath, 'r')
+      const fd = this.storage.openSync(filePath, 'read')
       try {
-        fs.readSync(fd, page, 0, page.length, 0)
+        this.storage.readSync(fd, page, 0, page.length, 0)
       } finally {
-        fs.closeSync(fd)
+        this.storage.closeSync(fd)
       }
       const decoded = decodeSegmentHeader(page, checksum)
       const previous = this.table.segments[this.table.segments.length - 1]
@@ -139,7 +145,7 @@ class Recovery {
       })
     }
     if (this.table.segments.length === 0) {
-      this.table.add(createSegmentFile(directory, {
+      this.table.add(createSegmentFile(this.storage, directory, {
         index: 0, start: 0, size: this.context.segmentBytes, firstLocalPos: 0,
         replica: this.context.replicaBytes, createdMs: this.context.now(),
       }, checksum))
@@ -165,22 +171,22 @@ class Recovery {
   /** A segment whose header is not valid: safe to remove only if it is the last and holds no record. */
   private dropTornSegment(name: string, filePath: string, reason: string, isLast: boolean): void {
     const probe: Segment = {
-      index: -1, name, path: filePath, start: 0, size: Math.max(fs.statSync(filePath).size, SEGMENT_HEADER_BYTES),
+      index: -1, name, path: filePath, start: 0, size: Math.max(this.storage.sizeSync(filePath), SEGMENT_HEADER_BYTES),
       firstLocalPos: 0, dataEnd: 0,
     }
     if (!isLast || reason.startsWith('segment format version')) {
       throw new LogError('CORRUPT', `segment ${name}: ${reason}`, { segment: name, offset: 0, path: filePath })
     }
-    const fd = fs.openSync(filePath, 'r')
+    const fd = this.storage.openSync(filePath, 'read')
     try {
-      const evidence = this.scanEvidence(new SegmentReader(fd, probe), SEGMENT_HEADER_BYTES, 0)
+      const evidence = this.scanEvidence(new SegmentReader(this.storage, fd, probe), SEGMENT_HEADER_BYTES, 0)
       if (evidence.records > 0) throw new LogError('CORRUPT', `segment ${name}: ${reason}, and it holds records`, { segment: name, offset: 0, path: filePath })
     } finally {
-      fs.closeSync(fd)
+      this.storage.closeSync(fd)
     }
     // Why safe: a segment is created, its header synced, and the directory synced before any record
     // goes into it; a header that is not valid means the crash came during creation.
-    fs.rmSync(filePath)
+    this.storage.rmSync(filePath, false)
     this.context.warn({ code: 'REMOVED_TORN_SEGMENT', message: `interlog: removed segment ${name} (${reason}); it held no record`, segment: name, offset: 0 })
   }
 
@@ -188,7 +194,7 @@ class Recovery {
   private loadCheckpoint(): number {
     const first = this.table.segments[0]!
     const fallback = first.start + SEGMENT_HEADER_BYTES
-    const read = readCheckpoint(this.context.directory, this.context.checksum)
+    const read = readCheckpoint(this.storage, this.context.directory, this.context.checksum)
     if (read === undefined) return fallback
     const reason = typeof read === 'string' ? read : this.applyCheckpoint(read)
     if (reason === undefined) return this.end
@@ -208,13 +214,13 @@ class Recovery {
     if (body.lastRecordOffset < this.table.segments[0]!.start || body.end > last.start + last.size) return 'it points outside the segments'
     const segment = this.table.find(body.lastRecordOffset)
     if (body.end > segment.start + segment.size) return 'its end is outside its segment'
-    const fd = fs.openSync(segment.path, 'r')
+    const fd = this.storage.openSync(segment.path, 'read')
     let result: DecodeResult
     try {
-      const reader = new SegmentReader(fd, segment)
+      const reader = new SegmentReader(this.storage, fd, segment)
       result = this.decodeAt(reader, body.lastRecordOffset - segment.start)
     } finally {
-      fs.closeSync(fd)
+      this.storage.closeSync(fd)
     }
     const header = this.header
     if (result !== 'ok') return `its last record does not read back (${result})`
@@ -246,9 +252,9 @@ class Recovery {
   }
 
   private scanSegment(segment: Segment, startOffset: number): void {
-    const fd = fs.openSync(segment.path, 'r+')
+    const fd = this.storage.openSync(segment.path, 'write')
     try {
-      const reader = new SegmentReader(fd, segment)
+      const reader = new SegmentReader(this.storage, fd, segment)
       let offset = startOffset
       for (;;) {
         const fileOffset = offset - segment.start
@@ -274,9 +280,9 @@ class Recovery {
         this.decideDamage(reader, fileOffset, result)
         break
       }
-      if (reader.fileBytes < segment.size) fs.ftruncateSync(fd, segment.size)
+      if (reader.fileBytes < segment.size) this.storage.ftruncateSync(fd, segment.size)
     } finally {
-      fs.closeSync(fd)
+      this.storage.closeSync(fd)
     }
   }
 
@@ -316,7 +322,7 @@ class Recovery {
 
   /** File offset of the first non-zero byte past `fileOffset` in the segment, or -1. */
   private findGarbage(reader: SegmentReader, fileOffset: number): number {
-    for (const [regionStart, regionEnd] of dataRegions(reader.fd, fileOffset, reader.segment.size)) {
+    for (const [regionStart, regionEnd] of dataRegions(this.storage, reader.fd, fileOffset, reader.segment.size)) {
       for (let chunk = Math.max(regionStart, fileOffset); chunk < regionEnd; chunk += RECOVERY_CHUNK_BYTES) {
         const length = Math.min(RECOVERY_CHUNK_BYTES, regionEnd - chunk)
         const at = reader.ensure(chunk, length)
@@ -339,7 +345,7 @@ class Recovery {
     const evidence = this.scanEvidence(reader, damageOffset, this.length)
     if (evidence.durableMax > this.length) throw corrupt(segment, damageOffset, reason)
     let lastDirty = -1
-    for (const [regionStart, regionEnd] of dataRegions(reader.fd, cutOffset, segment.size)) {
+    for (const [regionStart, regionEnd] of dataRegions(this.storage, reader.fd, cutOffset, segment.size)) {
       for (let chunk = Math.max(regionStart, cutOffset); chunk < regionEnd; chunk += RECOVERY_CHUNK_BYTES) {
         const length = Math.min(RECOVERY_CHUNK_BYTES, regionEnd - chunk)
         const at = reader.ensure(chunk, length)
@@ -349,8 +355,8 @@ class Recovery {
     }
     const bytes = lastDirty < cutOffset ? 0 : lastDirty + 1 - cutOffset
     // Why safe: no valid record after the damage says the cut bytes were ever synced.
-    if (bytes > 0) zeroTail(reader.fd, cutOffset, segment.size)
-    fs.fsyncSync(reader.fd)
+    if (bytes > 0) zeroTail(this.storage, reader.fd, cutOffset, segment.size)
+    this.storage.fsyncSync(reader.fd)
     this.pending = []
     this.pendingOrigin = undefined
     const truncation = { segment: segment.name, offset: cutOffset, bytes, reason }
@@ -368,7 +374,7 @@ class Recovery {
     let records = 0
     let durableMax = -1
     const size = reader.segment.size
-    for (const [regionStart, regionEnd] of dataRegions(reader.fd, alignUp(fromOffset, RECORD_ALIGN_BYTES), size)) {
+    for (const [regionStart, regionEnd] of dataRegions(this.storage, reader.fd, alignUp(fromOffset, RECORD_ALIGN_BYTES), size)) {
       // A record may start up to one header before a region boundary only if its header is data too.
       for (let offset = alignUp(Math.max(regionStart, fromOffset), RECORD_ALIGN_BYTES); offset < regionEnd && offset + RECORD_HEADER_BYTES <= size; offset += RECORD_ALIGN_BYTES) {
         const at = reader.ensure(offset, RECORD_HEADER_BYTES)

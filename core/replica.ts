@@ -3,7 +3,6 @@
 // leaves either no file or a whole one.
 
 import crypto from 'node:crypto'
-import fs from 'node:fs'
 import path from 'node:path'
 import type { Checksum } from './checksum.js'
 import { LogError } from './errors.js'
@@ -11,7 +10,7 @@ import {
   FILE_NAME_REPLICA, FORMAT_VERSION, REPLICA_FILE_BYTES, REPLICA_ID_BYTES, REPLICA_MAGIC, REPLICA_OFFSET_CHECKSUM,
   REPLICA_OFFSET_CREATED_MS, REPLICA_OFFSET_ID, REPLICA_OFFSET_MAGIC, REPLICA_OFFSET_VERSION, bytesToHex, writeU64,
 } from './format.js'
-import { fsyncDirectory } from './segments.js'
+import type { Storage } from './storage.js'
 import { writeAllSync } from './write-all.js'
 
 export interface Replica {
@@ -23,10 +22,10 @@ export interface Replica {
  * The replica file, created when missing with `idForNewLog` (derived from the identity key) or,
  * for a log without identity, 16 random bytes.
  */
-export function loadOrCreateReplica(directory: string, checksum: Checksum, idForNewLog: Uint8Array | null = null, now: () => number = Date.now): Replica {
+export function loadOrCreateReplica(storage: Storage, directory: string, checksum: Checksum, idForNewLog: Uint8Array | null = null, now: () => number = Date.now): Replica {
   const filePath = path.join(directory, FILE_NAME_REPLICA)
-  const bytes = readFileIfExists(filePath)
-  if (bytes === null) return createReplica(directory, filePath, checksum, idForNewLog, now)
+  const bytes = readFileIfExists(storage, filePath)
+  if (bytes === null) return createReplica(storage, directory, filePath, checksum, idForNewLog, now)
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength)
   const valid = bytes.length === REPLICA_FILE_BYTES &&
     bytes.toString('latin1', REPLICA_OFFSET_MAGIC, REPLICA_OFFSET_MAGIC + 8) === REPLICA_MAGIC &&
@@ -44,7 +43,7 @@ export function loadOrCreateReplica(directory: string, checksum: Checksum, idFor
   return { id: bytesToHex(idBytes), idBytes }
 }
 
-function createReplica(directory: string, filePath: string, checksum: Checksum, given: Uint8Array | null, now: () => number): Replica {
+function createReplica(storage: Storage, directory: string, filePath: string, checksum: Checksum, given: Uint8Array | null, now: () => number): Replica {
   const idBytes = given === null ? crypto.randomBytes(REPLICA_ID_BYTES) : Buffer.from(given)
   const bytes = Buffer.alloc(REPLICA_FILE_BYTES)
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength)
@@ -53,14 +52,14 @@ function createReplica(directory: string, filePath: string, checksum: Checksum, 
   bytes.set(idBytes, REPLICA_OFFSET_ID)
   writeU64(view, REPLICA_OFFSET_CREATED_MS, now())
   view.setBigUint64(REPLICA_OFFSET_CHECKSUM, checksum(bytes.subarray(0, REPLICA_OFFSET_CHECKSUM)), true)
-  writeFileAtomically(directory, filePath, bytes)
+  writeFileAtomically(storage, directory, filePath, bytes)
   return { id: bytesToHex(idBytes), idBytes: new Uint8Array(idBytes) }
 }
 
 /** The content of a small file of the log directory, or null when it does not exist; other failures are IO. */
-export function readFileIfExists(filePath: string): Buffer | null {
+export function readFileIfExists(storage: Storage, filePath: string): Buffer | null {
   try {
-    return fs.readFileSync(filePath)
+    return storage.readFileSync(filePath)
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code === 'ENOENT') return null
     throw new LogError('IO', `cannot read ${filePath}: ${(error as Error).message}`, { path: filePath, cause: error })
@@ -68,16 +67,16 @@ export function readFileIfExists(filePath: string): Buffer | null {
 }
 
 /** temp file, fsync, rename, fsync directory: readers see the old file or the new, whole. */
-export function writeFileAtomically(directory: string, filePath: string, bytes: Uint8Array, mode = 0o644): void {
+export function writeFileAtomically(storage: Storage, directory: string, filePath: string, bytes: Uint8Array, mode = 0o644): void {
   const temporary = `${filePath}.tmp`
-  fs.rmSync(temporary, { force: true })
-  const fd = fs.openSync(temporary, 'w', mode)
+  storage.rmSync(temporary, true)
+  const fd = storage.openSync(temporary, 'truncate', { permissions: mode })
   try {
-    writeAllSync(fd, bytes, 0, bytes.length, 0)
-    fs.fsyncSync(fd)
+    writeAllSync(storage, fd, bytes, 0, bytes.length, 0)
+    storage.fsyncSync(fd)
   } finally {
-    fs.closeSync(fd)
+    storage.closeSync(fd)
   }
-  fs.renameSync(temporary, filePath)
-  fsyncDirectory(directory)
+  storage.renameSync(temporary, filePath)
+  storage.fsyncDirectorySync(directory)
 }

@@ -2,12 +2,12 @@
 // in one buffer, refilled on demand. Bytes past the end of a short (truncated) file read as zeros,
 // which is what a preallocated segment holds there.
 
-import fs from 'node:fs'
 import type { Checksum } from './checksum.js'
 import { LogError } from './errors.js'
 import { RECORD_BYTES_LIMIT, RECORD_HEADER_BYTES, RECORD_OFFSET_LENGTH } from './format.js'
 import { decodeRecord, type DecodeResult, type RecordHeader } from './records.js'
 import type { Segment } from './segments.js'
+import type { Storage } from './storage.js'
 
 export const RECOVERY_CHUNK_BYTES = 1 << 20
 
@@ -20,8 +20,8 @@ export class SegmentReader {
   chunkLength = 0
   readonly fileBytes: number
 
-  constructor(readonly fd: number, readonly segment: Segment) {
-    this.fileBytes = fs.fstatSync(fd).size
+  constructor(readonly storage: Storage, readonly fd: number, readonly segment: Segment) {
+    this.fileBytes = storage.fileSizeSync(fd)
   }
 
   /** Makes file bytes [offset, offset + length) (clipped to the segment size) available; returns the buffer index of offset. */
@@ -35,7 +35,7 @@ export class SegmentReader {
     }
     let got = 0
     try {
-      got = offset < this.fileBytes ? fs.readSync(this.fd, this.bytes, 0, Math.min(want, this.fileBytes - offset), offset) : 0
+      got = offset < this.fileBytes ? this.storage.readSync(this.fd, this.bytes, 0, Math.min(want, this.fileBytes - offset), offset) : 0
     } catch (error) {
       throw new LogError('IO', `cannot read segment ${this.segment.name} at ${offset}: ${(error as Error).message}`,
         { segment: this.segment.name, offset, cause: error })

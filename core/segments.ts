@@ -7,7 +7,6 @@
 // Node has no fallocate: the size is reserved with ftruncate, and the file system allocates blocks
 // on first write (zero-filling ahead would double flash wear on SD cards).
 
-import fs from 'node:fs'
 import path from 'node:path'
 import { assert } from './assert.js'
 import type { Checksum } from './checksum.js'
@@ -19,6 +18,7 @@ import {
   SEGMENT_OFFSET_SIZE, SEGMENT_OFFSET_START, SEGMENT_OFFSET_VERSION, parseSegmentFileName, readU64,
   segmentFileName, writeU64,
 } from './format.js'
+import type { Storage } from './storage.js'
 import { writeAllSync } from './write-all.js'
 
 export interface Segment {
@@ -89,36 +89,27 @@ export function decodeSegmentHeader(page: Uint8Array, checksum: Checksum): Segme
   return header
 }
 
-export function listSegmentFiles(directory: string): { index: number, name: string }[] {
-  return fs.readdirSync(directory)
+export function listSegmentFiles(storage: Storage, directory: string): { index: number, name: string }[] {
+  return storage.readdirSync(directory)
     .map((name) => ({ index: parseSegmentFileName(name), name }))
     .filter((entry) => entry.index >= 0)
     .sort((a, b) => a.index - b.index)
 }
 
-export function fsyncDirectory(directory: string): void {
-  const fd = fs.openSync(directory, 'r')
-  try {
-    fs.fsyncSync(fd)
-  } finally {
-    fs.closeSync(fd)
-  }
-}
-
 /** Creates a segment file: header page written and synced, size reserved, directory synced. */
-export function createSegmentFile(directory: string, header: SegmentHeader, checksum: Checksum): Segment {
+export function createSegmentFile(storage: Storage, directory: string, header: SegmentHeader, checksum: Checksum): Segment {
   const name = segmentFileName(header.index)
   const filePath = path.join(directory, name)
-  const fd = fs.openSync(filePath, fs.constants.O_RDWR | fs.constants.O_CREAT | fs.constants.O_EXCL, 0o644)
+  const fd = storage.openSync(filePath, 'createNew')
   try {
     const page = encodeSegmentHeader(header, checksum)
-    writeAllSync(fd, page, 0, page.length, 0)
-    fs.ftruncateSync(fd, header.size)
-    fs.fsyncSync(fd)
+    writeAllSync(storage, fd, page, 0, page.length, 0)
+    storage.ftruncateSync(fd, header.size)
+    storage.fsyncSync(fd)
   } finally {
-    fs.closeSync(fd)
+    storage.closeSync(fd)
   }
-  fsyncDirectory(directory)
+  storage.fsyncDirectorySync(directory)
   return {
     index: header.index, name, path: filePath, start: header.start, size: header.size,
     firstLocalPos: header.firstLocalPos, dataEnd: header.start + SEGMENT_HEADER_BYTES,
@@ -136,6 +127,8 @@ export class SegmentTable {
   readonly segments: Segment[] = []
   private readonly readDescriptors = new Map<number, ReadDescriptor>()
   private closed = false
+
+  constructor(readonly storage: Storage) {}
 
   get last(): Segment {
     const segment = this.segments[this.segments.length - 1]
@@ -182,7 +175,7 @@ export class SegmentTable {
       this.readDescriptors.delete(segment.index) // re-insert: most recently used last
     } else {
       try {
-        entry = { fd: fs.openSync(segment.path, 'r'), refs: 0 }
+        entry = { fd: this.storage.openSync(segment.path, 'read'), refs: 0 }
       } catch (error) {
         throw new LogError('IO', `cannot open segment ${segment.name} for reading: ${(error as Error).message}`,
           { segment: segment.name, path: segment.path, cause: error })
@@ -207,7 +200,7 @@ export class SegmentTable {
       if (!this.closed && this.readDescriptors.size <= READ_DESCRIPTORS_MAX) return
       if (entry.refs > 0) continue
       this.readDescriptors.delete(index)
-      fs.closeSync(entry.fd)
+      this.storage.closeSync(entry.fd)
     }
   }
 

@@ -3,30 +3,23 @@
 // nothing lies past the end of the log without reading megabytes of holes. Where a file system
 // does not support them, the whole range counts as data (slower, same answer).
 
-import fs from 'node:fs'
-import { createRequire } from 'node:module'
 import { PAGE_BYTES, alignUp } from './format.js'
+import { SEEK_DATA, SEEK_HOLE, type Storage } from './storage.js'
 import { writeAllSync } from './write-all.js'
-
-const require = createRequire(import.meta.url)
-const fsExt = require('fs-ext') as { seekSync(fd: number, offset: number, whence: number): number }
-
-const SEEK_DATA = 3
-const SEEK_HOLE = 4
 /** Data regions looked at, at most, before the rest counts as one region. */
 const DATA_REGIONS_MAX = 4096
 
 /** Regions of [from, to) that may hold non-zero bytes. */
-export function dataRegions(fd: number, from: number, to: number): [number, number][] {
+export function dataRegions(storage: Storage, fd: number, from: number, to: number): [number, number][] {
   const regions: [number, number][] = []
   let offset = from
   while (offset < to) {
     let start: number
     let end: number
     try {
-      start = fsExt.seekSync(fd, offset, SEEK_DATA)
+      start = storage.seekSync(fd, offset, SEEK_DATA)
       if (start >= to) break
-      end = Math.min(to, fsExt.seekSync(fd, start, SEEK_HOLE))
+      end = Math.min(to, storage.seekSync(fd, start, SEEK_HOLE))
     } catch (error) {
       if ((error as NodeJS.ErrnoException).code === 'ENXIO') break // no data after offset
       return [...regions, [offset, to]] // SEEK_DATA unsupported: read it all
@@ -42,9 +35,9 @@ export function dataRegions(fd: number, from: number, to: number): [number, numb
  * Makes [from, fileEnd) read as zeros: zeros written up to the next page boundary, the rest
  * released by truncating to it and extending back to `size`.
  */
-export function zeroTail(fd: number, from: number, size: number): void {
+export function zeroTail(storage: Storage, fd: number, from: number, size: number): void {
   const pageEnd = Math.min(alignUp(from, PAGE_BYTES), size)
-  if (pageEnd > from) writeAllSync(fd, Buffer.alloc(pageEnd - from), 0, pageEnd - from, from)
-  fs.ftruncateSync(fd, pageEnd)
-  fs.ftruncateSync(fd, size)
+  if (pageEnd > from) writeAllSync(storage, fd, Buffer.alloc(pageEnd - from), 0, pageEnd - from, from)
+  storage.ftruncateSync(fd, pageEnd)
+  storage.ftruncateSync(fd, size)
 }

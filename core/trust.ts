@@ -14,6 +14,7 @@ import { LogError } from './errors.js'
 import { FILE_NAME_TRUSTED_KEYS } from './format.js'
 import { isPublicKeyHex, replicaIdForKey } from './identity.js'
 import { readFileIfExists, writeFileAtomically } from './replica.js'
+import { nodeStorage, type Storage } from './storage.js'
 
 export type TrustOption = 'off' | 'open' | readonly string[]
 
@@ -32,9 +33,9 @@ export interface TrustedKey {
 }
 
 /** The allow-list in `directory`, or null when there is no trusted-keys file. */
-export function readTrustedKeys(directory: string): TrustedKey[] | null {
+export function readTrustedKeys(directory: string, storage: Storage = nodeStorage): TrustedKey[] | null {
   const filePath = path.join(directory, FILE_NAME_TRUSTED_KEYS)
-  const text = readFileIfExists(filePath)?.toString('utf8')
+  const text = readFileIfExists(storage, filePath)?.toString('utf8')
   if (text === undefined) return null
   const keys: TrustedKey[] = []
   const lines = text.split('\n')
@@ -50,28 +51,28 @@ export function readTrustedKeys(directory: string): TrustedKey[] | null {
   return keys
 }
 
-function writeTrustedKeys(directory: string, keys: readonly TrustedKey[]): void {
+function writeTrustedKeys(storage: Storage, directory: string, keys: readonly TrustedKey[]): void {
   const text = '# InterLog trusted keys: one Ed25519 public key (hex) per line, then an optional note.\n' +
     keys.map((key) => `${key.publicKey}${key.note === '' ? '' : ` ${key.note}`}\n`).join('')
-  writeFileAtomically(directory, path.join(directory, FILE_NAME_TRUSTED_KEYS), Buffer.from(text, 'utf8'))
+  writeFileAtomically(storage, directory, path.join(directory, FILE_NAME_TRUSTED_KEYS), Buffer.from(text, 'utf8'))
 }
 
 /** Adds a key to the allow-list (creating it: the log then accepts only listed keys). Returns false if it was there. */
-export function addTrustedKey(directory: string, publicKey: string, note = ''): boolean {
+export function addTrustedKey(directory: string, publicKey: string, note = '', storage: Storage = nodeStorage): boolean {
   if (!isPublicKeyHex(publicKey)) throw new LogError('INVALID_ARGUMENT', `'${publicKey}' is not a public key (64 lowercase hex characters)`)
-  const keys = readTrustedKeys(directory) ?? []
+  const keys = readTrustedKeys(directory, storage) ?? []
   if (keys.some((key) => key.publicKey === publicKey)) return false
   keys.push({ publicKey, replicaId: replicaIdForKey(Buffer.from(publicKey, 'hex')), note: note.replace(/\s+/g, ' ').trim() })
-  writeTrustedKeys(directory, keys)
+  writeTrustedKeys(storage, directory, keys)
   return true
 }
 
 /** Removes a key (by public key or replica id). Returns false if it was not listed. */
-export function removeTrustedKey(directory: string, keyOrId: string): boolean {
-  const keys = readTrustedKeys(directory) ?? []
+export function removeTrustedKey(directory: string, keyOrId: string, storage: Storage = nodeStorage): boolean {
+  const keys = readTrustedKeys(directory, storage) ?? []
   const kept = keys.filter((key) => key.publicKey !== keyOrId && key.replicaId !== keyOrId)
   if (kept.length === keys.length) return false
-  writeTrustedKeys(directory, kept)
+  writeTrustedKeys(storage, directory, kept)
   return true
 }
 
@@ -80,8 +81,8 @@ export function checkTrustOption(value: unknown): boolean {
 }
 
 /** The policy of a log: the option, else the trusted-keys file, else 'default'. The own key is always trusted. */
-export function resolveTrust(directory: string, option: TrustOption | undefined, ownKey: string | null): TrustPolicy {
-  const file = readTrustedKeys(directory)
+export function resolveTrust(storage: Storage, directory: string, option: TrustOption | undefined, ownKey: string | null): TrustPolicy {
+  const file = readTrustedKeys(directory, storage)
   if (option === 'off' || option === 'open') return { mode: option, keys: new Set(), origins: new Set() }
   if (option === undefined && file === null) return { mode: 'default', keys: new Set(), origins: new Set() }
   const keys = new Set<string>([...(option ?? []), ...(file ?? []).map((key) => key.publicKey)])

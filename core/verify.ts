@@ -5,7 +5,6 @@
 // each damaged spot it looks for the next valid record and goes on), and repeats what recovery
 // cut at open. Read-only: it never repairs.
 
-import fs from 'node:fs'
 import type { Checksum } from './checksum.js'
 import { RECORD_ALIGN_BYTES, RECORD_FLAG_CONTINUES, RECORD_HEADER_BYTES, RECORD_KIND_EVENTS, RECORD_OFFSET_KIND, RECORD_OFFSET_LENGTH, SEGMENT_HEADER_BYTES } from './format.js'
 import { RecordHeader, recordOriginHex } from './records.js'
@@ -52,9 +51,10 @@ export function verifyLog(input: VerifyInput): VerifyResult {
   let events = 0
   let bytes = 0
   for (const segment of input.table.segments) {
-    const fd = fs.openSync(segment.path, 'r')
+    const storage = input.table.storage
+    const fd = storage.openSync(segment.path, 'read')
     try {
-      const reader = new SegmentReader(fd, segment)
+      const reader = new SegmentReader(storage, fd, segment)
       const page = Buffer.from(reader.bytes.subarray(reader.ensure(0, SEGMENT_HEADER_BYTES), SEGMENT_HEADER_BYTES))
       const decoded = decodeSegmentHeader(page, input.checksum)
       if (typeof decoded === 'string') damage.push({ segment: segment.name, offset: 0, reason: decoded })
@@ -96,7 +96,7 @@ export function verifyLog(input: VerifyInput): VerifyResult {
       const garbage = firstNonZero(reader, Math.max(dataEnd, SEGMENT_HEADER_BYTES), segment)
       if (garbage >= 0) damage.push({ segment: segment.name, offset: garbage, reason: 'non-zero bytes after the last record' })
     } finally {
-      fs.closeSync(fd)
+      storage.closeSync(fd)
     }
   }
   if (events !== input.length && damage.length === 0) {
