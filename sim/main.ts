@@ -2,17 +2,8 @@
 // npm run sim -- --seed X [--trace]                 runs one seed twice: same trace and same bytes on disk, or fails
 // A failure prints its seed; `--seed` replays it exactly.
 
-import fs from 'node:fs'
-import os from 'node:os'
-import path from 'node:path'
 import { parseArgs } from 'node:util'
 import { runSimulation, type SimResult } from './run.js'
-
-function baseDirectory(): string {
-  const shm = '/dev/shm'
-  const parent = fs.existsSync(shm) ? shm : os.tmpdir()
-  return fs.mkdtempSync(path.join(parent, 'interlog-sim-'))
-}
 
 function describe(result: SimResult): string {
   return `seed ${result.seed}: ${result.ok ? 'ok' : 'FAILED'} (${result.replicas} replicas, ${result.appended} events, ` +
@@ -30,42 +21,37 @@ export async function main(argv: string[]): Promise<number> {
     return Number(text)
   }
   const steps = integer('steps', values.steps, 120)
-  const base = baseDirectory()
-  try {
-    if (values.seed !== undefined) {
-      const seed = integer('seed', values.seed, 0)
-      const first = await runSimulation({ seed, steps, directory: path.join(base, 'a') })
-      const second = await runSimulation({ seed, steps, directory: path.join(base, 'b') })
-      if (values.trace === true) for (const line of first.trace) process.stdout.write(`${line}\n`)
-      process.stdout.write(`${describe(first)}\n`)
-      if (first.traceHash !== second.traceHash) {
-        const at = first.trace.findIndex((line, i) => line !== second.trace[i])
-        process.stdout.write(`replay differs at trace line ${at}:\n  ${first.trace[at]}\n  ${second.trace[at]}\n`)
-        return 1
-      }
-      if (first.storageHash !== second.storageHash) {
-        process.stdout.write(`replay left different bytes on disk: storage ${first.storageHash.slice(0, 12)} vs ${second.storageHash.slice(0, 12)}\n`)
-        return 1
-      }
-      process.stdout.write(`replayed: the same trace and the same bytes on disk (storage ${first.storageHash.slice(0, 12)})\n`)
-      return first.ok ? 0 : 1
+  if (values.seed !== undefined) {
+    const seed = integer('seed', values.seed, 0)
+    const first = await runSimulation({ seed, steps })
+    const second = await runSimulation({ seed, steps })
+    if (values.trace === true) for (const line of first.trace) process.stdout.write(`${line}\n`)
+    process.stdout.write(`${describe(first)}\n`)
+    if (first.traceHash !== second.traceHash) {
+      const at = first.trace.findIndex((line, i) => line !== second.trace[i])
+      process.stdout.write(`replay differs at trace line ${at}:\n  ${first.trace[at]}\n  ${second.trace[at]}\n`)
+      return 1
     }
-    const count = integer('seeds', values.seeds, 100)
-    const from = integer('from', values.from, 1)
-    const started = Date.now()
-    let failed = 0
-    for (let seed = from; seed < from + count; seed++) {
-      const result = await runSimulation({ seed, steps, directory: path.join(base, String(seed)) })
-      if (!result.ok) {
-        failed++
-        process.stdout.write(`${describe(result)}\n  replay: npm run sim -- --seed ${seed} --trace\n`)
-      }
+    if (first.storageHash !== second.storageHash) {
+      process.stdout.write(`replay left different bytes on disk: storage ${first.storageHash.slice(0, 12)} vs ${second.storageHash.slice(0, 12)}\n`)
+      return 1
     }
-    process.stdout.write(`${count - failed} of ${count} seeds passed (${from} to ${from + count - 1}) in ${((Date.now() - started) / 1000).toFixed(1)} s\n`)
-    return failed === 0 ? 0 : 1
-  } finally {
-    fs.rmSync(base, { recursive: true, force: true })
+    process.stdout.write(`replayed: the same trace and the same bytes on disk (storage ${first.storageHash.slice(0, 12)})\n`)
+    return first.ok ? 0 : 1
   }
+  const count = integer('seeds', values.seeds, 100)
+  const from = integer('from', values.from, 1)
+  const started = Date.now()
+  let failed = 0
+  for (let seed = from; seed < from + count; seed++) {
+    const result = await runSimulation({ seed, steps })
+    if (!result.ok) {
+      failed++
+      process.stdout.write(`${describe(result)}\n  replay: npm run sim -- --seed ${seed} --trace\n`)
+    }
+  }
+  process.stdout.write(`${count - failed} of ${count} seeds passed (${from} to ${from + count - 1}) in ${((Date.now() - started) / 1000).toFixed(1)} s\n`)
+  return failed === 0 ? 0 : 1
 }
 
 main(process.argv.slice(2)).then((code) => { process.exitCode = code }, (error: unknown) => {

@@ -13,31 +13,32 @@
 // wherever replicas hold them. Liveness: once faults stop, all replicas converge to every
 // acknowledged event within a bounded simulated time.
 //
-// Storage: logs run on real files (a tmpfs). A crash ends a replica between steps
-// (Log.simulateCrash); then each page written since its last fdatasync is kept, lost, torn at a
-// random byte, or torn with garbage, independently, before it restarts. Half the replicas run with durability 'none' (durable at
-// flush steps only), so crashes do lose acknowledged events there, which must never have been
-// sent. I/O errors at every operation are test/fault/io-faults.test.ts's job.
+// Storage: each replica's log runs on its own in-memory disk (sim/storage.ts), injected through
+// openLog's `storage` option, which models what a power cut does: each page written since the
+// file's last sync is kept, lost, torn at a random byte, or torn with garbage, and a random prefix
+// of the unsynced namespace operations (files created, renamed, removed) survives. Half the
+// crashes come inside a storage operation (the n-th from an armed point: a write torn part way,
+// an fdatasync that never returns), during a burst of appends, a flush or recovery itself; the
+// others between operations. Half the replicas run with durability 'none' (durable at flush steps
+// only), so crashes do lose acknowledged events there, which must never have been sent. I/O errors
+// (EIO, ENOSPC, short writes) at every operation on real files are test/fault/io-faults.test.ts's job.
 
 import crypto from 'node:crypto'
-import fs from 'node:fs'
-import path from 'node:path'
 import { encode } from 'cbor-x'
-import { openLog, type Log, type VersionVector } from '../core/index.js'
+import { isLogError, openLog, type Log, type VersionVector } from '../core/index.js'
 import { startSyncOver, type SyncHandle } from '../sync/index.js'
 import { SimBroker, type SimConnection } from './broker.js'
 import { SimClock } from './clock.js'
 import { Prng } from './prng.js'
+import { MemoryDisk, type CrashReport } from './storage.js'
 
-/** The unit of a crash's fates: the flusher writes whole 4 KiB pages. */
-const CRASH_PAGE_BYTES = 4096
-/** How a crash treats each page written after the last fdatasync (weights). */
-const PAGE_FATES = { kept: 4, lost: 3, torn: 2, garbage: 1 } as const
+/** A crash inside a burst comes at most this many storage operations after it is armed (a burst takes about 3 to 16). */
+const CRASH_OPS_MAX = 12
+/** A crash inside recovery comes at most this many operations after it is armed (an open takes about 18). */
+const RECOVERY_CRASH_OPS_MAX = 24
 
 export interface SimOptions {
   seed: number
-  /** Parent directory for the replicas' logs (a tmpfs is fastest). */
-  directory: string
   /** Steps with faults before healing. Default 120. */
   steps?: number
   /** Simulated time allowed to converge after healing. Default 120 s. */
@@ -69,6 +70,8 @@ class SafetyError extends Error {}
 interface Replica {
   index: number
   dir: string
+  /** The replica's disk: it outlives the log's crashes and restarts. */
+  disk: MemoryDisk
   /** 'fsync': acknowledged means durable; 'none': durable at flush steps only (crashes may lose the rest). */
   durability: 'fsync' | 'none'
   log: Log
@@ -78,11 +81,22 @@ interface Replica {
 }
 
 /** Writes an Ed25519 identity made from PRNG bytes, so replica ids are the same in every run of a seed; returns the public key (hex). */
-function writeIdentity(dir: string, prng: Prng): string {
-  fs.mkdirSync(dir, { recursive: true })
+function writeIdentity(disk: MemoryDisk, dir: string, prng: Prng): string {
   const key = crypto.createPrivateKey({ key: Buffer.concat([PKCS8_ED25519_PREFIX, prng.bytes(32)]), format: 'der', type: 'pkcs8' })
-  fs.writeFileSync(path.join(dir, 'identity'), key.export({ format: 'pem', type: 'pkcs8' }) as string, { mode: 0o600 })
+  const pem = Buffer.from(key.export({ format: 'pem', type: 'pkcs8' }) as string, 'latin1')
+  const storage = disk.session()
+  storage.mkdirSync(dir)
+  const fd = storage.openSync(`${dir}/identity`, 'truncate', { permissions: 0o600 })
+  storage.writeSync(fd, pem, 0, pem.length, 0)
+  storage.fsyncSync(fd)
+  storage.closeSync(fd)
+  storage.fsyncDirectorySync(dir)
   return (crypto.createPublicKey(key).export({ format: 'der', type: 'spki' }) as Buffer).subarray(-32).toString('hex')
+}
+
+function describeCrash(report: CrashReport): string {
+  const { pages } = report
+  return `pages kept ${pages.kept}, lost ${pages.lost}, torn ${pages.torn}, garbage ${pages.garbage}; namespace kept ${report.namespaceKept}, lost ${report.namespaceLost}`
 }
 
 export async function runSimulation(options: SimOptions): Promise<SimResult> {
@@ -104,15 +118,18 @@ export async function runSimulation(options: SimOptions): Promise<SimResult> {
   let outcome: SimResult
   const security: { trust?: 'open' | string[], encryption?: { keys: { id: number, key: Uint8Array }[] } } = {}
 
-  const openReplica = async (index: number, dir: string, durability: 'fsync' | 'none'): Promise<Replica> => {
+  const openReplica = async (index: number, dir: string, disk: MemoryDisk, durability: 'fsync' | 'none'): Promise<Replica> => {
     // A small cache (64 KiB, the least that holds two 16 KiB events): replicas with durability 'none' write records
     // (several pages at a time) before they sync them, so crashes tear, drop and garble real records page by page.
     // Event times, segment and replica headers read the simulated clock (sync gets it as `clock`).
-    const log = await openLog(dir, { durability, ...security, now: () => clock.now(), cacheBytes: 64 << 10, segmentBytes: 256 << 10, maxEventBytes: 16 << 10, onWarning: () => undefined })
+    const log = await openLog(dir, {
+      durability, ...security, now: () => clock.now(), storage: disk.session(), cacheBytes: 64 << 10, segmentBytes: 256 << 10, maxEventBytes: 16 << 10,
+      onWarning: () => undefined,
+    })
     const connection = broker.connections.get(`node-${index}`) ?? broker.connect(`node-${index}`)
     const sync = startSyncOver(log, { logName: LOG_NAME, topicPrefix: TOPIC_PREFIX, announceIntervalMs: 1000, maxMessageBytes: 4096, logger: process.env['INTERLOG_SIM_LOG'] === '1' ? (level, message) => process.stderr.write(`r${index} ${level}: ${message}\n`) : () => undefined },
       { connection, clock })
-    return { index, dir, durability, log, sync, connection, id: log.replicaId }
+    return { index, dir, disk, durability, log, sync, connection, id: log.replicaId }
   }
 
   /** Waits until no replica is working (lanes idle, logs unchanged), then routes what was published. */
@@ -159,16 +176,16 @@ export async function runSimulation(options: SimOptions): Promise<SimResult> {
   const vectors = (): string => replicas.map((r) => JSON.stringify(Object.entries(r.log.versionVector()).sort())).join(' ')
 
   try {
-    fs.rmSync(options.directory, { recursive: true, force: true })
-    const dirs = Array.from({ length: count }, (_, i) => path.join(options.directory, `replica-${i}`))
-    const publicKeys = dirs.map((dir) => writeIdentity(dir, prng))
+    const disks = Array.from({ length: count }, () => new MemoryDisk(prng))
+    const dirs = Array.from({ length: count }, (_, i) => `/replica-${i}`)
+    const publicKeys = dirs.map((dir, i) => writeIdentity(disks[i]!, dir, prng))
     // Security as a deployment picks it: an allow-list of the replicas' keys, explicit 'open', or
     // the default; payload encryption with a shared log key in half the runs.
     const trustMode = prng.pick(['keys', 'open', 'default'] as const)
     if (trustMode === 'keys') security.trust = publicKeys
     else if (trustMode === 'open') security.trust = 'open'
     if (prng.chance(0.5)) security.encryption = { keys: [{ id: 1, key: prng.bytes(32) }] }
-    for (let i = 0; i < count; i++) replicas.push(await openReplica(i, dirs[i]!, prng.chance(0.5) ? 'fsync' : 'none'))
+    for (let i = 0; i < count; i++) replicas.push(await openReplica(i, dirs[i]!, disks[i]!, prng.chance(0.5) ? 'fsync' : 'none'))
     for (const replica of replicas) {
       replica.connection.reconnect()
       ledger.set(replica.id, [])
@@ -223,7 +240,7 @@ export async function runSimulation(options: SimOptions): Promise<SimResult> {
         const replica = prng.pick(replicas)
         await replica.sync.close()
         await replica.log.close()
-        const reopened = await openReplica(replica.index, replica.dir, replica.durability)
+        const reopened = await openReplica(replica.index, replica.dir, replica.disk, replica.durability)
         replicas[replica.index] = reopened
         await checkStored(reopened)
         reopened.connection.reconnect()
@@ -237,60 +254,103 @@ export async function runSimulation(options: SimOptions): Promise<SimResult> {
     }
 
     /**
-     * A crash: the process dies between steps. Each page written since the last fdatasync is kept,
-     * lost, torn at a random byte, or torn with garbage after it; then the replica restarts.
-     * Events durable at the crash must survive; acknowledged events beyond them (durability
-     * 'none') may be lost, and were never sent, since sync sends only durable events.
+     * A crash: the power goes, inside a storage operation (half the crashes: the n-th from an
+     * armed point, during a burst of appends and a flush) or between operations; the disk keeps,
+     * loses, tears or garbles what was not synced (sim/storage.ts); then the replica restarts,
+     * and recovery itself may crash once. Events durable at the crash must survive; acknowledged
+     * events beyond them (durability 'none') may be lost, and were never sent, since sync sends
+     * only durable events. Appends in flight at the crash were not acknowledged: they may
+     * survive whole, and then count as appended.
      */
     const crash = async (replica: Replica): Promise<void> => {
-      if (prng.chance(0.5)) {
-        // A burst just before the crash, larger than the cache: records are written page by page
-        // without a sync (durability 'none'), so the crash meets several unsynced pages.
-        const burst = Array.from({ length: 8 + prng.int(24) }, () => Buffer.from(prng.bytes(1000 + prng.int(3500))))
-        await appendTo(replica, burst)
-        // One turn of the event loop: a flush the burst scheduled writes it (without a sync).
-        await new Promise((resolve) => setImmediate(resolve))
-        note(`burst r${replica.index} ${burst.length}`)
-      }
+      const disk = replica.disk
       const durable = new Map<string, number>()
       for await (const event of replica.log.read({ to: replica.log.durableLength })) durable.set(event.origin, event.pos + 1)
-      replica.connection.drop()
-      const region = await replica.log.simulateCrash()
-      await replica.sync.close()
-      // Each page written since the last fdatasync meets its own fate (a disk may persist any subset
-      // of unsynced writes, in any order); a quarter of the crashes keep everything.
-      const span = region.writtenOffset - region.syncedOffset
-      const fates = { kept: 0, lost: 0, torn: 0, garbage: 0 }
-      const everythingKept = prng.int(4) === 0
-      if (span > 0) {
-        const fd = fs.openSync(region.segmentPath, 'r+')
+      const inside = prng.chance(0.5)
+      if (inside) disk.armCrash(1 + prng.int(CRASH_OPS_MAX))
+      /** Payloads of appends that failed (the crash came inside them): not acknowledged, but they may survive. */
+      const inFlight: Buffer[] = []
+      const attempt = async (work: () => Promise<unknown>): Promise<void> => {
         try {
-          for (let page = region.syncedOffset - (region.syncedOffset % CRASH_PAGE_BYTES); page < region.writtenOffset; page += CRASH_PAGE_BYTES) {
-            const start = Math.max(page, region.syncedOffset)
-            const end = Math.min(page + CRASH_PAGE_BYTES, region.writtenOffset)
-            const fate = everythingKept ? 'kept' : prng.weighted(PAGE_FATES)
-            fates[fate]++
-            if (fate === 'kept') continue
-            const from = fate === 'lost' ? start : start + prng.int(end - start)
-            const bytes = fate === 'garbage' ? Buffer.from(prng.bytes(end - from)) : Buffer.alloc(end - from)
-            fs.writeSync(fd, bytes, 0, bytes.length, from)
-          }
-        } finally {
-          fs.closeSync(fd)
+          await work()
+        } catch (error) {
+          if (!disk.dead || !isLogError(error)) throw error
         }
       }
-      const reopened = await openReplica(replica.index, replica.dir, replica.durability)
+      if (inside || prng.chance(0.5)) {
+        // A burst larger than the cache: records are written page by page without a sync
+        // (durability 'none'), so the crash meets several unsynced pages.
+        const burst = Array.from({ length: 8 + prng.int(24) }, () => Buffer.from(prng.bytes(1000 + prng.int(3500))))
+        for (let i = 0; i < burst.length && !disk.dead; i += 4) {
+          const batch = burst.slice(i, i + 4)
+          try {
+            await appendTo(replica, batch)
+          } catch (error) {
+            if (!disk.dead || !isLogError(error)) throw error
+            inFlight.push(...batch)
+          }
+        }
+        // One turn of the event loop: a flush the burst scheduled writes it (without a sync).
+        await new Promise((resolve) => setImmediate(resolve))
+        if (inside && !disk.dead) await attempt(() => replica.log.flush())
+        note(`burst r${replica.index} ${burst.length}`)
+      }
+      const died = disk.dead
+      disk.disarm()
+      // Events the log knew durable when it died (its count never grows after the crash: every later sync fails).
+      const knownDurable = replica.log.durableLength
+      replica.connection.drop()
+      await replica.log.simulateCrash().catch(() => undefined)
+      await replica.sync.close()
+      const report = disk.crash({ keepAll: prng.int(4) === 0 })
+      // Recovery may crash too (its repairs, the checkpoint, the nonce epoch), once.
+      let reopened: Replica | null = null
+      if (prng.chance(0.25)) {
+        disk.armCrash(1 + prng.int(RECOVERY_CRASH_OPS_MAX))
+        try {
+          reopened = await openReplica(replica.index, replica.dir, disk, replica.durability)
+        } catch (error) {
+          if (!disk.dead || !isLogError(error)) throw error
+        }
+        disk.disarm()
+        if (reopened !== null && disk.dead) {
+          await reopened.log.simulateCrash().catch(() => undefined)
+          await reopened.sync.close()
+          reopened = null
+        }
+        if (reopened === null) {
+          const again = disk.crash({ keepAll: prng.int(4) === 0 })
+          note(`crash r${replica.index} in recovery (${describeCrash(again)})`)
+        }
+      }
+      reopened ??= await openReplica(replica.index, replica.dir, disk, replica.durability)
       replicas[replica.index] = reopened
+      if (reopened.log.length < knownDurable) {
+        throw new SafetyError(`replica ${replica.index} lost durable events in a crash: ${reopened.log.length} events after it, ${knownDurable} were durable`)
+      }
       const survived = reopened.log.versionVector()[reopened.id] ?? 0
       const held = reopened.log.versionVector()
       for (const [origin, count] of durable) {
         if ((held[origin] ?? 0) < count) throw new SafetyError(`replica ${replica.index} lost durable events of ${origin} in a crash: ${held[origin] ?? 0} of ${count} survived`)
       }
       const own = ledger.get(reopened.id)!
+      if (replica.durability === 'fsync' && survived < own.length) {
+        throw new SafetyError(`replica ${replica.index} (durability fsync) lost acknowledged events in a crash: ${survived} of ${own.length} survived`)
+      }
+      if (survived > own.length) {
+        // Only appends in flight at the crash may survive beyond what was acknowledged, and only in order.
+        if (survived - own.length > inFlight.length) {
+          throw new SafetyError(`replica ${replica.index} holds ${survived} own events after a crash; ${own.length} were acknowledged and ${inFlight.length} in flight`)
+        }
+        const extra = survived - own.length
+        own.push(...inFlight.slice(0, extra))
+        appended += extra
+      }
       own.length = Math.min(own.length, survived)
       await checkStored(reopened)
       reopened.connection.reconnect()
-      note(`crash r${replica.index} (${span} unsynced bytes, pages kept ${fates.kept}, lost ${fates.lost}, torn ${fates.torn}, garbage ${fates.garbage}; ${survived} own events survive)`)
+      note(`crash r${replica.index} (${replica.durability}) ${died ? 'inside an operation' : 'between operations'} (${describeCrash(report)}; ` +
+        `${survived} own events survive, ${inFlight.length} were in flight)`)
     }
 
     /** A client on the broker publishing forged events under a replica's id, or garbage. */
@@ -378,21 +438,8 @@ export async function runSimulation(options: SimOptions): Promise<SimResult> {
     }
   }
   // The same seed leaves the same bytes: every file of every replica, after a clean close.
-  outcome.storageHash = digestDirectory(options.directory)
-  fs.rmSync(options.directory, { recursive: true, force: true })
+  const storage = crypto.createHash('sha256')
+  for (const replica of replicas) storage.update(replica.disk.digest())
+  outcome.storageHash = storage.digest('hex')
   return outcome
-}
-
-/** SHA-256 over every file under `root` (relative path and bytes, in sorted order). */
-function digestDirectory(root: string): string {
-  const hash = crypto.createHash('sha256')
-  const walk = (dir: string): void => {
-    for (const entry of fs.readdirSync(dir, { withFileTypes: true }).sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0))) {
-      const full = path.join(dir, entry.name)
-      if (entry.isDirectory()) walk(full)
-      else if (entry.isFile()) hash.update(`${path.relative(root, full)}\0`).update(fs.readFileSync(full))
-    }
-  }
-  if (fs.existsSync(root)) walk(root)
-  return hash.digest('hex')
 }

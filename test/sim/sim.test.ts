@@ -1,8 +1,9 @@
 // The deterministic simulator (sim/) in CI: 1,000 seeds of 3 to 7 replicas running the real log and
-// replicator over the simulated broker and clock, with drops, duplicates, delays, partitions,
-// broker restarts, replica restarts and crashes (unsynced pages kept, lost, torn or garbage), a
-// rogue client, allow-lists or open or default trust, encrypted payloads; and seeds replayed twice
-// to the same trace and the same bytes on disk.
+// replicator over the simulated disk, broker and clock, with drops, duplicates, delays,
+// partitions, broker restarts, replica restarts and power cuts inside an operation or between two
+// (unsynced pages kept, lost, torn or garbage; unsynced creations and renames undone), a rogue
+// client, allow-lists or open or default trust, encrypted payloads; and seeds replayed twice to the
+// same trace and the same bytes on disk. The simulated disk itself: test/sim/memory-storage.test.ts.
 // A failure names its seed: `npm run sim -- --seed N --trace` replays it.
 
 import t from 'tap'
