@@ -17,11 +17,15 @@
 // openLog's `storage` option, which models what a power cut does: each page written since the
 // file's last sync is kept, lost, torn at a random byte, or torn with garbage, and a random prefix
 // of the unsynced namespace operations (files created, renamed, removed) survives. Half the
-// crashes come inside a storage operation (the n-th from an armed point: a write torn part way,
-// an fdatasync that never returns), during a burst of appends, a flush or recovery itself; the
-// others between operations. Half the replicas run with durability 'none' (durable at flush steps
-// only), so crashes do lose acknowledged events there, which must never have been sent. I/O errors
-// (EIO, ENOSPC, short writes) at every operation on real files are test/fault/io-faults.test.ts's job.
+// crashes are armed to come inside a storage operation (the n-th from then: a write torn part
+// way, an fdatasync that never returns) during a burst of appends and a flush; about a third of
+// all crashes do (the others come between operations). A quarter of the crashes crash again
+// inside the recovery that follows. A quarter of the cuts are the process dying alone (the page
+// cache survives, unsynced). Checkpoints are written every 48 KiB, so crashes meet them too.
+// Half the replicas run with durability 'none' (durable at flush steps only), so crashes do lose
+// acknowledged events there, which must never have been sent. Encrypted runs check that nonce
+// epochs only grow across opens. I/O errors (EIO, ENOSPC, short writes) at every operation on real
+// files are test/fault/io-faults.test.ts's job.
 
 import crypto from 'node:crypto'
 import { encode } from 'cbor-x'
@@ -34,6 +38,8 @@ import { MemoryDisk, type CrashReport } from './storage.js'
 
 /** A crash inside a burst comes at most this many storage operations after it is armed (a burst takes about 3 to 16). */
 const CRASH_OPS_MAX = 12
+/** Checkpoints every 48 KiB of log (the default is 32 MiB), so that runs write them, crash while writing them, and open from them. */
+const CHECKPOINT_INTERVAL_BYTES = 48 << 10
 /** A crash inside recovery comes at most this many operations after it is armed (an open takes about 18). */
 const RECOVERY_CRASH_OPS_MAX = 24
 
@@ -124,6 +130,7 @@ export async function runSimulation(options: SimOptions): Promise<SimResult> {
     // Event times, segment and replica headers read the simulated clock (sync gets it as `clock`).
     const log = await openLog(dir, {
       durability, ...security, now: () => clock.now(), storage: disk.session(), cacheBytes: 64 << 10, segmentBytes: 256 << 10, maxEventBytes: 16 << 10,
+      checkpointIntervalBytes: CHECKPOINT_INTERVAL_BYTES,
       onWarning: () => undefined,
     })
     const connection = broker.connections.get(`node-${index}`) ?? broker.connect(`node-${index}`)
@@ -173,6 +180,19 @@ export async function runSimulation(options: SimOptions): Promise<SimResult> {
     }
   }
 
+  /**
+   * Safety of encryption: each open of an encrypted log takes a nonce epoch above every one an
+   * earlier open of it used, across crashes too (a repeated epoch would reuse nonces under one key).
+   */
+  const epochs = new Map<number, number>()
+  const checkEpoch = (replica: Replica): void => {
+    if (security.encryption === undefined) return
+    const epoch = Number(replica.disk.session().readFileSync(`${replica.dir}/nonce-epoch`).toString('latin1').trim())
+    const before = epochs.get(replica.index) ?? 0
+    if (!(epoch > before)) throw new SafetyError(`replica ${replica.index} reopened with nonce epoch ${epoch}, but an earlier open used ${before}: nonces would repeat`)
+    epochs.set(replica.index, epoch)
+  }
+
   const vectors = (): string => replicas.map((r) => JSON.stringify(Object.entries(r.log.versionVector()).sort())).join(' ')
 
   try {
@@ -185,7 +205,10 @@ export async function runSimulation(options: SimOptions): Promise<SimResult> {
     if (trustMode === 'keys') security.trust = publicKeys
     else if (trustMode === 'open') security.trust = 'open'
     if (prng.chance(0.5)) security.encryption = { keys: [{ id: 1, key: prng.bytes(32) }] }
-    for (let i = 0; i < count; i++) replicas.push(await openReplica(i, dirs[i]!, disks[i]!, prng.chance(0.5) ? 'fsync' : 'none'))
+    for (let i = 0; i < count; i++) {
+      replicas.push(await openReplica(i, dirs[i]!, disks[i]!, prng.chance(0.5) ? 'fsync' : 'none'))
+      checkEpoch(replicas[i]!)
+    }
     for (const replica of replicas) {
       replica.connection.reconnect()
       ledger.set(replica.id, [])
@@ -242,6 +265,7 @@ export async function runSimulation(options: SimOptions): Promise<SimResult> {
         await replica.log.close()
         const reopened = await openReplica(replica.index, replica.dir, replica.disk, replica.durability)
         replicas[replica.index] = reopened
+        checkEpoch(reopened)
         await checkStored(reopened)
         reopened.connection.reconnect()
         note(`restart r${replica.index}`)
@@ -297,11 +321,12 @@ export async function runSimulation(options: SimOptions): Promise<SimResult> {
       }
       const died = disk.dead
       disk.disarm()
-      // Events the log knew durable when it died (its count never grows after the crash: every later sync fails).
-      const knownDurable = replica.log.durableLength
       replica.connection.drop()
-      await replica.log.simulateCrash().catch(() => undefined)
+      await replica.log.simulateCrash()
       await replica.sync.close()
+      // Events the log knew durable when it died (read after simulateCrash, which lets a flush in
+      // flight finish; a dead disk fails every later sync, so the count cannot grow past the crash).
+      let knownDurable = replica.log.durableLength
       const report = disk.crash({ keepAll: prng.int(4) === 0 })
       // Recovery may crash too (its repairs, the checkpoint, the nonce epoch), once.
       let reopened: Replica | null = null
@@ -314,8 +339,9 @@ export async function runSimulation(options: SimOptions): Promise<SimResult> {
         }
         disk.disarm()
         if (reopened !== null && disk.dead) {
-          await reopened.log.simulateCrash().catch(() => undefined)
+          await reopened.log.simulateCrash()
           await reopened.sync.close()
+          knownDurable = Math.max(knownDurable, reopened.log.durableLength)
           reopened = null
         }
         if (reopened === null) {
@@ -325,6 +351,7 @@ export async function runSimulation(options: SimOptions): Promise<SimResult> {
       }
       reopened ??= await openReplica(replica.index, replica.dir, disk, replica.durability)
       replicas[replica.index] = reopened
+      checkEpoch(reopened)
       if (reopened.log.length < knownDurable) {
         throw new SafetyError(`replica ${replica.index} lost durable events in a crash: ${reopened.log.length} events after it, ${knownDurable} were durable`)
       }

@@ -29,9 +29,10 @@
 //   written, then the durable bytes) or torn with garbage (random bytes instead, up to the end of
 //   what was written), independently; a cut never falls before the first byte that changed (a
 //   rewrite with the same values keeps them, as docs/format.md's rule 6 assumes of sectors), and
-//   the file's size is its current or its durable size when they differ. With keepAll (the process
-//   crashed, the machine did not) everything is kept. After it the disk is alive again, with the
-//   new state durable; new sessions work on it.
+//   the file's size is its current or its durable size when they differ. After it the disk is
+//   alive again, with the new state durable; new sessions work on it. A crash with keepAll is the
+//   process dying while the machine runs on: sessions die and locks go, and the page cache stays
+//   as it was, as unsynced as before.
 //
 // What it leaves out: permissions and ownership, timestamps, hard and symbolic links, directory
 // removal and renaming, O_DIRECT alignment rules (`directIo` is false), fd sharing between
@@ -43,7 +44,7 @@
 
 import crypto from 'node:crypto'
 import path from 'node:path'
-import { SEEK_DATA, SEEK_HOLE, type IoCallback, type OpenFlags, type OpenMode, type Storage } from '../core/storage.js'
+import { SEEK_DATA, SEEK_HOLE, type IoCallback, type OpenFlags, type OpenMode, type Storage } from '../core/index.js'
 import type { Prng } from './prng.js'
 
 /** The unit of storage, of SEEK_DATA / SEEK_HOLE and of a crash's fates. */
@@ -288,11 +289,11 @@ class MemoryFile {
   }
 
   /** The power cut: each unsynced page meets its fate, the size is chosen, and the result is durable. */
-  crash(prng: Prng, keepAll: boolean, fates: Record<PageFate, number>): void {
-    const size = keepAll || this.size === this.durableSize ? this.size : prng.chance(0.5) ? this.size : this.durableSize
+  crash(prng: Prng, fates: Record<PageFate, number>): void {
+    const size = this.size === this.durableSize ? this.size : prng.chance(0.5) ? this.size : this.durableSize
     for (const page of [...this.dirty.keys()].sort((a, b) => a - b)) {
       if (page * PAGE >= size) continue // dropped with the size
-      const fate: PageFate = keepAll ? 'kept' : prng.weighted(PAGE_FATES)
+      const fate: PageFate = prng.weighted(PAGE_FATES)
       fates[fate]++
       if (fate === 'kept') continue
       const durable = this.durable.get(page)
@@ -763,29 +764,34 @@ export class MemoryDisk {
   }
 
   /**
-   * The power cut (after an armed crash fired, or between operations): every session dies and every
-   * lock is released; what was not durable meets its fate (everything is kept with keepAll); then
-   * the disk is alive, with that state durable.
+   * The crash (after an armed crash fired, or between operations): every session dies and every
+   * lock is released. A power cut (the default): what was not durable meets its fate, and the disk
+   * is alive again with that state durable. With keepAll, only the process died: the page cache
+   * stays as it was, still not durable (a later power cut may yet lose it).
    */
   crash(options: { keepAll?: boolean } = {}): CrashReport {
     const state = this.state
-    const keepAll = options.keepAll === true
     state.generation++
     state.crashedAt = null
     state.armedAt = 0
     state.locks.clear()
     state.sessions.clear()
     const pending = state.pending
-    const kept = keepAll ? pending.length : state.prng.int(pending.length + 1)
-    if (keepAll) state.durableFiles = new Map(state.files)
-    else for (const operation of pending.slice(0, kept)) apply(state.durableFiles, operation)
+    if (options.keepAll === true) {
+      let dirty = 0
+      for (const file of new Set(state.files.values())) dirty += file.dirty.size
+      state.recount()
+      return { pages: { kept: dirty, lost: 0, torn: 0, garbage: 0 }, namespaceKept: pending.length, namespaceLost: 0 }
+    }
+    const kept = state.prng.int(pending.length + 1)
+    for (const operation of pending.slice(0, kept)) apply(state.durableFiles, operation)
     state.pending = []
     const report: CrashReport = { pages: { kept: 0, lost: 0, torn: 0, garbage: 0 }, namespaceKept: kept, namespaceLost: pending.length - kept }
     const files = new Map<string, MemoryFile>()
     const done = new Set<MemoryFile>()
     for (const p of [...state.durableFiles.keys()].sort()) {
       const file = state.durableFiles.get(p)!
-      if (!done.has(file)) file.crash(state.prng, keepAll, report.pages)
+      if (!done.has(file)) file.crash(state.prng, report.pages)
       done.add(file)
       files.set(p, file)
     }
