@@ -10,7 +10,7 @@ import path from 'node:path'
 import { LogError } from './errors.js'
 import type { LogEvent } from './reader.js'
 import { writeFileAtomically } from './replica.js'
-import type { Storage } from './storage.js'
+import { createDirectoryDurably, type Storage } from './storage.js'
 
 export interface ConsumerOptions {
   /** Where a new consumer starts: 'earliest' (default), 'latest' (the current end) or a local position. Ignored when it exists. */
@@ -157,9 +157,9 @@ export class Consumer {
     const run = this.writing.then(() => {
       if (!allowBackwards && position < this.committed) return // an older commit arriving late
       const directory = path.join(this.host.directory, 'consumers')
-      this.host.storage.mkdirSync(directory)
       const body: Stored = { name: this.name, position, updatedMs: this.host.now() }
       try {
+        createDirectoryDurably(this.host.storage, directory)
         writeFileAtomically(this.host.storage, directory, consumerPath(this.host, this.name), Buffer.from(JSON.stringify(body) + '\n'))
       } catch (error) {
         throw new LogError('IO', `cannot store consumer ${this.name}: ${(error as Error).message}`, { cause: error })
@@ -184,7 +184,7 @@ export function openConsumer(host: ConsumerHost, name: string, options: Consumer
   else throw new LogError('INVALID_ARGUMENT', `consumer ${name}: startAt must be 'earliest', 'latest' or a position 0..${host.length()}`)
   // Stored at once: a 'latest' consumer must not skip what is appended before its first commit.
   const directory = path.join(host.directory, 'consumers')
-  host.storage.mkdirSync(directory)
+  createDirectoryDurably(host.storage, directory)
   writeFileAtomically(host.storage, directory, consumerPath(host, name), Buffer.from(JSON.stringify({ name, position, updatedMs: host.now() }) + '\n'))
   return new Consumer(host, name, position)
 }

@@ -38,7 +38,7 @@ import { eventsOfRecord, scanRecords, type LogEvent, type ReadSource } from './r
 import { originStateFor, recover, type Truncation } from './recovery.js'
 import { loadOrCreateReplica } from './replica.js'
 import { createSegmentFile, type Segment, type SegmentTable } from './segments.js'
-import type { Storage } from './storage.js'
+import { createDirectoryDurably, type Storage } from './storage.js'
 import { verifyLog, type VerifyResult } from './verify.js'
 
 export interface EventId {
@@ -909,7 +909,7 @@ export async function openLog(directory: string, givenOptions?: Readonly<Partial
   const checksum = await loadChecksum()
   const resolved = path.resolve(directory)
   try {
-    options.storage.mkdirSync(resolved)
+    createDirectoryDurably(options.storage, resolved)
   } catch (error) {
     throw new LogError('IO', `cannot create log directory ${resolved}: ${(error as Error).message}`, { path: resolved, cause: error })
   }

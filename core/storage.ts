@@ -10,6 +10,7 @@
 
 import fs from 'node:fs'
 import { createRequire } from 'node:module'
+import path from 'node:path'
 
 const require = createRequire(import.meta.url)
 const fsExt = require('fs-ext') as {
@@ -70,6 +71,21 @@ export interface Storage {
   seekSync(fd: number, offset: number, whence: typeof SEEK_DATA | typeof SEEK_HOLE): number
   /** flock: 'exnb' takes an exclusive lock or fails at once (EAGAIN), 'un' releases it. */
   flockSync(fd: number, operation: 'exnb' | 'un'): void
+}
+
+/**
+ * mkdir -p, then fsyncs the parent of each directory it created, top down: a directory entry is
+ * durable only once its parent is synced, and a power cut could otherwise take the new directory
+ * back with every synced file in it.
+ */
+export function createDirectoryDurably(storage: Storage, directory: string): void {
+  const missing: string[] = []
+  for (let at = directory; !storage.existsSync(at); at = path.dirname(at)) {
+    missing.push(at)
+    if (path.dirname(at) === at) break
+  }
+  storage.mkdirSync(directory)
+  for (const created of missing.reverse()) storage.fsyncDirectorySync(path.dirname(created))
 }
 
 /** O_DIRECT from fs.constants (16384 on x86-64, 65536 on ARM), or 0 where the platform lacks it. */

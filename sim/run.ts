@@ -92,6 +92,7 @@ function writeIdentity(disk: MemoryDisk, dir: string, prng: Prng): string {
   const pem = Buffer.from(key.export({ format: 'pem', type: 'pkcs8' }) as string, 'latin1')
   const storage = disk.session()
   storage.mkdirSync(dir)
+  storage.fsyncDirectorySync('/')
   const fd = storage.openSync(`${dir}/identity`, 'truncate', { permissions: 0o600 })
   storage.writeSync(fd, pem, 0, pem.length, 0)
   storage.fsyncSync(fd)

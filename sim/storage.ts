@@ -17,8 +17,9 @@
 // - Namespace operations (a file created by open, rename, rm) are pending until an fsync of their
 //   directory: fsyncDirectorySync(dir) makes durable the pending operations in dir (a rename counts
 //   in both its directories) and, before each, the earlier pending operations of the same file (a
-//   rename into dir carries its file's creation elsewhere). Directories themselves are durable at
-//   once (mkdirSync is a simplification: core only creates them, never removes them).
+//   rename into dir carries its file's creation elsewhere). A directory created by mkdirSync is
+//   durable once its parent is fsynced; until then a power cut keeps or loses it (and everything
+//   under it) on its own. Directories are never removed or renamed (core does neither).
 // - A crash at a chosen operation (armCrash): the n-th operation from now, of any session, is the
 //   last one: a write there puts a PRNG-chosen prefix of its bytes in the page cache, and it fails
 //   with EIO, as does every later operation of every session (close and unlock do nothing), until
@@ -373,7 +374,12 @@ class DiskState {
   files = new Map<string, MemoryFile>()
   /** The durable namespace (what a crash starts from). */
   durableFiles = new Map<string, MemoryFile>()
-  readonly directories = new Set<string>(['/'])
+  /** Directories that exist (what sessions see). */
+  directories = new Set<string>(['/'])
+  /** Directories whose entry in their parent is durable (and their parents', up to '/'). */
+  durableDirectories = new Set<string>(['/'])
+  /** Directories created since their parent's last fsync, in creation order. */
+  pendingDirectories: string[] = []
   pending: NamespaceOperation[] = []
   readonly locks = new Map<MemoryFile, { session: Session, fd: number }>()
   /** Sessions of this generation holding descriptors. */
@@ -429,6 +435,8 @@ class DiskState {
   }
 
   syncDirectory(directory: string): void {
+    for (const created of this.pendingDirectories) if (path.posix.dirname(created) === directory) this.durableDirectories.add(created)
+    this.pendingDirectories = this.pendingDirectories.filter((created) => !this.durableDirectories.has(created))
     const done = new Set<number>()
     for (let i = 0; i < this.pending.length; i++) {
       const operation = this.pending[i]!
@@ -640,7 +648,10 @@ class Session implements MemorySession {
       if (this.disk.files.has(at)) throw fsError('ENOTDIR', 'mkdir', directory)
       missing.push(at)
     }
-    for (const at of missing) this.disk.directories.add(at)
+    for (const at of missing.reverse()) {
+      this.disk.directories.add(at)
+      this.disk.pendingDirectories.push(at)
+    }
   }
 
   rmSync = (filePath: string, force: boolean): void => {
@@ -781,15 +792,37 @@ export class MemoryDisk {
       let dirty = 0
       for (const file of new Set(state.files.values())) dirty += file.dirty.size
       state.recount()
-      return { pages: { kept: dirty, lost: 0, torn: 0, garbage: 0 }, namespaceKept: pending.length, namespaceLost: 0 }
+      return { pages: { kept: dirty, lost: 0, torn: 0, garbage: 0 }, namespaceKept: pending.length + state.pendingDirectories.length, namespaceLost: 0 }
     }
     const kept = state.prng.int(pending.length + 1)
     for (const operation of pending.slice(0, kept)) apply(state.durableFiles, operation)
     state.pending = []
-    const report: CrashReport = { pages: { kept: 0, lost: 0, torn: 0, garbage: 0 }, namespaceKept: kept, namespaceLost: pending.length - kept }
+    // Each directory created since its parent's last fsync is kept or lost on its own; one whose
+    // parent is lost is lost with it, and so is every file under a lost directory.
+    let directoriesKept = 0
+    for (const created of state.pendingDirectories) {
+      if (state.prng.chance(0.5) && state.durableDirectories.has(path.posix.dirname(created))) {
+        state.durableDirectories.add(created)
+        directoriesKept++
+      }
+    }
+    const directoriesLost = state.pendingDirectories.length - directoriesKept
+    state.pendingDirectories = []
+    // A directory made durable in a parent that itself was not is gone too (shortest paths first).
+    const reachable = new Set<string>(['/'])
+    for (const directory of [...state.durableDirectories].sort((x, y) => x.length - y.length || (x < y ? -1 : 1))) {
+      if (directory !== '/' && reachable.has(path.posix.dirname(directory))) reachable.add(directory)
+    }
+    state.durableDirectories = reachable
+    state.directories = new Set(reachable)
+    const report: CrashReport = {
+      pages: { kept: 0, lost: 0, torn: 0, garbage: 0 },
+      namespaceKept: kept + directoriesKept, namespaceLost: pending.length - kept + directoriesLost,
+    }
     const files = new Map<string, MemoryFile>()
     const done = new Set<MemoryFile>()
     for (const p of [...state.durableFiles.keys()].sort()) {
+      if (!state.directories.has(path.posix.dirname(p))) continue // its directory did not survive
       const file = state.durableFiles.get(p)!
       if (!done.has(file)) file.crash(state.prng, report.pages)
       done.add(file)
