@@ -9,7 +9,7 @@
 
 import path from 'node:path'
 import { DIRECT_IO_ALIGN_BYTES, PAGE_BYTES } from './format.js'
-import type { Storage } from './storage.js'
+import { closeSynced, type Storage } from './storage.js'
 
 const WASM_PAGE_BYTES = 65536
 
@@ -56,7 +56,7 @@ export function allocateArena(storage: Storage, bytes: number, directory: string
     }
     return { memory: raw.subarray(0, bytes), direct: false }
   } finally {
-    storage.closeSync(fd)
+    closeSynced(storage, fd)
     storage.rmSync(probePath, true)
   }
 }

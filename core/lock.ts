@@ -6,7 +6,7 @@
 import path from 'node:path'
 import { LogError } from './errors.js'
 import { FILE_NAME_LOCK } from './format.js'
-import type { Storage } from './storage.js'
+import { closeSynced, type Storage } from './storage.js'
 
 export class DirectoryLock {
   private constructor(private readonly storage: Storage, private fd: number) {}
@@ -22,7 +22,7 @@ export class DirectoryLock {
     try {
       storage.flockSync(fd, 'exnb')
     } catch (error) {
-      storage.closeSync(fd)
+      closeSynced(storage, fd)
       const code = (error as NodeJS.ErrnoException).code
       if (code === 'EAGAIN' || code === 'EWOULDBLOCK') {
         throw new LogError('LOCKED',
@@ -39,7 +39,7 @@ export class DirectoryLock {
     try {
       this.storage.flockSync(this.fd, 'un')
     } finally {
-      this.storage.closeSync(this.fd)
+      closeSynced(this.storage, this.fd)
       this.fd = -1
     }
   }

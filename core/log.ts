@@ -38,7 +38,7 @@ import { eventsOfRecord, scanRecords, type LogEvent, type ReadSource } from './r
 import { originStateFor, recover, type Truncation } from './recovery.js'
 import { loadOrCreateReplica } from './replica.js'
 import { createSegmentFile, type Segment, type SegmentTable } from './segments.js'
-import { createDirectoryDurably, type Storage } from './storage.js'
+import { closeSynced, createDirectoryDurably, type Storage } from './storage.js'
 import { verifyLog, type VerifyResult } from './verify.js'
 
 export interface EventId {
@@ -578,7 +578,7 @@ export class Log extends EventEmitter<LogEvents> {
       throw this.flusher.failure
     }
     this.table.add(segment)
-    this.storage.closeSync(this.flusher.fd)
+    closeSynced(this.storage, this.flusher.fd)
     this.cache.reset(segment, segment.start + SEGMENT_HEADER_BYTES)
     this.committedEnd = segment.start + SEGMENT_HEADER_BYTES
     this.flusher.resetTo(fd, this.committedEnd)
@@ -597,7 +597,7 @@ export class Log extends EventEmitter<LogEvents> {
     try {
       this.storage.readSync(readFd, this.cache.memory, 0, used, pageStart - segment.start)
     } finally {
-      this.storage.closeSync(readFd)
+      closeSynced(this.storage, readFd)
     }
   }
 
@@ -870,7 +870,7 @@ export class Log extends EventEmitter<LogEvents> {
     const waiters = this.growthWaiters
     this.growthWaiters = []
     for (const wake of waiters) wake()
-    this.storage.closeSync(this.flusher.fd)
+    closeSynced(this.storage, this.flusher.fd)
     this.table.closeAll()
     this.lock.release()
   }

@@ -26,7 +26,7 @@ import { dataRegions, zeroTail } from './sparse-file.js'
 import {
   SegmentTable, createSegmentFile, decodeSegmentHeader, listSegmentFiles, type Segment, type SegmentHeader,
 } from './segments.js'
-import type { Storage } from './storage.js'
+import { closeSynced, type Storage } from './storage.js'
 
 export interface Truncation {
   segment: string
@@ -130,7 +130,7 @@ class Recovery {
       try {
         this.storage.readSync(fd, page, 0, page.length, 0)
       } finally {
-        this.storage.closeSync(fd)
+        closeSynced(this.storage, fd)
       }
       const decoded = decodeSegmentHeader(page, checksum)
       const previous = this.table.segments[this.table.segments.length - 1]
@@ -182,7 +182,7 @@ class Recovery {
       const evidence = this.scanEvidence(new SegmentReader(this.storage, fd, probe), SEGMENT_HEADER_BYTES, 0)
       if (evidence.records > 0) throw new LogError('CORRUPT', `segment ${name}: ${reason}, and it holds records`, { segment: name, offset: 0, path: filePath })
     } finally {
-      this.storage.closeSync(fd)
+      closeSynced(this.storage, fd)
     }
     // Why safe: a segment is created, its header synced, and the directory synced before any record
     // goes into it; a header that is not valid means the crash came during creation.
@@ -220,7 +220,7 @@ class Recovery {
       const reader = new SegmentReader(this.storage, fd, segment)
       result = this.decodeAt(reader, body.lastRecordOffset - segment.start)
     } finally {
-      this.storage.closeSync(fd)
+      closeSynced(this.storage, fd)
     }
     const header = this.header
     if (result !== 'ok') return `its last record does not read back (${result})`
@@ -282,7 +282,7 @@ class Recovery {
       }
       if (reader.fileBytes < segment.size) this.storage.ftruncateSync(fd, segment.size)
     } finally {
-      this.storage.closeSync(fd)
+      closeSynced(this.storage, fd)
     }
   }
 

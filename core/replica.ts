@@ -10,7 +10,7 @@ import {
   FILE_NAME_REPLICA, FORMAT_VERSION, REPLICA_FILE_BYTES, REPLICA_ID_BYTES, REPLICA_MAGIC, REPLICA_OFFSET_CHECKSUM,
   REPLICA_OFFSET_CREATED_MS, REPLICA_OFFSET_ID, REPLICA_OFFSET_MAGIC, REPLICA_OFFSET_VERSION, bytesToHex, writeU64,
 } from './format.js'
-import type { Storage } from './storage.js'
+import { closeSynced, type Storage } from './storage.js'
 import { writeAllSync } from './write-all.js'
 
 export interface Replica {
@@ -75,7 +75,7 @@ export function writeFileAtomically(storage: Storage, directory: string, filePat
     writeAllSync(storage, fd, bytes, 0, bytes.length, 0)
     storage.fsyncSync(fd)
   } finally {
-    storage.closeSync(fd)
+    closeSynced(storage, fd)
   }
   storage.renameSync(temporary, filePath)
   storage.fsyncDirectorySync(directory)

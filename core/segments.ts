@@ -18,7 +18,7 @@ import {
   SEGMENT_OFFSET_SIZE, SEGMENT_OFFSET_START, SEGMENT_OFFSET_VERSION, parseSegmentFileName, readU64,
   segmentFileName, writeU64,
 } from './format.js'
-import type { Storage } from './storage.js'
+import { closeSynced, type Storage } from './storage.js'
 import { writeAllSync } from './write-all.js'
 
 export interface Segment {
@@ -107,7 +107,7 @@ export function createSegmentFile(storage: Storage, directory: string, header: S
     storage.ftruncateSync(fd, header.size)
     storage.fsyncSync(fd)
   } finally {
-    storage.closeSync(fd)
+    closeSynced(storage, fd)
   }
   storage.fsyncDirectorySync(directory)
   return {
@@ -200,7 +200,7 @@ export class SegmentTable {
       if (!this.closed && this.readDescriptors.size <= READ_DESCRIPTORS_MAX) return
       if (entry.refs > 0) continue
       this.readDescriptors.delete(index)
-      this.storage.closeSync(entry.fd)
+      closeSynced(this.storage, entry.fd)
     }
   }
 

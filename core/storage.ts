@@ -88,6 +88,19 @@ export function createDirectoryDurably(storage: Storage, directory: string): voi
   for (const created of missing.reverse()) storage.fsyncDirectorySync(path.dirname(created))
 }
 
+/**
+ * Closes a descriptor whose data is synced, or that was only read: close(2) may still report an
+ * error (EIO of a deferred write, on some file systems), but nothing is lost then, and the caller
+ * is past the point where it could act on it. The simulator's dead disk fails every close too.
+ */
+export function closeSynced(storage: Storage, fd: number): void {
+  try {
+    storage.closeSync(fd)
+  } catch {
+    // Synced or read-only: see above.
+  }
+}
+
 /** O_DIRECT from fs.constants (16384 on x86-64, 65536 on ARM), or 0 where the platform lacks it. */
 export function directFlag(): number {
   return (fs.constants as Record<string, number>)['O_DIRECT'] ?? 0

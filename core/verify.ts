@@ -12,6 +12,7 @@ import { ZERO_CHAIN, equalBytes, isSealSized, keyMatchesOrigin, parseSeal, signa
 import type { Truncation } from './recovery.js'
 import { SegmentReader, RECOVERY_CHUNK_BYTES, decodeRecordAt } from './segment-reader.js'
 import { decodeSegmentHeader, type Segment, type SegmentTable } from './segments.js'
+import { closeSynced } from './storage.js'
 
 export interface Damage {
   segment: string
@@ -96,7 +97,7 @@ export function verifyLog(input: VerifyInput): VerifyResult {
       const garbage = firstNonZero(reader, Math.max(dataEnd, SEGMENT_HEADER_BYTES), segment)
       if (garbage >= 0) damage.push({ segment: segment.name, offset: garbage, reason: 'non-zero bytes after the last record' })
     } finally {
-      storage.closeSync(fd)
+      closeSynced(storage, fd)
     }
   }
   if (events !== input.length && damage.length === 0) {

@@ -21,7 +21,9 @@
 // way, an fdatasync that never returns) during a burst of appends and a flush; about a third of
 // all crashes do (the others come between operations). A quarter of the crashes crash again
 // inside the recovery that follows. A quarter of the cuts are the process dying alone (the page
-// cache survives, unsynced). Checkpoints are written every 48 KiB, so crashes meet them too.
+// cache survives, unsynced). Checkpoints are written every 48 KiB and segments are 64 KiB, so
+// crashes meet checkpoints and segment rolls too; a read model's consumer commits now and then,
+// and its committed position must survive every crash.
 // Half the replicas run with durability 'none' (durable at flush steps only), so crashes do lose
 // acknowledged events there, which must never have been sent. Encrypted runs check that nonce
 // epochs only grow across opens. I/O errors (EIO, ENOSPC, short writes) at every operation on real
@@ -38,6 +40,10 @@ import { MemoryDisk, type CrashReport } from './storage.js'
 
 /** A crash inside a burst comes at most this many storage operations after it is armed (a burst takes about 3 to 16). */
 const CRASH_OPS_MAX = 12
+/** Small segments (the least allowed), so that runs roll segments and crashes meet the rolls. */
+const SEGMENT_BYTES = 64 << 10
+/** The read model's consumer on every replica. */
+const CONSUMER = 'model'
 /** Checkpoints every 48 KiB of log (the default is 32 MiB), so that runs write them, crash while writing them, and open from them. */
 const CHECKPOINT_INTERVAL_BYTES = 48 << 10
 /** A crash inside recovery comes at most this many operations after it is armed (an open takes about 18). */
@@ -130,7 +136,7 @@ export async function runSimulation(options: SimOptions): Promise<SimResult> {
     // (several pages at a time) before they sync them, so crashes tear, drop and garble real records page by page.
     // Event times, segment and replica headers read the simulated clock (sync gets it as `clock`).
     const log = await openLog(dir, {
-      durability, ...security, now: () => clock.now(), storage: disk.session(), cacheBytes: 64 << 10, segmentBytes: 256 << 10, maxEventBytes: 16 << 10,
+      durability, ...security, now: () => clock.now(), storage: disk.session(), cacheBytes: 64 << 10, segmentBytes: SEGMENT_BYTES, maxEventBytes: 16 << 10,
       checkpointIntervalBytes: CHECKPOINT_INTERVAL_BYTES,
       onWarning: () => undefined,
     })
@@ -179,6 +185,14 @@ export async function runSimulation(options: SimOptions): Promise<SimResult> {
     if ((next.get(replica.id) ?? 0) < own) {
       throw new SafetyError(`replica ${replica.index} lost acknowledged events: holds ${next.get(replica.id) ?? 0} of its ${own}`)
     }
+  }
+
+  /** Per replica, the highest consumer position committed (commits are durable when they resolve). */
+  const committed = new Map<number, number>()
+  const checkConsumer = (replica: Replica): void => {
+    const floor = committed.get(replica.index) ?? 0
+    const position = replica.log.consumers().find((consumer) => consumer.name === CONSUMER)?.position ?? 0
+    if (position < floor) throw new SafetyError(`replica ${replica.index}: consumer ${CONSUMER} is at ${position} after a restart, committed ${floor}`)
   }
 
   /**
@@ -244,6 +258,13 @@ export async function runSimulation(options: SimOptions): Promise<SimResult> {
         const replica = prng.pick(replicas)
         await replica.log.flush()
         note(`flush r${replica.index}`)
+        if (replica.log.length > 0 && prng.chance(0.5)) {
+          // A read model commits how far it got (a consumer): the position must survive crashes.
+          const position = replica.log.length - 1 - prng.int(Math.min(replica.log.length, 8))
+          await replica.log.consumer(CONSUMER).commit(position)
+          committed.set(replica.index, Math.max(committed.get(replica.index) ?? 0, position + 1))
+          note(`commit r${replica.index} ${position}`)
+        }
       } else if (roll < 88) {
         const due = clock.nextDue()
         if (due === Infinity) return
@@ -267,6 +288,7 @@ export async function runSimulation(options: SimOptions): Promise<SimResult> {
         const reopened = await openReplica(replica.index, replica.dir, replica.disk, replica.durability)
         replicas[replica.index] = reopened
         checkEpoch(reopened)
+        checkConsumer(reopened)
         await checkStored(reopened)
         reopened.connection.reconnect()
         note(`restart r${replica.index}`)
@@ -353,6 +375,7 @@ export async function runSimulation(options: SimOptions): Promise<SimResult> {
       reopened ??= await openReplica(replica.index, replica.dir, disk, replica.durability)
       replicas[replica.index] = reopened
       checkEpoch(reopened)
+      checkConsumer(reopened)
       if (reopened.log.length < knownDurable) {
         throw new SafetyError(`replica ${replica.index} lost durable events in a crash: ${reopened.log.length} events after it, ${knownDurable} were durable`)
       }

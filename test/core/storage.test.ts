@@ -43,3 +43,30 @@ t.test('a consumer position committed in a new log keeps across a power cut', as
   }
   t.pass(`${SEEDS} seeds`)
 })
+
+t.test('a close that reports EIO after the data was synced fails no append, and nothing is lost', async (t) => {
+  const { nodeStorage } = await import('../../index.js')
+  const { tempDir } = await import('../helpers/temp.js')
+  const directory = tempDir(t)
+  let failedCloses = 0
+  // Real files; every close(2) succeeds and then reports EIO, as a file system with deferred write errors may.
+  const storage = {
+    ...nodeStorage,
+    closeSync: (fd: number): void => {
+      nodeStorage.closeSync(fd)
+      failedCloses++
+      throw Object.assign(new Error('EIO: i/o error, close'), { code: 'EIO' })
+    },
+  }
+  const log = await openLog(directory, { ...OPTIONS, segmentBytes: 64 << 10, storage })
+  const payload = Buffer.alloc(3000, 7)
+  for (let i = 0; i < 60; i++) await log.appendBatch([payload, payload])
+  const segments = (await import('node:fs')).readdirSync(directory).filter((name) => name.endsWith('.seg')).length
+  t.ok(segments >= 3, `the appends rolled segments (${segments} files)`)
+  await log.close()
+  t.ok(failedCloses > 0, `${failedCloses} closes reported EIO`)
+  const reopened = await openLog(directory, { ...OPTIONS, segmentBytes: 64 << 10 })
+  t.equal(reopened.length, 120, 'every acknowledged event is there')
+  t.ok((await reopened.verify()).ok, 'verify finds nothing wrong')
+  await reopened.close()
+})
