@@ -190,9 +190,14 @@ export class Log extends EventEmitter<LogEvents> {
     this.cache.settle = (end) => this.settleLinks(end)
     this.deferredLink = { first: 0, count: 0, prev: null, pipeline: this.pipeline ?? { progress: () => {} } }
     const fd = this.openWriteDescriptor(segment)
-    // What survived a crash in the OS page cache is made durable before new records claim it.
-    this.storage.fdatasyncSync(fd)
-    this.loadTailPage(segment)
+    try {
+      // What survived a crash in the OS page cache is made durable before new records claim it.
+      this.storage.fdatasyncSync(fd)
+      this.loadTailPage(segment)
+    } catch (error) {
+      closeSynced(this.storage, fd)
+      throw error
+    }
     this.flusher = new Flusher(this.storage, this.cache, fd, {
       commitPoint: () => this.commitPoint(),
       onDurable: (point) => this.onDurable(point as CommitState),
