@@ -6,7 +6,8 @@
 // The interface is node:fs's synchronous shape, narrowed to what core uses: descriptors are
 // numbers, errors are thrown (or passed to callbacks) as errors with a `code` (ENOENT, EIO, ...).
 // Three operations are asynchronous, the ones on the hot path: the flusher's write and
-// fdatasync, and the reader's read.
+// fdatasync, and the reader's read. openLog resolves the log's path against the process's working
+// directory before any of it reaches the storage, so an injected storage sees absolute paths.
 
 import fs from 'node:fs'
 import { createRequire } from 'node:module'
