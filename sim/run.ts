@@ -19,8 +19,8 @@
 // of the unsynced namespace operations (files created, renamed, removed) survives. Half the
 // crashes are armed to come inside a storage operation (the n-th from then: a write torn part
 // way, an fdatasync that never returns) during a burst of appends and a flush; about a third of
-// all crashes do (the others come between operations). A quarter of the crashes crash again
-// inside the recovery that follows. A quarter of the cuts are the process dying alone (the page
+// all crashes do (the others come between operations). About a fifth of the crashes crash
+// again inside the recovery that follows (a quarter are armed to). A quarter of the cuts are the process dying alone (the page
 // cache survives, unsynced). Checkpoints are written every 48 KiB and segments are 64 KiB, so
 // crashes meet checkpoints and segment rolls too; a read model's consumer commits now and then,
 // and its committed position must survive every crash.
