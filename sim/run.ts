@@ -20,11 +20,11 @@
 // crashes are armed to come inside a storage operation (the n-th from then: a write torn part
 // way, an fdatasync that never returns) during a burst of appends and a flush; about a third of
 // all crashes do (the others come between operations). About a fifth of the crashes crash
-// again inside the recovery that follows (a quarter are armed to). A quarter of the cuts are the process dying alone (the page
-// cache survives, unsynced). Checkpoints are written every 48 KiB and segments are 64 KiB, so
-// crashes meet checkpoints and segment rolls too; a read model's consumer commits now and then,
-// and its committed position must survive every crash.
-// Half the replicas run with durability 'none' (durable at flush steps only), so crashes do lose
+// again inside the recovery that follows (a quarter are armed to). A quarter of the cuts are the
+// process dying alone (the page cache survives, unsynced). Checkpoints are written every 48 KiB
+// and segments are 64 KiB, so crashes meet checkpoints and segment rolls too; a read model's
+// consumer commits now and then, and its committed position must survive every crash. Half the
+// replicas run with durability 'none' (durable at flush steps only), so crashes do lose
 // acknowledged events there, which must never have been sent. Encrypted runs check that nonce
 // epochs only grow across opens. I/O errors (EIO, ENOSPC, short writes) at every operation on real
 // files are test/fault/io-faults.test.ts's job.
