@@ -1,10 +1,12 @@
-// The log on an injected storage (openLog option `storage`): the simulator's in-memory disk, whose
-// power cuts keep, lose or tear what was not synced, directory entries included. What is checked
-// here is what a real power cut could take that no test on real files can show: the entries of
-// directories the log creates.
+// The log on an injected storage (openLog option `storage`). On the simulator's in-memory disk,
+// whose power cuts keep, lose or tear what was not synced, directory entries included: what a real
+// power cut could take that no test on real files can show (the entries of directories the log
+// creates). On real files behind a storage whose closes fail: errors no real disk here produces.
 
 import t from 'tap'
-import { openLog } from '../../index.js'
+import fs from 'node:fs'
+import { nodeStorage, openLog } from '../../index.js'
+import { tempDir } from '../helpers/temp.js'
 import { MemoryDisk } from '../../sim/storage.js'
 import { Prng } from '../../sim/prng.js'
 
@@ -45,8 +47,6 @@ t.test('a consumer position committed in a new log keeps across a power cut', as
 })
 
 t.test('a close that reports EIO after the data was synced fails no append, and nothing is lost', async (t) => {
-  const { nodeStorage } = await import('../../index.js')
-  const { tempDir } = await import('../helpers/temp.js')
   const directory = tempDir(t)
   let failedCloses = 0
   // Real files; every close(2) succeeds and then reports EIO, as a file system with deferred write errors may.
@@ -61,7 +61,7 @@ t.test('a close that reports EIO after the data was synced fails no append, and 
   const log = await openLog(directory, { ...OPTIONS, segmentBytes: 64 << 10, storage })
   const payload = Buffer.alloc(3000, 7)
   for (let i = 0; i < 60; i++) await log.appendBatch([payload, payload])
-  const segments = (await import('node:fs')).readdirSync(directory).filter((name) => name.endsWith('.seg')).length
+  const segments = fs.readdirSync(directory).filter((name) => name.endsWith('.seg')).length
   t.ok(segments >= 3, `the appends rolled segments (${segments} files)`)
   await log.close()
   t.ok(failedCloses > 0, `${failedCloses} closes reported EIO`)
