@@ -124,9 +124,9 @@ export const nodeStorage: Storage = {
   closeSync: (fd) => fs.closeSync(fd),
   readSync: (fd, buffer, offset, length, position) => fs.readSync(fd, buffer, offset, length, position),
   writeSync: (fd, buffer, offset, length, position) => fs.writeSync(fd, buffer, offset, length, position),
-  read: (fd, buffer, offset, length, position, done) => fs.read(fd, buffer, offset, length, position, (error, bytes) => done(error, bytes)),
-  write: (fd, buffer, offset, length, position, done) => fs.write(fd, buffer, offset, length, position, (error, written) => done(error, written)),
-  fdatasync: (fd, done) => fs.fdatasync(fd, (error) => done(error)),
+  read: (fd, buffer, offset, length, position, done) => fs.read(fd, buffer, offset, length, position, done),
+  write: (fd, buffer, offset, length, position, done) => fs.write(fd, buffer, offset, length, position, done),
+  fdatasync: (fd, done) => fs.fdatasync(fd, done),
   fdatasyncSync: (fd) => fs.fdatasyncSync(fd),
   fsyncSync: (fd) => fs.fsyncSync(fd),
   fsyncDirectorySync: (path) => {

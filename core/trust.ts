@@ -51,28 +51,29 @@ export function readTrustedKeys(directory: string, storage: Storage = nodeStorag
   return keys
 }
 
-function writeTrustedKeys(storage: Storage, directory: string, keys: readonly TrustedKey[]): void {
+/** The CLI's write of the allow-list (on the real file system; a running log reads it at open). */
+function writeTrustedKeys(directory: string, keys: readonly TrustedKey[]): void {
   const text = '# InterLog trusted keys: one Ed25519 public key (hex) per line, then an optional note.\n' +
     keys.map((key) => `${key.publicKey}${key.note === '' ? '' : ` ${key.note}`}\n`).join('')
-  writeFileAtomically(storage, directory, path.join(directory, FILE_NAME_TRUSTED_KEYS), Buffer.from(text, 'utf8'))
+  writeFileAtomically(nodeStorage, directory, path.join(directory, FILE_NAME_TRUSTED_KEYS), Buffer.from(text, 'utf8'))
 }
 
 /** Adds a key to the allow-list (creating it: the log then accepts only listed keys). Returns false if it was there. */
-export function addTrustedKey(directory: string, publicKey: string, note = '', storage: Storage = nodeStorage): boolean {
+export function addTrustedKey(directory: string, publicKey: string, note = ''): boolean {
   if (!isPublicKeyHex(publicKey)) throw new LogError('INVALID_ARGUMENT', `'${publicKey}' is not a public key (64 lowercase hex characters)`)
-  const keys = readTrustedKeys(directory, storage) ?? []
+  const keys = readTrustedKeys(directory) ?? []
   if (keys.some((key) => key.publicKey === publicKey)) return false
   keys.push({ publicKey, replicaId: replicaIdForKey(Buffer.from(publicKey, 'hex')), note: note.replace(/\s+/g, ' ').trim() })
-  writeTrustedKeys(storage, directory, keys)
+  writeTrustedKeys(directory, keys)
   return true
 }
 
 /** Removes a key (by public key or replica id). Returns false if it was not listed. */
-export function removeTrustedKey(directory: string, keyOrId: string, storage: Storage = nodeStorage): boolean {
-  const keys = readTrustedKeys(directory, storage) ?? []
+export function removeTrustedKey(directory: string, keyOrId: string): boolean {
+  const keys = readTrustedKeys(directory) ?? []
   const kept = keys.filter((key) => key.publicKey !== keyOrId && key.replicaId !== keyOrId)
   if (kept.length === keys.length) return false
-  writeTrustedKeys(storage, directory, kept)
+  writeTrustedKeys(directory, kept)
   return true
 }
 

@@ -317,11 +317,14 @@ export async function runSimulation(options: SimOptions): Promise<SimResult> {
       if (inside) disk.armCrash(1 + prng.int(CRASH_OPS_MAX))
       /** Payloads of appends that failed (the crash came inside them): not acknowledged, but they may survive. */
       const inFlight: Buffer[] = []
-      const attempt = async (work: () => Promise<unknown>): Promise<void> => {
+      /** Runs `work`; false when the crash came inside it (any other error is thrown). */
+      const attempt = async (work: () => Promise<unknown>): Promise<boolean> => {
         try {
           await work()
+          return true
         } catch (error) {
           if (!disk.dead || !isLogError(error)) throw error
+          return false
         }
       }
       if (inside || prng.chance(0.5)) {
@@ -330,12 +333,7 @@ export async function runSimulation(options: SimOptions): Promise<SimResult> {
         const burst = Array.from({ length: 8 + prng.int(24) }, () => Buffer.from(prng.bytes(1000 + prng.int(3500))))
         for (let i = 0; i < burst.length && !disk.dead; i += 4) {
           const batch = burst.slice(i, i + 4)
-          try {
-            await appendTo(replica, batch)
-          } catch (error) {
-            if (!disk.dead || !isLogError(error)) throw error
-            inFlight.push(...batch)
-          }
+          if (!(await attempt(() => appendTo(replica, batch)))) inFlight.push(...batch)
         }
         // One turn of the event loop: a flush the burst scheduled writes it (without a sync).
         await new Promise((resolve) => setImmediate(resolve))
