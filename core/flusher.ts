@@ -11,7 +11,11 @@ import { assert } from './assert.js'
 import { LogError } from './errors.js'
 import { PAGE_BYTES, alignDown, alignUp } from './format.js'
 import type { HeadCache } from './head-cache.js'
+import { SEAL_JOBS_MAX } from './seal-pipeline.js'
 import type { Storage } from './storage.js'
+
+/** A run of pages clear of a worker's pending fields is written before the settle when it is at least this long. */
+const EARLY_WRITE_MIN_BYTES = 16 << 10
 
 /** A point of the log at a batch boundary. */
 export interface CommitPoint {
@@ -62,6 +66,9 @@ export class Flusher {
   /** Set when the log closes or crashes: no flush starts or writes after it (the descriptor is closed, and its number may be reused). */
   private stopped = false
   private readonly waiters: Waiter[] = []
+  /** Scratch for `writePages`: the fields a worker has yet to write, and the runs of pages written first. */
+  private readonly fields = new Float64Array(4 * SEAL_JOBS_MAX)
+  private readonly runs = new Float64Array(4 * SEAL_JOBS_MAX + 2)
   private waiterHead = 0
 
   constructor(
@@ -159,8 +166,7 @@ export class Flusher {
           const start = alignDown(this.writtenEnd, PAGE_BYTES)
           const stop = alignUp(composedEnd, PAGE_BYTES)
           assert(start >= this.cache.windowStart, 'unwritten bytes are still in the cache')
-          this.cache.settle()
-          await writeAsync(this.storage, this.fd, this.cache.memory, this.cache.at(start), stop - start, start - this.cache.segment.start)
+          await this.writePages(start, stop)
           this.writtenEnd = composedEnd
         }
         if (sync && this.durableCount < point.count) {
@@ -180,6 +186,52 @@ export class Flusher {
       this.running = null
       this.fail(error)
     }
+  }
+
+  /**
+   * Writes the cache's pages [start, stop) (global offsets, page-aligned), settling records whose
+   * links a worker still hashes. Pages clear of every field the worker has yet to write go first,
+   * so that the disk takes them while the worker finishes (with fsync and one appender, the write
+   * would otherwise wait for the hash); the pages holding those fields follow the settle.
+   */
+  private async writePages(start: number, stop: number): Promise<void> {
+    const used = this.cache.pendingFields(this.fields)
+    if (used === 0) {
+      // Nothing named (nothing pending, or a worker hashing, which this split would slow down).
+      this.cache.settle()
+      return this.writeSpan(start, stop)
+    }
+    let runs = 0
+    let clean = start
+    for (let i = 0; i <= used; i += 2) {
+      const dirtyFrom = i < used ? alignDown(this.cache.windowStart + this.fields[i]!, PAGE_BYTES) : stop
+      const dirtyTo = i < used ? alignUp(this.cache.windowStart + this.fields[i + 1]!, PAGE_BYTES) : stop
+      if (Math.min(dirtyFrom, stop) - clean >= EARLY_WRITE_MIN_BYTES) {
+        this.runs[runs++] = clean
+        this.runs[runs++] = Math.min(dirtyFrom, stop)
+      }
+      clean = Math.max(clean, dirtyTo)
+    }
+    if (runs === 0) {
+      this.cache.settle()
+      return this.writeSpan(start, stop)
+    }
+    const writes: Promise<void>[] = []
+    for (let i = 0; i < runs; i += 2) writes.push(this.writeSpan(this.runs[i]!, this.runs[i + 1]!))
+    this.cache.settle()
+    let at = start
+    for (let i = 0; i < runs; i += 2) {
+      if (this.runs[i]! > at) writes.push(this.writeSpan(at, this.runs[i]!))
+      at = this.runs[i + 1]!
+    }
+    if (stop > at) writes.push(this.writeSpan(at, stop))
+    // Every write ends before the round does (none may outlive a failure and meet a closed descriptor).
+    const results = await Promise.allSettled(writes)
+    for (const result of results) if (result.status === 'rejected') throw result.reason
+  }
+
+  private writeSpan(start: number, stop: number): Promise<void> {
+    return writeAsync(this.storage, this.fd, this.cache.memory, this.cache.at(start), stop - start, start - this.cache.segment.start)
   }
 
   private releaseWaiters(): void {

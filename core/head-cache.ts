@@ -26,6 +26,12 @@ export class HeadCache {
    * copied out; the flusher calls it before writing.
    */
   settle: (end?: number) => void = () => {}
+  /**
+   * The byte ranges that `settle` will still write (memory indexes, two numbers per range, in
+   * order) into `out`; returns how many numbers. Zero tells the flusher to settle first and write
+   * in one go: nothing is pending, or a worker hashes (core/log.ts hooks this only without one).
+   */
+  pendingFields: (out: Float64Array) => number = () => 0
 
   constructor(memory: Buffer, segment: Segment, end: number) {
     assert(memory.length % PAGE_BYTES === 0 && memory.length >= 4 * PAGE_BYTES, 'cache holds whole pages')

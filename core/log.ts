@@ -186,8 +186,13 @@ export class Log extends EventEmitter<LogEvents> {
     this.direct = arena.direct
     const segment = this.table.last
     this.cache = new HeadCache(arena.memory, segment, this.committedEnd)
-    this.pipeline = init.identity === null ? null : new SealPipeline(arena.memory, init.identity.replicaIdBytes, init.checksum)
+    this.pipeline = init.identity === null ? null : new SealPipeline(arena.memory, init.identity.replicaIdBytes, init.checksum, init.options.durability === 'fsync' ? 'flusher' : 'worker')
     this.cache.settle = (end) => this.settleLinks(end)
+    const pipeline = this.pipeline
+    // Writing around the fields still to hash pays only when the hash runs in settle (beside the
+    // write); with the worker it splits the large writes of 'interval' for nothing (bench: 0.77
+    // against 0.92 signed/unsigned).
+    if (pipeline?.hashOn === 'flusher') this.cache.pendingFields = (out) => (pipeline.busy ? pipeline.pendingFields(out) : 0)
     this.deferredLink = { first: 0, count: 0, prev: null, pipeline: this.pipeline ?? { progress: () => {} } }
     const fd = this.openWriteDescriptor(segment)
     try {

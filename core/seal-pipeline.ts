@@ -14,6 +14,10 @@
 // other's WAITING flag, and wakes it only when it sleeps (sequentially consistent atomics make
 // this safe: one of the two always sees the other's store). Nothing the worker writes reaches the
 // disk before `settle()`: the flusher, readers of the cache and every move of the window settle.
+//
+// With durability 'fsync' there is no worker (`hashOn` 'flusher'): the same records are hashed in
+// `settle`, which the flusher calls after it has started writing the pages that hold none of the
+// fields still to be written (`pendingFields`), so the hash runs while the disk takes them.
 
 import { createRequire } from 'node:module'
 import { Worker } from 'node:worker_threads'
@@ -156,7 +160,19 @@ export class SealPipeline {
   /** The worker failed (it could not start, died or stalled): records are hashed inline from then on. */
   failed = false
 
-  constructor(private readonly memory: Buffer, private readonly origin: Uint8Array, private readonly checksum: Checksum) {
+  /**
+   * `hashOn` 'worker' hashes on the second thread while records are composed: for appends that
+   * come back to back (durability 'interval' or 'none'), where the main thread is the bottleneck.
+   * 'flusher' hashes in `settle`, on the main thread, while the flusher writes the record's other
+   * pages: for durability 'fsync', where each append waits for its write and fdatasync and the
+   * main thread idles meanwhile. There, a second thread only competes with the write for the
+   * second core (bench scenario 9 measured signed/unsigned about 0.68 with the worker and 0.86
+   * hashing beside the write, on this 2-core VM).
+   */
+  constructor(
+    private readonly memory: Buffer, private readonly origin: Uint8Array, private readonly checksum: Checksum,
+    readonly hashOn: 'worker' | 'flusher',
+  ) {
     assert(memory.buffer instanceof SharedArrayBuffer, 'the head cache is shared memory')
     assert((SEAL_JOBS_MAX & (SEAL_JOBS_MAX - 1)) === 0, 'jobs ring is a power of two')
   }
@@ -172,10 +188,12 @@ export class SealPipeline {
   }
 
   /**
-   * Whether the worker runs and can take a record. The first call starts it (about 30 ms): until
-   * it is up, records are hashed inline, so that no append waits for a thread to boot.
+   * Whether a record can be posted. With the worker, the first call starts it (about 30 ms): until
+   * it is up, records are hashed inline, so that no append waits for a thread to boot. With
+   * 'flusher', always.
    */
   ready(): boolean {
+    if (this.hashOn === 'flusher') return true
     if (this.failed) return false
     if (this.worker === null) {
       try {
@@ -232,6 +250,27 @@ export class SealPipeline {
   }
 
   /**
+   * The bytes the worker has still to write, as [start, end) memory indexes into `out`, in order:
+   * each unsettled record's checksum field and its link. Returns how many numbers it wrote (two
+   * per range). The flusher writes the pages between them while the worker finishes.
+   */
+  pendingFields(out: Float64Array): number {
+    assert(this.openSlot === -1, 'no record open while the flusher looks')
+    assert(out.length >= 4 * SEAL_JOBS_MAX, 'room for two ranges per record')
+    let used = 0
+    for (let seq = (this.posted - this.unsettled) | 0; seq !== this.posted; seq = (seq + 1) | 0) {
+      const slot = seq & (SEAL_JOBS_MAX - 1)
+      const recordStart = this.jobs[slot * JOB_FIELDS + 4]!
+      const linkAt = Atomics.load(this.links, slot)
+      out[used++] = recordStart + RECORD_OFFSET_CHECKSUM
+      out[used++] = recordStart + RECORD_OFFSET_CHECKSUM + 8
+      out[used++] = linkAt + SEAL_OFFSET_PREV
+      out[used++] = linkAt + SEAL_OFFSET_HASH + CHAIN_HASH_BYTES
+    }
+    return used
+  }
+
+  /**
    * Waits for the worker to finish every posted record and returns the chain hash of the last one
    * (null when nothing was pending). A worker that is gone or stalls for SEAL_STALL_MS has its
    * records hashed here instead.
@@ -239,6 +278,17 @@ export class SealPipeline {
   settle(): Uint8Array | null {
     if (this.unsettled === 0) return null
     assert(this.openSlot === -1, 'no record open while settling')
+    if (this.hashOn === 'flusher') this.hashPending()
+    else this.waitForWorker()
+    this.unsettled = 0
+    this.pendingFrom = Infinity
+    const linkAt = Atomics.load(this.links, (this.posted - 1) & (SEAL_JOBS_MAX - 1))
+    this.lastHead.set(this.memory.subarray(linkAt + SEAL_OFFSET_HASH, linkAt + SEAL_OFFSET_HASH + CHAIN_HASH_BYTES))
+    return new Uint8Array(this.lastHead)
+  }
+
+  /** Waits for the worker to finish every posted record; one that is gone or stalls has them hashed here. */
+  private waitForWorker(): void {
     let lastDone = Atomics.load(this.control, DONE)
     let lastProgressMs = Date.now()
     Atomics.store(this.control, MAIN_WAITING, 1)
@@ -260,20 +310,20 @@ export class SealPipeline {
       }
     }
     Atomics.store(this.control, MAIN_WAITING, 0)
-    this.unsettled = 0
-    this.pendingFrom = Infinity
-    const linkAt = Atomics.load(this.links, (this.posted - 1) & (SEAL_JOBS_MAX - 1))
-    this.lastHead.set(this.memory.subarray(linkAt + SEAL_OFFSET_HASH, linkAt + SEAL_OFFSET_HASH + CHAIN_HASH_BYTES))
-    return new Uint8Array(this.lastHead)
   }
 
-  /**
-   * The worker is gone: stops it, and hashes and checksums every unsettled record here (all of
-   * them, from the chain hash before the first: the worker may have written some halfway).
-   */
+  /** The worker is gone: stops it and hashes its records here, and every later one. */
   private hashInline(): void {
     this.failed = true
     void this.stop()
+    this.hashPending()
+  }
+
+  /**
+   * Hashes and checksums every unsettled record on this thread (all of them, from the chain hash
+   * before the first: a worker that died may have written some halfway).
+   */
+  private hashPending(): void {
     let prev: Uint8Array = ZERO_CHAIN
     for (let seq = (this.posted - this.unsettled) | 0, first = true; seq !== this.posted; seq = (seq + 1) | 0, first = false) {
       const slot = seq & (SEAL_JOBS_MAX - 1)
