@@ -6,7 +6,14 @@
 
 import xxhash from 'xxhash-wasm'
 
-export type Checksum = (bytes: Uint8Array) => bigint
+/** An xxh64 fed in parts: the same value as the checksum of the parts joined. */
+export interface ChecksumStream {
+  update(bytes: Uint8Array): ChecksumStream
+  digest(): bigint
+}
+
+/** The checksum of `bytes`; `stream()` starts one fed in parts (one small allocation each). */
+export type Checksum = ((bytes: Uint8Array) => bigint) & { stream(): ChecksumStream }
 
 let loading: Promise<Checksum> | undefined
 
@@ -14,7 +21,7 @@ export function loadChecksum(): Promise<Checksum> {
   if (loading === undefined) {
     loading = xxhash().then((api) => {
       const seed = 0n
-      return (bytes: Uint8Array) => api.h64Raw(bytes, seed)
+      return Object.assign((bytes: Uint8Array) => api.h64Raw(bytes, seed), { stream: () => api.create64(seed) })
     })
   }
   return loading

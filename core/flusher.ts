@@ -14,7 +14,7 @@ import type { HeadCache } from './head-cache.js'
 import { SEAL_JOBS_MAX } from './seal-pipeline.js'
 import type { Storage } from './storage.js'
 
-/** A run of pages clear of a worker's pending fields is written before the settle when it is at least this long. */
+/** A run of pages clear of the fields still to be hashed is written before the settle when it is at least this long. */
 const EARLY_WRITE_MIN_BYTES = 16 << 10
 
 /** A point of the log at a batch boundary. */
@@ -66,7 +66,7 @@ export class Flusher {
   /** Set when the log closes or crashes: no flush starts or writes after it (the descriptor is closed, and its number may be reused). */
   private stopped = false
   private readonly waiters: Waiter[] = []
-  /** Scratch for `writePages`: the fields a worker has yet to write, and the runs of pages written first. */
+  /** Scratch for `writePages`: the fields still to be hashed, and the runs of pages written first. */
   private readonly fields = new Float64Array(4 * SEAL_JOBS_MAX)
   private readonly runs = new Float64Array(4 * SEAL_JOBS_MAX + 2)
   private waiterHead = 0
@@ -189,15 +189,17 @@ export class Flusher {
   }
 
   /**
-   * Writes the cache's pages [start, stop) (global offsets, page-aligned), settling records whose
-   * links a worker still hashes. Pages clear of every field the worker has yet to write go first,
-   * so that the disk takes them while the worker finishes (with fsync and one appender, the write
-   * would otherwise wait for the hash); the pages holding those fields follow the settle.
+   * Writes the cache's pages [start, stop) (global offsets, page-aligned), settling the records
+   * whose links are still to be hashed (core/seal-pipeline.ts). With durability 'fsync' the cache
+   * names the fields settle will write (each such record's checksum and link): the pages clear of
+   * them go first, so that the disk takes them while settle hashes on this thread, and the pages
+   * holding them follow. A crash in between leaves an unsynced record torn, as any crash
+   * before the fdatasync may.
    */
   private async writePages(start: number, stop: number): Promise<void> {
     const used = this.cache.pendingFields(this.fields)
     if (used === 0) {
-      // Nothing named (nothing pending, or a worker hashing, which this split would slow down).
+      // Nothing named: nothing pending, or a worker hashes (whose large writes this split would slow down).
       this.cache.settle()
       return this.writeSpan(start, stop)
     }

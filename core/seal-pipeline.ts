@@ -1,13 +1,15 @@
 // Chain hashes of large own records, computed on a second thread while the main thread composes
 // the next ones. SHA-256 (about 1.1 GB/s here with SHA-NI, the fastest hash node:crypto has) would
 // otherwise take as long as the rest of an append of 128-byte events; on a second core it runs
-// beside it. The worker reads record bodies from the head cache (shared memory, allocated at open),
-// writes the prev and hash fields of each record's link, then the record checksum (which covers
-// the link), so the main thread only waits when it settles.
+// beside it. The worker reads record bodies from the head cache (shared memory, allocated at open)
+// and writes the prev and hash fields of each record's link. The record checksum covers the link;
+// the main thread feeds it everything before those fields when it closes the record, while the
+// worker hashes, and finishes it with the two hashes when it settles (the worker only hashes: on
+// two cores, the composing and the checksum on one balance the SHA-256 on the other).
 //
-// Protocol (one producer, one consumer, no allocation per record). Shared Int32 `control` slots:
-// POSTED and DONE count records (they wrap), PROGRESS is how far the open record's body is
-// composed, and the WAITING flags say who sleeps in Atomics.wait. Per record slot: body start,
+// Protocol (one producer, one consumer; per record, only the checksum stream allocates). Shared
+// Int32 `control` slots: POSTED and DONE count records (they wrap), PROGRESS is how far the open
+// record's body is composed, and the WAITING flags say who sleeps in Atomics.wait. Per record slot: body start,
 // first, count in `jobs`, and the link offset in `links` (-1 while the record is being composed).
 // The worker hashes a record while the main thread composes it (`open`, `progress`, `close`), so
 // a batch's hash is ready about when its last event is copied. Each side stores, then reads the
@@ -19,18 +21,14 @@
 // `settle`, which the flusher calls after it has started writing the pages that hold none of the
 // fields still to be written (`pendingFields`), so the hash runs while the disk takes them.
 
-import { createRequire } from 'node:module'
 import { Worker } from 'node:worker_threads'
 import { assert } from './assert.js'
 import {
   CHAIN_DOMAIN, CHAIN_HASH_BYTES, CHAIN_PREFIX_BYTES, RECORD_OFFSET_CHECKSUM, RECORD_OFFSET_LENGTH, REPLICA_ID_BYTES,
   SEAL_OFFSET_HASH, SEAL_OFFSET_PREV,
 } from './format.js'
-import type { Checksum } from './checksum.js'
+import type { Checksum, ChecksumStream } from './checksum.js'
 import { ZERO_CHAIN, startChainHash } from './seal.js'
-
-/** The CommonJS build of xxhash-wasm, which the worker loads for record checksums (core/checksum.ts loads the ES module). */
-const XXHASH_PATH = createRequire(import.meta.url).resolve('xxhash-wasm')
 
 /** Records in flight to the worker; a full ring settles before the next one. */
 export const SEAL_JOBS_MAX = 1024
@@ -64,8 +62,7 @@ const SEAL_STALL_MS = 2_000
 const WORKER_SOURCE = `
 const { workerData } = require('node:worker_threads')
 const crypto = require('node:crypto')
-const { buffer, byteOffset, byteLength, control, jobs, links, prevSlot, origin, jobsMax, prefixBytes, hashBytes, offsetPrev, offsetHash, domain,
-  xxhashPath, offsetLength, offsetChecksum } = workerData
+const { buffer, byteOffset, byteLength, control, jobs, links, prevSlot, origin, jobsMax, prefixBytes, hashBytes, offsetPrev, offsetHash, domain } = workerData
 const memory = Buffer.from(buffer, byteOffset, byteLength)
 const prefix = Buffer.alloc(prefixBytes)
 prefix.write(domain, 0, 'latin1')
@@ -74,7 +71,6 @@ let prev = Buffer.alloc(hashBytes)
 let done = 0
 let slot = 0
 let progressSeen = 0
-let checksum = null
 const posted = () => Atomics.load(control, ${POSTED}) !== done
 const moved = () => Atomics.load(control, ${PROGRESS}) !== progressSeen || Atomics.load(links, slot) >= 0
 function waitFor(ready) {
@@ -97,7 +93,6 @@ outer: for (;;) {
   if (!waitFor(posted)) break
   slot = done & (jobsMax - 1)
   const bodyStart = jobs[slot * ${JOB_FIELDS}], first = jobs[slot * ${JOB_FIELDS} + 1], count = jobs[slot * ${JOB_FIELDS} + 2]
-  const recordStart = jobs[slot * ${JOB_FIELDS} + 4]
   if (jobs[slot * ${JOB_FIELDS} + 3] === 1) prev = Buffer.from(prevSlot)
   prefix.writeUInt32LE(first >>> 0, 24)
   prefix.writeUInt32LE(Math.floor(first / 0x100000000), 28)
@@ -118,9 +113,6 @@ outer: for (;;) {
   memory.set(prev, linkAt + offsetPrev)
   memory.set(digest, linkAt + offsetHash)
   prev = digest
-  // The record checksum covers the link, so it comes last (same xxh64 as core/checksum.ts).
-  const length = memory.readUInt32LE(recordStart + offsetLength)
-  memory.writeBigUInt64LE(checksum(memory.subarray(recordStart + 8, recordStart + length), 0n), recordStart + offsetChecksum)
   done = (done + 1) | 0
   Atomics.store(control, ${DONE}, done)
   if (Atomics.load(control, ${MAIN_WAITING}) !== 0) Atomics.notify(control, ${DONE})
@@ -130,11 +122,8 @@ function die() {
   Atomics.store(control, ${DEAD}, 1)
   Atomics.notify(control, ${DONE})
 }
-require(xxhashPath)().then((api) => {
-  checksum = api.h64Raw
-  Atomics.store(control, ${READY}, 1)
-  try { run() } catch (error) { die(); throw error }
-}, (error) => { die(); throw error })
+Atomics.store(control, ${READY}, 1)
+try { run() } catch (error) { die(); throw error }
 `
 
 /**
@@ -146,6 +135,8 @@ export class SealPipeline {
   private readonly jobs = new Float64Array(new SharedArrayBuffer(SEAL_JOBS_MAX * JOB_FIELDS * 8))
   private readonly links = new Int32Array(new SharedArrayBuffer(SEAL_JOBS_MAX * 4))
   private readonly prevSlot = new Uint8Array(new SharedArrayBuffer(CHAIN_HASH_BYTES))
+  /** Per record slot (worker only): the checksum of the record up to its prev field, fed at close. */
+  private readonly partials: (ChecksumStream | null)[] = new Array<ChecksumStream | null>(SEAL_JOBS_MAX).fill(null)
   /** The chain hash of the last record settled (the prev of a record posted right after a ring-full settle). */
   private readonly lastHead = new Uint8Array(CHAIN_HASH_BYTES)
   private worker: Worker | null = null
@@ -166,8 +157,9 @@ export class SealPipeline {
    * 'flusher' hashes in `settle`, on the main thread, while the flusher writes the record's other
    * pages: for durability 'fsync', where each append waits for its write and fdatasync and the
    * main thread idles meanwhile. There, a second thread only competes with the write for the
-   * second core (bench scenario 9 measured signed/unsigned about 0.68 with the worker and 0.86
-   * hashing beside the write, on this 2-core VM).
+   * second core: on the 2-core development VM, nine paired runs of bench scenario 9's fsync case
+   * gave a median signed/unsigned ratio of 0.60 with the worker (0.67 when it sleeps at once
+   * after each record instead of polling) against 0.79 hashing beside the write.
    */
   constructor(
     private readonly memory: Buffer, private readonly origin: Uint8Array, private readonly checksum: Checksum,
@@ -243,10 +235,16 @@ export class SealPipeline {
   /** The open record is composed; its link starts at `linkAt`. */
   close(linkAt: number): void {
     assert(this.openSlot !== -1, 'a record is open')
-    Atomics.store(this.links, this.openSlot, linkAt)
+    const slot = this.openSlot
+    Atomics.store(this.links, slot, linkAt)
     Atomics.store(this.control, PROGRESS, linkAt)
     this.openSlot = -1
     this.wakeWorker()
+    if (this.hashOn === 'worker') {
+      // The worker writes only the prev and hash fields: everything before them is final.
+      const recordStart = this.jobs[slot * JOB_FIELDS + 4]!
+      this.partials[slot] = this.checksum.stream().update(this.memory.subarray(recordStart + 8, linkAt + SEAL_OFFSET_PREV))
+    }
   }
 
   /**
@@ -279,7 +277,7 @@ export class SealPipeline {
     if (this.unsettled === 0) return null
     assert(this.openSlot === -1, 'no record open while settling')
     if (this.hashOn === 'flusher') this.hashPending()
-    else this.waitForWorker()
+    else if (this.waitForWorker()) this.finishChecksums()
     this.unsettled = 0
     this.pendingFrom = Infinity
     const linkAt = Atomics.load(this.links, (this.posted - 1) & (SEAL_JOBS_MAX - 1))
@@ -287,8 +285,11 @@ export class SealPipeline {
     return new Uint8Array(this.lastHead)
   }
 
-  /** Waits for the worker to finish every posted record; one that is gone or stalls has them hashed here. */
-  private waitForWorker(): void {
+  /**
+   * Waits for the worker to finish every posted record; true when it did. One that is gone or
+   * stalls has them hashed here, checksums included (false).
+   */
+  private waitForWorker(): boolean {
     let lastDone = Atomics.load(this.control, DONE)
     let lastProgressMs = Date.now()
     Atomics.store(this.control, MAIN_WAITING, 1)
@@ -296,20 +297,37 @@ export class SealPipeline {
       const done = Atomics.load(this.control, DONE)
       if (done === this.posted) break
       if (spins < SPINS) continue
-      if (this.failed || Atomics.load(this.control, DEAD) !== 0) {
-        this.hashInline()
-        break
+      let gone = this.failed || Atomics.load(this.control, DEAD) !== 0
+      if (!gone) {
+        Atomics.wait(this.control, DONE, done, 10)
+        if (done !== lastDone) {
+          lastDone = done
+          lastProgressMs = Date.now()
+        } else {
+          gone = Date.now() - lastProgressMs > SEAL_STALL_MS
+        }
       }
-      Atomics.wait(this.control, DONE, done, 10)
-      if (done !== lastDone) {
-        lastDone = done
-        lastProgressMs = Date.now()
-      } else if (Date.now() - lastProgressMs > SEAL_STALL_MS) {
+      if (gone) {
+        Atomics.store(this.control, MAIN_WAITING, 0)
         this.hashInline()
-        break
+        return false
       }
     }
     Atomics.store(this.control, MAIN_WAITING, 0)
+    return true
+  }
+
+  /** Ends the checksum of each record the worker hashed with its link's prev and hash fields. */
+  private finishChecksums(): void {
+    for (let seq = (this.posted - this.unsettled) | 0; seq !== this.posted; seq = (seq + 1) | 0) {
+      const slot = seq & (SEAL_JOBS_MAX - 1)
+      const linkAt = Atomics.load(this.links, slot)
+      const recordStart = this.jobs[slot * JOB_FIELDS + 4]!
+      const partial = this.partials[slot]!
+      this.partials[slot] = null
+      const sum = partial.update(this.memory.subarray(linkAt + SEAL_OFFSET_PREV, linkAt + SEAL_OFFSET_HASH + CHAIN_HASH_BYTES)).digest()
+      this.memory.writeBigUInt64LE(sum, recordStart + RECORD_OFFSET_CHECKSUM)
+    }
   }
 
   /** The worker is gone: stops it and hashes its records here, and every later one. */
@@ -371,7 +389,6 @@ export class SealPipeline {
         origin: this.origin.subarray(0, REPLICA_ID_BYTES), jobsMax: SEAL_JOBS_MAX,
         prefixBytes: CHAIN_PREFIX_BYTES, hashBytes: CHAIN_HASH_BYTES,
         offsetPrev: SEAL_OFFSET_PREV, offsetHash: SEAL_OFFSET_HASH, domain: CHAIN_DOMAIN,
-        xxhashPath: XXHASH_PATH, offsetLength: RECORD_OFFSET_LENGTH, offsetChecksum: RECORD_OFFSET_CHECKSUM,
       },
     })
     this.worker = worker
