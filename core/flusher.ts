@@ -218,17 +218,24 @@ export class Flusher {
       this.cache.settle()
       return this.writeSpan(start, stop)
     }
+    // Every write issued ends before the round does, whatever fails (none may outlive a failure
+    // and meet a closed descriptor, or reject unheard).
     const writes: Promise<void>[] = []
-    for (let i = 0; i < runs; i += 2) writes.push(this.writeSpan(this.runs[i]!, this.runs[i + 1]!))
-    this.cache.settle()
-    let at = start
-    for (let i = 0; i < runs; i += 2) {
-      if (this.runs[i]! > at) writes.push(this.writeSpan(at, this.runs[i]!))
-      at = this.runs[i + 1]!
+    let failure: { error: unknown } | null = null
+    try {
+      for (let i = 0; i < runs; i += 2) writes.push(this.writeSpan(this.runs[i]!, this.runs[i + 1]!))
+      this.cache.settle()
+      let at = start
+      for (let i = 0; i < runs; i += 2) {
+        if (this.runs[i]! > at) writes.push(this.writeSpan(at, this.runs[i]!))
+        at = this.runs[i + 1]!
+      }
+      if (stop > at) writes.push(this.writeSpan(at, stop))
+    } catch (error) {
+      failure = { error }
     }
-    if (stop > at) writes.push(this.writeSpan(at, stop))
-    // Every write ends before the round does (none may outlive a failure and meet a closed descriptor).
     const results = await Promise.allSettled(writes)
+    if (failure !== null) throw failure.error
     for (const result of results) if (result.status === 'rejected') throw result.reason
   }
 

@@ -127,8 +127,9 @@ try { run() } catch (error) { die(); throw error }
 `
 
 /**
- * Hashes and checksums own records on a worker thread; `settle` waits for them. If the worker
- * cannot start, dies, or stalls, the records it holds are hashed inline and so are all later ones.
+ * Hashes own records off the compose path and finishes their checksums in `settle`: on a worker
+ * thread (`hashOn` 'worker'; if it cannot start, dies, or stalls, the records it holds are hashed
+ * inline and so are all later ones), or in `settle` itself ('flusher').
  */
 export class SealPipeline {
   private readonly control = new Int32Array(new SharedArrayBuffer(CONTROL_SLOTS * 4))
@@ -248,9 +249,9 @@ export class SealPipeline {
   }
 
   /**
-   * The bytes the worker has still to write, as [start, end) memory indexes into `out`, in order:
+   * The bytes `settle` has still to write, as [start, end) memory indexes into `out`, in order:
    * each unsettled record's checksum field and its link. Returns how many numbers it wrote (two
-   * per range). The flusher writes the pages between them while the worker finishes.
+   * per range). With 'flusher', the flusher writes the pages between them while settle hashes.
    */
   pendingFields(out: Float64Array): number {
     assert(this.openSlot === -1, 'no record open while the flusher looks')
@@ -349,6 +350,7 @@ export class SealPipeline {
       const bodyStart = this.jobs[at]!
       const linkAt = Atomics.load(this.links, slot)
       const recordStart = this.jobs[at + 4]!
+      this.partials[slot] = null // a dead worker's records: their checksums are computed whole here
       // A record posted with its prev has it in prevSlot only for the newest such record; the link
       // holds it too (the composer wrote it), so read it there.
       if (this.jobs[at + 3] === 1) prev = new Uint8Array(this.memory.subarray(linkAt + SEAL_OFFSET_PREV, linkAt + SEAL_OFFSET_PREV + CHAIN_HASH_BYTES))

@@ -6,6 +6,7 @@
 // across reopens, and a receiver accepts the signed history.
 
 import t, { type Test } from 'tap'
+import fs from 'node:fs'
 import { nodeStorage, openLog, type Log } from '../../index.js'
 import { MemoryDisk } from '../../sim/storage.js'
 import { Prng } from '../../sim/prng.js'
@@ -132,12 +133,15 @@ t.test('a hashing thread that dies with records pending: they are hashed inline,
 })
 
 t.test('fsync: a large batch\'s middle pages go to the disk before its link is hashed, its first and last pages after', async (t) => {
-  // Each write as issued: where it goes, and whether the bytes it writes hold the record's link yet.
-  const writes: { position: number, length: number }[] = []
+  const PAGE = 4096
+  // Each write as issued: where it goes, and the pages just before and after it as they are in
+  // memory at that moment (the cache is the write buffer).
+  const writes: { position: number, length: number, pageBefore: Buffer, pageAfter: Buffer }[] = []
   const storage = {
     ...nodeStorage,
     write(fd: number, buffer: Uint8Array, offset: number, length: number, position: number, callback: (error: NodeJS.ErrnoException | null, written: number) => void): void {
-      writes.push({ position, length })
+      const copy = (from: number): Buffer => Buffer.from(buffer.subarray(Math.max(0, from), Math.max(0, from + PAGE)))
+      writes.push({ position, length, pageBefore: copy(offset - PAGE), pageAfter: copy(offset + length) })
       nodeStorage.write(fd, buffer, offset, length, position, callback)
     },
   }
@@ -147,14 +151,30 @@ t.test('fsync: a large batch\'s middle pages go to the disk before its link is h
   await log.appendBatch(batch)
   writes.length = 0
   await log.appendBatch(batch)
-  t.ok(writes.length >= 3, `the batch went out in ${writes.length} writes`)
+  t.equal(writes.length, 3, 'the batch (one record) went out in three writes')
   const [middle, ...after] = writes
-  const page = 4096
-  t.ok(middle!.length >= 16 * page && after.every((w) => w.length < middle!.length), 'the first write is the long run of middle pages')
-  t.ok(after.some((w) => w.position < middle!.position) && after.some((w) => w.position >= middle!.position + middle!.length),
-    'the pages before and after it (the record header with its checksum, and the link) follow the hash')
-  const covered = writes.reduce((bytes, w) => bytes + w.length, 0)
-  t.ok(covered >= 128_000 && covered <= 140 * 1024, `no page written twice (${covered} bytes)`)
+  t.ok(middle!.length >= 16 * PAGE && after.every((w) => w.length === PAGE), 'the first is the run of middle pages, then one page each')
+  const sorted = [...writes].sort((x, y) => x.position - y.position)
+  t.ok(sorted.every((w, i) => i === 0 || w.position === sorted[i - 1]!.position + sorted[i - 1]!.length),
+    'together they tile one span: no page written twice, none left out')
+  t.equal(sorted[1], middle, 'the middle run sits between the other two')
+  // What only the hash can write: the record's checksum (first page) and its link's hashes (last
+  // page). When the middle pages went to the disk, they were still zero there; on disk they are set.
+  const segment = fs.readdirSync(dir).find((name) => name.endsWith('.seg'))!
+  const fd = fs.openSync(`${dir}/${segment}`, 'r')
+  const onDisk = (position: number): Buffer => {
+    const page = Buffer.alloc(PAGE)
+    fs.readSync(fd, page, 0, PAGE, position)
+    return page
+  }
+  const changed = (then: Buffer, now: Buffer): number[] => [...then.keys()].filter((i) => then[i] !== now[i])
+  const first = changed(middle!.pageBefore, onDisk(middle!.position - PAGE))
+  const last = changed(middle!.pageAfter, onDisk(middle!.position + middle!.length))
+  fs.closeSync(fd)
+  t.ok(first.length > 0 && first.at(-1)! - first[0]! < 8 && first.every((i) => middle!.pageBefore[i] === 0),
+    `the first page held a zero checksum then, set before it was written (${first.length} bytes changed)`)
+  t.ok(last.length > 0 && last.at(-1)! - last[0]! < 64 && last.every((i) => middle!.pageAfter[i] === 0),
+    `the last page held zero link hashes then, set before it was written (${last.length} bytes changed)`)
   t.ok((await log.verify()).ok, 'every link and checksum on disk verifies')
   await log.close()
   const reopened = await openLog(dir)
@@ -171,8 +191,11 @@ t.test('fsync: a power cut at any step of a large batch\'s split write keeps eve
     const disk = new MemoryDisk(new Prng(seed))
     const log = await openLog('/log', { ...options, storage: disk.session() })
     await log.appendBatch(batch)
+    const before = disk.operations
     await log.appendBatch(batch)
-    // The third batch's operations: its middle pages, its first and last pages, the fdatasync.
+    // A batch's operations: its middle pages, its first and last pages, the fdatasync; step 5
+    // comes after them (the batch is acknowledged, then the power fails).
+    t.equal(disk.operations - before, 4, 'a batch is three writes and an fdatasync')
     const step = 1 + (seed % 5)
     disk.armCrash(step)
     const acknowledged = await log.appendBatch(batch).then(() => true, () => false)
