@@ -32,7 +32,11 @@ import { ZERO_CHAIN, startChainHash } from './seal.js'
 
 /** Records in flight to the worker; a full ring settles before the next one. */
 export const SEAL_JOBS_MAX = 1024
-/** Own records with a body at least this large are hashed on the worker (smaller ones inline: the handoff would cost more). */
+/**
+ * Own records with a body at least this large go through the pipeline (the worker, or settle with
+ * 'flusher'); smaller ones are hashed inline while composed (a handoff would cost more, and their
+ * pages would be too few to write around).
+ */
 export const SEAL_ASYNC_MIN_BYTES = 64 << 10
 /** The composer reports progress on an open record every this many bytes. */
 export const SEAL_PROGRESS_BYTES = 16 << 10
