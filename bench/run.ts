@@ -271,13 +271,10 @@ async function scenarioSecurity(): Promise<void> {
     const pairs: { signed: number, unsigned: number }[] = []
     for (let round = 0; round < (quick ? 3 : 5); round++) {
       // Each goes first in every other pair (what the run before leaves, e.g. writeback, hits both).
-      if (round % 2 === 0) {
-        const unsigned = await rate({ durability, identity: false }, total, batchPayloads)
-        pairs.push({ unsigned, signed: await rate({ durability }, total, batchPayloads) })
-      } else {
-        const signed = await rate({ durability }, total, batchPayloads)
-        pairs.push({ signed, unsigned: await rate({ durability, identity: false }, total, batchPayloads) })
-      }
+      const signedFirst = round % 2 === 1
+      const first = await rate(signedFirst ? { durability } : { durability, identity: false }, total, batchPayloads)
+      const second = await rate(signedFirst ? { durability, identity: false } : { durability }, total, batchPayloads)
+      pairs.push(signedFirst ? { signed: first, unsigned: second } : { unsigned: first, signed: second })
     }
     pairs.sort((x, y) => x.signed / x.unsigned - y.signed / y.unsigned)
     const ratios = pairs.map((pair) => (pair.signed / pair.unsigned).toFixed(2))

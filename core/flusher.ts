@@ -197,23 +197,7 @@ export class Flusher {
    * before the fdatasync may.
    */
   private async writePages(start: number, stop: number): Promise<void> {
-    const used = this.cache.pendingFields(this.fields)
-    if (used === 0) {
-      // Nothing named: nothing pending, or a worker hashes (whose large writes this split would slow down).
-      this.cache.settle()
-      return this.writeSpan(start, stop)
-    }
-    let runs = 0
-    let clean = start
-    for (let i = 0; i <= used; i += 2) {
-      const dirtyFrom = i < used ? alignDown(this.cache.windowStart + this.fields[i]!, PAGE_BYTES) : stop
-      const dirtyTo = i < used ? alignUp(this.cache.windowStart + this.fields[i + 1]!, PAGE_BYTES) : stop
-      if (Math.min(dirtyFrom, stop) - clean >= EARLY_WRITE_MIN_BYTES) {
-        this.runs[runs++] = clean
-        this.runs[runs++] = Math.min(dirtyFrom, stop)
-      }
-      clean = Math.max(clean, dirtyTo)
-    }
+    const runs = this.earlyRuns(start, stop)
     if (runs === 0) {
       this.cache.settle()
       return this.writeSpan(start, stop)
@@ -237,6 +221,28 @@ export class Flusher {
     const results = await Promise.allSettled(writes)
     if (failure !== null) throw failure.error
     for (const result of results) if (result.status === 'rejected') throw result.reason
+  }
+
+  /**
+   * Fills `runs` with the runs of pages in [start, stop) clear of the fields settle has still to
+   * write, each at least EARLY_WRITE_MIN_BYTES; returns how many numbers (two per run). None when
+   * the cache names no field: nothing is pending, or a worker hashes (whose large writes this
+   * split would slow down).
+   */
+  private earlyRuns(start: number, stop: number): number {
+    const used = this.cache.pendingFields(this.fields)
+    if (used === 0) return 0
+    let runs = 0
+    let clean = start
+    for (let i = 0; i <= used; i += 2) {
+      const dirtyFrom = i < used ? Math.min(alignDown(this.cache.windowStart + this.fields[i]!, PAGE_BYTES), stop) : stop
+      if (dirtyFrom - clean >= EARLY_WRITE_MIN_BYTES) {
+        this.runs[runs++] = clean
+        this.runs[runs++] = dirtyFrom
+      }
+      if (i < used) clean = Math.max(clean, alignUp(this.cache.windowStart + this.fields[i + 1]!, PAGE_BYTES))
+    }
+    return runs
   }
 
   private writeSpan(start: number, stop: number): Promise<void> {

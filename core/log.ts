@@ -192,7 +192,7 @@ export class Log extends EventEmitter<LogEvents> {
     // Writing around the fields still to hash pays only when the hash runs in settle (beside the
     // write); with the worker it splits the large writes of 'interval' for nothing (bench: 0.77
     // against 0.92 signed/unsigned).
-    if (pipeline?.hashOn === 'flusher') this.cache.pendingFields = (out) => (pipeline.busy ? pipeline.pendingFields(out) : 0)
+    if (pipeline?.hashOn === 'flusher') this.cache.pendingFields = (out) => pipeline.pendingFields(out)
     this.deferredLink = { first: 0, count: 0, prev: null, pipeline: this.pipeline ?? { progress: () => {} } }
     const fd = this.openWriteDescriptor(segment)
     try {
