@@ -44,21 +44,43 @@ export function bodyBytes(payloads: readonly Uint8Array[], from: number, to: num
 }
 
 /**
- * Bytes (padded) a whole batch takes, split as compose splits it, with `lastExtension` bytes on
- * its last record and `everyExtension` bytes on each record.
+ * Whether an own record of `count` events and `body` bytes is composed as two: the events but the
+ * last, without a link, then the last event with the link covering both (`tailSplitMinBody` > 0:
+ * durability 'fsync' with an identity, core/seal-pipeline.ts). The first record is then checksummed
+ * while composed and written while the link is hashed; only the small second one waits for it.
  */
-export function batchBytes(payloads: readonly Uint8Array[], splitBytes: number, lastExtension = 0, everyExtension = 0): number {
+export function splitsTail(body: number, count: number, tailSplitMinBody: number): boolean {
+  return tailSplitMinBody > 0 && count >= 2 && body >= tailSplitMinBody
+}
+
+/**
+ * Bytes (padded) a whole batch takes, split as compose splits it, with `lastExtension` bytes on
+ * its last record and `everyExtension` bytes on each record (each own record's link), the records
+ * that `splitsTail` splits taking two.
+ */
+export function batchBytes(payloads: readonly Uint8Array[], splitBytes: number, lastExtension = 0, everyExtension = 0, tailSplitMinBody = 0): number {
   let total = 0
-  let bytes = RECORD_HEADER_BYTES
+  let body = 0
+  let count = 0
+  let tail = 0
   for (let i = 0; i < payloads.length; i++) {
     const eventBytes = EVENT_HEADER_BYTES + (payloads[i] as Uint8Array).length
-    if (bytes > RECORD_HEADER_BYTES && bytes + eventBytes > splitBytes) {
-      total += recordBytesPadded(bytes + everyExtension)
-      bytes = RECORD_HEADER_BYTES
+    if (count > 0 && RECORD_HEADER_BYTES + body + eventBytes > splitBytes) {
+      total += recordBytes(body, count, tail, everyExtension, tailSplitMinBody)
+      body = 0
+      count = 0
     }
-    bytes += eventBytes
+    body += eventBytes
+    count++
+    tail = eventBytes
   }
-  return total + recordBytesPadded(bytes + everyExtension + lastExtension)
+  return total + recordBytes(body, count, tail, everyExtension + lastExtension, tailSplitMinBody)
+}
+
+/** Bytes (padded) of a record of `count` events and `body` bytes whose last event takes `tail`; two records if `splitsTail`. */
+function recordBytes(body: number, count: number, tail: number, extension: number, tailSplitMinBody: number): number {
+  if (!splitsTail(body, count, tailSplitMinBody)) return recordBytesPadded(RECORD_HEADER_BYTES + body + extension)
+  return recordBytesPadded(RECORD_HEADER_BYTES + body - tail) + recordBytesPadded(RECORD_HEADER_BYTES + tail + extension)
 }
 
 /** The chain fields of a record whose hash is computed later (one object per log, reused). */

@@ -14,7 +14,7 @@ import { assert } from './assert.js'
 import { loadChecksum, type Checksum } from './checksum.js'
 import { writeCheckpoint, type CheckpointBody } from './checkpoint.js'
 import type { Equivocation } from './authenticate.js'
-import { batchBytes, bodyBytes, composeRecord, recordEnd, type BatchSource, type DeferredLink } from './composer.js'
+import { batchBytes, bodyBytes, composeRecord, recordEnd, splitsTail, type BatchSource, type DeferredLink } from './composer.js'
 import { nextNonceEpoch, PayloadCipher } from './crypt.js'
 import { createIdentity, loadIdentity, type Identity } from './identity.js'
 import { BatchSealer, ZERO_CHAIN, equalBytes, parseSeal, signLink } from './seal.js'
@@ -418,7 +418,7 @@ export class Log extends EventEmitter<LogEvents> {
    * cache and the segment and nobody is waiting; otherwise queued behind the gate.
    */
   private writeBatch(source: BatchSource, origin: OriginState, expectedPos: number): Promise<BatchRange> {
-    const bytes = batchBytes(source.payloads, this.layout.recordSplitBytes, this.lastExtensionBytes(source), this.linkBytes(source, origin))
+    const bytes = batchBytes(source.payloads, this.layout.recordSplitBytes, this.lastExtensionBytes(source), this.linkBytes(source, origin), this.tailSplitMinBody(source, origin))
     if (bytes > this.layout.segmentDataBytes) {
       return Promise.reject(new LogError('TOO_LARGE', `batch of ${source.payloads.length} events takes ${bytes} bytes; a batch must fit one segment ` +
         `(${this.layout.segmentDataBytes} bytes of segmentBytes ${this.options.segmentBytes}). Nothing was written`, { bytes }))
@@ -452,6 +452,14 @@ export class Log extends EventEmitter<LogEvents> {
   /** Bytes of the link every record of an own batch ends with (a log with identity), else 0. */
   private linkBytes(source: BatchSource, origin: OriginState): number {
     return source.seal === null && origin === this.own && this.sealer !== null ? LINK_BYTES : 0
+  }
+
+  /**
+   * With durability 'fsync' and an identity, own records of at least this many body bytes are
+   * composed as two, the link on the second (`splitsTail`); 0 for none.
+   */
+  private tailSplitMinBody(source: BatchSource, origin: OriginState): number {
+    return this.pipeline?.hashOn === 'flusher' && this.linkBytes(source, origin) > 0 ? SEAL_ASYNC_MIN_BYTES : 0
   }
 
   /** Bytes of the extension of a merged batch's last record: the link or seal it came with. */
@@ -488,7 +496,7 @@ export class Log extends EventEmitter<LogEvents> {
     let lastOffset = this.committedEnd
     for (let from = 0; from < range.count;) {
       const to = recordEnd(source.payloads, from, this.layout.recordSplitBytes)
-      const bytes = batchBytes(source.payloads.slice(from, to), this.layout.recordBytesMax, to === range.count ? this.lastExtensionBytes(source) : 0, this.linkBytes(source, origin))
+      const bytes = batchBytes(source.payloads.slice(from, to), this.layout.recordBytesMax, to === range.count ? this.lastExtensionBytes(source) : 0, this.linkBytes(source, origin), this.tailSplitMinBody(source, origin))
       if (this.cache.room() < bytes) await this.makeRoom(bytes)
       // Not checkWritable: close() waits for this batch to finish, so closing is no reason to stop.
       if (this.flusher.failure !== null) throw this.flusher.failure
@@ -508,30 +516,47 @@ export class Log extends EventEmitter<LogEvents> {
 
   /** Composes events [from, to) of a batch as one record; returns its offset. */
   private composeOne(source: BatchSource, origin: OriginState, range: BatchRange, from: number, to: number): number {
-    const offset = this.cache.composedEnd
-    this.local.noteRecord(range.localPos + from, offset)
-    origin.noteRecord(range.pos + from, offset)
+    const first = this.cache.composedEnd
     const last = to === range.count
     // Own records each end with a link (so that receivers can check and store any record on its
-    // own); a merged batch keeps the one link or seal it came with, on its last record.
+    // own), but for the first of a split pair (below); a merged batch keeps the one link or seal it
+    // came with, on its last record.
     const link = this.linkBytes(source, origin)
+    const body = bodyBytes(source.payloads, from, to)
     // Large records are hashed on the worker; so is every record while it has some (the chain is in order).
     const pipeline = link > 0 && this.pipeline !== null &&
-      (this.pipeline.busy || (bodyBytes(source.payloads, from, to) >= SEAL_ASYNC_MIN_BYTES && this.pipeline.ready())) ? this.pipeline : null
+      (this.pipeline.busy || (body >= SEAL_ASYNC_MIN_BYTES && this.pipeline.ready())) ? this.pipeline : null
+    const bodyStart = this.cache.at(first) + RECORD_HEADER_BYTES
+    // With 'fsync', a large record's events but the last go first in a record without a link,
+    // checksummed now; the link of the last event's record covers them too (`splitsTail`). Its
+    // hash skips the bytes between the two bodies.
+    let tailFrom = from
+    let skipFrom = -1
+    if (pipeline !== null && splitsTail(body, to - from, this.tailSplitMinBody(source, origin))) {
+      tailFrom = to - 1
+      this.noteRecord(origin, range, from, first)
+      composeRecord(this.cache, this.checksum, source, from, tailFrom, {
+        localPos: range.localPos + from, durable: this.flusher.durableCount, origin: origin.originBytes,
+        originPos: range.pos + from, continues: true, sealer: null, deferredLink: null, seal: null, extensionBytes: 0,
+      })
+      skipFrom = bodyStart - RECORD_HEADER_BYTES + this.cache.view.getUint32(bodyStart - RECORD_HEADER_BYTES + RECORD_OFFSET_LENGTH, true)
+    }
+    const offset = this.cache.composedEnd
+    const start = this.cache.at(offset)
+    this.noteRecord(origin, range, tailFrom, offset)
     let deferred: DeferredLink | null = null
     if (pipeline !== null) {
       deferred = this.deferredLink
       deferred.first = range.pos + from
       deferred.count = to - from
       deferred.prev = pipeline.busy ? null : origin.chain ?? ZERO_CHAIN
+      pipeline.open(first, start, bodyStart, deferred.first, deferred.count, deferred.prev, skipFrom, start + RECORD_HEADER_BYTES)
     }
     const sealer = link > 0 && pipeline === null ? this.sealer : null
     if (sealer !== null) sealer.begin(range.pos + from, to - from, origin.chain ?? ZERO_CHAIN)
-    const start = this.cache.at(offset)
-    if (pipeline !== null) pipeline.open(offset, start, start + RECORD_HEADER_BYTES, deferred!.first, deferred!.count, deferred!.prev)
-    const padded = composeRecord(this.cache, this.checksum, source, from, to, {
-      localPos: range.localPos + from, durable: this.flusher.durableCount, origin: origin.originBytes,
-      originPos: range.pos + from, continues: !last,
+    const padded = composeRecord(this.cache, this.checksum, source, tailFrom, to, {
+      localPos: range.localPos + tailFrom, durable: this.flusher.durableCount, origin: origin.originBytes,
+      originPos: range.pos + tailFrom, continues: !last,
       sealer, deferredLink: deferred, seal: source.seal, extensionBytes: link > 0 ? link : last ? this.lastExtensionBytes(source) : 0,
     })
     if (sealer !== null) origin.noteOwnLink(sealer.lastHash)
@@ -541,6 +566,12 @@ export class Log extends EventEmitter<LogEvents> {
       pipeline.close(start + length - LINK_BYTES)
     }
     return offset
+  }
+
+  /** Notes a record of events from `from` of the batch `range` at global offset `offset` in the sparse indexes. */
+  private noteRecord(origin: OriginState, range: BatchRange, from: number, offset: number): void {
+    this.local.noteRecord(range.localPos + from, offset)
+    origin.noteRecord(range.pos + from, offset)
   }
 
   /** Waits for own records hashed on the worker (those before global offset `end`, or all) and notes the chain head. */

@@ -19,12 +19,15 @@
 //
 // With durability 'fsync' there is no worker (`hashOn` 'flusher'): the same records are hashed in
 // `settle`, which the flusher calls after it has started writing the pages that hold none of the
-// fields still to be written (`pendingFields`), so the hash runs while the disk takes them.
+// fields still to be written (`pendingFields`), so the hash runs while the disk takes them. There
+// a large record is composed as two (core/composer.ts `splitsTail`): all its events but the last,
+// checksummed as composed, then the last one with the link covering both, so that the fields
+// still to be written sit in one small record at the end and the second write is a page or two.
 
 import { Worker } from 'node:worker_threads'
 import { assert } from './assert.js'
 import {
-  CHAIN_DOMAIN, CHAIN_HASH_BYTES, CHAIN_PREFIX_BYTES, RECORD_OFFSET_CHECKSUM, RECORD_OFFSET_LENGTH, REPLICA_ID_BYTES,
+  CHAIN_DOMAIN, CHAIN_HASH_BYTES, CHAIN_PREFIX_BYTES, RECORD_HEADER_BYTES, RECORD_OFFSET_CHECKSUM, RECORD_OFFSET_LENGTH, REPLICA_ID_BYTES,
   SEAL_OFFSET_HASH, SEAL_OFFSET_PREV,
 } from './format.js'
 import type { Checksum, ChecksumStream } from './checksum.js'
@@ -51,7 +54,7 @@ const WAKE = 6
 const READY = 7
 const DEAD = 8
 const CONTROL_SLOTS = 9
-const JOB_FIELDS = 5
+const JOB_FIELDS = 7
 /**
  * Polls before the main thread sleeps in settle (about a millisecond): the worker is usually done
  * by then, and each Atomics.wait on the main thread allocates (bench: heap bytes per event).
@@ -204,12 +207,17 @@ export class SealPipeline {
   }
 
   /**
-   * Starts the record at `recordStart` in the cache memory (at global log offset `offset`), whose
-   * body starts at `bodyStart`. `prev` is the previous chain hash, or null when it is the hash of
-   * the record posted before. Call only after `ready()` or while `busy`.
+   * Starts the record at `recordStart` in the cache memory, whose link covers events from
+   * `bodyStart` (at global log offset `offset` or after). `prev` is the previous chain hash, or
+   * null when it is the hash of the record posted before. With 'flusher', the link may also cover
+   * the record before (composed and checksummed already, core/composer.ts `splitsTail`): its
+   * events start at `bodyStart`, and the hash skips [skipFrom, skipTo), from its end to this
+   * record's body; skipFrom -1 for none. Call only after `ready()` or while `busy`.
    */
-  open(offset: number, recordStart: number, bodyStart: number, first: number, count: number, prev: Uint8Array | null): void {
+  open(offset: number, recordStart: number, bodyStart: number, first: number, count: number, prev: Uint8Array | null, skipFrom = -1, skipTo = -1): void {
     assert(this.openSlot === -1, 'one record open at a time')
+    assert(skipFrom === -1 || (this.hashOn === 'flusher' && bodyStart <= skipFrom && skipFrom < skipTo && skipTo <= recordStart + RECORD_HEADER_BYTES),
+      'only settle hashes around a gap, which ends at this record\'s body')
     if (this.unsettled === SEAL_JOBS_MAX) this.settle()
     const slot = this.posted & (SEAL_JOBS_MAX - 1)
     const at = slot * JOB_FIELDS
@@ -218,6 +226,8 @@ export class SealPipeline {
     this.jobs[at + 2] = count
     this.jobs[at + 3] = prev === null ? 0 : 1
     this.jobs[at + 4] = recordStart
+    this.jobs[at + 5] = skipFrom
+    this.jobs[at + 6] = skipTo
     if (prev !== null) this.prevSlot.set(prev)
     Atomics.store(this.links, slot, -1)
     // Progress restarts at the body: the window may have moved since the last record, to lower indexes.
@@ -359,7 +369,11 @@ export class SealPipeline {
       // holds it too (the composer wrote it), so read it there.
       if (this.jobs[at + 3] === 1) prev = new Uint8Array(this.memory.subarray(linkAt + SEAL_OFFSET_PREV, linkAt + SEAL_OFFSET_PREV + CHAIN_HASH_BYTES))
       else if (first) prev = new Uint8Array(this.lastHead)
-      const hash = startChainHash(this.origin, this.jobs[at + 1]!, this.jobs[at + 2]!, prev).update(this.memory.subarray(bodyStart, linkAt)).digest()
+      const hashing = startChainHash(this.origin, this.jobs[at + 1]!, this.jobs[at + 2]!, prev)
+      const skipFrom = this.jobs[at + 5]!
+      if (skipFrom >= 0) hashing.update(this.memory.subarray(bodyStart, skipFrom)).update(this.memory.subarray(this.jobs[at + 6]!, linkAt))
+      else hashing.update(this.memory.subarray(bodyStart, linkAt))
+      const hash = hashing.digest()
       this.memory.set(prev, linkAt + SEAL_OFFSET_PREV)
       this.memory.set(hash, linkAt + SEAL_OFFSET_HASH)
       const length = this.memory.readUInt32LE(recordStart + RECORD_OFFSET_LENGTH)
