@@ -514,19 +514,20 @@ export class Log extends EventEmitter<LogEvents> {
     return { origin: origin.origin, pos: origin.count, localPos: this.committedCount, count }
   }
 
-  /** Composes events [from, to) of a batch as one record; returns its offset. */
+  /** Composes events [from, to) of a batch as one record (two if `splitsTail`); returns the offset of the last. */
   private composeOne(source: BatchSource, origin: OriginState, range: BatchRange, from: number, to: number): number {
-    const first = this.cache.composedEnd
+    const firstOffset = this.cache.composedEnd
+    const firstStart = this.cache.at(firstOffset)
     const last = to === range.count
     // Own records each end with a link (so that receivers can check and store any record on its
     // own), but for the first of a split pair (below); a merged batch keeps the one link or seal it
     // came with, on its last record.
     const link = this.linkBytes(source, origin)
-    const body = bodyBytes(source.payloads, from, to)
+    // Only an own record with a pipeline needs its size (it decides whether it goes there and is split).
+    const body = link > 0 && this.pipeline !== null ? bodyBytes(source.payloads, from, to) : 0
     // Large records are hashed on the worker; so is every record while it has some (the chain is in order).
     const pipeline = link > 0 && this.pipeline !== null &&
       (this.pipeline.busy || (body >= SEAL_ASYNC_MIN_BYTES && this.pipeline.ready())) ? this.pipeline : null
-    const bodyStart = this.cache.at(first) + RECORD_HEADER_BYTES
     // With 'fsync', a large record's events but the last go first in a record without a link,
     // checksummed now; the link of the last event's record covers them too (`splitsTail`). Its
     // hash skips the bytes between the two bodies.
@@ -534,12 +535,12 @@ export class Log extends EventEmitter<LogEvents> {
     let skipFrom = -1
     if (pipeline !== null && splitsTail(body, to - from, this.tailSplitMinBody(source, origin))) {
       tailFrom = to - 1
-      this.noteRecord(origin, range, from, first)
+      this.noteRecord(origin, range, from, firstOffset)
       composeRecord(this.cache, this.checksum, source, from, tailFrom, {
         localPos: range.localPos + from, durable: this.flusher.durableCount, origin: origin.originBytes,
         originPos: range.pos + from, continues: true, sealer: null, deferredLink: null, seal: null, extensionBytes: 0,
       })
-      skipFrom = bodyStart - RECORD_HEADER_BYTES + this.cache.view.getUint32(bodyStart - RECORD_HEADER_BYTES + RECORD_OFFSET_LENGTH, true)
+      skipFrom = firstStart + this.cache.view.getUint32(firstStart + RECORD_OFFSET_LENGTH, true)
     }
     const offset = this.cache.composedEnd
     const start = this.cache.at(offset)
@@ -550,7 +551,7 @@ export class Log extends EventEmitter<LogEvents> {
       deferred.first = range.pos + from
       deferred.count = to - from
       deferred.prev = pipeline.busy ? null : origin.chain ?? ZERO_CHAIN
-      pipeline.open(first, start, bodyStart, deferred.first, deferred.count, deferred.prev, skipFrom, start + RECORD_HEADER_BYTES)
+      pipeline.open(firstOffset, start, firstStart + RECORD_HEADER_BYTES, deferred.first, deferred.count, deferred.prev, skipFrom, start + RECORD_HEADER_BYTES)
     }
     const sealer = link > 0 && pipeline === null ? this.sealer : null
     if (sealer !== null) sealer.begin(range.pos + from, to - from, origin.chain ?? ZERO_CHAIN)
