@@ -253,11 +253,12 @@ async function scenarioSecurity(): Promise<void> {
   /**
    * Two configurations (signed and unsigned, or encrypted and not) interleaved batch by batch:
    * two logs open side by side, their batches alternating (which one goes first alternates too),
-   * each append timed on its own, and each log's close (its last write and sync) added to its own
-   * time. The disk of this shared VM drifts by 2x within a second, so runs made one after the
-   * other (the estimator before this one) gave pairs from 0.67 to 1.19 for the same code;
-   * interleaved, drift hits both alike. Rounds of `total` events each; the round with the median
-   * ratio is reported and every round is noted.
+   * each append timed on its own (with 'interval', a log's timed flush may run while the other
+   * log's append is timed, which both are alike), and each log's close (its last write and sync)
+   * added to its own time. The disk of this shared VM drifts by 2x within a second, so runs made
+   * one after the other (the estimator before this one) gave pairs from 0.67 to 1.19 for the same
+   * code; interleaved, drift hits both alike. Rounds of `total` events each; the round with the
+   * median ratio is reported and every round is noted.
    */
   const interleaved = async (what: string, options: { ours: object, peer: object }, total: number, batchPayloads: Uint8Array[]): Promise<{ ours: number, peer: number }> => {
     const rounds: { ours: number, peer: number }[] = []

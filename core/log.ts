@@ -425,7 +425,7 @@ export class Log extends EventEmitter<LogEvents> {
     }
     const segment = this.cache.segment
     const fits = this.committedEnd + bytes <= segment.start + segment.size && this.cache.room() >= bytes
-    if (this.gate === null && fits && origin.chain !== null) return Promise.resolve(this.composeBatch(source, origin, expectedPos))
+    if (this.gate === null && fits && origin.chain !== null) return Promise.resolve(this.composeBatch(source, origin, expectedPos, bytes))
     return this.writeBatchSlowly(source, origin, expectedPos, bytes)
   }
 
@@ -441,7 +441,7 @@ export class Log extends EventEmitter<LogEvents> {
       if (origin.chain === null) await this.loadChain(origin)
       const segment = this.cache.segment
       if (this.committedEnd + bytes > segment.start + segment.size) await this.roll()
-      if (this.cache.room() >= bytes) return this.composeBatch(source, origin, expectedPos)
+      if (this.cache.room() >= bytes) return this.composeBatch(source, origin, expectedPos, bytes)
       return await this.composeBatchInSteps(source, origin, expectedPos)
     } finally {
       if (this.gate === mine) this.gate = null
@@ -475,7 +475,7 @@ export class Log extends EventEmitter<LogEvents> {
   }
 
   /** Composes and commits a batch that fits the cache. */
-  private composeBatch(source: BatchSource, origin: OriginState, expectedPos: number): BatchRange {
+  private composeBatch(source: BatchSource, origin: OriginState, expectedPos: number, bytes: number): BatchRange {
     const range = this.startRange(source, origin, expectedPos)
     if (range.count === 0) return range
     let lastOffset = this.committedEnd
@@ -484,6 +484,8 @@ export class Log extends EventEmitter<LogEvents> {
       lastOffset = this.composeOne(source, origin, range, from, to)
       from = to
     }
+    // The room and segment checks relied on it (core/composer.ts batchBytes, split records included).
+    assert(this.cache.composedEnd - this.committedEnd === bytes, 'a batch takes the bytes batchBytes said')
     this.endSeal(source, origin, range)
     this.commit(origin, range.count, lastOffset)
     return range
@@ -500,7 +502,9 @@ export class Log extends EventEmitter<LogEvents> {
       if (this.cache.room() < bytes) await this.makeRoom(bytes)
       // Not checkWritable: close() waits for this batch to finish, so closing is no reason to stop.
       if (this.flusher.failure !== null) throw this.flusher.failure
+      const before = this.cache.composedEnd
       lastOffset = this.composeOne(source, origin, range, from, to)
+      assert(this.cache.composedEnd - before === bytes, 'a record takes the bytes batchBytes said')
       from = to
     }
     this.endSeal(source, origin, range)
