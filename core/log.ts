@@ -521,7 +521,6 @@ export class Log extends EventEmitter<LogEvents> {
   /** Composes events [from, to) of a batch as one record (two if `splitsTail`); returns the offset of the last. */
   private composeOne(source: BatchSource, origin: OriginState, range: BatchRange, from: number, to: number): number {
     const firstOffset = this.cache.composedEnd
-    const firstStart = this.cache.at(firstOffset)
     const last = to === range.count
     // Own records each end with a link (so that receivers can check and store any record on its
     // own), but for the first of a split pair (below); a merged batch keeps the one link or seal it
@@ -533,10 +532,8 @@ export class Log extends EventEmitter<LogEvents> {
     const pipeline = link > 0 && this.pipeline !== null &&
       (this.pipeline.busy || (body >= SEAL_ASYNC_MIN_BYTES && this.pipeline.ready())) ? this.pipeline : null
     // With 'fsync', a large record's events but the last go first in a record without a link,
-    // checksummed now; the link of the last event's record covers them too (`splitsTail`). Its
-    // hash skips the bytes between the two bodies.
+    // checksummed now; the link of the last event's record covers them too (`splitsTail`).
     let tailFrom = from
-    let skipFrom = -1
     if (pipeline !== null && splitsTail(body, to - from, this.tailSplitMinBody(source, origin))) {
       tailFrom = to - 1
       this.noteRecord(origin, range, from, firstOffset)
@@ -544,7 +541,6 @@ export class Log extends EventEmitter<LogEvents> {
         localPos: range.localPos + from, durable: this.flusher.durableCount, origin: origin.originBytes,
         originPos: range.pos + from, continues: true, sealer: null, deferredLink: null, seal: null, extensionBytes: 0,
       })
-      skipFrom = firstStart + this.cache.view.getUint32(firstStart + RECORD_OFFSET_LENGTH, true)
     }
     const offset = this.cache.composedEnd
     const start = this.cache.at(offset)
@@ -555,7 +551,7 @@ export class Log extends EventEmitter<LogEvents> {
       deferred.first = range.pos + from
       deferred.count = to - from
       deferred.prev = pipeline.busy ? null : origin.chain ?? ZERO_CHAIN
-      pipeline.open(firstOffset, start, firstStart + RECORD_HEADER_BYTES, deferred.first, deferred.count, deferred.prev, skipFrom, start + RECORD_HEADER_BYTES)
+      pipeline.open(firstOffset, start, this.cache.at(firstOffset) + RECORD_HEADER_BYTES, deferred.first, deferred.count, deferred.prev)
     }
     const sealer = link > 0 && pipeline === null ? this.sealer : null
     if (sealer !== null) sealer.begin(range.pos + from, to - from, origin.chain ?? ZERO_CHAIN)

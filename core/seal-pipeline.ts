@@ -54,7 +54,7 @@ const WAKE = 6
 const READY = 7
 const DEAD = 8
 const CONTROL_SLOTS = 9
-const JOB_FIELDS = 7
+const JOB_FIELDS = 5
 /**
  * Polls before the main thread sleeps in settle (about a millisecond): the worker is usually done
  * by then, and each Atomics.wait on the main thread allocates (bench: heap bytes per event).
@@ -210,14 +210,14 @@ export class SealPipeline {
    * Starts the record at `recordStart` in the cache memory, whose link covers events from
    * `bodyStart` (at global log offset `offset` or after). `prev` is the previous chain hash, or
    * null when it is the hash of the record posted before. With 'flusher', the link may also cover
-   * the record before (composed and checksummed already, core/composer.ts `splitsTail`): its
-   * events start at `bodyStart`, and the hash skips [skipFrom, skipTo), from its end to this
-   * record's body; skipFrom -1 for none. Call only after `ready()` or while `busy`.
+   * the record just before (composed and checksummed already, core/composer.ts `splitsTail`):
+   * `bodyStart` is then that record's body, and the hash skips from its end to this record's body.
+   * Call only after `ready()` or while `busy`.
    */
-  open(offset: number, recordStart: number, bodyStart: number, first: number, count: number, prev: Uint8Array | null, skipFrom = -1, skipTo = -1): void {
+  open(offset: number, recordStart: number, bodyStart: number, first: number, count: number, prev: Uint8Array | null): void {
     assert(this.openSlot === -1, 'one record open at a time')
-    assert(skipFrom === -1 || (this.hashOn === 'flusher' && bodyStart <= skipFrom && skipFrom < skipTo && skipTo <= recordStart + RECORD_HEADER_BYTES),
-      'only settle hashes around a gap, which ends at this record\'s body')
+    assert(bodyStart === recordStart + RECORD_HEADER_BYTES || (this.hashOn === 'flusher' && bodyStart < recordStart),
+      'only settle hashes a link over the record before')
     if (this.unsettled === SEAL_JOBS_MAX) this.settle()
     const slot = this.posted & (SEAL_JOBS_MAX - 1)
     const at = slot * JOB_FIELDS
@@ -226,8 +226,6 @@ export class SealPipeline {
     this.jobs[at + 2] = count
     this.jobs[at + 3] = prev === null ? 0 : 1
     this.jobs[at + 4] = recordStart
-    this.jobs[at + 5] = skipFrom
-    this.jobs[at + 6] = skipTo
     if (prev !== null) this.prevSlot.set(prev)
     Atomics.store(this.links, slot, -1)
     // Progress restarts at the body: the window may have moved since the last record, to lower indexes.
@@ -370,10 +368,13 @@ export class SealPipeline {
       if (this.jobs[at + 3] === 1) prev = new Uint8Array(this.memory.subarray(linkAt + SEAL_OFFSET_PREV, linkAt + SEAL_OFFSET_PREV + CHAIN_HASH_BYTES))
       else if (first) prev = new Uint8Array(this.lastHead)
       const hashing = startChainHash(this.origin, this.jobs[at + 1]!, this.jobs[at + 2]!, prev)
-      const skipFrom = this.jobs[at + 5]!
-      if (skipFrom >= 0) hashing.update(this.memory.subarray(bodyStart, skipFrom)).update(this.memory.subarray(this.jobs[at + 6]!, linkAt))
-      else hashing.update(this.memory.subarray(bodyStart, linkAt))
-      const hash = hashing.digest()
+      const ownBody = recordStart + RECORD_HEADER_BYTES
+      if (bodyStart !== ownBody) {
+        // A split pair: the first record's events, then this one's (its padding and this header skipped).
+        const firstStart = bodyStart - RECORD_HEADER_BYTES
+        hashing.update(this.memory.subarray(bodyStart, firstStart + this.memory.readUInt32LE(firstStart + RECORD_OFFSET_LENGTH)))
+      }
+      const hash = hashing.update(this.memory.subarray(ownBody, linkAt)).digest()
       this.memory.set(prev, linkAt + SEAL_OFFSET_PREV)
       this.memory.set(hash, linkAt + SEAL_OFFSET_HASH)
       const length = this.memory.readUInt32LE(recordStart + RECORD_OFFSET_LENGTH)
