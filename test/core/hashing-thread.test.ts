@@ -29,6 +29,11 @@ function batchOf(random: () => number, tag: string, large = random() < 0.5): Uin
   return Array.from({ length: count }, (_, i) => Buffer.from(`${tag}:${i}:`.padEnd(size, String.fromCharCode(97 + (i % 26)))))
 }
 
+/** The batch of the fsync write tests: 1000 events of 128 bytes, one record of about 140 KiB. */
+function thousandOf128(): Buffer[] {
+  return Array.from({ length: 1000 }, (_, i) => Buffer.from(`event ${i} `.padEnd(128, '.')))
+}
+
 async function checkChain(t: Test, log: Log, expected: string[], when: string): Promise<void> {
   const report = await log.verify()
   t.ok(report.ok, `${when}: verify recomputes every link (${JSON.stringify(report.damage.slice(0, 2))})`)
@@ -181,7 +186,7 @@ t.test('fsync: a large batch goes to the disk before its link is hashed, but for
   }
   const dir = tempDir(t)
   const log = await openLog(dir, { durability: 'fsync', storage })
-  const batch = Array.from({ length: 1000 }, (_, i) => Buffer.from(`event ${i} `.padEnd(128, '.')))
+  const batch = thousandOf128()
   await log.appendBatch(batch)
   writes.length = 0
   await log.appendBatch(batch)
@@ -210,7 +215,7 @@ t.test('fsync: a large batch goes to the disk before its link is hashed, but for
 })
 
 t.test('fsync: a power cut at any step of a large batch\'s split write keeps every acknowledged batch, and all or none of that one', async (t) => {
-  const batch = Array.from({ length: 1000 }, (_, i) => Buffer.from(`event ${i} `.padEnd(128, '.')))
+  const batch = thousandOf128()
   const options = { durability: 'fsync' as const, onWarning: () => undefined }
   const outcomes = new Set<string>()
   for (let seed = 1; seed <= 30; seed++) {
