@@ -38,7 +38,7 @@ import { eventsOfRecord, scanRecords, type LogEvent, type ReadSource } from './r
 import { originStateFor, recover, type Truncation } from './recovery.js'
 import { loadOrCreateReplica } from './replica.js'
 import { createSegmentFile, type Segment, type SegmentTable } from './segments.js'
-import { closeSynced, createDirectoryDurably, type Storage } from './storage.js'
+import { closeSynced, createDirectoryDurably, syncNamesLeftPending, type Storage } from './storage.js'
 import { verifyLog, type VerifyResult } from './verify.js'
 
 export interface EventId {
@@ -196,8 +196,13 @@ export class Log extends EventEmitter<LogEvents> {
     this.deferredLink = { first: 0, count: 0, prev: null, pipeline: this.pipeline ?? { progress: () => {} } }
     const fd = this.openWriteDescriptor(segment)
     try {
-      // What survived a crash in the OS page cache is made durable before new records claim it.
+      // What survived a crash in the OS page cache is made durable before new records claim it:
+      // the tail of the last segment, and the names a dead process created (a segment made at a
+      // roll, a consumer file renamed into place) but did not live to sync into their directory.
+      // Without the directory fsync, events acknowledged in such a segment after this open would
+      // go with its entry at the next power cut (the simulator's seed 1717161752 at 600 steps).
       this.storage.fdatasyncSync(fd)
+      syncNamesLeftPending(this.storage, init.directory)
       this.loadTailPage(segment)
     } catch (error) {
       closeSynced(this.storage, fd)

@@ -90,6 +90,17 @@ export function createDirectoryDurably(storage: Storage, directory: string): voi
 }
 
 /**
+ * Makes durable the entries of the log directory and of its `consumers/` folder, whatever a
+ * process that died before its directory fsync left pending there. Called at every writable open,
+ * before anything new is written.
+ */
+export function syncNamesLeftPending(storage: Storage, directory: string): void {
+  storage.fsyncDirectorySync(directory)
+  const consumers = path.join(directory, 'consumers')
+  if (storage.existsSync(consumers)) storage.fsyncDirectorySync(consumers)
+}
+
+/**
  * Closes a descriptor whose data is synced, or that was only read: close(2) may still report an
  * error (EIO of a deferred write, on some file systems), but nothing is lost then, and the caller
  * is past the point where it could act on it. The simulator's dead disk fails every close too.

@@ -1,5 +1,9 @@
-// The simulator's one source of randomness: sfc32 seeded from a 32-bit seed. Every choice of a run
-// comes from here, in order, so a seed replays its run.
+// The simulator's one source of randomness: sfc32 seeded from a 64-bit seed (its low 32 bits in
+// one word of state, its high 32 bits mixed into another, so seeds below 2^32 give the streams
+// they always gave). Every choice of a run comes from here, in order, so a seed replays its run.
+
+/** The largest seed: seeds are unsigned 64-bit integers. */
+export const SEED_MAX = (1n << 64n) - 1n
 
 export class Prng {
   private a: number
@@ -7,11 +11,13 @@ export class Prng {
   private c: number
   private d: number
 
-  constructor(seed: number) {
+  constructor(seed: number | bigint) {
+    const wide = BigInt(seed)
+    if (wide < 0n || wide > SEED_MAX) throw new RangeError(`a seed is an integer from 0 to 2^64 - 1, got ${wide}`)
     this.a = 0x9e3779b9
     this.b = 0x243f6a88
-    this.c = 0xb7e15162
-    this.d = seed >>> 0
+    this.c = (0xb7e15162 ^ Number(wide >> 32n)) >>> 0
+    this.d = Number(wide & 0xffff_ffffn)
     for (let i = 0; i < 16; i++) this.next()
   }
 

@@ -50,7 +50,8 @@ const CHECKPOINT_INTERVAL_BYTES = 48 << 10
 const RECOVERY_CRASH_OPS_MAX = 24
 
 export interface SimOptions {
-  seed: number
+  /** An unsigned 64-bit integer (sim/prng.ts). */
+  seed: bigint | number
   /** Steps with faults before healing. Default 120. */
   steps?: number
   /** Simulated time allowed to converge after healing. Default 120 s. */
@@ -58,7 +59,7 @@ export interface SimOptions {
 }
 
 export interface SimResult {
-  seed: number
+  seed: bigint
   ok: boolean
   failure: string | null
   replicas: number
@@ -125,7 +126,7 @@ export async function runSimulation(options: SimOptions): Promise<SimResult> {
   const steps = options.steps ?? 120
   let appended = 0
   const result = (ok: boolean, failure: string | null): SimResult => ({
-    seed: options.seed, ok, failure, replicas: count, steps, appended,
+    seed: BigInt(options.seed), ok, failure, replicas: count, steps, appended,
     traceHash: crypto.createHash('sha256').update(trace.join('\n')).digest('hex'), storageHash: '', trace, simulatedMs: clock.now() - START_MS,
   })
   let outcome: SimResult
