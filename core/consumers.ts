@@ -7,7 +7,7 @@
 // (docs/read-models.md).
 
 import path from 'node:path'
-import { LogError } from './errors.js'
+import { LogError, isNoSpace } from './errors.js'
 import type { LogEvent } from './reader.js'
 import { writeFileAtomically } from './replica.js'
 import { createDirectoryDurably, type Storage } from './storage.js'
@@ -162,7 +162,7 @@ export class Consumer {
         createDirectoryDurably(this.host.storage, directory)
         writeFileAtomically(this.host.storage, directory, consumerPath(this.host, this.name), Buffer.from(JSON.stringify(body) + '\n'))
       } catch (error) {
-        throw new LogError('IO', `cannot store consumer ${this.name}: ${(error as Error).message}`, { cause: error })
+        throw new LogError(isNoSpace(error) ? 'NO_SPACE' : 'IO', `cannot store consumer ${this.name}: ${(error as Error).message}`, { cause: error })
       }
       this.committed = position
       if (this.cursor < position) this.cursor = position // batches never go back behind a commit

@@ -1,5 +1,5 @@
 // The one error class of InterLog's public API. Every expected failure (a lock held, a checksum
-// mismatch, an oversized payload, a closed log, an I/O failure) is a LogError with a code from a
+// mismatch, an oversized payload, a closed log, an I/O failure, a full disk) is a LogError with a code from a
 // closed set; callers switch on `code`, never on the message. Extra fields say where: segment
 // file, byte offset, position, validator name.
 
@@ -10,10 +10,11 @@ export type LogErrorCode =
   | 'VALIDATION'
   | 'CLOSED'
   | 'IO'
+  | 'NO_SPACE'
   | 'INVALID_ARGUMENT'
 
 export const LOG_ERROR_CODES: readonly LogErrorCode[] = [
-  'LOCKED', 'CORRUPT', 'TOO_LARGE', 'VALIDATION', 'CLOSED', 'IO', 'INVALID_ARGUMENT',
+  'LOCKED', 'CORRUPT', 'TOO_LARGE', 'VALIDATION', 'CLOSED', 'IO', 'NO_SPACE', 'INVALID_ARGUMENT',
 ]
 
 export interface LogErrorDetails {
@@ -46,4 +47,10 @@ export class LogError extends Error {
 
 export function isLogError(error: unknown, code?: LogErrorCode): error is LogError {
   return error instanceof LogError && (code === undefined || error.code === code)
+}
+
+/** Whether a system error says the file system is full (or the quota used up): space may come back. */
+export function isNoSpace(error: unknown): boolean {
+  const code = (error as NodeJS.ErrnoException | null)?.code
+  return code === 'ENOSPC' || code === 'EDQUOT'
 }

@@ -4,15 +4,25 @@
 //
 // Faults expected: a failed write or fdatasync. The page cache may then hold data the disk does
 // not, and a retry could report success for data that is lost (the "fsyncgate" lesson), so the
-// flusher never retries: it records the failure, rejects every waiter with IO, and the log turns
-// read-only. Reopening the log recovers from what is really on disk.
+// flusher never retries a failed fdatasync of bytes it no longer holds: it records the failure,
+// rejects every waiter with IO, and the log turns read-only. Reopening the log recovers from what
+// is really on disk.
+//
+// A full disk (ENOSPC, EDQUOT) is not such a failure: a write that found no space wrote nothing
+// the log relies on, and the bytes are still in the cache. The flusher *stalls* instead: waiters
+// keep waiting, `noSpace` says why, the host rejects new work with NO_SPACE and asks for a retry
+// now and then (`schedule`), and the next round writes the same pages again from the cache (after
+// a failed fdatasync, everything since the last good one, since the page cache may have dropped
+// it). The first round that gets through ends the stall. Only when the bytes to write again have
+// left the cache is a full disk a failure like any other.
 
 import { assert } from './assert.js'
-import { LogError } from './errors.js'
+import { LogError, isNoSpace } from './errors.js'
 import { PAGE_BYTES, alignDown, alignUp } from './format.js'
 import type { HeadCache } from './head-cache.js'
 import { SEAL_JOBS_MAX } from './seal-pipeline.js'
 import type { Storage } from './storage.js'
+import { writeAll } from './write-all.js'
 
 /** A run of pages clear of the fields still to be hashed is written before the settle when it is at least this long. */
 const EARLY_WRITE_MIN_BYTES = 16 << 10
@@ -33,13 +43,10 @@ interface Waiter {
 
 function writeAsync(storage: Storage, fd: number, buffer: Buffer, offset: number, length: number, position: number): Promise<void> {
   return new Promise((resolve, reject) => {
-    storage.write(fd, buffer, offset, length, position, (error, written) => {
-      if (error !== null) reject(error)
-      else if (written !== length) reject(Object.assign(new Error(`short write: ${written} of ${length} bytes`), { code: 'EIO' }))
-      else resolve()
-    })
+    writeAll(storage, fd, buffer, offset, length, position, PAGE_BYTES, (error) => (error === null ? resolve() : reject(error)))
   })
 }
+
 
 function fdatasyncAsync(storage: Storage, fd: number): Promise<void> {
   return new Promise((resolve, reject) => storage.fdatasync(fd, (error) => (error === null ? resolve() : reject(error))))
@@ -50,6 +57,10 @@ export interface FlusherHost {
   commitPoint(): CommitPoint
   /** Called after an fdatasync made `point` durable. */
   onDurable(point: CommitPoint): void
+  /** The flusher stalled on a full disk (called once per stall). */
+  onNoSpace(error: LogError): void
+  /** A round got through after a stall. */
+  onSpace(): void
 }
 
 export class Flusher {
@@ -60,6 +71,8 @@ export class Flusher {
   /** Global offset up to which written bytes are known synced (what a crash cannot take). */
   syncedEnd: number
   failure: LogError | null = null
+  /** Set while the flusher is stalled on a full disk (see the top of this file); cleared by the next round that gets through. */
+  noSpace: LogError | null = null
   private running: Promise<void> | null = null
   private syncWanted = false
   private scheduled = false
@@ -130,6 +143,7 @@ export class Flusher {
         this.syncWanted ||= sync
       }
       await this.running
+      if (this.noSpace !== null && this.failure === null) throw this.noSpace
     }
   }
 
@@ -152,6 +166,7 @@ export class Flusher {
    * last check for work, so a request arriving afterwards always starts a new loop (no lost wake-up).
    */
   private async loop(): Promise<void> {
+    let syncing = false
     try {
       for (;;) {
         if (this.stopped) {
@@ -171,11 +186,17 @@ export class Flusher {
         }
         if (sync && this.durableCount < point.count) {
           const written = this.writtenEnd
+          syncing = true
           await fdatasyncAsync(this.storage, this.fd)
+          syncing = false
           this.syncedEnd = written
           this.durableCount = point.count
           this.releaseWaiters()
           this.host.onDurable(point)
+        }
+        if (this.noSpace !== null) {
+          this.noSpace = null
+          this.host.onSpace()
         }
         if (!(this.cache.composedEnd > this.writtenEnd || (this.syncWanted && this.durableCount < this.host.commitPoint().count))) {
           this.running = null
@@ -184,8 +205,36 @@ export class Flusher {
       }
     } catch (error) {
       this.running = null
+      if (isNoSpace(error) && this.stall(error, syncing)) return
       this.fail(error)
     }
+  }
+
+  /**
+   * A round found the disk full. After a failed write nothing moved (`writtenEnd` advances only
+   * after a write); after a failed fdatasync the page cache may have dropped what was written
+   * since the last good one, so all of that is written again, if the cache still holds it.
+   * Returns false when it does not: then the stall is a failure.
+   */
+  private stall(error: unknown, syncing: boolean): boolean {
+    if (syncing) {
+      if (alignDown(this.syncedEnd, PAGE_BYTES) < this.cache.windowStart) return false
+      this.writtenEnd = this.syncedEnd
+    }
+    if (this.noSpace !== null) return true
+    this.noSpace = new LogError('NO_SPACE',
+      `no space left on the file system of segment ${this.cache.segment.name} (${(error as Error).message}): appends and merges are refused ` +
+      'until space is freed; what was appended before stays in memory, is written when space returns, and nothing was lost',
+      { segment: this.cache.segment.name, cause: error })
+    this.host.onNoSpace(this.noSpace)
+    return true
+  }
+
+  /** Rejects every waiter with `error` (the log closed while they waited on a full disk). */
+  rejectWaiters(error: LogError): void {
+    while (this.waiterHead < this.waiters.length) (this.waiters[this.waiterHead++] as Waiter).reject(error)
+    this.waiters.length = 0
+    this.waiterHead = 0
   }
 
   /**

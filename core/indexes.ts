@@ -78,8 +78,10 @@ export const RECENT_SEALS_MAX = 256
 
 /** What this log holds of one origin. */
 export class OriginState {
-  /** Events of this origin held (the version vector entry). */
+  /** Events of this origin held, durable or not (merge and append continue from here). */
   count = 0
+  /** Events of this origin visible to readers and in the version vector (core/visibility.ts). */
+  visibleCount = 0
   index = new SparseIndex()
   /** Chain hash after `count` events (see seal.ts); null until loaded from the log. */
   chain: Uint8Array | null = null

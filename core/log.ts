@@ -2,10 +2,12 @@
 // This class wires the pieces together and owns the public verbs; the format, composition,
 // group commit, recovery and reading live in their own files.
 //
-// Invariants: events become visible (length, read, tail) only as whole batches; an append
-// resolves only once its batch is durable per the durability mode; after any failed write or
-// fdatasync the log is read-only (IO) until reopened; batches never span segments; a segment is
-// synced before the next one is created.
+// Invariants: events become visible (length, read, tail) only as whole batches, and with
+// durability 'fsync' only once durable (core/visibility.ts); an append resolves only once its
+// batch is durable per the durability mode; after any failed write or fdatasync the log is
+// read-only (IO) until reopened, but for a full disk, which stalls writing until space returns
+// (NO_SPACE, core/flusher.ts); batches never span segments; a segment is synced before the next
+// one is created.
 
 import { EventEmitter } from 'node:events'
 import path from 'node:path'
@@ -21,7 +23,7 @@ import { BatchSealer, ZERO_CHAIN, equalBytes, parseSeal, signLink } from './seal
 import { SEAL_ASYNC_MIN_BYTES, SealPipeline } from './seal-pipeline.js'
 import { resolveTrust, type TrustPolicy } from './trust.js'
 import { allocateArena } from './direct-io.js'
-import { LogError } from './errors.js'
+import { LogError, isLogError, isNoSpace } from './errors.js'
 import { Flusher, type CommitPoint } from './flusher.js'
 import {
   ENVELOPE_TAG, FILE_NAME_REPLICA, LINK_BYTES, PAGE_BYTES, RECORD_HEADER_BYTES, RECORD_OFFSET_LENGTH, SEGMENT_HEADER_BYTES,
@@ -40,6 +42,10 @@ import { loadOrCreateReplica } from './replica.js'
 import { createSegmentFile, type Segment, type SegmentTable } from './segments.js'
 import { closeSynced, createDirectoryDurably, syncNamesLeftPending, type Storage } from './storage.js'
 import { verifyLog, type VerifyResult } from './verify.js'
+import { Visibility } from './visibility.js'
+
+/** How often a log stalled on a full disk tries to write again (an append or a merge also tries, at most this often). */
+export const NO_SPACE_RETRY_MS = 1000
 
 export interface EventId {
   origin: string
@@ -111,14 +117,23 @@ export class Log extends EventEmitter<LogEvents> {
   private readonly own: OriginState
   private readonly local: LocalIndex
   private readonly merger: Merger
+  /** Reads as readers see the log: up to the visible end. */
   private readonly readSource: ReadSource
+  /** Reads of the log's own machinery (chain heads, own links): up to the committed end. */
+  private readonly internalSource: ReadSource
+  private readonly visibility: Visibility
+  /** Retries writing while the disk is full (null when not stalled). */
+  private noSpaceTimer: NodeJS.Timeout | null = null
+  private lastSpaceRetryMs = 0
+  /** Wake when a stall on a full disk ends (or the log closes). */
+  private spaceWaiters: (() => void)[] = []
   private readonly appendValidators: readonly Validator[]
   private readonly validatorEvent: ValidatorEvent = { payload: new Uint8Array(0), origin: '', pos: 0, time: 0 }
   private committedCount: number
   private committedEnd: number
   private lastRecordOffset: number
   private checkpointEnd: number
-  private checkpointFailed = false
+  private checkpointFailed: false | 'noSpace' | 'failed' = false
   private gate: Promise<void> | null = null
   private closed = false
   private readonly openConsumers = new Map<string, Consumer>()
@@ -168,6 +183,9 @@ export class Log extends EventEmitter<LogEvents> {
     this.lastRecordOffset = state.lastRecordOffset
     this.checkpointEnd = state.checkpointEnd
     this.own = originStateFor(this.origins, init.replicaId)
+    // Everything recovery found is durable (open syncs the tail below before anything new).
+    for (const state of this.origins.values()) state.visibleCount = state.count
+    this.visibility = new Visibility(init.options.durability === 'fsync', this.committedCount, this.committedEnd, () => this.wakeGrowth())
     this.merger = new Merger({
       ownOrigin: init.replicaId, now: init.options.now, origins: this.origins, trust: init.trust, cipher: init.cipher, syncValidators: init.validators.sync,
       maxEventBytes: init.options.maxEventBytes, pieceBytes: init.layout.segmentDataBytes / 4,
@@ -211,22 +229,25 @@ export class Log extends EventEmitter<LogEvents> {
     this.flusher = new Flusher(this.storage, this.cache, fd, {
       commitPoint: () => this.commitPoint(),
       onDurable: (point) => this.onDurable(point as CommitState),
+      onNoSpace: (error) => this.onNoSpace(error),
+      onSpace: () => this.onSpace(),
     }, this.committedEnd, this.committedCount)
     this.readSource = {
       table: this.table, cache: this.cache, checksum: this.checksum,
-      committedEnd: () => this.committedEnd,
+      committedEnd: () => this.visibility.end,
       writtenEnd: () => this.flusher.writtenEnd,
       checkOpen: () => this.checkOpen(),
     }
+    this.internalSource = { ...this.readSource, committedEnd: () => this.committedEnd }
     if (this.options.durability === 'interval') {
       this.timer = setInterval(() => this.flusher.schedule(true), this.options.intervalMs)
       this.timer.unref()
     }
   }
 
-  /** Number of events in this log, all origins. */
+  /** Number of events in this log, all origins, as readers see it (with 'fsync': the durable ones). */
   get length(): number {
-    return this.committedCount
+    return this.visibility.count
   }
 
   /** Events known durable (fdatasynced): local positions below this survive any crash. */
@@ -265,7 +286,7 @@ export class Log extends EventEmitter<LogEvents> {
   private async ownBatchEnding(end: number): Promise<{ link: Uint8Array, localEnd: number } | null> {
     if (end <= 0 || end > this.own.count) return null
     const offset = this.own.index.floorOffset(end - 1)
-    for await (const cursor of scanRecords(this.readSource, offset < 0 ? this.table.segments[0]!.start : offset)) {
+    for await (const cursor of scanRecords(this.internalSource, offset < 0 ? this.table.segments[0]!.start : offset)) {
       if (cursor.origin !== this.replicaId) continue
       const { header } = cursor
       if (header.originPos >= end) return null
@@ -284,7 +305,7 @@ export class Log extends EventEmitter<LogEvents> {
       return
     }
     const offset = state.index.floorOffset(state.count - 1)
-    for await (const cursor of scanRecords(this.readSource, offset < 0 ? this.table.segments[0]!.start : offset)) {
+    for await (const cursor of scanRecords(this.internalSource, offset < 0 ? this.table.segments[0]!.start : offset)) {
       if (cursor.origin !== state.origin || cursor.header.originPos + cursor.header.count < state.count) continue
       const out: LogEvent[] = []
       eventsOfRecord(cursor, 0, Infinity, out)
@@ -319,10 +340,10 @@ export class Log extends EventEmitter<LogEvents> {
     }
   }
 
-  /** For each origin, the count of its events this log holds. */
+  /** For each origin, the count of its events this log holds (as readers see them: with 'fsync', the durable ones). */
   versionVector(): VersionVector {
     const vector: VersionVector = {}
-    for (const [origin, state] of this.origins) if (state.count > 0) vector[origin] = state.count
+    for (const [origin, state] of this.origins) if (state.visibleCount > 0) vector[origin] = state.visibleCount
     return vector
   }
 
@@ -593,7 +614,12 @@ export class Log extends EventEmitter<LogEvents> {
     this.committedEnd = this.cache.composedEnd
     this.lastRecordOffset = lastOffset
     this.cache.segment.dataEnd = this.committedEnd
+    this.visibility.committed(origin, count, this.committedCount, this.committedEnd)
     if (this.options.durability === 'none' && this.cache.room() < this.cache.memory.length / 4) this.flusher.schedule(false)
+  }
+
+  /** Wakes tails and consumers waiting for the visible end to move. */
+  private wakeGrowth(): void {
     const waiters = this.growthWaiters
     if (waiters.length > 0) {
       this.growthWaiters = []
@@ -603,7 +629,17 @@ export class Log extends EventEmitter<LogEvents> {
 
   private async makeRoom(bytes: number): Promise<void> {
     assert(bytes <= this.cache.memory.length / 2, 'a record fits half the cache')
-    await this.flusher.flushAll(false)
+    // A batch composed in steps waits out a full disk here (its first records are in the cache
+    // already): new appends are refused meanwhile, and close() ends the wait.
+    for (;;) {
+      try {
+        await this.flusher.flushAll(false)
+        break
+      } catch (error) {
+        if (!isLogError(error, 'NO_SPACE') || this.closing !== null) throw error
+        await this.waitForSpace()
+      }
+    }
     this.cache.slide(this.cache.memory.length / 2 - PAGE_BYTES)
     assert(this.cache.room() >= bytes, 'sliding made room')
   }
@@ -621,6 +657,12 @@ export class Log extends EventEmitter<LogEvents> {
       }, this.checksum)
       fd = this.openWriteDescriptor(segment)
     } catch (error) {
+      if (isNoSpace(error)) {
+        // Nothing of the batch that needed the new segment is composed yet: it is refused, and the
+        // next append tries the roll again (createSegmentFile removed the part it made).
+        throw new LogError('NO_SPACE', `no space left to create segment ${old.index + 1} in ${this.directory} (${(error as Error).message}); ` +
+          'nothing was written: free space and append again', { path: this.directory, cause: error })
+      }
       this.flusher.fail(error)
       throw this.flusher.failure
     }
@@ -657,6 +699,7 @@ export class Log extends EventEmitter<LogEvents> {
   }
 
   private onDurable(point: CommitState): void {
+    this.visibility.durable(point.count, point.end)
     // Outside the flush loop: a listener's exception must not look like an I/O failure.
     if (this.listenerCount('durable') > 0) queueMicrotask(() => this.emit('durable', point.count))
     if (point.origins === null || point.end <= this.checkpointEnd || this.checkpointFailed) return
@@ -674,7 +717,8 @@ export class Log extends EventEmitter<LogEvents> {
       writeCheckpoint(this.storage, this.directory, body, this.checksum)
       this.checkpointEnd = point.end
     } catch (error) {
-      this.checkpointFailed = true
+      // Not tried again before a reopen, but after a full disk once space is back (onSpace).
+      this.checkpointFailed = isNoSpace(error) ? 'noSpace' : 'failed'
       this.options.onWarning({ code: 'CHECKPOINT_FAILED', message: `interlog: checkpoint not written (${(error as Error).message}); the next open scans more` })
     }
   }
@@ -687,12 +731,55 @@ export class Log extends EventEmitter<LogEvents> {
     this.checkOpen()
     if (this.closing !== null) throw new LogError('CLOSED', `log ${this.directory} is closing`, { path: this.directory })
     if (this.flusher.failure !== null) throw this.flusher.failure
+    if (this.flusher.noSpace !== null) {
+      this.retrySpace()
+      throw this.flusher.noSpace
+    }
+  }
+
+  /** Whether writes are stalled on a full disk (appends and merges get NO_SPACE until space returns). */
+  get noSpace(): boolean {
+    return this.flusher.noSpace !== null
+  }
+
+  private onNoSpace(error: LogError): void {
+    this.options.onWarning({ code: 'NO_SPACE', message: `interlog: ${error.message}` })
+    this.lastSpaceRetryMs = Date.now()
+    // Not unref'd: unwritten batches are waiting, and a process that exits now would lose them.
+    this.noSpaceTimer ??= setInterval(() => this.retrySpace(true), NO_SPACE_RETRY_MS)
+  }
+
+  private onSpace(): void {
+    if (this.checkpointFailed === 'noSpace') this.checkpointFailed = false
+    if (this.noSpaceTimer !== null) clearInterval(this.noSpaceTimer)
+    this.noSpaceTimer = null
+    this.options.onWarning({ code: 'SPACE_AVAILABLE', message: `interlog: log ${this.directory} writes again: the disk has space` })
+    this.wakeSpaceWaiters()
+  }
+
+  /** Tries the writes again (from the timer; from an append or a merge, at most every NO_SPACE_RETRY_MS). */
+  private retrySpace(fromTimer = false): void {
+    const now = Date.now()
+    if (!fromTimer && now - this.lastSpaceRetryMs < NO_SPACE_RETRY_MS) return
+    this.lastSpaceRetryMs = now
+    if (!this.closed) this.flusher.schedule(true)
+  }
+
+  private waitForSpace(): Promise<void> {
+    if (this.flusher.noSpace === null || this.closing !== null) return Promise.resolve()
+    return new Promise((resolve) => this.spaceWaiters.push(resolve))
+  }
+
+  private wakeSpaceWaiters(): void {
+    const waiters = this.spaceWaiters
+    this.spaceWaiters = []
+    for (const wake of waiters) wake()
   }
 
   /** Events with local positions in [from, to). */
   async *read(options: { from?: number, to?: number } = {}): AsyncGenerator<LogEvent> {
     const from = options.from ?? 0
-    const to = Math.min(options.to ?? this.committedCount, this.committedCount)
+    const to = Math.min(options.to ?? this.visibility.count, this.visibility.count)
     checkPosition(from, 'from')
     checkPosition(to, 'to')
     if (from >= to) return
@@ -736,7 +823,7 @@ export class Log extends EventEmitter<LogEvents> {
         }
       }
       if (aborted()) return
-      if (onCaughtUp !== undefined && next !== reported && next >= this.committedCount) {
+      if (onCaughtUp !== undefined && next !== reported && next >= this.visibility.count) {
         reported = next
         onCaughtUp(next)
       }
@@ -745,7 +832,7 @@ export class Log extends EventEmitter<LogEvents> {
   }
 
   private waitForGrowth(length: number, signal: AbortSignal | undefined): Promise<void> {
-    if (this.committedCount > length || this.closed) return Promise.resolve()
+    if (this.visibility.count > length || this.closed) return Promise.resolve()
     return new Promise((resolve) => {
       const onAbort = (): void => resolve()
       signal?.addEventListener('abort', onAbort, { once: true })
@@ -781,7 +868,7 @@ export class Log extends EventEmitter<LogEvents> {
     return {
       directory: this.directory,
       storage: this.storage,
-      length: () => this.committedCount,
+      length: () => this.visibility.count,
       read: (from, to) => this.read({ from, to }),
       waitForGrowth: (length, signal) => this.waitForGrowth(length, signal),
       checkOpen: () => this.checkOpen(),
@@ -821,13 +908,13 @@ export class Log extends EventEmitter<LogEvents> {
     }
     for (const [origin, state] of this.origins) {
       const have = vector[origin] ?? 0
-      if (state.count <= have) continue
-      want.set(origin, { next: have, end: state.count })
+      if (state.visibleCount <= have) continue
+      want.set(origin, { next: have, end: state.visibleCount })
       const offset = state.index.floorOffset(have)
       start = Math.min(start, offset < 0 ? this.table.segments[0]!.start : offset)
     }
     if (want.size === 0) return
-    const limit = this.committedCount
+    const limit = this.visibility.count
     const out: LogEvent[] = []
     for await (const cursor of scanRecords(this.readSource, start)) {
       if (cursor.header.localPos >= limit) return
@@ -912,6 +999,10 @@ export class Log extends EventEmitter<LogEvents> {
   private release(): void {
     this.closed = true
     this.flusher.stop()
+    if (this.noSpaceTimer !== null) clearInterval(this.noSpaceTimer)
+    this.noSpaceTimer = null
+    // Appends still waiting on a full disk: their batches never became durable.
+    if (this.flusher.noSpace !== null) this.flusher.rejectWaiters(this.flusher.noSpace)
     // Pending links (a crash) were never written; after a close nothing is pending.
     void this.pipeline?.stop()
     const waiters = this.growthWaiters
@@ -930,6 +1021,7 @@ export class Log extends EventEmitter<LogEvents> {
 
   private async closeNow(): Promise<void> {
     if (this.timer !== null) clearInterval(this.timer)
+    this.wakeSpaceWaiters()
     while (this.gate !== null) await this.gate
     await this.merger.idle()
     try {

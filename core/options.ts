@@ -15,7 +15,8 @@ export type Durability = 'fsync' | 'interval' | 'none'
 export type DirectIoMode = 'auto' | 'on' | 'off'
 
 export interface LogWarning {
-  code: 'TRUNCATED_TAIL' | 'CHECKPOINT_IGNORED' | 'CHECKPOINT_FAILED' | 'REMOVED_TORN_SEGMENT'
+  /** NO_SPACE: the disk is full, writes stall (logged once per stall); SPACE_AVAILABLE: they go on again. */
+  code: 'TRUNCATED_TAIL' | 'CHECKPOINT_IGNORED' | 'CHECKPOINT_FAILED' | 'REMOVED_TORN_SEGMENT' | 'NO_SPACE' | 'SPACE_AVAILABLE'
   message: string
   segment?: string
   offset?: number

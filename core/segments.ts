@@ -106,9 +106,19 @@ export function createSegmentFile(storage: Storage, directory: string, header: S
     writeAllSync(storage, fd, page, 0, page.length, 0)
     storage.ftruncateSync(fd, header.size)
     storage.fsyncSync(fd)
-  } finally {
+  } catch (error) {
+    // A file half made (a full disk, say) holds no record: it goes, so that the next roll can
+    // create it again (recovery would remove it too, as a torn last segment).
     closeSynced(storage, fd)
+    try {
+      storage.rmSync(filePath, true)
+      storage.fsyncDirectorySync(directory)
+    } catch {
+      // The error that matters is the first one.
+    }
+    throw error
   }
+  closeSynced(storage, fd)
   storage.fsyncDirectorySync(directory)
   return {
     index: header.index, name, path: filePath, start: header.start, size: header.size,

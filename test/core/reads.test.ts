@@ -3,7 +3,7 @@
 
 import t from 'tap'
 import fs from 'node:fs'
-import { openLog } from '../../index.js'
+import { nodeStorage, openLog } from '../../index.js'
 import { collect, payload, tempDir, text } from '../helpers/temp.js'
 
 t.test('tail reads the backlog, then new events as they are appended, and stops on abort', async (t) => {
@@ -76,4 +76,51 @@ t.test('both write paths: O_DIRECT where accepted, buffered writes and fdatasync
     await reopened.close()
     if (!fallback.direct) await t.rejects(openLog(shm, { directIo: 'on' }), { code: 'INVALID_ARGUMENT' })
   }
+})
+
+t.test("with durability 'fsync' no reader sees a batch before its fdatasync returns; with 'interval' readers see it at once", async (t) => {
+  // Real files; each fdatasync waits until the test lets it go.
+  let release: (() => void) | null = null
+  const gated = {
+    ...nodeStorage,
+    fdatasync: (fd: number, done: (error: NodeJS.ErrnoException | null) => void): void => {
+      nodeStorage.fdatasync(fd, (error) => {
+        if (error !== null) return done(error)
+        release = () => done(null)
+      })
+    },
+  }
+  const log = await openLog(tempDir(t), { storage: gated, identity: false })
+  t.teardown(() => log.close())
+  await log.flush()
+  const consumer = log.consumer('model')
+  const tailed: number[] = []
+  const controller = new AbortController()
+  const tailing = (async () => { for await (const event of log.tail({ signal: controller.signal })) tailed.push(event.localPos) })()
+  const appended = log.appendBatch([payload('a'), payload('b')])
+  while (release === null) await new Promise((resolve) => setImmediate(resolve))
+  // The batch is composed and written; its fdatasync has not returned.
+  t.equal(log.length, 0, 'length')
+  t.equal(log.durableLength, 0, 'durableLength')
+  t.same(log.versionVector(), {}, 'version vector')
+  t.same(await collect(log.read()), [], 'read')
+  t.same(await collect(log.eventsSince({})), [], 'eventsSince')
+  t.equal(consumer.lag, 0, 'a consumer has nothing to read')
+  t.same(tailed, [], 'a tail')
+  ;(release as () => void)()
+  await appended
+  t.equal(log.length, 2, 'visible once durable')
+  t.equal(consumer.lag, 2)
+  t.same(log.versionVector(), { [log.replicaId]: 2 })
+  t.same((await collect(log.read())).map((e) => text(e.payload)), ['a', 'b'])
+  while (tailed.length < 2) await new Promise((resolve) => setImmediate(resolve))
+  t.same(tailed, [0, 1], 'the tail wakes when the batch is durable')
+  controller.abort()
+  await tailing
+
+  const interval = await openLog(tempDir(t), { durability: 'interval', intervalMs: 60_000, identity: false })
+  t.teardown(() => interval.close())
+  await interval.append(payload('x'))
+  t.equal(interval.length, 1, "'interval': visible once committed")
+  t.equal(interval.durableLength, 0, 'before it is durable')
 })

@@ -9,7 +9,10 @@
 // reopen in the same boot, page cache intact) and as the disk model says a power cut right after
 // the child exited would leave it. Both times: open succeeds (never CORRUPT), every acknowledged
 // event is there with its payload, verify() is clean and a new append is accepted. In the child:
-// every failure is a LogError IO, and after a failed append the log refuses the next one with IO.
+// every failure is a LogError IO, and after a failed append the log refuses the next one with IO;
+// but a full disk (ENOSPC), which stalls writes until there is space again: a write that found
+// none is retried, and the workload goes on once it gets through; a segment that could not be
+// created refuses its batch with NO_SPACE, nothing of it written, and the next append may go on.
 //
 // Not modelled: directory entries (a created or renamed file is taken as durable once its data
 // is) and faults in reads. Replay one run: INTERLOG_FAULT_ONLY=short:3,EIO:19 (kind:N, comma
@@ -45,7 +48,8 @@ interface Run { kind: Kind, at: number }
 interface Ledger {
   opened: boolean
   done: boolean
-  acked: number[]
+  /** Acknowledged positions, and the seed of the payload each holds (the position, unless a call was refused before it). */
+  acked: { pos: number, seed: number }[]
   error: { phase: string, code: string, message: string } | undefined
   followup: string | undefined
   /** onWarning codes in the child (a checkpoint that could not be written, say). */
@@ -81,7 +85,7 @@ function parseLedger(stdout: string): Ledger {
   const ledger: Ledger = { opened: false, done: false, acked: [], error: undefined, followup: undefined, warnings: [], oddities: [] }
   for (const line of stdout.split('\n')) {
     const [word, ...rest] = line.split(' ')
-    if (word === 'ack') ledger.acked.push(Number(rest[0]))
+    if (word === 'ack') ledger.acked.push({ pos: Number(rest[0]), seed: Number(rest[1] ?? rest[0]) })
     else if (word === 'open') ledger.opened = true
     else if (word === 'done') ledger.done = true
     else if (word === 'error') ledger.error = { phase: rest[0] ?? '', code: rest[1] ?? '', message: rest.slice(2).join(' ') }
@@ -125,20 +129,37 @@ function runChild(library: string, runDir: string, run: Run): Promise<ChildResul
   })
 }
 
-/** What the child itself must have done: finish or fail with IO, and refuse appends after a failure. */
+/**
+ * What the child itself must have done: finish or fail with IO, and refuse appends after a
+ * failure; a full disk fails with NO_SPACE only where nothing was written (a segment that could not
+ * be created), and the log writes again once there is space (the shim's fault happens once).
+ */
 function childProblems(run: Run, result: ChildResult): string[] {
-  const problems: string[] = [...result.ledger.oddities, ...result.modelFailures]
+  const problems: string[] = [...result.modelFailures]
   const { ledger } = result
+  const noSpace = ledger.error?.code === 'NO_SPACE'
+  // A refused call shifts the positions of the calls after it; only then may positions differ from the workload's guess.
+  if (!noSpace) problems.push(...ledger.oddities)
   if (result.exit !== 'code 0') problems.push(`the child exited with ${result.exit}: ${result.stderr.trim().slice(0, 500)}`)
   else if (!ledger.done && ledger.error === undefined) problems.push('the child stopped without finishing or reporting an error')
   if (run.at > 0 && result.fault === undefined) problems.push(`no fault happened: the workload did ${result.total} operations this time`)
-  if (ledger.error !== undefined && ledger.error.code !== 'IO') {
-    problems.push(`${ledger.error.phase} failed with ${ledger.error.code} (${ledger.error.message}), not LogError IO`)
+  const allowed = run.kind === 'EIO' ? ['IO'] : ['IO', 'NO_SPACE']
+  if (ledger.error !== undefined && !allowed.includes(ledger.error.code)) {
+    problems.push(`${ledger.error.phase} failed with ${ledger.error.code} (${ledger.error.message}), not LogError ${allowed.join(' or ')}`)
   }
-  if (ledger.error?.phase === 'append' && ledger.followup !== 'rejected IO') {
+  if (ledger.error?.phase === 'append' && !noSpace && ledger.followup !== 'rejected IO') {
     problems.push(`after a failed append the log was not read-only: the next append was ${ledger.followup}`)
   }
+  if (noSpace && ledger.followup?.startsWith('accepted') !== true) {
+    problems.push(`after a refusal for lack of space (the fault happens once) the next append was ${ledger.followup}, not accepted`)
+  }
   return problems
+}
+
+/** The seed a payload was made from (it starts with `e<seed>.`), or -1 when it is not one of the workload's. */
+function seedOf(payload: string): number {
+  const match = /^e(\d+)\./.exec(payload)
+  return match === null || payloadFor(Number(match[1])) !== payload ? -1 : Number(match[1])
 }
 
 /** Makes `logDir` what the disk model says survives a power cut: each file as last synced, or empty. */
@@ -164,9 +185,9 @@ async function viewProblems(dir: string, ledger: Ledger, warnings: Map<string, n
   const problems: string[] = []
   try {
     const events = await collect(log.read())
-    const missing = ledger.acked.filter((pos) => events[pos] === undefined || text(events[pos]!.payload) !== payloadFor(pos))
-    if (missing.length > 0) problems.push(`${missing.length} acknowledged events missing or different, first at position ${missing[0]} (log length ${events.length})`)
-    const odd = events.findIndex((e, i) => e.localPos !== i || e.pos !== i || e.origin !== log.replicaId || text(e.payload) !== payloadFor(i))
+    const missing = ledger.acked.filter(({ pos, seed }) => events[pos] === undefined || text(events[pos]!.payload) !== payloadFor(seed))
+    if (missing.length > 0) problems.push(`${missing.length} acknowledged events missing or different, first at position ${missing[0]!.pos} (log length ${events.length})`)
+    const odd = events.findIndex((e, i) => e.localPos !== i || e.pos !== i || e.origin !== log.replicaId || seedOf(text(e.payload)) < 0)
     if (odd >= 0) problems.push(`event ${odd} of ${events.length} is not the one the workload appended there`)
     const report = await log.verify()
     if (!report.ok) problems.push(`verify found damage: ${JSON.stringify(report.damage).slice(0, 300)}`)
