@@ -26,8 +26,9 @@ function integer(values: Values, name: string): number | undefined {
   return Number(text)
 }
 
-async function withTarget(values: Values, work: (target: Target) => Promise<number>): Promise<number> {
-  const target = await openTarget(targetOptions(values))
+/** `readOnly`: a log opened directly (no daemon) is opened read-only, so the command changes nothing on disk. */
+async function withTarget(values: Values, work: (target: Target) => Promise<number>, readOnly = true): Promise<number> {
+  const target = await openTarget({ ...targetOptions(values), readOnly })
   try {
     return await work(target)
   } finally {
@@ -145,7 +146,7 @@ export async function append(values: Values): Promise<number> {
     await flush()
     if (tty && total > 0) process.stderr.write('\n')
     return EXIT.ok
-  })
+  }, false)
 }
 
 const utf8 = new TextDecoder('utf-8', { fatal: true })

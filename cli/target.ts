@@ -4,7 +4,7 @@
 import fs from 'node:fs'
 import net from 'node:net'
 import path from 'node:path'
-import { openLog, type Log, type LogEvent, type VerifyResult, type VersionVector } from '../core/index.js'
+import { openLog, type Log, type LogEvent, type LogWarning, type VerifyResult, type VersionVector } from '../core/index.js'
 import { connect, diskUse, logDirectory, type RemoteLog } from '../daemon/index.js'
 
 export interface Target {
@@ -25,6 +25,8 @@ export interface TargetOptions {
   data?: string | undefined
   socket?: string | undefined
   log?: string | undefined
+  /** Opened directly (no daemon), the log is opened read-only: read, status and verify never change it. */
+  readOnly?: boolean
 }
 
 async function listening(socketPath: string): Promise<boolean> {
@@ -46,7 +48,9 @@ export async function openTarget(options: TargetOptions): Promise<Target> {
   if (data === undefined) throw new UsageError('give --data DIR or --socket PATH (or INTERLOG_DATA / INTERLOG_SOCKET)')
   const directory = logDirectory({ data: path.resolve(data) }, options.log ?? 'main')
   if (!fs.existsSync(directory)) throw new UsageError(`no log at ${directory}: run interlog init --data ${data} first`)
-  return localTarget(await openLog(directory), directory)
+  // Warnings (a torn tail, damage fenced off) go to stderr as plain lines, not as node warnings.
+  const onWarning = (warning: LogWarning): void => { process.stderr.write(`${warning.message}\n`) }
+  return localTarget(await openLog(directory, { readOnly: options.readOnly === true, onWarning }), directory)
 }
 
 export class UsageError extends Error {

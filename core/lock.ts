@@ -11,11 +11,13 @@ import { closeSynced, type Storage } from './storage.js'
 export class DirectoryLock {
   private constructor(private readonly storage: Storage, private fd: number) {}
 
-  static acquire(storage: Storage, directory: string): DirectoryLock {
+  /** `readOnly`: the LOCK file is opened, never created (a log without one is locked by nobody). */
+  static acquire(storage: Storage, directory: string, readOnly = false): DirectoryLock {
     const lockPath = path.join(directory, FILE_NAME_LOCK)
     let fd: number
     try {
-      fd = storage.openSync(lockPath, 'create')
+      if (readOnly && !storage.existsSync(lockPath)) return new DirectoryLock(storage, -1)
+      fd = storage.openSync(lockPath, readOnly ? 'read' : 'create')
     } catch (error) {
       throw new LogError('IO', `cannot create ${lockPath}: ${(error as Error).message}`, { path: lockPath, cause: error })
     }

@@ -173,6 +173,7 @@ export class Log extends EventEmitter<LogEvents> {
       segmentBytes: init.options.segmentBytes,
       warn: init.options.onWarning,
       now: init.options.now,
+      readOnly: init.options.readOnly,
     })
     this.table = state.table
     this.origins = state.origins
@@ -197,7 +198,8 @@ export class Log extends EventEmitter<LogEvents> {
       onEquivocation: (equivocation) => this.emit('equivocation', equivocation),
     }, init.options.mergeWaitingEventsMax, init.options.mergeWaitingBytesMax)
 
-    const arena = allocateArena(this.storage, init.options.cacheBytes - (init.options.cacheBytes % PAGE_BYTES), init.directory, init.options.directIo !== 'off')
+    // Read-only: no O_DIRECT probe (it writes a file), and no descriptor that writes.
+    const arena = allocateArena(this.storage, init.options.cacheBytes - (init.options.cacheBytes % PAGE_BYTES), init.directory, init.options.directIo !== 'off' && !init.options.readOnly)
     if (init.options.directIo === 'on' && !arena.direct) {
       throw new LogError('INVALID_ARGUMENT', `directIo 'on': the file system of ${init.directory} refuses O_DIRECT writes`, { option: 'directIo' })
     }
@@ -212,15 +214,17 @@ export class Log extends EventEmitter<LogEvents> {
     // against 0.92 signed/unsigned).
     if (pipeline?.hashOn === 'flusher') this.cache.pendingFields = (out) => pipeline.pendingFields(out)
     this.deferredLink = { first: 0, count: 0, prev: null, pipeline: this.pipeline ?? { progress: () => {} } }
-    const fd = this.openWriteDescriptor(segment)
+    const fd = init.options.readOnly ? this.openReadOnlyDescriptor(segment) : this.openWriteDescriptor(segment)
     try {
       // What survived a crash in the OS page cache is made durable before new records claim it:
       // the tail of the last segment, and the names a dead process created (a segment made at a
       // roll, a consumer file renamed into place) but did not live to sync into their directory.
       // Without the directory fsync, events acknowledged in such a segment after this open would
       // go with its entry at the next power cut (the simulator's seed 1717161752 at 600 steps).
-      this.storage.fdatasyncSync(fd)
-      syncNamesLeftPending(this.storage, init.directory)
+      if (!init.options.readOnly) {
+        this.storage.fdatasyncSync(fd)
+        syncNamesLeftPending(this.storage, init.directory)
+      }
       this.loadTailPage(segment)
     } catch (error) {
       closeSynced(this.storage, fd)
@@ -239,7 +243,7 @@ export class Log extends EventEmitter<LogEvents> {
       checkOpen: () => this.checkOpen(),
     }
     this.internalSource = { ...this.readSource, committedEnd: () => this.committedEnd }
-    if (this.options.durability === 'interval') {
+    if (this.options.durability === 'interval' && !this.options.readOnly) {
       this.timer = setInterval(() => this.flusher.schedule(true), this.options.intervalMs)
       this.timer.unref()
     }
@@ -677,6 +681,11 @@ export class Log extends EventEmitter<LogEvents> {
     return this.storage.openSync(segment.path, 'write', { direct: this.direct })
   }
 
+  /** Read-only opens hold a plain read descriptor where the flusher's would be (-1 for a log with no segment on disk yet). */
+  private openReadOnlyDescriptor(segment: Segment): number {
+    return this.storage.existsSync(segment.path) ? this.storage.openSync(segment.path, 'read') : -1
+  }
+
   /** The partial page at the end of the log goes back into the cache, to be rewritten whole. */
   private loadTailPage(segment: Segment): void {
     const pageStart = alignDown(this.committedEnd, PAGE_BYTES)
@@ -729,6 +738,7 @@ export class Log extends EventEmitter<LogEvents> {
 
   private checkWritable(): void {
     this.checkOpen()
+    if (this.options.readOnly) throw new LogError('INVALID_ARGUMENT', `log ${this.directory} was opened read-only`, { path: this.directory, option: 'readOnly' })
     if (this.closing !== null) throw new LogError('CLOSED', `log ${this.directory} is closing`, { path: this.directory })
     if (this.flusher.failure !== null) throw this.flusher.failure
     if (this.flusher.noSpace !== null) {
@@ -850,6 +860,7 @@ export class Log extends EventEmitter<LogEvents> {
    */
   consumer(name: string, options: ConsumerOptions = {}): Consumer {
     this.checkOpen()
+    if (this.options.readOnly) throw new LogError('INVALID_ARGUMENT', `log ${this.directory} was opened read-only: consumers() lists the consumers`, { option: 'readOnly' })
     // One instance per name: commits of one consumer are ordered, wherever they come from.
     const open = this.openConsumers.get(name)
     if (open !== undefined && !open.isDeleted) return open
@@ -1047,10 +1058,16 @@ export async function openLog(directory: string, givenOptions?: Readonly<Partial
   const layout = deriveLayout(options)
   const checksum = await loadChecksum()
   const resolved = path.resolve(directory)
-  try {
-    createDirectoryDurably(options.storage, resolved)
-  } catch (error) {
-    throw new LogError('IO', `cannot create log directory ${resolved}: ${(error as Error).message}`, { path: resolved, cause: error })
+  if (options.readOnly) {
+    if (!options.storage.existsSync(path.join(resolved, FILE_NAME_REPLICA))) {
+      throw new LogError('INVALID_ARGUMENT', `no log at ${resolved} (no replica file): a read-only open creates nothing`, { path: resolved, option: 'readOnly' })
+    }
+  } else {
+    try {
+      createDirectoryDurably(options.storage, resolved)
+    } catch (error) {
+      throw new LogError('IO', `cannot create log directory ${resolved}: ${(error as Error).message}`, { path: resolved, cause: error })
+    }
   }
   const limits = { payloadBytesMax: options.maxEventBytes, wasmMemoryBytesMax: WASM_MEMORY_BYTES_MAX }
   let validators: { append: Validator[], sync: Validator[] }
@@ -1063,18 +1080,19 @@ export async function openLog(directory: string, givenOptions?: Readonly<Partial
     if (!(error instanceof ValidatorLoadError)) throw error
     throw new LogError('INVALID_ARGUMENT', `openLog: ${error.message}`, { validator: error.validator, option: 'validators' })
   }
-  const lock = DirectoryLock.acquire(options.storage, resolved)
+  const lock = DirectoryLock.acquire(options.storage, resolved, options.readOnly)
   let log: Log | undefined
   try {
     let identity = loadIdentity(options.storage, resolved)
-    if (identity === null && options.identity && !options.storage.existsSync(path.join(resolved, FILE_NAME_REPLICA))) identity = createIdentity(options.storage, resolved)
+    if (identity === null && options.identity && !options.readOnly && !options.storage.existsSync(path.join(resolved, FILE_NAME_REPLICA))) identity = createIdentity(options.storage, resolved)
     const replica = loadOrCreateReplica(options.storage, resolved, checksum, identity?.replicaIdBytes ?? null, options.now)
     if (identity !== null && replica.id !== identity.replicaId) {
       throw new LogError('CORRUPT', `the identity key of ${resolved} derives replica id ${identity.replicaId}, but the replica file says ${replica.id}; ` +
         'one of the two files comes from another log', { path: resolved })
     }
     const trust = resolveTrust(options.storage, resolved, options.trust, identity?.publicKeyHex ?? null)
-    const cipher = options.encryption === null ? null : new PayloadCipher(options.encryption, nextNonceEpoch(options.storage, resolved))
+    // Read-only: decrypts only, so no nonce epoch is taken (taking one writes and syncs a file).
+    const cipher = options.encryption === null ? null : new PayloadCipher(options.encryption, options.readOnly ? 0 : nextNonceEpoch(options.storage, resolved))
     log = new Log({
       directory: resolved, options, layout, checksum, lock, replicaId: replica.id, replicaBytes: replica.idBytes, validators,
       identity, trust, cipher,

@@ -66,6 +66,12 @@ export interface OpenOptions {
   /** Where the files live: the real file system (default), or another implementation of
    *  core/storage.ts (the simulator's in-memory disk). */
   storage: Storage
+  /** Opens without changing anything on disk (default false): no file is created, written,
+   *  truncated or synced. Recovery decides as usual but repairs nothing: a torn tail it would cut
+   *  is reported in `truncations` and reads stop before it; damage is fenced in memory only.
+   *  Appends, merges, flush and consumer changes reject with INVALID_ARGUMENT. The directory lock
+   *  is taken as for a writable open. For `interlog read|status|verify` without a daemon. */
+  readOnly: boolean
 }
 
 export const DEFAULT_OPTIONS: Readonly<OpenOptions> = {
@@ -85,6 +91,7 @@ export const DEFAULT_OPTIONS: Readonly<OpenOptions> = {
   trust: undefined,
   encryption: null,
   storage: nodeStorage,
+  readOnly: false,
 }
 
 /** Sizes derived from the options, checked once at open. */
@@ -124,6 +131,7 @@ const CHECKS: Record<keyof OpenOptions, [Checker, string]> = {
   encryption: [checkEncryptionOption, '{ keys: [{ id, key: 32-byte Uint8Array }, ...], current?: id } or null'],
   storage: [(v) => typeof v === 'object' && v !== null && STORAGE_METHODS.every((name) => typeof (v as Record<string, unknown>)[name] === 'function'),
     'an object with the methods of core/storage.ts Storage'],
+  readOnly: [(v) => typeof v === 'boolean', 'true or false'],
 }
 
 export function resolveOptions(given: unknown): OpenOptions {

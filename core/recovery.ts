@@ -58,6 +58,8 @@ export interface RecoveryContext {
   segmentBytes: number
   warn: (warning: LogWarning) => void
   now: () => number
+  /** Decide, repair nothing (openLog option `readOnly`): nothing is cut, removed, created or synced. */
+  readOnly: boolean
 }
 
 interface PendingRecord { offset: number, localPos: number, originPos: number, count: number, padded: number }
@@ -145,10 +147,11 @@ class Recovery {
       })
     }
     if (this.table.segments.length === 0) {
-      this.table.add(createSegmentFile(this.storage, directory, {
-        index: 0, start: 0, size: this.context.segmentBytes, firstLocalPos: 0,
-        replica: this.context.replicaBytes, createdMs: this.context.now(),
-      }, checksum))
+      const header = { index: 0, start: 0, size: this.context.segmentBytes, firstLocalPos: 0, replica: this.context.replicaBytes, createdMs: this.context.now() }
+      // Read-only: an empty log, with a segment 0 that is not on disk (nothing reads it: it holds no record).
+      this.table.add(this.context.readOnly
+        ? { index: 0, name: '000000000000.seg', path: path.join(directory, '000000000000.seg'), start: 0, size: header.size, firstLocalPos: 0, dataEnd: SEGMENT_HEADER_BYTES }
+        : createSegmentFile(this.storage, directory, header, checksum))
     }
   }
 
@@ -186,8 +189,13 @@ class Recovery {
     }
     // Why safe: a segment is created, its header synced, and the directory synced before any record
     // goes into it; a header that is not valid means the crash came during creation.
-    this.storage.rmSync(filePath, false)
-    this.context.warn({ code: 'REMOVED_TORN_SEGMENT', message: `interlog: removed segment ${name} (${reason}); it held no record`, segment: name, offset: 0 })
+    if (!this.context.readOnly) this.storage.rmSync(filePath, false)
+    this.context.warn({
+      code: 'REMOVED_TORN_SEGMENT', segment: name, offset: 0,
+      message: this.context.readOnly
+        ? `interlog: segment ${name} is torn (${reason}) and holds no record; left as it is (opened read-only): the next writable open removes it`
+        : `interlog: removed segment ${name} (${reason}); it held no record`,
+    })
   }
 
   /** Applies a usable checkpoint; returns the global offset where the scan starts. */
@@ -252,7 +260,7 @@ class Recovery {
   }
 
   private scanSegment(segment: Segment, startOffset: number): void {
-    const fd = this.storage.openSync(segment.path, 'write')
+    const fd = this.storage.openSync(segment.path, this.context.readOnly ? 'read' : 'write')
     try {
       const reader = new SegmentReader(this.storage, fd, segment)
       let offset = startOffset
@@ -280,7 +288,7 @@ class Recovery {
         this.decideDamage(reader, fileOffset, result)
         break
       }
-      if (reader.fileBytes < segment.size) this.storage.ftruncateSync(fd, segment.size)
+      if (reader.fileBytes < segment.size && !this.context.readOnly) this.storage.ftruncateSync(fd, segment.size)
     } finally {
       closeSynced(this.storage, fd)
     }
@@ -355,16 +363,21 @@ class Recovery {
     }
     const bytes = lastDirty < cutOffset ? 0 : lastDirty + 1 - cutOffset
     // Why safe: no valid record after the damage says the cut bytes were ever synced.
-    if (bytes > 0) zeroTail(this.storage, reader.fd, cutOffset, segment.size)
-    this.storage.fsyncSync(reader.fd)
+    if (!this.context.readOnly) {
+      if (bytes > 0) zeroTail(this.storage, reader.fd, cutOffset, segment.size)
+      this.storage.fsyncSync(reader.fd)
+    }
     this.pending = []
     this.pendingOrigin = undefined
     const truncation = { segment: segment.name, offset: cutOffset, bytes, reason }
     this.truncations.push(truncation)
     this.context.warn({
       code: 'TRUNCATED_TAIL',
-      message: `interlog: torn tail cut in segment ${segment.name} at offset ${cutOffset}: ${bytes} bytes dropped (${reason}); ` +
-        'they held no acknowledged event',
+      message: this.context.readOnly
+        ? `interlog: torn tail in segment ${segment.name} at offset ${cutOffset}: ${bytes} bytes (${reason}), not cut (opened read-only): ` +
+          'reads stop before it, and the next writable open cuts it'
+        : `interlog: torn tail cut in segment ${segment.name} at offset ${cutOffset}: ${bytes} bytes dropped (${reason}); ` +
+          'no record after them says they were ever synced',
       segment: segment.name, offset: cutOffset, bytes,
     })
   }

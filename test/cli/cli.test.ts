@@ -3,6 +3,7 @@
 
 import t from 'tap'
 import { spawn } from 'node:child_process'
+import crypto from 'node:crypto'
 import fs from 'node:fs'
 import { openLog } from '../../index.js'
 import { startDaemon, CLI } from '../helpers/daemon.js'
@@ -148,4 +149,46 @@ t.test('flags win over the environment; INTERLOG_SOCKET stands in for --socket; 
     shell.on('exit', (code) => resolve(code))
   })
   t.equal(piped, 0)
+})
+
+/** Every file under `dir` (relative path), its bytes' SHA-256, size and mtime. */
+function snapshot(dir: string): Record<string, string> {
+  const out: Record<string, string> = {}
+  for (const entry of fs.readdirSync(dir, { recursive: true, withFileTypes: true })) {
+    const file = `${entry.parentPath}/${entry.name}`
+    const stat = fs.statSync(file)
+    out[file.slice(dir.length)] = entry.isFile()
+      ? `${crypto.createHash('sha256').update(fs.readFileSync(file)).digest('hex')} ${stat.size} ${stat.mtimeMs}`
+      : `dir ${stat.mtimeMs}`
+  }
+  return out
+}
+
+t.test('read, tail, status and verify change nothing on disk, even with a torn tail an open would cut', async (t) => {
+  const data = tempDir(t)
+  const directory = `${data}/logs/main`
+  const log = await openLog(directory, { encryption: { keys: [{ id: 1, key: new Uint8Array(32).fill(3) }] } })
+  for (let i = 0; i < 20; i++) await log.append(new Uint8Array(100).fill(i))
+  await log.close()
+  // Garbage after the last record, as a torn flush leaves it: a writable open cuts it.
+  const segment = `${directory}/000000000000.seg`
+  const fd = fs.openSync(segment, 'r+')
+  fs.writeSync(fd, Buffer.alloc(300, 0xab), 0, 300, 4096 * 3 + 100)
+  fs.closeSync(fd)
+  const before = snapshot(data)
+  for (const args of [['read'], ['tail'], ['status'], ['status', '--json'], ['verify'], ['verify', '--json'], ['read', '--format', 'hex']]) {
+    const run = await interlog([...args, '--data', data])
+    t.ok(run.code === 0 || run.code === 1, `interlog ${args.join(' ')} ran (exit ${run.code}) ${run.stderr}`)
+  }
+  const readOnly = await openLog(directory, { readOnly: true, onWarning: () => undefined })
+  t.equal(readOnly.length, 20, 'a read-only open sees the events before the torn tail')
+  t.equal(readOnly.truncations.length, 1, 'and reports the tail it would cut')
+  await t.rejects(readOnly.append(new Uint8Array(1)), { code: 'INVALID_ARGUMENT' }, 'and appends nothing')
+  await readOnly.close()
+  t.same(snapshot(data), before, 'no file was created, written, truncated or removed, and none was touched')
+  const warnings: string[] = []
+  const writable = await openLog(directory, { encryption: { keys: [{ id: 1, key: new Uint8Array(32).fill(3) }] }, onWarning: (w) => { warnings.push(w.code) } })
+  t.same(warnings, ['TRUNCATED_TAIL'], 'a writable open cuts the torn tail')
+  t.equal(writable.length, 20)
+  await writable.close()
 })
