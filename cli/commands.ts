@@ -1,10 +1,10 @@
 // The CLI's subcommands. Each takes parsed options and returns an exit code:
-// 0 success, 1 damage found (verify), 2 usage or configuration error, 3 the operation failed
+// 0 success, 1 damage found (verify; read, when it went around a damaged range), 2 usage or configuration error, 3 the operation failed
 // (a LogError: its code is printed), 4 the daemon could not be reached.
 
 import fs from 'node:fs'
 import path from 'node:path'
-import { addTrustedKey, openLog, readTrustedKeys, removeTrustedKey, type LogEvent, type SecurityStatus } from '../core/index.js'
+import { addTrustedKey, openLog, readTrustedKeys, removeTrustedKey, type DamagedRange, type LogEvent, type SecurityStatus } from '../core/index.js'
 import { ConfigError, loadConfig, logDirectory, serve, journalLogger } from '../daemon/index.js'
 import { delta } from '../sync/index.js'
 import { openTarget, UsageError, type Target, type TargetOptions } from './target.js'
@@ -14,6 +14,17 @@ export const EXIT = { ok: 0, damage: 1, usage: 2, failed: 3, unreachable: 4 } as
 export type Values = Record<string, string | boolean | string[] | undefined>
 
 const out = (line: string): boolean => process.stdout.write(line + '\n')
+
+/** What a damaged range lost, and what comes of it. */
+function describeLoss(range: DamagedRange): string {
+  const missing = range.missing.reduce((sum, entry) => sum + entry.to - entry.from, 0)
+  return `local positions ${range.localFrom} to ${range.localTo} (${range.reason}); ` +
+    `${missing} events to fetch back from peers${range.elsewhere > 0 ? `, ${range.elsewhere} held again at the end of the log once sync brings them` : ''}`
+}
+
+function describeDamage(range: DamagedRange): string {
+  return `went around damaged segment ${range.segment} at ${range.offset}: ${describeLoss(range)}; interlog verify lists the damage`
+}
 
 function targetOptions(values: Values): TargetOptions {
   return { data: values['data'] as string | undefined, socket: values['socket'] as string | undefined, log: (values['log'] as string[] | undefined)?.[0] }
@@ -191,10 +202,14 @@ export async function read(values: Values): Promise<number> {
   const from = integer(values, 'from')
   const to = integer(values, 'to')
   return withTarget(values, async (target) => {
-    for await (const event of target.read({ ...(from === undefined ? {} : { from }), ...(to === undefined ? {} : { to }) })) {
+    const skipped: DamagedRange[] = []
+    const onDamage = (range: DamagedRange): void => { skipped.push(range) }
+    for await (const event of target.read({ ...(from === undefined ? {} : { from }), ...(to === undefined ? {} : { to }), onDamage })) {
       await writeOut(formatEvent(event, format))
     }
-    return EXIT.ok
+    // The output misses the events of damaged ranges: said on stderr, and exit 1 (as verify on damage).
+    for (const range of skipped) process.stderr.write(`interlog read: ${describeDamage(range)}\n`)
+    return skipped.length > 0 ? EXIT.damage : EXIT.ok
   })
 }
 
@@ -253,6 +268,8 @@ export async function status(values: Values): Promise<number> {
     for (const consumer of (report['consumers'] as { name: string, position: number, lag: number }[] | undefined) ?? []) {
       out(`  consumer  ${consumer.name} at ${consumer.position}, lag ${consumer.lag}`)
     }
+    if (report['noSpace'] === true) out('  disk      full: writes are stalled (appends get NO_SPACE) until space is freed')
+    for (const range of (report['damage'] as DamagedRange[] | undefined) ?? []) out(`  damaged   ${range.segment} at ${range.offset}: ${describeLoss(range)}`)
     return EXIT.ok
   })
 }
@@ -266,6 +283,7 @@ export async function verify(values: Values): Promise<number> {
     else {
       out(`${result.ok ? 'ok' : 'DAMAGED'}: ${result.events} events, ${result.segments} segments, ${result.bytes} bytes checked`)
       for (const damage of result.damage) out(`  damage  ${damage.segment} at ${damage.offset}: ${damage.reason}`)
+      for (const range of result.repaired ?? []) out(`  repaired  ${range.segment} at ${range.offset}: ${range.bytes} bytes, ${range.positions} local positions whose events live elsewhere`)
       for (const cut of result.truncated) out(`  cut at open  ${cut.segment} at ${cut.offset}: ${cut.bytes} bytes (${cut.reason})`)
     }
     return result.ok ? EXIT.ok : EXIT.damage

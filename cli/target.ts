@@ -4,7 +4,7 @@
 import fs from 'node:fs'
 import net from 'node:net'
 import path from 'node:path'
-import { openLog, type Log, type LogEvent, type LogWarning, type VerifyResult, type VersionVector } from '../core/index.js'
+import { openLog, type DamagedRange, type Log, type LogEvent, type LogWarning, type VerifyResult, type VersionVector } from '../core/index.js'
 import { connect, diskUse, logDirectory, type RemoteLog } from '../daemon/index.js'
 
 export interface Target {
@@ -12,7 +12,7 @@ export interface Target {
   readonly where: string
   readonly replicaId: string
   append(payloads: Uint8Array[]): Promise<{ origin: string, pos: number, count: number }>
-  read(options: { from?: number, to?: number }): AsyncIterable<LogEvent>
+  read(options: { from?: number, to?: number, onDamage?: (range: DamagedRange) => void }): AsyncIterable<LogEvent>
   tail(options: { from?: number, signal?: AbortSignal }): AsyncIterable<LogEvent>
   length(): Promise<number>
   versionVector(): Promise<VersionVector>
@@ -89,7 +89,7 @@ function localTarget(log: Log, directory: string): Target {
     status: async () => ({
       log: path.basename(directory), replicaId: log.replicaId, length: log.length, durableLength: log.durableLength,
       vector: log.versionVector(), quarantined: log.quarantined(), sync: null, directory, ...diskUse(directory),
-      consumers: log.consumers(), security: log.securityStatus(),
+      consumers: log.consumers(), security: log.securityStatus(), damage: log.damage(), noSpace: log.noSpace,
     }),
     close: () => log.close(),
   }

@@ -8,7 +8,14 @@
 
 import { assert } from './assert.js'
 
+/** The version of the replica and checkpoint files, and of segments without repairs. */
 export const FORMAT_VERSION = 1
+/**
+ * A segment that a repair rewrote (core/heal.ts) says version 2 in its header: it may hold HOLE
+ * records and extension fill, which a version-1 reader would take for damage. Readers take both.
+ */
+export const SEGMENT_VERSION_REPAIRED = 2
+export const SEGMENT_VERSIONS_READ: readonly number[] = [FORMAT_VERSION, SEGMENT_VERSION_REPAIRED]
 
 /** Unit of every write: offsets and lengths of writes are multiples of this. */
 export const PAGE_BYTES = 4096
@@ -48,6 +55,14 @@ export const RECORD_OFFSET_ORIGIN = 40 //      16 bytes, origin replica id
 export const RECORD_OFFSET_ORIGIN_POS = 56 //  u64, origin position of the first event
 
 export const RECORD_KIND_EVENTS = 1
+/**
+ * A repaired range (segment version 2): `count` local positions whose events were lost here and
+ * are held again elsewhere in the log (or not at all); no events, no origin, a zero body up to
+ * `length`. Readers skip it; local positions go on after it.
+ */
+export const RECORD_KIND_HOLE = 2
+/** A HOLE longer than this is written as several (the first skips the positions, the rest skip none). */
+export const HOLE_BYTES_MAX = 1 << 20
 /** More records of the same atomic batch follow this one. */
 export const RECORD_FLAG_CONTINUES = 0x01
 export const RECORD_FLAGS_KNOWN = RECORD_FLAG_CONTINUES
@@ -156,6 +171,7 @@ assert(SEAL_OFFSET_KEY === LINK_BYTES && LINK_BYTES % RECORD_ALIGN_BYTES === 0, 
 assert(SEAL_BYTES <= EXTENSION_BYTES_LIMIT && SEAL_BYTES % RECORD_ALIGN_BYTES === 0, 'a seal fits the extension area')
 assert(CHAIN_DOMAIN.length === 8 && CHAIN_PREFIX_BYTES === 68, 'chain prefix layout')
 assert(ENVELOPE_OFFSET_NONCE + ENVELOPE_NONCE_BYTES === ENVELOPE_HEADER_BYTES, 'envelope header fields')
+assert(HOLE_BYTES_MAX % RECORD_ALIGN_BYTES === 0 && HOLE_BYTES_MAX <= 0xffff_ffff, 'a HOLE length fits its u32 and keeps records aligned')
 
 export function alignUp(value: number, unit: number): number {
   return Math.ceil(value / unit) * unit

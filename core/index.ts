@@ -2,7 +2,8 @@
 // only from here.
 
 export { openLog, Log } from './log.js'
-export type { BatchRange, EventId, LogEvents, MergeOptions, MergeResult, Quarantine, SecurityStatus, VersionVector } from './log.js'
+export type { BatchRange, EventId, HealedRange, LogEvents, MergeOptions, MergeResult, Quarantine, SecurityStatus, VersionVector } from './log.js'
+export type { DamagedRange, MissingRange } from './damage.js'
 export type { Equivocation } from './authenticate.js'
 export type { EncryptionKey, EncryptionOptions } from './crypt.js'
 export type { TrustOption, TrustedKey } from './trust.js'
@@ -11,7 +12,7 @@ export { isPublicKeyHex, replicaIdForKey } from './identity.js'
 export { LINK_BYTES, SEAL_BYTES } from './format.js'
 export type { LogEvent } from './reader.js'
 export type { RemoteEvent } from './merge-buffer.js'
-export type { Damage, VerifyResult } from './verify.js'
+export type { Damage, RepairedRange, VerifyResult } from './verify.js'
 export type { Truncation } from './recovery.js'
 export { LogError, isLogError, LOG_ERROR_CODES } from './errors.js'
 export type { LogErrorCode, LogErrorDetails } from './errors.js'

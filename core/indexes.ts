@@ -54,6 +54,71 @@ export class SparseIndex {
     return found < 0 ? -1 : (this.offsets[found] as number)
   }
 
+  /** The last entry whose offset is below `offset`, or null. */
+  entryBefore(offset: number): { position: number, offset: number } | null {
+    let low = 0
+    let high = this.count - 1
+    let found = -1
+    while (low <= high) {
+      const middle = (low + high) >> 1
+      if ((this.offsets[middle] as number) < offset) {
+        found = middle
+        low = middle + 1
+      } else {
+        high = middle - 1
+      }
+    }
+    return found < 0 ? null : { position: this.positions[found] as number, offset: this.offsets[found] as number }
+  }
+
+  /** The first entry whose offset is at least `offset`, or null. */
+  entryFrom(offset: number): { position: number, offset: number } | null {
+    const before = this.entryBefore(offset)
+    const at = before === null ? 0 : this.indexOfOffset(before.offset) + 1
+    return at < this.count ? { position: this.positions[at] as number, offset: this.offsets[at] as number } : null
+  }
+
+  private indexOfOffset(offset: number): number {
+    let low = 0
+    let high = this.count - 1
+    while (low <= high) {
+      const middle = (low + high) >> 1
+      const value = this.offsets[middle] as number
+      if (value === offset) return middle
+      if (value < offset) low = middle + 1
+      else high = middle - 1
+    }
+    return -1
+  }
+
+  /**
+   * Replaces the entries with offsets in [from, to) by `entries` (ascending, within [from, to)):
+   * a repaired range was rewritten (core/heal.ts), so its records moved.
+   */
+  replaceRange(from: number, to: number, entries: readonly { position: number, offset: number }[]): void {
+    const keptPositions: number[] = []
+    const keptOffsets: number[] = []
+    for (let i = 0; i < this.count; i++) {
+      const offset = this.offsets[i] as number
+      if (offset >= from && offset < to) continue
+      if (offset >= to) {
+        for (const entry of entries) {
+          keptPositions.push(entry.position)
+          keptOffsets.push(entry.offset)
+        }
+        entries = []
+      }
+      keptPositions.push(this.positions[i] as number)
+      keptOffsets.push(offset)
+    }
+    for (const entry of entries) {
+      keptPositions.push(entry.position)
+      keptOffsets.push(entry.offset)
+    }
+    this.count = 0
+    for (let i = 0; i < keptPositions.length; i++) this.add(keptPositions[i]!, keptOffsets[i]!)
+  }
+
   /** The entries before `offset` (what a checkpoint taken at `offset` covers). */
   entriesBefore(offset: number): { positions: number[], offsets: number[] } {
     const positions: number[] = []

@@ -19,7 +19,7 @@ import type { Equivocation } from './authenticate.js'
 import { batchBytes, bodyBytes, composeRecord, recordEnd, splitsTail, type BatchSource, type DeferredLink } from './composer.js'
 import { nextNonceEpoch, PayloadCipher } from './crypt.js'
 import { createIdentity, loadIdentity, type Identity } from './identity.js'
-import { BatchSealer, ZERO_CHAIN, equalBytes, parseSeal, signLink } from './seal.js'
+import { BatchSealer, ZERO_CHAIN, equalBytes, extensionSeal, parseSeal, signLink } from './seal.js'
 import { SEAL_ASYNC_MIN_BYTES, SealPipeline } from './seal-pipeline.js'
 import { resolveTrust, type TrustPolicy } from './trust.js'
 import { allocateArena } from './direct-io.js'
@@ -42,6 +42,9 @@ import { loadOrCreateReplica } from './replica.js'
 import { createSegmentFile, type Segment, type SegmentTable } from './segments.js'
 import { closeSynced, createDirectoryDurably, syncNamesLeftPending, type Storage } from './storage.js'
 import { verifyLog, type VerifyResult } from './verify.js'
+import type { DamagedRange, Fence, Fences } from './damage.js'
+import { surveyDamage } from './survey.js'
+import { Healer, type HealOutcome } from './heal.js'
 import { Visibility } from './visibility.js'
 
 /** How often a log stalled on a full disk tries to write again (an append or a merge also tries, at most this often). */
@@ -86,7 +89,23 @@ interface CommitState extends CommitPoint {
   origins: [string, number][] | null
 }
 
+/** A repair, as reported by the 'healed' event. */
+export interface HealedRange {
+  segment: string
+  /** File offsets of the region rewritten. */
+  offset: number
+  end: number
+  /** Events written back in place. */
+  events: number
+  /** Local positions of the region whose events are held elsewhere in the log (or lost): now a HOLE record. */
+  elsewhere: number
+}
+
 export interface LogEvents {
+  /** A damaged range was fenced off (found by open's scan is reported through onWarning; found by a read, here and there). */
+  damage: [DamagedRange]
+  /** A damaged range was written back in place (with the events it held, from peers or from its intact records). */
+  healed: [HealedRange]
   /** A sync validator rejected a remote event: its origin is quarantined at that position. */
   quarantine: [Quarantine]
   /** Events up to this local length are now durable (after each fdatasync). */
@@ -122,6 +141,11 @@ export class Log extends EventEmitter<LogEvents> {
   /** Reads of the log's own machinery (chain heads, own links): up to the committed end. */
   private readonly internalSource: ReadSource
   private readonly visibility: Visibility
+  /** Damaged ranges: reads, sync and verify go around them (core/damage.ts). */
+  private readonly fences: Fences
+  /** Repairs them (core/heal.ts); null for a read-only open. */
+  private readonly healer: Healer | null
+  private healScheduled = false
   /** Retries writing while the disk is full (null when not stalled). */
   private noSpaceTimer: NodeJS.Timeout | null = null
   private lastSpaceRetryMs = 0
@@ -176,6 +200,7 @@ export class Log extends EventEmitter<LogEvents> {
       readOnly: init.options.readOnly,
     })
     this.table = state.table
+    this.fences = state.fences
     this.origins = state.origins
     this.local = state.local
     this.truncations = state.truncations
@@ -191,6 +216,7 @@ export class Log extends EventEmitter<LogEvents> {
       ownOrigin: init.replicaId, now: init.options.now, origins: this.origins, trust: init.trust, cipher: init.cipher, syncValidators: init.validators.sync,
       maxEventBytes: init.options.maxEventBytes, pieceBytes: init.layout.segmentDataBytes / 4,
       checkWritable: () => this.checkWritable(),
+      offerHeal: (event) => this.offerHeal(event),
       loadChain: (state) => this.loadChain(state),
       writeBatch: (source, origin, expectedPos) => this.writeBatch(source, origin, expectedPos),
       awaitDurable: (range) => this.awaitDurable(range),
@@ -241,8 +267,18 @@ export class Log extends EventEmitter<LogEvents> {
       committedEnd: () => this.visibility.end,
       writtenEnd: () => this.flusher.writtenEnd,
       checkOpen: () => this.checkOpen(),
+      fences: this.fences,
+      fenceFound: (segment, offset, reason, expectedLocal, batchStart) => this.fenceFound(segment, offset, reason, expectedLocal, batchStart),
     }
     this.internalSource = { ...this.readSource, committedEnd: () => this.committedEnd }
+    this.healer = init.options.readOnly ? null : new Healer({
+      table: this.table, storage: this.storage, checksum: this.checksum, fences: this.fences, origins: this.origins, local: this.local,
+      trust: this.trust, recordSplitBytes: this.layout.recordSplitBytes, recordBytesMax: this.layout.recordBytesMax,
+      walkLimit: () => Math.min(this.committedEnd, this.flusher.writtenEnd),
+      cacheStartIn: (segment) => (segment === this.cache.segment ? this.cache.windowStart : Infinity),
+    })
+    // Ranges that need nothing from peers (their events live elsewhere) are repaired at once.
+    if (this.fences.count > 0) this.healSoon()
     if (this.options.durability === 'interval' && !this.options.readOnly) {
       this.timer = setInterval(() => this.flusher.schedule(true), this.options.intervalMs)
       this.timer.unref()
@@ -295,8 +331,9 @@ export class Log extends EventEmitter<LogEvents> {
       const { header } = cursor
       if (header.originPos >= end) return null
       if (header.originPos + header.count !== end) continue
-      if (header.extensionBytes === 0) return null
-      return { link: cursor.bytes.slice(header.bodyEnd, header.bodyEnd + header.extensionBytes), localEnd: header.localPos + header.count }
+      const link = header.extensionBytes === 0 ? null : extensionSeal(cursor.bytes, header.bodyEnd, header.extensionBytes)
+      if (link === null) return null
+      return { link: link.slice(), localEnd: header.localPos + header.count }
     }
     return null
   }
@@ -747,6 +784,113 @@ export class Log extends EventEmitter<LogEvents> {
     }
   }
 
+  /** Damaged ranges fenced off, in log order, with what each held (core/damage.ts). */
+  damage(): DamagedRange[] {
+    return this.fences.all().map((fence) => fence.describe())
+  }
+
+  /**
+   * A read found damage at global offset `offset`: fences off the range around it (core/survey.ts)
+   * and reports it. Written data only is surveyed, so what is composed is written first.
+   */
+  private async fenceFound(segment: Segment, offset: number, reason: string, expectedLocal: number, batchStart: number): Promise<Fence> {
+    const known = this.fences.containing(offset)
+    if (known !== undefined) return known
+    if (!this.options.readOnly && this.flusher.failure === null) await this.flusher.flushAll(false).catch(() => undefined)
+    const again = this.fences.containing(offset)
+    if (again !== undefined) return again
+    const fence = surveyDamage({
+      table: this.table, storage: this.storage, checksum: this.checksum, fences: this.fences, origins: this.origins, local: this.local,
+      committedCount: this.committedCount, committedEnd: Math.min(this.committedEnd, this.flusher.writtenEnd), recordBytesMax: this.layout.recordBytesMax,
+    }, segment, offset, reason, expectedLocal, batchStart)
+    this.fences.add(fence)
+    this.healSoon()
+    const range = fence.describe()
+    this.options.onWarning({
+      code: 'DAMAGED', segment: range.segment, offset: range.offset,
+      message: `interlog: a read found segment ${range.segment} damaged at offset ${range.offset} (${reason}); bytes ${fence.start - segment.start} to ` +
+        `${range.end} (local positions ${range.localFrom} to ${range.localTo}) are fenced off: reads go around them, and sync fetches back what they held`,
+    })
+    if (this.listenerCount('damage') > 0) queueMicrotask(() => this.emit('damage', range))
+    return fence
+  }
+
+  /** Keeps a remote event a damaged range lacks (merge offers what it would count as a duplicate); true when kept. */
+  private offerHeal(event: RemoteEvent): boolean {
+    if (this.healer === null || this.fences.count === 0 || !this.healer.offer(event)) return false
+    this.healSoon()
+    return true
+  }
+
+  /** Tries the repairs that may be possible now, on the next turn (merges of one message share it). */
+  private healSoon(): void {
+    if (this.healer === null || this.healScheduled) return
+    this.healScheduled = true
+    setImmediate(() => {
+      this.healScheduled = false
+      this.healNow().catch((error: unknown) => {
+        this.options.onWarning({ code: 'DAMAGED', message: `interlog: a repair failed: ${(error as Error).message}` })
+      })
+    })
+  }
+
+  /** Repairs what can be repaired now, each under the write gate (core/heal.ts). */
+  private async healNow(): Promise<void> {
+    const healer = this.healer
+    if (healer === null || this.closed || this.closing !== null) return
+    for (const fence of healer.candidates()) {
+      const outcome = await this.underGate(async () => {
+        if (this.closed || this.closing !== null || this.flusher.failure !== null || !this.fences.all().includes(fence)) return null
+        await this.flusher.flushAll(false)
+        return healer.heal(fence)
+      })
+      if (outcome !== null && outcome.healed) await this.afterHeal(fence, outcome)
+    }
+  }
+
+  /** After a repair: the fence goes, the indexes point at the new records, the checkpoint is written again if it covered them. */
+  private async afterHeal(fence: Fence, outcome: HealOutcome): Promise<void> {
+    this.fences.remove(fence)
+    this.local.index.replaceRange(outcome.start, outcome.end, [{ position: fence.localFrom, offset: outcome.start }])
+    for (const [origin, range] of fence.ranges) {
+      this.origins.get(origin)?.index.replaceRange(outcome.start, outcome.end, [{ position: range.from, offset: outcome.start }])
+    }
+    if (this.checkpointEnd > outcome.start) await this.underGate(() => this.rewriteCheckpoint())
+    const segment = fence.segment
+    const healed: HealedRange = {
+      segment: segment.name, offset: outcome.start - segment.start, end: outcome.end - segment.start, events: outcome.events,
+      elsewhere: Math.max(0, fence.localTo - fence.localFrom - fence.attributed),
+    }
+    this.options.onWarning({
+      code: 'HEALED', segment: healed.segment, offset: healed.offset,
+      message: `interlog: segment ${healed.segment} repaired in place, bytes ${healed.offset} to ${healed.end}: ${healed.events} events written back` +
+        (healed.elsewhere > 0 ? `, ${healed.elsewhere} local positions left to events held elsewhere` : ''),
+    })
+    if (this.listenerCount('healed') > 0) queueMicrotask(() => this.emit('healed', healed))
+  }
+
+  /** Writes the checkpoint again from the state now (everything made durable first): a repair moved records it indexed. */
+  private async rewriteCheckpoint(): Promise<void> {
+    await this.flusher.flushAll(true)
+    this.checkpointEnd = 0
+    this.onDurable({ ...this.commitPoint(), origins: [...this.origins].map(([origin, state]) => [origin, state.count]) })
+  }
+
+  /** Runs `work` alone: after every batch composing now, before any that comes later. */
+  private async underGate<T>(work: () => Promise<T>): Promise<T> {
+    const previous = this.gate
+    let release!: () => void
+    const mine = new Promise<void>((resolve) => { release = resolve })
+    this.gate = mine
+    try {
+      if (previous !== null) await previous
+      return await work()
+    } finally {
+      if (this.gate === mine) this.gate = null
+      release()
+    }
+  }
+
   /** Whether writes are stalled on a full disk (appends and merges get NO_SPACE until space returns). */
   get noSpace(): boolean {
     return this.flusher.noSpace !== null
@@ -786,15 +930,20 @@ export class Log extends EventEmitter<LogEvents> {
     for (const wake of waiters) wake()
   }
 
-  /** Events with local positions in [from, to). */
-  async *read(options: { from?: number, to?: number } = {}): AsyncGenerator<LogEvent> {
+  /**
+   * Events with local positions in [from, to). Damaged ranges (core/damage.ts) are skipped: their
+   * events are not there, and `onDamage` hears of each range the read went around (the log emits
+   * 'damage' when a read finds a new one).
+   */
+  async *read(options: { from?: number, to?: number, onDamage?: (range: DamagedRange) => void } = {}): AsyncGenerator<LogEvent> {
     const from = options.from ?? 0
     const to = Math.min(options.to ?? this.visibility.count, this.visibility.count)
     checkPosition(from, 'from')
     checkPosition(to, 'to')
     if (from >= to) return
     const out: LogEvent[] = []
-    for await (const cursor of scanRecords(this.readSource, this.startOffsetFor(from))) {
+    const onSkip = this.skipReporter(options.onDamage, from, to)
+    for await (const cursor of scanRecords(this.readSource, this.startOffsetFor(from), onSkip)) {
       if (cursor.header.localPos >= to) return
       if (cursor.header.localPos + cursor.header.count <= from) continue
       out.length = 0
@@ -810,8 +959,9 @@ export class Log extends EventEmitter<LogEvents> {
    * position to come), before waiting. No buffering: a slow consumer simply reads later, from
    * the head cache or from disk.
    */
-  async *tail(options: { from?: number, signal?: AbortSignal, onCaughtUp?: (position: number) => void } = {}): AsyncGenerator<LogEvent> {
+  async *tail(options: { from?: number, signal?: AbortSignal, onCaughtUp?: (position: number) => void, onDamage?: (range: DamagedRange) => void } = {}): AsyncGenerator<LogEvent> {
     let next = options.from ?? 0
+    const onSkip = this.skipReporter(options.onDamage, next, Infinity)
     checkPosition(next, 'from')
     const signal = options.signal
     const onCaughtUp = options.onCaughtUp
@@ -821,7 +971,7 @@ export class Log extends EventEmitter<LogEvents> {
     let reported = -1
     const out: LogEvent[] = []
     while (!aborted()) {
-      for await (const cursor of scanRecords(this.readSource, offset)) {
+      for await (const cursor of scanRecords(this.readSource, offset, onSkip)) {
         offset = cursor.offset + cursor.header.padded
         if (cursor.header.localPos + cursor.header.count <= next) continue
         out.length = 0
@@ -838,6 +988,18 @@ export class Log extends EventEmitter<LogEvents> {
         onCaughtUp(next)
       }
       await this.waitForGrowth(next, signal)
+    }
+  }
+
+  /** Reports each damaged range a read over local positions [from, to) goes around, once. */
+  private skipReporter(onDamage: ((range: DamagedRange) => void) | undefined, from: number, to: number): ((fence: Fence) => void) | undefined {
+    if (onDamage === undefined) return undefined
+    if (typeof onDamage !== 'function') throw new LogError('INVALID_ARGUMENT', 'onDamage must be a function')
+    const told = new Set<Fence>()
+    return (fence) => {
+      if (told.has(fence) || fence.localTo <= from || fence.localFrom >= to) return
+      told.add(fence)
+      onDamage(fence.describe())
     }
   }
 
@@ -966,14 +1128,25 @@ export class Log extends EventEmitter<LogEvents> {
     return this.merger.merge(events, options)
   }
 
-  /** Checks every segment: headers, record framing and checksums, sequences. */
+  /**
+   * Checks every segment: headers, record framing and checksums, sequences, chains. Damage it
+   * finds that no fence holds yet is fenced off, as a read finding it would.
+   */
   async verify(): Promise<VerifyResult> {
     this.checkOpen()
     await this.flusher.flushAll(false)
-    return verifyLog({
+    const result = verifyLog({
       table: this.table, checksum: this.checksum, end: this.committedEnd, length: this.committedCount,
       truncations: this.truncations,
     })
+    for (const found of result.damage) {
+      const segment = this.table.segments.find((candidate) => candidate.name === found.segment)
+      if (segment === undefined || segment.missing === true) continue
+      const offset = segment.start + found.offset
+      if (offset >= segment.dataEnd || this.fences.containing(offset) !== undefined) continue
+      await this.fenceFound(segment, offset, found.reason, -1, -1).catch(() => undefined)
+    }
+    return result
   }
 
   /** Writes and fdatasyncs everything appended or merged so far (with durability 'none' or 'interval'). */

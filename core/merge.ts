@@ -54,6 +54,9 @@ export interface MergeResult {
    *  required, from an untrusted key, or (encrypted logs) not decryptable. Never stored. Present
    *  only when some were refused. */
   forged?: number
+  /** Events of this call that a damaged range of this log lacked: kept for its repair (core/heal.ts),
+   *  which checks them against the chains before writing them back. Present only when some were. */
+  healing?: number
 }
 
 /** Equivocations kept for securityStatus(). */
@@ -73,6 +76,8 @@ export interface MergeHost {
   /** Bytes of a merged piece of unsigned events, at most (a quarter of a segment). */
   readonly pieceBytes: number
   checkWritable(): void
+  /** Keeps an event that a damaged range lacks, for its repair; true when kept. */
+  offerHeal(event: RemoteEvent): boolean
   loadChain(state: OriginState): Promise<void>
   writeBatch(source: BatchSource, origin: OriginState, expectedPos: number): Promise<BatchRange>
   awaitDurable(range: BatchRange): Promise<BatchRange> | BatchRange
@@ -132,6 +137,10 @@ export class Merger {
     const result: MergeResult = { added: 0, duplicates: 0, waiting: 0, dropped: 0, rejected: [], quarantined: 0 }
     const byOrigin = new Map<string, RemoteEvent[]>()
     for (const event of events) {
+      if (this.host.offerHeal(event)) {
+        result.healing = (result.healing ?? 0) + 1
+        continue
+      }
       let list = byOrigin.get(event.origin)
       if (list === undefined) byOrigin.set(event.origin, list = [])
       list.push(event)

@@ -15,8 +15,13 @@ export type Durability = 'fsync' | 'interval' | 'none'
 export type DirectIoMode = 'auto' | 'on' | 'off'
 
 export interface LogWarning {
-  /** NO_SPACE: the disk is full, writes stall (logged once per stall); SPACE_AVAILABLE: they go on again. */
-  code: 'TRUNCATED_TAIL' | 'CHECKPOINT_IGNORED' | 'CHECKPOINT_FAILED' | 'REMOVED_TORN_SEGMENT' | 'NO_SPACE' | 'SPACE_AVAILABLE'
+  /**
+   * NO_SPACE: the disk is full, writes stall (logged once per stall); SPACE_AVAILABLE: they go on
+   * again. DAMAGED: a range of old data is fenced off (core/damage.ts); HEALED: a repair wrote it
+   * back. ORIGIN_MOVED: this log appends under a new origin id from now on (core/log.ts says why).
+   */
+  code: 'TRUNCATED_TAIL' | 'CHECKPOINT_IGNORED' | 'CHECKPOINT_FAILED' | 'REMOVED_TORN_SEGMENT' | 'NO_SPACE' | 'SPACE_AVAILABLE' |
+    'DAMAGED' | 'HEALED' | 'ORIGIN_MOVED'
   message: string
   segment?: string
   offset?: number

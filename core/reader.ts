@@ -1,17 +1,23 @@
 // Reading records in log order, from the head cache when they are still there and from the
 // segment files otherwise. Records read from disk are checked (framing and checksum) before any of
-// their events is handed out; damage is CORRUPT naming segment and offset.
+// their events is handed out. Damaged ranges are skipped (core/damage.ts): those known already, and
+// those a read finds, which the source fences off on the spot (or, where it cannot, CORRUPT
+// naming segment and offset). HOLE records (repaired ranges) hold no events and are skipped too.
 //
 // Memory: each chunk is a fresh buffer that InterLog never reuses, so payloads handed out are
 // views into it and stay valid for as long as the caller keeps them. Chunks are at most
 // READ_CHUNK_BYTES unless one record is larger.
 
 import type { Checksum } from './checksum.js'
+import type { Fence, Fences } from './damage.js'
 import { LogError } from './errors.js'
-import { RECORD_HEADER_BYTES, RECORD_OFFSET_LENGTH, SEGMENT_HEADER_BYTES, EVENT_HEADER_BYTES, EVENT_OFFSET_LENGTH, EVENT_OFFSET_TIME, readU64 } from './format.js'
+import {
+  RECORD_FLAG_CONTINUES, RECORD_HEADER_BYTES, RECORD_KIND_HOLE, RECORD_OFFSET_LENGTH, SEGMENT_HEADER_BYTES, EVENT_HEADER_BYTES, EVENT_OFFSET_LENGTH,
+  EVENT_OFFSET_TIME, readU64,
+} from './format.js'
 import type { HeadCache } from './head-cache.js'
 import { RecordHeader, decodeRecord, recordOriginHex } from './records.js'
-import { isSealSized } from './seal.js'
+import { extensionSeal } from './seal.js'
 import type { Segment, SegmentTable } from './segments.js'
 import type { Storage } from './storage.js'
 
@@ -27,6 +33,15 @@ export interface ReadSource {
   writtenEnd(): number
   /** Throws CLOSED once the log is closed. */
   checkOpen(): void
+  /** Damaged ranges: reads skip them. */
+  readonly fences: Fences
+  /**
+   * Damage found by this read at global offset `offset` of `segment` (`reason`): fences it off and
+   * returns the fence (reads go on at its end), or throws CORRUPT when it cannot. `expectedLocal`
+   * is the local position the damaged record should start at (-1 when the read does not know),
+   * `batchStart` the global offset where its batch began (-1 when not known).
+   */
+  fenceFound(segment: Segment, offset: number, reason: string, expectedLocal: number, batchStart: number): Promise<Fence>
 }
 
 /** One event, as yielded by read, tail and eventsSince. */
@@ -80,23 +95,33 @@ async function loadChunk(source: ReadSource, segment: Segment, offset: number, l
 }
 
 /**
- * Records from global offset `start` (a record boundary) up to the committed end as it grows.
- * Stops when the committed end is reached; `stop` may end it earlier.
+ * Records from global offset `start` (a record boundary) up to the committed end as it grows,
+ * around damaged ranges (see the top of this file). Stops when the committed end is reached.
  */
-export async function* scanRecords(source: ReadSource, start: number): AsyncGenerator<RecordCursor> {
+export async function* scanRecords(source: ReadSource, start: number, onSkip?: (fence: Fence) => void): AsyncGenerator<RecordCursor> {
   source.checkOpen()
   let segment = source.table.findForRead(start)
   let offset = Math.max(start, segment.start + SEGMENT_HEADER_BYTES)
   const header = new RecordHeader()
+  /** What the read knows of the record at `offset`: its local position and its batch's start (-1: not known). */
+  let expectedLocal = -1
+  let batchStart = -1
   for (;;) {
     source.checkOpen()
     const committed = source.committedEnd()
     if (offset >= committed) return
-    if (offset >= segment.dataEnd) {
+    const fence = source.fences.containing(offset)
+    if (fence !== undefined) {
+      onSkip?.(fence)
+      offset = fence.end
+      expectedLocal = fence.localTo >= 0 ? fence.localTo : -1
+      batchStart = -1
+    }
+    if (offset >= segment.dataEnd || segment.missing === true) {
       const next = source.table.next(segment)
       if (next === undefined) return
       segment = next
-      offset = segment.start + SEGMENT_HEADER_BYTES
+      offset = Math.max(offset, segment.start + SEGMENT_HEADER_BYTES)
       continue
     }
     const limit = segment === source.cache.segment ? Math.min(segment.dataEnd, committed) : segment.dataEnd
@@ -105,28 +130,45 @@ export async function* scanRecords(source: ReadSource, start: number): AsyncGene
     let view = new DataView(chunk.bytes.buffer, chunk.bytes.byteOffset, chunk.bytes.byteLength)
     let at = 0
     while (at < chunk.bytes.length) {
+      if (at > 0 && source.fences.containing(offset) !== undefined) break // a fence starts here: skip it above
       const result = decodeRecord(chunk.bytes, view, at, chunk.bytes.length, chunk.fromDisk ? source.checksum : null, header)
       if (result === 'short' && at === 0 && chunk.bytes.length >= RECORD_HEADER_BYTES) {
         // One record larger than a chunk: read exactly it.
         const length = view.getUint32(RECORD_OFFSET_LENGTH, true)
-        if (offset + length > limit) throw damaged(segment, offset, 'record runs past the end of the written data')
+        if (offset + length > limit) {
+          const fence = await source.fenceFound(segment, offset, 'record runs past the end of the written data', expectedLocal, batchStart)
+          onSkip?.(fence)
+          offset = fence.end
+          break
+        }
         chunk = await loadChunk(source, segment, offset, limit, length)
         view = new DataView(chunk.bytes.buffer, chunk.bytes.byteOffset, chunk.bytes.byteLength)
-        if (chunk.bytes.length < length) throw damaged(segment, offset, 'record runs past the end of the written data')
+        if (chunk.bytes.length < length) {
+          const fence = await source.fenceFound(segment, offset, 'record runs past the end of the written data', expectedLocal, batchStart)
+          onSkip?.(fence)
+          offset = fence.end
+          break
+        }
         continue
       }
       if (result === 'short') break
-      if (result !== 'ok') throw damaged(segment, offset, result === 'zero' ? 'zeros where a record was written' : result)
-      yield { bytes: chunk.bytes, view, header, offset, origin: recordOriginHex(chunk.bytes, header) }
+      if (result !== 'ok' || (expectedLocal >= 0 && header.localPos !== expectedLocal)) {
+        const reason = result === 'ok' ? `record local position ${header.localPos} where ${expectedLocal} was expected` : result === 'zero' ? 'zeros where a record was written' : result
+        const fence = await source.fenceFound(segment, offset, reason, expectedLocal, batchStart)
+        onSkip?.(fence)
+        offset = fence.end
+        expectedLocal = fence.localTo >= 0 ? fence.localTo : -1
+        batchStart = -1
+        break
+      }
+      expectedLocal = header.localPos + header.count
+      const continues = header.kind !== RECORD_KIND_HOLE && (header.flags & RECORD_FLAG_CONTINUES) !== 0
+      if (header.kind !== RECORD_KIND_HOLE) yield { bytes: chunk.bytes, view, header, offset, origin: recordOriginHex(chunk.bytes, header) }
       at += header.padded
       offset += header.padded
+      if (!continues) batchStart = offset
     }
   }
-}
-
-function damaged(segment: Segment, offset: number, reason: string): LogError {
-  return new LogError('CORRUPT', `segment ${segment.name} is damaged at offset ${offset - segment.start} (${reason}); run verify()`,
-    { segment: segment.name, offset: offset - segment.start, path: segment.path })
 }
 
 /** Appends to `out` the events of a record with local positions in [from, to). */
@@ -144,8 +186,9 @@ export function eventsOfRecord(cursor: RecordCursor, from: number, to: number, o
         time: readU64(view, at + EVENT_OFFSET_TIME),
         payload: bytes.subarray(at + EVENT_HEADER_BYTES, at + EVENT_HEADER_BYTES + length),
       }
-      if (i === header.count - 1 && header.extensionBytes > 0 && isSealSized(bytes, header.bodyEnd, header.extensionBytes)) {
-        event.seal = bytes.subarray(header.bodyEnd, header.bodyEnd + header.extensionBytes)
+      if (i === header.count - 1 && header.extensionBytes > 0) {
+        const seal = extensionSeal(bytes, header.bodyEnd, header.extensionBytes)
+        if (seal !== null) event.seal = seal
       }
       out.push(event)
     }

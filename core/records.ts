@@ -6,7 +6,7 @@
 import type { Checksum } from './checksum.js'
 import {
   EVENT_HEADER_BYTES, EVENT_OFFSET_LENGTH, MAX_EVENT_BYTES_LIMIT, RECORD_BYTES_LIMIT, EVENT_OFFSET_TIME, RECORD_FLAGS_KNOWN, RECORD_HEADER_BYTES,
-  RECORD_KIND_EVENTS, RECORD_OFFSET_CHECKSUM, RECORD_OFFSET_COUNT, RECORD_OFFSET_DURABLE,
+  RECORD_KIND_EVENTS, RECORD_KIND_HOLE, HOLE_BYTES_MAX, RECORD_OFFSET_CHECKSUM, RECORD_OFFSET_COUNT, RECORD_OFFSET_DURABLE,
   RECORD_OFFSET_EXTENSION, RECORD_OFFSET_FLAGS, RECORD_OFFSET_KIND, RECORD_OFFSET_LENGTH,
   RECORD_OFFSET_LOCAL_POS, RECORD_OFFSET_ORIGIN, RECORD_OFFSET_ORIGIN_POS, RECORD_OFFSET_RESERVED,
   REPLICA_ID_BYTES, bytesToHex, readU64, recordBytesPadded,
@@ -14,6 +14,8 @@ import {
 
 /** A decoded record header; reused across calls (fill it with decodeRecord). */
 export class RecordHeader {
+  /** RECORD_KIND_EVENTS, or RECORD_KIND_HOLE (then `count` is the local positions it skips, and there are no events). */
+  kind = RECORD_KIND_EVENTS
   /** Where the record starts in the buffer it was decoded from. */
   at = 0
   length = 0
@@ -45,6 +47,7 @@ export function decodeRecord(
   if (length === 0) {
     return isZero(bytes, at, at + RECORD_HEADER_BYTES) ? 'zero' : 'record length is zero'
   }
+  if (bytes[at + RECORD_OFFSET_KIND] === RECORD_KIND_HOLE) return decodeHole(bytes, view, at, end, length, checksum, header)
   if (length < RECORD_HEADER_BYTES + EVENT_HEADER_BYTES || length > RECORD_BYTES_LIMIT) {
     return `record length ${length} is out of range`
   }
@@ -77,6 +80,7 @@ export function decodeRecord(
     view.getBigUint64(at + RECORD_OFFSET_CHECKSUM, true) !== checksum(bytes.subarray(at + 8, at + length))) {
     return 'record checksum mismatch'
   }
+  header.kind = RECORD_KIND_EVENTS
   header.at = at
   header.length = length
   header.padded = recordBytesPadded(length)
@@ -88,6 +92,36 @@ export function decodeRecord(
   header.originPos = originPos
   header.bodyStart = at + RECORD_HEADER_BYTES
   header.bodyEnd = bodyEnd
+  return 'ok'
+}
+
+/** A HOLE record (RECORD_KIND_HOLE): a header, then zeros up to `length`, a multiple of 8. */
+function decodeHole(bytes: Uint8Array, view: DataView, at: number, end: number, length: number, checksum: Checksum | null,
+  header: RecordHeader): DecodeResult {
+  if (length < RECORD_HEADER_BYTES || length > HOLE_BYTES_MAX || length % 8 !== 0) return `hole length ${length} is out of range`
+  if (bytes[at + RECORD_OFFSET_FLAGS] !== 0 || view.getUint16(at + RECORD_OFFSET_EXTENSION, true) !== 0 ||
+    view.getUint32(at + RECORD_OFFSET_RESERVED, true) !== 0 || !isZero(bytes, at + RECORD_OFFSET_ORIGIN, at + RECORD_HEADER_BYTES)) {
+    return 'hole header fields are not zero'
+  }
+  const localPos = readU64(view, at + RECORD_OFFSET_LOCAL_POS)
+  const durable = readU64(view, at + RECORD_OFFSET_DURABLE)
+  if (localPos < 0 || durable < 0) return 'record position out of range'
+  if (at + length > end) return 'short'
+  if (checksum !== null && view.getBigUint64(at + RECORD_OFFSET_CHECKSUM, true) !== checksum(bytes.subarray(at + 8, at + length))) {
+    return 'record checksum mismatch'
+  }
+  header.kind = RECORD_KIND_HOLE
+  header.at = at
+  header.length = length
+  header.padded = length
+  header.flags = 0
+  header.extensionBytes = 0
+  header.count = view.getUint32(at + RECORD_OFFSET_COUNT, true)
+  header.localPos = localPos
+  header.durable = durable
+  header.originPos = 0
+  header.bodyStart = at + RECORD_HEADER_BYTES
+  header.bodyEnd = at + RECORD_HEADER_BYTES
   return 'ok'
 }
 

@@ -29,9 +29,16 @@ export interface SealFields {
   signature: Uint8Array | null
 }
 
-/** Whether `bytes` may be a link or a seal (by size and kind; parseSeal checks the rest). */
-export function isSealSized(bytes: Uint8Array, at: number, length: number): boolean {
-  return (length === LINK_BYTES && bytes[at] === LINK_KIND) || (length === SEAL_BYTES && bytes[at] === SEAL_KIND)
+/**
+ * The link or seal held by the extension area [at, at + length) of a record, or null: it starts
+ * the area (its kind byte says which), and zero fill may follow it up to the area's end (written
+ * only by repairs, in segments of version 2: docs/format.md). parseSeal checks the rest.
+ */
+export function extensionSeal(bytes: Uint8Array, at: number, length: number): Uint8Array | null {
+  const size = length >= LINK_BYTES && bytes[at] === LINK_KIND ? LINK_BYTES : length >= SEAL_BYTES && bytes[at] === SEAL_KIND ? SEAL_BYTES : 0
+  if (size === 0) return null
+  for (let i = at + size; i < at + length; i++) if (bytes[i] !== 0) return null
+  return bytes.subarray(at, at + size)
 }
 
 /** Parses a link or a seal; returns a reason instead when the bytes are neither. */

@@ -12,7 +12,7 @@ import { assert } from './assert.js'
 import type { Checksum } from './checksum.js'
 import { LogError } from './errors.js'
 import {
-  FORMAT_VERSION, REPLICA_ID_BYTES, SEGMENT_HEADER_BYTES, SEGMENT_HEADER_USED_BYTES, SEGMENT_MAGIC,
+  FORMAT_VERSION, REPLICA_ID_BYTES, SEGMENT_VERSIONS_READ, SEGMENT_HEADER_BYTES, SEGMENT_HEADER_USED_BYTES, SEGMENT_MAGIC,
   SEGMENT_OFFSET_CHECKSUM, SEGMENT_OFFSET_CREATED_MS, SEGMENT_OFFSET_FIRST_LOCAL_POS, SEGMENT_OFFSET_FLAGS,
   SEGMENT_OFFSET_HEADER_BYTES, SEGMENT_OFFSET_INDEX, SEGMENT_OFFSET_MAGIC, SEGMENT_OFFSET_REPLICA,
   SEGMENT_OFFSET_SIZE, SEGMENT_OFFSET_START, SEGMENT_OFFSET_VERSION, parseSegmentFileName, readU64,
@@ -31,9 +31,15 @@ export interface Segment {
   readonly firstLocalPos: number
   /** Global offset just past the last record (all that is committed in the current segment). */
   dataEnd: number
+  /** The header's version: FORMAT_VERSION, or SEGMENT_VERSION_REPAIRED once a repair wrote a HOLE or fill into it (absent: FORMAT_VERSION). */
+  version?: number
+  /** A stand-in for segment files that are missing (recovery fences its whole range; nothing reads it). */
+  missing?: boolean
 }
 
 export interface SegmentHeader {
+  /** FORMAT_VERSION (default) or SEGMENT_VERSION_REPAIRED. */
+  version?: number
   index: number
   start: number
   size: number
@@ -49,7 +55,7 @@ export function encodeSegmentHeader(header: SegmentHeader, checksum: Checksum): 
   const page = Buffer.alloc(SEGMENT_HEADER_BYTES)
   const view = new DataView(page.buffer, page.byteOffset, page.byteLength)
   page.write(SEGMENT_MAGIC, SEGMENT_OFFSET_MAGIC, 'latin1')
-  view.setUint16(SEGMENT_OFFSET_VERSION, FORMAT_VERSION, true)
+  view.setUint16(SEGMENT_OFFSET_VERSION, header.version ?? FORMAT_VERSION, true)
   view.setUint16(SEGMENT_OFFSET_HEADER_BYTES, SEGMENT_HEADER_BYTES, true)
   view.setUint32(SEGMENT_OFFSET_FLAGS, 0, true)
   writeU64(view, SEGMENT_OFFSET_INDEX, header.index)
@@ -73,9 +79,10 @@ export function decodeSegmentHeader(page: Uint8Array, checksum: Checksum): Segme
     return 'segment header checksum mismatch'
   }
   const version = view.getUint16(SEGMENT_OFFSET_VERSION, true)
-  if (version !== FORMAT_VERSION) return `segment format version ${version} is not supported (this build reads ${FORMAT_VERSION})`
+  if (!SEGMENT_VERSIONS_READ.includes(version)) return `segment format version ${version} is not supported (this build reads ${SEGMENT_VERSIONS_READ.join(' and ')})`
   if (view.getUint16(SEGMENT_OFFSET_HEADER_BYTES, true) !== SEGMENT_HEADER_BYTES) return 'segment header size is not supported'
   const header = {
+    version,
     index: readU64(view, SEGMENT_OFFSET_INDEX),
     start: readU64(view, SEGMENT_OFFSET_START),
     size: readU64(view, SEGMENT_OFFSET_SIZE),

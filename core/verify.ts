@@ -2,13 +2,18 @@
 // local and per-origin sequences, the hash chain of links and seals (each batch's events hash to
 // its link, each link continues the previous one, each seal's key and signature are the origin's),
 // and zeros after the last record. It lists all damage (after
-// each damaged spot it looks for the next valid record and goes on), and repeats what recovery
-// cut at open. Read-only: it never repairs.
+// each damaged spot it looks for the next valid record and goes on; an origin's sequence may jump
+// over a damaged spot, and a missing segment file is one damaged spot), repeats what recovery cut
+// at open, and lists the repaired ranges (HOLE records: events lost there and held elsewhere, not
+// damage). Read-only: it never repairs (the log fences off what it reports, core/log.ts).
 
 import type { Checksum } from './checksum.js'
-import { RECORD_ALIGN_BYTES, RECORD_FLAG_CONTINUES, RECORD_HEADER_BYTES, RECORD_KIND_EVENTS, RECORD_OFFSET_KIND, RECORD_OFFSET_LENGTH, SEGMENT_HEADER_BYTES } from './format.js'
+import {
+  RECORD_ALIGN_BYTES, RECORD_FLAG_CONTINUES, RECORD_HEADER_BYTES, RECORD_KIND_EVENTS, RECORD_KIND_HOLE, RECORD_OFFSET_KIND, RECORD_OFFSET_LENGTH,
+  SEGMENT_HEADER_BYTES,
+} from './format.js'
 import { RecordHeader, recordOriginHex } from './records.js'
-import { ZERO_CHAIN, equalBytes, isSealSized, keyMatchesOrigin, parseSeal, signatureValid, startChainHash } from './seal.js'
+import { ZERO_CHAIN, equalBytes, extensionSeal, keyMatchesOrigin, parseSeal, signatureValid, startChainHash } from './seal.js'
 import type { Truncation } from './recovery.js'
 import { SegmentReader, RECOVERY_CHUNK_BYTES, decodeRecordAt } from './segment-reader.js'
 import { decodeSegmentHeader, type Segment, type SegmentTable } from './segments.js'
@@ -20,9 +25,19 @@ export interface Damage {
   reason: string
 }
 
+/** A repaired range: `positions` local positions whose events were lost there (held again elsewhere, or lost for good). */
+export interface RepairedRange {
+  segment: string
+  offset: number
+  bytes: number
+  positions: number
+}
+
 export interface VerifyResult {
   ok: boolean
   damage: Damage[]
+  /** Ranges a repair rewrote (not damage). */
+  repaired: RepairedRange[]
   /** What recovery cut from the torn tail when this log was opened (not damage: nothing acknowledged). */
   truncated: Truncation[]
   events: number
@@ -41,7 +56,12 @@ export interface VerifyInput {
 
 export function verifyLog(input: VerifyInput): VerifyResult {
   const damage: Damage[] = []
+  const repaired: RepairedRange[] = []
   const counts = new Map<string, number>()
+  /** Origins whose sequence may jump at their next record: a damaged spot came since their last one. */
+  let jumpable = new Set<string>()
+  let afterDamage = false
+  let skipped = 0
   const header = new RecordHeader()
   let expectedLocal = 0
   let openBatch: string | null = null
@@ -53,6 +73,13 @@ export function verifyLog(input: VerifyInput): VerifyResult {
   let bytes = 0
   for (const segment of input.table.segments) {
     const storage = input.table.storage
+    if (segment.missing === true) {
+      damage.push({ segment: segment.name, offset: 0, reason: 'segment file missing' })
+      afterDamage = true
+      jumpable = new Set(counts.keys())
+      openBatch = null
+      continue
+    }
     const fd = storage.openSync(segment.path, 'read')
     try {
       const reader = new SegmentReader(storage, fd, segment)
@@ -64,55 +91,79 @@ export function verifyLog(input: VerifyInput): VerifyResult {
       while (offset < dataEnd) {
         const result = decodeRecordAt(reader, offset, input.checksum, header)
         let reason: string | undefined = result === 'ok' ? undefined : (result === 'zero' ? 'zeros where a record was written' : result)
-        if (reason === undefined) {
-          const origin = recordOriginHex(reader.bytes, header)
-          const have = counts.get(origin) ?? 0
-          if (header.localPos !== expectedLocal) reason = `local position ${header.localPos} where ${expectedLocal} was expected`
-          else if (header.originPos !== have) reason = `origin ${origin} position ${header.originPos} where ${have} was expected`
-          else if (openBatch !== null && openBatch !== origin) reason = 'a batch changes origin'
-          if (openBatch === null) unitStart = offset
-          openBatch = (header.flags & RECORD_FLAG_CONTINUES) !== 0 ? origin : null
-          counts.set(origin, header.originPos + header.count)
-          expectedLocal = header.localPos + header.count
-          if (reason === undefined && header.extensionBytes > 0) {
-            const at = offset
-            reason = checkLink(reader, unitStart, at, input.checksum, header, origin, chains)
-            unitStart = at + header.padded
+        if (reason === undefined && header.kind === RECORD_KIND_HOLE) {
+          if (header.localPos !== expectedLocal && !(afterDamage && header.localPos > expectedLocal)) reason = `hole at local position ${header.localPos} where ${expectedLocal} was expected`
+          else if (openBatch !== null) reason = 'a hole inside a batch'
+          else {
+            repaired.push({ segment: segment.name, offset, bytes: header.padded, positions: header.count })
+            skipped += header.localPos - expectedLocal + header.count
+            expectedLocal = header.localPos + header.count
+            afterDamage = false
+            offset += header.padded
+            continue
           }
         }
         if (reason === undefined) {
-          events += header.count
-          bytes += header.padded
-          offset += header.padded
-          continue
+          const origin = recordOriginHex(reader.bytes, header)
+          const have = counts.get(origin) ?? 0
+          // After a damaged spot, an origin's first record may jump over what the spot held.
+          const jumps = header.originPos > have && openBatch === null && (jumpable.has(origin) || (afterDamage && !counts.has(origin)))
+          if (header.localPos !== expectedLocal && !(afterDamage && header.localPos > expectedLocal)) reason = `local position ${header.localPos} where ${expectedLocal} was expected`
+          else if (header.originPos !== have && !jumps) reason = `origin ${origin} position ${header.originPos} where ${have} was expected`
+          else if (openBatch !== null && openBatch !== origin) reason = 'a batch changes origin'
+          if (reason === undefined) {
+            if (jumps) chains.delete(origin)
+            if (openBatch === null) unitStart = offset
+            if (header.extensionBytes > 0) {
+              reason = checkLink(reader, unitStart, offset, input.checksum, header, origin, chains)
+              unitStart = offset + header.padded
+            }
+          }
+          if (reason === undefined) {
+            skipped += header.localPos - expectedLocal
+            jumpable.delete(origin)
+            afterDamage = false
+            openBatch = (header.flags & RECORD_FLAG_CONTINUES) !== 0 ? origin : null
+            counts.set(origin, header.originPos + header.count)
+            expectedLocal = header.localPos + header.count
+            events += header.count
+            bytes += header.padded
+            offset += header.padded
+            continue
+          }
         }
         damage.push({ segment: segment.name, offset, reason })
-        offset = resync(reader, offset + RECORD_ALIGN_BYTES, dataEnd, input.checksum, header)
-        if (offset < dataEnd) expectedLocal = header.localPos
+        afterDamage = true
+        jumpable = new Set(counts.keys())
+        openBatch = null
+        offset = resync(reader, offset + RECORD_ALIGN_BYTES, dataEnd, input.checksum, header, expectedLocal)
       }
       if (openBatch !== null) {
         damage.push({ segment: segment.name, offset: dataEnd, reason: 'a batch is cut short at the end of the segment' })
         openBatch = null
       }
       const garbage = firstNonZero(reader, Math.max(dataEnd, SEGMENT_HEADER_BYTES), segment)
-      if (garbage >= 0) damage.push({ segment: segment.name, offset: garbage, reason: 'non-zero bytes after the last record' })
+      // A torn tail a read-only open left in place is reported in `truncated`, not as damage.
+      const torn = input.truncations.some((cut) => cut.segment === segment.name && garbage >= cut.offset)
+      if (garbage >= 0 && !torn) damage.push({ segment: segment.name, offset: garbage, reason: 'non-zero bytes after the last record' })
     } finally {
       closeSynced(storage, fd)
     }
   }
-  if (events !== input.length && damage.length === 0) {
-    damage.push({ segment: input.table.last.name, offset: 0, reason: `read ${events} events, the log holds ${input.length}` })
+  if (events + skipped !== input.length && damage.length === 0) {
+    damage.push({ segment: input.table.last.name, offset: 0, reason: `read ${events} events and ${skipped} skipped positions, the log holds ${input.length}` })
   }
-  return { ok: damage.length === 0, damage, truncated: [...input.truncations], events, segments: input.table.segments.length, bytes }
+  return { ok: damage.length === 0, damage, repaired, truncated: [...input.truncations], events, segments: input.table.segments.length, bytes }
 }
 
-/** The next offset in [from, end) where a valid record starts, or `end`. */
-function resync(reader: SegmentReader, from: number, end: number, checksum: Checksum, header: RecordHeader): number {
+/** The next offset in [from, end) where a valid record (or hole) at local position `minLocalPos` or later starts, or `end`. */
+function resync(reader: SegmentReader, from: number, end: number, checksum: Checksum, header: RecordHeader, minLocalPos: number): number {
   for (let offset = from; offset + RECORD_HEADER_BYTES <= end; offset += RECORD_ALIGN_BYTES) {
     const at = reader.ensure(offset, RECORD_HEADER_BYTES)
     const length = reader.view.getUint32(at + RECORD_OFFSET_LENGTH, true)
-    if (length < RECORD_HEADER_BYTES || reader.bytes[at + RECORD_OFFSET_KIND] !== RECORD_KIND_EVENTS) continue
-    if (decodeRecordAt(reader, offset, checksum, header) === 'ok') return offset
+    const kind = reader.bytes[at + RECORD_OFFSET_KIND]
+    if (length < RECORD_HEADER_BYTES || (kind !== RECORD_KIND_EVENTS && kind !== RECORD_KIND_HOLE)) continue
+    if (decodeRecordAt(reader, offset, checksum, header) === 'ok' && header.localPos >= minLocalPos) return offset
   }
   return end
 }
@@ -135,8 +186,9 @@ function firstNonZero(reader: SegmentReader, from: number, segment: Segment): nu
 function checkLink(reader: SegmentReader, batchStart: number, last: number, checksum: Checksum, header: RecordHeader,
   origin: string, chains: Map<string, Uint8Array>): string | undefined {
   const at = header.bodyEnd
-  if (!isSealSized(reader.bytes, at, header.extensionBytes)) return undefined // an extension of another kind: skipped, as v1 readers do
-  const fields = parseSeal(Buffer.from(reader.bytes.subarray(at, at + header.extensionBytes)))
+  const seal = extensionSeal(reader.bytes, at, header.extensionBytes)
+  if (seal === null) return undefined // an extension of another kind: skipped, as v1 readers do
+  const fields = parseSeal(Buffer.from(seal))
   if (typeof fields === 'string') return `bad link: ${fields}`
   const end = header.originPos + header.count
   if (fields.first + fields.count !== end) return `link covers positions ${fields.first} to ${fields.first + fields.count}, the batch ends at ${end}`

@@ -4,7 +4,10 @@
 // so a slow consumer does not grow memory on either side.
 
 import net from 'node:net'
-import { LogError, type BatchRange, type ConsumerInfo, type EventId, type LogErrorCode, type LogEvent, type Quarantine, type VerifyResult, type VersionVector } from '../core/index.js'
+import {
+  LogError, type BatchRange, type ConsumerInfo, type DamagedRange, type EventId, type LogErrorCode, type LogEvent, type Quarantine, type VerifyResult,
+  type VersionVector,
+} from '../core/index.js'
 import type { SyncStatus } from '../sync/index.js'
 import { FRAME_BYTES_MAX, FrameReader, encodeFrame } from './frames.js'
 
@@ -24,6 +27,10 @@ export interface RemoteStatus {
   /** Bytes allocated on disk. */
   bytes: number
   consumers: ConsumerInfo[]
+  /** Damaged ranges fenced off (log.damage()). */
+  damage: DamagedRange[]
+  /** Writes are stalled on a full disk. */
+  noSpace: boolean
 }
 
 interface Pending {
@@ -33,6 +40,8 @@ interface Pending {
   onChunk?: (events: unknown[][]) => void
   /** For tails: the server reached the head. */
   onCaughtUp?: (position: number) => void
+  /** For streams: a damaged range the stream went around. */
+  onDamage?: (range: DamagedRange) => void
 }
 
 type WireEvent = [number, string, number, number, Uint8Array]
@@ -134,12 +143,13 @@ export class RemoteLog {
     return this.request({ op: 'verify' }) as Promise<VerifyResult>
   }
 
-  read(options: { from?: number, to?: number } = {}): AsyncGenerator<LogEvent> {
-    return this.stream({ op: 'read', from: options.from ?? 0, to: options.to ?? null }, undefined)
+  /** As log.read: `onDamage` hears of each damaged range the read goes around. */
+  read(options: { from?: number, to?: number, onDamage?: (range: DamagedRange) => void } = {}): AsyncGenerator<LogEvent> {
+    return this.stream({ op: 'read', from: options.from ?? 0, to: options.to ?? null }, undefined, undefined, options.onDamage)
   }
 
-  tail(options: { from?: number, signal?: AbortSignal, onCaughtUp?: (position: number) => void } = {}): AsyncGenerator<LogEvent> {
-    return this.stream({ op: 'tail', from: options.from ?? 0 }, options.signal, options.onCaughtUp)
+  tail(options: { from?: number, signal?: AbortSignal, onCaughtUp?: (position: number) => void, onDamage?: (range: DamagedRange) => void } = {}): AsyncGenerator<LogEvent> {
+    return this.stream({ op: 'tail', from: options.from ?? 0 }, options.signal, options.onCaughtUp, options.onDamage)
   }
 
   /** A durable consumer stored by the daemon (same API as log.consumer). */
@@ -172,8 +182,9 @@ export class RemoteLog {
     })
   }
 
-  private async *stream(body: Record<string, unknown>, signal: AbortSignal | undefined, onCaughtUp?: (position: number) => void): AsyncGenerator<LogEvent> {
-    for await (const chunk of this.chunkStream(body, signal)) {
+  private async *stream(body: Record<string, unknown>, signal: AbortSignal | undefined, onCaughtUp?: (position: number) => void,
+    onDamage?: (range: DamagedRange) => void): AsyncGenerator<LogEvent> {
+    for await (const chunk of this.chunkStream(body, signal, onDamage)) {
       if (chunk.length === 0) {
         if (onCaughtUp !== undefined) onCaughtUp(this.lastCaughtUp)
         continue
@@ -187,7 +198,7 @@ export class RemoteLog {
 
   private lastCaughtUp = 0
 
-  private async *chunkStream(body: Record<string, unknown>, signal: AbortSignal | undefined): AsyncGenerator<LogEvent[]> {
+  private async *chunkStream(body: Record<string, unknown>, signal: AbortSignal | undefined, onDamage?: (range: DamagedRange) => void): AsyncGenerator<LogEvent[]> {
     const chunks: (unknown[][] | number)[] = []
     let wake: (() => void) | null = null
     let finished = false
@@ -198,6 +209,7 @@ export class RemoteLog {
       reject: (error) => { failure = error; wake?.() },
       onChunk: (events) => { chunks.push(events); wake?.() },
       onCaughtUp: (position) => { chunks.push(position); wake?.() },
+      onDamage: (range) => onDamage?.(range),
     })
     void done
     const onAbort = (): void => {
@@ -261,6 +273,10 @@ export class RemoteLog {
     if (pending === undefined) return
     if (Array.isArray(frame['events'])) {
       pending.onChunk?.(frame['events'] as unknown[][])
+      return
+    }
+    if (typeof frame['damage'] === 'object' && frame['damage'] !== null) {
+      pending.onDamage?.(frame['damage'] as DamagedRange)
       return
     }
     if (Number.isSafeInteger(frame['caughtUp'])) {

@@ -7,7 +7,7 @@
 
 import fs from 'node:fs'
 import net from 'node:net'
-import { LogError, type Log, type LogEvent } from '../core/index.js'
+import { LogError, type DamagedRange, type Log, type LogEvent } from '../core/index.js'
 import type { SyncHandle } from '../sync/index.js'
 import { diskUse } from './disk-use.js'
 import { FRAME_BYTES_MAX, FrameError, FrameReader, encodeFrame } from './frames.js'
@@ -211,7 +211,7 @@ export class LocalApiServer {
         send({ id, ok: true, result: {
           log: served.name, replicaId: log.replicaId, length: log.length, durableLength: log.durableLength, vector: log.versionVector(),
           quarantined: log.quarantined(), sync: served.sync?.status() ?? null, directory: log.directory, ...diskUse(log.directory),
-          consumers: log.consumers(), security: log.securityStatus(),
+          consumers: log.consumers(), security: log.securityStatus(), damage: log.damage(), noSpace: log.noSpace,
         } })
         return
       case 'consumers':
@@ -247,9 +247,11 @@ export class LocalApiServer {
         streams.set(id, stream)
         try {
           const caughtUp: CaughtUp = { pending: -1, notify: () => undefined }
+          // A damaged range the stream goes around is said in its own frame (the client's onDamage).
+          const onDamage = (range: DamagedRange): void => { send({ id, damage: range }) }
           const events = op === 'read'
-            ? log.read({ from, to: position(frame['to'], 'to', log.length) })
-            : log.tail({ from, signal: stream.abort.signal, onCaughtUp: (at) => caughtUp.notify(at) })
+            ? log.read({ from, to: position(frame['to'], 'to', log.length), onDamage })
+            : log.tail({ from, signal: stream.abort.signal, onCaughtUp: (at) => caughtUp.notify(at), onDamage })
           await this.stream(id, events, stream, send, socket, op === 'tail', caughtUp)
         } finally {
           streams.delete(id)

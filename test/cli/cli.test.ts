@@ -70,8 +70,16 @@ t.test('status and verify; verify exits 1 on damage', async (t) => {
   bytes[4096 + 70] = bytes[4096 + 70]! ^ 1
   fs.writeFileSync(segment, bytes)
   const damaged = await interlog(['verify', '--data', data])
-  t.equal(damaged.code, 3, 'open scans a log without a checkpoint and refuses early damage: CORRUPT, exit 3')
-  t.match(damaged.stderr, /CORRUPT/)
+  t.equal(damaged.code, 1, 'open scans a log without a checkpoint, fences early damage off and opens; verify lists it: exit 1')
+  t.match(damaged.stdout, /DAMAGED/)
+  t.match(damaged.stdout, /damage\s+000000000000\.seg at 4096/)
+  const read = await interlog(['read', '--data', data])
+  t.equal(read.code, 1, 'read prints what it can and exits 1: the output misses damaged events')
+  t.match(read.stdout, /"text":"b"/)
+  t.match(read.stderr, /damaged/)
+  const shown = await interlog(['status', '--data', data])
+  t.equal(shown.code, 0, 'status opens and shows the damage')
+  t.match(shown.stdout, /damaged\s+000000000000\.seg at 4096/)
 
   // Damage inside checkpointed data: open trusts the checkpoint, verify finds it: exit 1.
   const other = tempDir(t)
