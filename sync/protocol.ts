@@ -15,6 +15,15 @@ export const MESSAGE_EVENTS_MAX = 20_000
 export const EVENT_FRAMING_BYTES = 24
 /** Bytes of CBOR framing counted per events message (kind, ids, keys). */
 export const MESSAGE_FRAMING_BYTES = 160
+/** Most holes (ranges a replica lacks below its counts: damage it is repairing) announced in one status or vector. */
+export const HOLES_ANNOUNCED_MAX = 64
+
+/** Positions [from, to) of `origin` that a replica lacks below its count (a damaged range it repairs, core/damage.ts). */
+export interface Hole {
+  origin: string
+  from: number
+  to: number
+}
 
 export interface StatusMessage {
   kind: 'status'
@@ -28,6 +37,8 @@ export interface StatusMessage {
   /** The largest message this replica accepts (senders stay below it). */
   maxMessageBytes: number
   timeMs: number
+  /** Ranges it lacks below its counts (its vector stops at the first of each origin's); always set when decoded. */
+  holes?: Hole[]
 }
 
 export interface VectorMessage {
@@ -36,6 +47,7 @@ export interface VectorMessage {
   vector: VersionVector
   origins: string[] | null
   maxMessageBytes: number
+  holes?: Hole[]
 }
 
 /** [pos, time, payload], with the batch's seal on the last event of a signed batch. */
@@ -78,9 +90,12 @@ const HEX_ID = /^[0-9a-f]{32}$/
 export function encodeMessage(message: Message): Uint8Array {
   switch (message.kind) {
     case 'status':
-      return encode({ v: PROTOCOL_VERSION, k: 's', r: message.replica, n: message.node, on: message.online, vv: message.vector, o: message.origins, m: message.maxMessageBytes, t: message.timeMs })
+      return encode({
+        v: PROTOCOL_VERSION, k: 's', r: message.replica, n: message.node, on: message.online, vv: message.vector, o: message.origins, m: message.maxMessageBytes,
+        t: message.timeMs, ...encodeHoles(message.holes),
+      })
     case 'vector':
-      return encode({ v: PROTOCOL_VERSION, k: 'v', r: message.replica, vv: message.vector, o: message.origins, m: message.maxMessageBytes })
+      return encode({ v: PROTOCOL_VERSION, k: 'v', r: message.replica, vv: message.vector, o: message.origins, m: message.maxMessageBytes, ...encodeHoles(message.holes) })
     case 'events':
       return encode({ v: PROTOCOL_VERSION, k: 'e', s: message.sender, o: message.origin, e: message.events, ...(message.sealed ? { sl: true } : {}) })
     case 'fragment':
@@ -107,9 +122,12 @@ export function decodeMessage(bytes: Uint8Array, maxMessageBytes: number): Messa
       if (typeof map['on'] !== 'boolean') throw new ProtocolError('status: on is not a boolean')
       if (!Number.isSafeInteger(map['t'])) throw new ProtocolError('status: t is not an integer')
       if (typeof map['n'] !== 'string' || map['n'].length === 0 || map['n'].length > 256) throw new ProtocolError('status: n is not a node name')
-      return { kind: 'status', replica: id(map['r'], 'status: r'), node: map['n'], online: map['on'], vector: vector(map['vv']), origins: origins(map['o']), maxMessageBytes: messageBytes(map['m']), timeMs: map['t'] as number }
+      return {
+        kind: 'status', replica: id(map['r'], 'status: r'), node: map['n'], online: map['on'], vector: vector(map['vv']), origins: origins(map['o']),
+        maxMessageBytes: messageBytes(map['m']), timeMs: map['t'] as number, holes: holes(map['h']),
+      }
     case 'v':
-      return { kind: 'vector', replica: id(map['r'], 'vector: r'), vector: vector(map['vv']), origins: origins(map['o']), maxMessageBytes: messageBytes(map['m']) }
+      return { kind: 'vector', replica: id(map['r'], 'vector: r'), vector: vector(map['vv']), origins: origins(map['o']), maxMessageBytes: messageBytes(map['m']), holes: holes(map['h']) }
     case 'e':
       return { kind: 'events', sender: id(map['s'], 'events: s'), origin: id(map['o'], 'events: o'), events: events(map['e']), sealed: flag(map['sl'], 'events: sl') }
     case 'f': {
@@ -158,6 +176,23 @@ function origins(value: unknown): string[] | null {
   if (value === null || value === undefined) return null
   if (!Array.isArray(value) || value.length > VECTOR_ENTRIES_MAX) throw new ProtocolError('origins is not a list of replica ids')
   return value.map((entry) => id(entry, 'origins entry'))
+}
+
+function encodeHoles(list: readonly Hole[] | undefined): { h?: [string, number, number][] } {
+  return list === undefined || list.length === 0 ? {} : { h: list.slice(0, HOLES_ANNOUNCED_MAX).map((hole) => [hole.origin, hole.from, hole.to]) }
+}
+
+function holes(value: unknown): Hole[] {
+  if (value === undefined || value === null) return []
+  if (!Array.isArray(value) || value.length > HOLES_ANNOUNCED_MAX) throw new ProtocolError(`h is not a list of at most ${HOLES_ANNOUNCED_MAX} holes`)
+  return value.map((entry) => {
+    if (!Array.isArray(entry) || entry.length !== 3) throw new ProtocolError('hole is not [origin, from, to]')
+    const [from, to] = [entry[1], entry[2]]
+    if (!Number.isSafeInteger(from) || !Number.isSafeInteger(to) || (from as number) < 0 || (to as number) <= (from as number)) {
+      throw new ProtocolError('hole positions are not 0 <= from < to')
+    }
+    return { origin: id(entry[0], 'hole origin'), from: from as number, to: to as number }
+  })
 }
 
 function flag(value: unknown, what: string): boolean {

@@ -7,6 +7,10 @@
 // most inflightMessagesMax publishes unacknowledged, so memory stays bounded whatever the backlog,
 // and a long relay catch-up never delays live appends.
 //
+// Damage: a replica repairing damaged ranges (core/damage.ts) announces them as holes, and its
+// vector stops at each origin's first hole; an elected sender streams just the hole's positions,
+// which the receiver's merge hands to the repair.
+//
 // Faults expected: the broker drops, duplicates, reorders and loses messages and sessions (it is
 // not a store); peers vanish without a goodbye (Last Will); garbage arrives on the topics.
 // Correctness comes from the logs: merge is idempotent and gapless, announcements repeat, and a
@@ -17,7 +21,10 @@ import type { IPublishPacket } from 'mqtt'
 import type { Subscriber, SyncClient, SyncConnection } from './connection.js'
 import type { Clock, TimerHandle } from './clock.js'
 import { SEAL_BYTES, type Log, type Quarantine, type VersionVector } from '../core/index.js'
-import { EVENT_FRAMING_BYTES, MESSAGE_EVENTS_MAX, MESSAGE_FRAMING_BYTES, ProtocolError, decodeMessage, encodeMessage, type Message, type WireEvent } from './protocol.js'
+import {
+  EVENT_FRAMING_BYTES, HOLES_ANNOUNCED_MAX, MESSAGE_EVENTS_MAX, MESSAGE_FRAMING_BYTES, ProtocolError, decodeMessage, encodeMessage, type Hole, type Message,
+  type WireEvent,
+} from './protocol.js'
 import { parseTopic, subscription, topic } from './topics.js'
 import { delta, equalVectors } from './version-vector.js'
 
@@ -31,6 +38,8 @@ export interface PeerInfo {
   /** The largest message it accepts. */
   maxMessageBytes: number
   lastSeenMs: number
+  /** Ranges it lacks below its counts (damage it repairs): its vector stops at the first of each origin's. */
+  holes: Hole[]
 }
 
 export interface SyncStatus {
@@ -93,7 +102,8 @@ interface Assembly { key: string, time: number, bytes: Uint8Array, received: num
 export class Replicator extends EventEmitter<SyncEvents> implements Subscriber {
   private readonly client: SyncClient
   private readonly peers = new Map<string, PeerInfo>()
-  private readonly relayJobs = new Map<string, number>()
+  /** Per origin: positions [from, upTo) to send (upTo Infinity: all from `from`). */
+  private readonly relayJobs = new Map<string, { from: number, upTo: number }>()
   private readonly assemblies: Assembly[] = []
   /** Per origin: events published up to this position, and when; a gap a peer announced before
    *  that (plus a grace) is not sent again: the announcement predates our send. */
@@ -116,6 +126,8 @@ export class Replicator extends EventEmitter<SyncEvents> implements Subscriber {
   private messagesDropped = 0
   private lastError: string | null = null
   private readonly onDurable = (): void => this.planSends()
+  /** A damaged range found or repaired: the vector announced changes. */
+  private readonly onDamageChange = (): void => this.announceSoon()
   private ready: Promise<void> = Promise.resolve()
   private firstReady: () => void = () => undefined
   private onError: ((error: Error) => void) | null = null
@@ -146,6 +158,8 @@ export class Replicator extends EventEmitter<SyncEvents> implements Subscriber {
     this.onError = (error: Error): void => this.noteError(error)
     this.client.on('error', this.onError)
     this.log.on('durable', this.onDurable)
+    this.log.on('damage', this.onDamageChange)
+    this.log.on('healed', this.onDamageChange)
     this.periodic = this.settings.clock.setInterval(() => {
       this.announce(false).catch((error: unknown) => this.noteError(error))
     }, this.settings.announceIntervalMs)
@@ -190,10 +204,13 @@ export class Replicator extends EventEmitter<SyncEvents> implements Subscriber {
     if (this.closed) return
     this.closed = true
     this.log.off('durable', this.onDurable)
+    this.log.off('damage', this.onDamageChange)
+    this.log.off('healed', this.onDamageChange)
     if (this.periodic !== null) this.settings.clock.clearInterval(this.periodic)
     if (this.announceTimer !== null) this.settings.clock.clearTimeout(this.announceTimer)
     if (this.client.connected) {
-      const goodbye = encodeMessage({ kind: 'status', replica: this.replica, node: this.connection.node, online: false, vector: this.log.versionVector(), origins: this.settings.origins, maxMessageBytes: this.settings.maxMessageBytes, timeMs: this.settings.clock.now() })
+      const { vector, holes } = this.announced()
+      const goodbye = encodeMessage({ kind: 'status', replica: this.replica, node: this.connection.node, online: false, vector, holes, origins: this.settings.origins, maxMessageBytes: this.settings.maxMessageBytes, timeMs: this.settings.clock.now() })
       await this.client.publishAsync(topic(this.settings.topicPrefix, this.settings.logName, 'status', this.replica), Buffer.from(goodbye), { qos: 1, retain: true }).catch(() => undefined)
     }
     // The lanes see `closed` at their next step; publishes stuck on a dead connection are not awaited long.
@@ -220,16 +237,33 @@ export class Replicator extends EventEmitter<SyncEvents> implements Subscriber {
     }
   }
 
+  /**
+   * What this replica announces: its version vector, stopped at each origin's first hole (a
+   * damaged range it repairs), and the holes, at most HOLES_ANNOUNCED_MAX (the next ones once
+   * those are repaired). What it can send is the same vector: it never streams through a hole.
+   */
+  private announced(): { vector: VersionVector, holes: Hole[] } {
+    const vector = this.log.versionVector()
+    const holes: Hole[] = []
+    for (const range of this.log.damage()) for (const missing of range.missing) holes.push(missing)
+    holes.sort((a, b) => (a.origin < b.origin ? -1 : a.origin > b.origin ? 1 : a.from - b.from))
+    for (const hole of holes) {
+      if ((vector[hole.origin] ?? 0) > hole.from) vector[hole.origin] = hole.from
+      if (vector[hole.origin] === 0) delete vector[hole.origin]
+    }
+    return { vector, holes: holes.slice(0, HOLES_ANNOUNCED_MAX) }
+  }
+
   /** Publishes our presence (retained, with `status`) and our version vector. */
   private async announce(withStatus: boolean): Promise<void> {
     if (this.closed || !this.client.connected) return
     const { topicPrefix, logName, origins, maxMessageBytes } = this.settings
-    const vector = this.log.versionVector()
+    const { vector, holes } = this.announced()
     if (withStatus) {
-      const status = encodeMessage({ kind: 'status', replica: this.replica, node: this.connection.node, online: true, vector, origins, maxMessageBytes, timeMs: this.settings.clock.now() })
+      const status = encodeMessage({ kind: 'status', replica: this.replica, node: this.connection.node, online: true, vector, holes, origins, maxMessageBytes, timeMs: this.settings.clock.now() })
       await this.client.publishAsync(topic(topicPrefix, logName, 'status', this.replica), Buffer.from(status), { qos: 1, retain: true })
     }
-    const message = encodeMessage({ kind: 'vector', replica: this.replica, vector, origins, maxMessageBytes })
+    const message = encodeMessage({ kind: 'vector', replica: this.replica, vector, holes, origins, maxMessageBytes })
     await this.client.publishAsync(topic(topicPrefix, logName, 'vector', this.replica), Buffer.from(message), { qos: 1 })
     this.planSends()
   }
@@ -281,6 +315,7 @@ export class Replicator extends EventEmitter<SyncEvents> implements Subscriber {
       replica: message.replica, node, online, origins: message.origins, maxMessageBytes: message.maxMessageBytes, lastSeenMs: this.settings.clock.now(),
       // An offline status carries no trustworthy vector (the Last Will is written at connect).
       vector: message.kind === 'status' && !message.online ? known?.vector ?? {} : message.vector,
+      holes: message.kind === 'status' && !message.online ? known?.holes ?? [] : message.holes ?? [],
     }
     this.peers.set(message.replica, peer)
     if (known === undefined || known.online !== peer.online) this.emit('peer', { ...peer })
@@ -292,7 +327,7 @@ export class Replicator extends EventEmitter<SyncEvents> implements Subscriber {
     const wanted = this.settings.origins
     if (wanted !== null && !wanted.includes(origin) && origin !== this.replica) return
     const result = await this.log.merge(events.map(([pos, time, payload, seal]) => ({ origin, pos, time, payload, seal })), { sealed, remote: true })
-    this.eventsReceived += result.added
+    this.eventsReceived += result.added + (result.healing ?? 0)
     if (result.forged !== undefined) this.settings.log('warning', `refused ${result.forged} events of ${origin}: ${this.log.securityStatus().lastRejection ?? ''}`)
     if (result.added > 0) this.announceSoon()
     this.checkConverged()
@@ -336,7 +371,7 @@ export class Replicator extends EventEmitter<SyncEvents> implements Subscriber {
     if (this.closed) return
     const now = this.settings.clock.now()
     this.forgetSilentPeers(now)
-    const mine = this.log.versionVector()
+    const mine = this.announced().vector
     if (this.ownNext < 0) this.ownNext = mine[this.replica] ?? 0
     for (const peer of this.peers.values()) {
       if (!this.live(peer, now)) continue
@@ -345,8 +380,16 @@ export class Replicator extends EventEmitter<SyncEvents> implements Subscriber {
         if (this.elect(origin, peer, now) !== this.replica) continue
         const from = this.unsentFrom(origin, gapFrom, peer.lastSeenMs, now)
         if (from >= (mine[origin] ?? 0)) continue
-        if (origin === this.replica) this.ownRestart = Math.min(this.ownRestart, from)
-        else this.relayJobs.set(origin, Math.min(this.relayJobs.get(origin) ?? Infinity, from))
+        // A hole the peer repairs: just its positions (the peer holds what comes after).
+        const hole = peer.holes.find((candidate) => candidate.origin === origin && candidate.from <= from && from < candidate.to)
+        if (hole !== undefined) {
+          const job = this.relayJobs.get(origin)
+          this.relayJobs.set(origin, { from: Math.min(job?.from ?? Infinity, from), upTo: Math.max(job?.upTo ?? 0, Math.min(hole.to, mine[origin] ?? 0)) })
+        } else if (origin === this.replica) {
+          this.ownRestart = Math.min(this.ownRestart, from)
+        } else {
+          this.relayJobs.set(origin, { from: Math.min(this.relayJobs.get(origin)?.from ?? Infinity, from), upTo: Infinity })
+        }
       }
     }
     this.runOwnLane()
@@ -393,7 +436,7 @@ export class Replicator extends EventEmitter<SyncEvents> implements Subscriber {
   private elect(origin: string, peer: PeerInfo, now: number): string | undefined {
     const need = peer.vector[origin] ?? 0
     const candidates: string[] = []
-    if ((this.log.versionVector()[origin] ?? 0) > need) candidates.push(this.replica)
+    if ((this.announced().vector[origin] ?? 0) > need) candidates.push(this.replica)
     for (const other of this.peers.values()) {
       if (this.live(other, now) && other.replica !== peer.replica && (other.vector[origin] ?? 0) > need) candidates.push(other.replica)
     }
@@ -434,9 +477,9 @@ export class Replicator extends EventEmitter<SyncEvents> implements Subscriber {
     this.relayRunning = true
     const work = async (): Promise<void> => {
       while (!this.closed && this.relayJobs.size > 0) {
-        const [origin, from] = this.relayJobs.entries().next().value as [string, number]
+        const [origin, job] = this.relayJobs.entries().next().value as [string, { from: number, upTo: number }]
         this.relayJobs.delete(origin)
-        await this.streamOrigin(origin, from, () => undefined)
+        await this.streamOrigin(origin, job.from, () => undefined, job.upTo)
       }
     }
     this.relayLane = work().catch((error: unknown) => this.noteError(error)).finally(() => {
@@ -450,7 +493,7 @@ export class Replicator extends EventEmitter<SyncEvents> implements Subscriber {
    * events already durable here, with at most inflightMessagesMax unacknowledged publishes.
    * Stops at close; a failed publish ends the stream (the next announcement asks again).
    */
-  private async streamOrigin(origin: string, from: number, advance: (pos: number) => void): Promise<void> {
+  private async streamOrigin(origin: string, from: number, advance: (pos: number) => void, upTo = Infinity): Promise<void> {
     const { topicPrefix, logName, inflightMessagesMax } = this.settings
     const now = this.settings.clock.now()
     // Stay below what every present peer accepts.
@@ -500,6 +543,7 @@ export class Replicator extends EventEmitter<SyncEvents> implements Subscriber {
       for await (const event of this.log.eventsSince(vector, { raw: true })) {
         if (this.closed || event.localPos >= durable) break
         if (event.origin !== origin) continue
+        if (event.pos >= upTo) break
         if (event.seal !== undefined) sealed = true
         // The link or seal an event carries counts too (a seal once signed), with CBOR headers.
         const size = event.payload.length + EVENT_FRAMING_BYTES + (event.seal === undefined ? 0 : SEAL_BYTES + SEAL_FRAMING_BYTES)
@@ -533,7 +577,7 @@ export class Replicator extends EventEmitter<SyncEvents> implements Subscriber {
   }
 
   private checkConverged(): void {
-    const mine = this.log.versionVector()
+    const mine = this.announced().vector
     const now = this.settings.clock.now()
     const online = [...this.peers.values()].filter((peer) => this.live(peer, now))
     const wanted = (filter: string[] | null, origin: string): boolean => filter === null || filter.includes(origin)
