@@ -21,6 +21,11 @@ export interface BatchSource {
   times: readonly number[] | null
   /** A merged batch's seal, stored with its last record; null for none (own batches are sealed by the log's sealer). */
   seal: Uint8Array | null
+  /**
+   * An own batch: the plaintext payloads when `payloads` are encrypted for `ownOrigin`, so that a
+   * batch queued while the log moved to a new origin is encrypted again for it (core/log.ts).
+   */
+  own?: { origin: string, plain: readonly Uint8Array[] | null }
 }
 
 /** Index of the first event of the next record, splitting at `splitBytes`. */

@@ -55,9 +55,9 @@ function identityOf(privateKey: crypto.KeyObject): Identity {
   }
 }
 
-/** The identity in `directory`, or null when the log has none (created with identity: false). */
-export function loadIdentity(storage: Storage, directory: string): Identity | null {
-  const filePath = path.join(directory, FILE_NAME_IDENTITY)
+/** The identity in `directory` (file `name`), or null when the log has none (created with identity: false). */
+export function loadIdentity(storage: Storage, directory: string, name = FILE_NAME_IDENTITY): Identity | null {
+  const filePath = path.join(directory, name)
   const pem = readFileIfExists(storage, filePath)?.toString('latin1')
   if (pem === undefined) return null
   let privateKey: crypto.KeyObject

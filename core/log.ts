@@ -39,12 +39,17 @@ import { deriveLayout, resolveOptions, type Layout, type OpenOptions } from './o
 import { eventsOfRecord, scanRecords, type LogEvent, type ReadSource } from './reader.js'
 import { originStateFor, recover, type Truncation } from './recovery.js'
 import { loadOrCreateReplica } from './replica.js'
-import { createSegmentFile, type Segment, type SegmentTable } from './segments.js'
+import { createSegmentFile, decodeSegmentHeader, listSegmentFiles, type Segment, type SegmentTable } from './segments.js'
 import { closeSynced, createDirectoryDurably, syncNamesLeftPending, type Storage } from './storage.js'
 import { verifyLog, type VerifyResult } from './verify.js'
 import type { DamagedRange, Fence, Fences } from './damage.js'
 import { surveyDamage } from './survey.js'
 import { Healer, type HealOutcome } from './heal.js'
+import {
+  finishMove, loadRetiredOrigins, moveOrigin as retireAndMove, readMoveIntent, removeMoveIntent, writeMoveIntent, type RetiredOrigin,
+} from './own-origin.js'
+import { rehome } from './rehome.js'
+import { RecordWalk } from './record-walk.js'
 import { Visibility } from './visibility.js'
 
 /** How often a log stalled on a full disk tries to write again (an append or a merge also tries, at most this often). */
@@ -112,18 +117,17 @@ export interface LogEvents {
   durable: [number]
   /** An origin's key signed two histories; the origin is quarantined. */
   equivocation: [Equivocation]
+  /** This log appends under a new origin id from now on (core/own-origin.ts says when and why). */
+  originMoved: [{ from: string, to: string, reason: string }]
 }
 
 export class Log extends EventEmitter<LogEvents> {
-  readonly replicaId: string
   readonly directory: string
   readonly direct: boolean
   /** Where the log's files live (openLog option `storage`; node:fs by default). */
   private readonly storage: Storage
   /** What recovery cut at open (also reported by verify). */
   readonly truncations: readonly Truncation[]
-  /** This log's Ed25519 public key (hex); null for a log created without identity. */
-  readonly publicKey: string | null
 
   private readonly options: OpenOptions
   private readonly layout: Layout
@@ -133,7 +137,17 @@ export class Log extends EventEmitter<LogEvents> {
   private readonly cache: HeadCache
   private readonly flusher: Flusher
   private readonly origins: Map<string, OriginState>
-  private readonly own: OriginState
+  /** The origin this log appends under (a move replaces it: core/own-origin.ts). */
+  private own: OriginState
+  /** Its earlier own origins, oldest first. */
+  private readonly retired: RetiredOrigin[]
+  /** Why this log cannot be sure it holds all it once made durable under its own origin (open found it), or null. */
+  private readonly ownDoubt: string | null
+  /** Events of its own origin when this open settled it, and own events appended since (not merged back). */
+  private ownCountAtOpenValue = 0
+  private ownAppendedSinceOpen = 0
+  /** A peer holds this many events of the own origin: merge takes them back (restoring) while nothing was appended since open. */
+  private restoreTarget = 0
   private readonly local: LocalIndex
   private readonly merger: Merger
   /** Reads as readers see the log: up to the visible end. */
@@ -164,11 +178,11 @@ export class Log extends EventEmitter<LogEvents> {
   private closing: Promise<void> | null = null
   private timer: NodeJS.Timeout | null = null
   private growthWaiters: (() => void)[] = []
-  private readonly sealer: BatchSealer | null
+  private sealer: BatchSealer | null
   /** Hashes large own records on a worker thread (null for a log without identity). */
-  private readonly pipeline: SealPipeline | null
+  private pipeline: SealPipeline | null
   private readonly deferredLink: DeferredLink
-  private readonly identity: Identity | null
+  private identity: Identity | null
   private readonly trust: TrustPolicy
   private readonly cipher: PayloadCipher | null
 
@@ -176,11 +190,11 @@ export class Log extends EventEmitter<LogEvents> {
   constructor(init: {
     directory: string, options: OpenOptions, layout: Layout, checksum: Checksum, lock: DirectoryLock,
     replicaId: string, replicaBytes: Uint8Array, validators: { append: Validator[], sync: Validator[] },
-    identity: Identity | null, trust: TrustPolicy, cipher: PayloadCipher | null,
+    identity: Identity | null, trust: TrustPolicy, cipher: PayloadCipher | null, retired: RetiredOrigin[],
   }) {
     super()
-    this.publicKey = init.identity?.publicKeyHex ?? null
     this.identity = init.identity
+    this.retired = init.retired
     this.sealer = init.identity === null ? null : new BatchSealer(init.identity.replicaIdBytes)
     this.trust = init.trust
     this.cipher = init.cipher
@@ -190,7 +204,6 @@ export class Log extends EventEmitter<LogEvents> {
     this.layout = init.layout
     this.checksum = init.checksum
     this.lock = init.lock
-    this.replicaId = init.replicaId
     this.storage = init.options.storage
     const state = recover({
       storage: this.storage, directory: init.directory, checksum: init.checksum, replicaId: init.replicaId, replicaBytes: init.replicaBytes,
@@ -198,9 +211,11 @@ export class Log extends EventEmitter<LogEvents> {
       warn: init.options.onWarning,
       now: init.options.now,
       readOnly: init.options.readOnly,
+      retiredIds: new Set(init.retired.map((origin) => origin.replicaId)),
     })
     this.table = state.table
     this.fences = state.fences
+    this.ownDoubt = state.ownDoubt
     this.origins = state.origins
     this.local = state.local
     this.truncations = state.truncations
@@ -212,10 +227,13 @@ export class Log extends EventEmitter<LogEvents> {
     // Everything recovery found is durable (open syncs the tail below before anything new).
     for (const state of this.origins.values()) state.visibleCount = state.count
     this.visibility = new Visibility(init.options.durability === 'fsync', this.committedCount, this.committedEnd, () => this.wakeGrowth())
+    const log = this
     this.merger = new Merger({
-      ownOrigin: init.replicaId, now: init.options.now, origins: this.origins, trust: init.trust, cipher: init.cipher, syncValidators: init.validators.sync,
+      get ownOrigin(): string { return log.replicaId },
+      now: init.options.now, origins: this.origins, trust: init.trust, cipher: init.cipher, syncValidators: init.validators.sync,
       maxEventBytes: init.options.maxEventBytes, pieceBytes: init.layout.segmentDataBytes / 4,
       checkWritable: () => this.checkWritable(),
+      ownRestoring: () => this.restoring(),
       offerHeal: (event) => this.offerHeal(event),
       loadChain: (state) => this.loadChain(state),
       writeBatch: (source, origin, expectedPos) => this.writeBatch(source, origin, expectedPos),
@@ -232,14 +250,10 @@ export class Log extends EventEmitter<LogEvents> {
     this.direct = arena.direct
     const segment = this.table.last
     this.cache = new HeadCache(arena.memory, segment, this.committedEnd)
-    this.pipeline = init.identity === null ? null : new SealPipeline(arena.memory, init.identity.replicaIdBytes, init.checksum, init.options.durability === 'fsync' ? 'flusher' : 'worker')
     this.cache.settle = (end) => this.settleLinks(end)
-    const pipeline = this.pipeline
-    // Writing around the fields still to hash pays only when the hash runs in settle (beside the
-    // write); with the worker it splits the large writes of 'interval' for nothing (bench: 0.77
-    // against 0.92 signed/unsigned).
-    if (pipeline?.hashOn === 'flusher') this.cache.pendingFields = (out) => pipeline.pendingFields(out)
-    this.deferredLink = { first: 0, count: 0, prev: null, pipeline: this.pipeline ?? { progress: () => {} } }
+    this.deferredLink = { first: 0, count: 0, prev: null, pipeline: { progress: () => {} } }
+    this.pipeline = null
+    this.usePipeline(init.identity)
     const fd = init.options.readOnly ? this.openReadOnlyDescriptor(segment) : this.openWriteDescriptor(segment)
     try {
       // What survived a crash in the OS page cache is made durable before new records claim it:
@@ -285,6 +299,175 @@ export class Log extends EventEmitter<LogEvents> {
     }
   }
 
+  /** The id this log appends under: its replica id, derived from its public key (a move gives it a new one: originsRetired()). */
+  get replicaId(): string {
+    return this.own.origin
+  }
+
+  /** This log's Ed25519 public key (hex); null for a log created without identity. */
+  get publicKey(): string | null {
+    return this.identity?.publicKeyHex ?? null
+  }
+
+  /** The origins this log appended under before its current one (oldest first), with when and why it moved. */
+  originsRetired(): { replicaId: string, retiredMs: number, reason: string }[] {
+    return this.retired.map(({ replicaId, retiredMs, reason }) => ({ replicaId, retiredMs, reason }))
+  }
+
+  /**
+   * The hashing pipeline for own records under `identity` (core/seal-pipeline.ts): made at open,
+   * and again when the log moves to a new origin (the worker hashes with the origin's id).
+   */
+  private usePipeline(identity: Identity | null): void {
+    void this.pipeline?.stop()
+    const pipeline = identity === null ? null : new SealPipeline(this.cache.memory, identity.replicaIdBytes, this.checksum, this.options.durability === 'fsync' ? 'flusher' : 'worker')
+    this.pipeline = pipeline
+    // Writing around the fields still to hash pays only when the hash runs in settle (beside the
+    // write); with the worker it splits the large writes of 'interval' for nothing (bench: 0.77
+    // against 0.92 signed/unsigned).
+    this.cache.pendingFields = pipeline?.hashOn === 'flusher' ? (out) => pipeline.pendingFields(out) : () => 0
+    this.deferredLink.pipeline = pipeline ?? { progress: () => {} }
+  }
+
+  /**
+   * Moves to a new own origin (core/own-origin.ts): a new key and id for every append from now
+   * on; the old id becomes an origin like any other here (sync fetches what it lacks of it). Call
+   * with nothing being composed (at open, or under the write gate).
+   */
+  private moveOrigin(reason: string): void {
+    assert(!this.options.readOnly, 'a read-only open never moves')
+    this.settleLinks()
+    const from = this.replicaId
+    const moved = retireAndMove(this.storage, this.directory, this.checksum, { replica: { id: from, idBytes: this.own.originBytes }, identity: this.identity },
+      this.retired, reason, this.options.now)
+    this.retired.push(moved.retired)
+    this.identity = moved.identity
+    this.sealer = moved.identity === null ? null : new BatchSealer(moved.identity.replicaIdBytes)
+    this.usePipeline(moved.identity)
+    this.own = originStateFor(this.origins, moved.replica.id)
+    this.own.chain = ZERO_CHAIN
+    if (this.trust.mode === 'keys' && moved.identity !== null) {
+      (this.trust.keys as Set<string>).add(moved.identity.publicKeyHex)
+      ;(this.trust.origins as Set<string>).add(moved.replica.id)
+    }
+    this.options.onWarning({
+      code: 'ORIGIN_MOVED',
+      message: `interlog: log ${this.directory} appends as origin ${moved.replica.id} from now on, no longer as ${from} (${reason}): ` +
+        `it never appends at positions of ${from} that a peer may hold; sync fetches back what it lacks of ${from}` +
+        (moved.identity === null ? '' : `. Peers that trust by key need its new key: interlog trust add ${moved.identity.publicKeyHex}`),
+    })
+    if (this.listenerCount('originMoved') > 0) queueMicrotask(() => this.emit('originMoved', { from, to: moved.replica.id, reason }))
+  }
+
+  /**
+   * @internal At a writable open: moves to a new origin when the log cannot be sure of its own
+   * history (open's scan found a reason, or the last batch of its own origin lies in a damaged
+   * range, so that the chain its next append must link to is unknown).
+   */
+  async settleOwnOrigin(): Promise<void> {
+    if (this.ownDoubt !== null) {
+      this.moveOrigin(this.ownDoubt)
+    } else if (this.own.count > 0 && this.identity !== null) {
+      await this.loadChain(this.own)
+      if (this.own.chain === null) this.moveOrigin(`the last batch of its own origin ${this.replicaId} is in a damaged range`)
+    }
+    this.ownCountAtOpenValue = this.own.count
+  }
+
+  /** Events of this log's own origin when it was opened: sync holds back newer ones until it has heard the peers (docs/sync.md). */
+  get ownCountAtOpen(): number {
+    return this.ownCountAtOpenValue
+  }
+
+  /**
+   * A peer holds `count` events of this log's own origin (sync calls this from the peers'
+   * vectors; a custom transport should too). More than this log holds means it lost some (damage
+   * at the tail, a restored backup): when it appended nothing since open, it takes them back
+   * through merge (checked against its own key and chain) before appending at those positions
+   * ('restoring'; an append meanwhile moves it to a new origin first). When it did append since
+   * open, those events would be a second history under its id: they move to a new origin, in
+   * place, before anything publishes them ('moved'). 'ok': it holds as many.
+   */
+  async ownOriginSeen(count: number): Promise<'ok' | 'restoring' | 'moved'> {
+    if (!Number.isSafeInteger(count) || count < 0) throw new LogError('INVALID_ARGUMENT', 'ownOriginSeen takes a count of events')
+    this.checkWritable()
+    if (count <= this.own.count) return 'ok'
+    return this.underGate(async () => {
+      if (count <= this.own.count || this.closing !== null) return 'ok'
+      if (this.ownAppendedSinceOpen === 0) {
+        this.restoreTarget = Math.max(this.restoreTarget, count)
+        return 'restoring'
+      }
+      await this.rehomeSinceOpen(`a peer holds ${count} events of its own origin ${this.replicaId}, it holds ${this.own.count} and appended ${this.ownAppendedSinceOpen} since open`)
+      return 'moved'
+    })
+  }
+
+  /**
+   * The own events appended since open move to a new origin, in place (core/rehome.ts), under the
+   * write gate: everything is synced first, the intent is written, the records are rewritten, and
+   * the state follows (the old origin's count goes back to what it held at open, and sync fetches
+   * the rest of it from the peers like any missing event).
+   */
+  private async rehomeSinceOpen(reason: string): Promise<void> {
+    await this.flusher.flushAll(true)
+    const from = this.own
+    const fromPos = this.ownCountAtOpenValue
+    const start = this.firstRecordOf(from, fromPos)
+    const end = this.committedEnd
+    this.moveOrigin(reason)
+    const to = this.own
+    const intent = { from: from.origin, to: to.origin, fromPos, start, end }
+    writeMoveIntent(this.storage, this.directory, intent)
+    const result = rehome({ storage: this.storage, checksum: this.checksum, segments: this.table.segments, intent, cipher: this.cipher, onRecord: (pos, offset) => to.noteRecord(pos, offset) })
+    removeMoveIntent(this.storage, this.directory)
+    from.count = fromPos
+    from.visibleCount = Math.min(from.visibleCount, fromPos)
+    from.index.replaceRange(start, Infinity, [])
+    from.chain = null
+    to.count = result.events
+    to.visibleCount = result.events
+    to.chain = result.chain
+    to.signed = this.identity !== null
+    this.ownAppendedSinceOpen = 0
+    this.ownCountAtOpenValue = 0
+    this.reloadCacheWindow()
+    if (this.checkpointEnd > start) await this.rewriteCheckpoint()
+  }
+
+  /** Global offset of the record of `state` that starts at its position `pos` (the end of the log when there is none). */
+  private firstRecordOf(state: OriginState, pos: number): number {
+    const entry = state.index.floorOffset(pos)
+    const walk = new RecordWalk(this.table, this.storage, this.checksum, this.fences, this.committedEnd)
+    try {
+      const records = walk.records(entry < 0 ? this.table.segments[0]!.start + SEGMENT_HEADER_BYTES : entry, this.committedEnd)
+      for (let step = records.next(); step.done !== true; step = records.next()) {
+        if (step.value.origin === state.origin && step.value.originPos + step.value.count > pos) return step.value.offset
+      }
+    } finally {
+      walk.close()
+    }
+    return this.committedEnd
+  }
+
+  /** Reads the cache's window back from the file (records in it were rewritten there), keeping zeros past the composed end. */
+  private reloadCacheWindow(): void {
+    const segment = this.cache.segment
+    const used = this.cache.composedEnd - this.cache.windowStart
+    if (used <= 0 || !this.storage.existsSync(segment.path)) return
+    const fd = this.storage.openSync(segment.path, 'read')
+    try {
+      this.storage.readSync(fd, this.cache.memory, 0, used, this.cache.windowStart - segment.start)
+    } finally {
+      closeSynced(this.storage, fd)
+    }
+  }
+
+  /** Whether merge takes events of the own origin back from peers now (restoring after a loss: ownOriginSeen). */
+  private restoring(): boolean {
+    return this.restoreTarget > this.own.count && this.ownAppendedSinceOpen === 0
+  }
+
   /** Number of events in this log, all origins, as readers see it (with 'fsync': the durable ones). */
   get length(): number {
     return this.visibility.count
@@ -311,23 +494,26 @@ export class Log extends EventEmitter<LogEvents> {
     const seal = event.seal
     const fields = parseSeal(seal)
     if (typeof fields === 'string') throw new LogError('INVALID_ARGUMENT', `signSeal: ${fields}`)
-    if (fields.signed || this.identity === null || event.origin !== this.replicaId) return seal
-    const stored = await this.ownBatchEnding(fields.first + fields.count)
+    // Its own origin's links, and those of the origins it appended under before a move (their keys are kept).
+    const identity = event.origin === this.replicaId ? this.identity : this.retired.find((origin) => origin.replicaId === event.origin)?.identity ?? null
+    const state = this.origins.get(event.origin)
+    if (fields.signed || identity === null || state === undefined) return seal
+    const stored = await this.ownBatchEnding(state, fields.first + fields.count)
     if (stored === null || !equalBytes(stored.link, seal)) {
       throw new LogError('INVALID_ARGUMENT', 'signSeal: the link is not one of this log\'s own batches')
     }
     if (stored.localEnd > this.durableLength) {
       throw new LogError('INVALID_ARGUMENT', `signSeal: the batch ending at ${fields.first + fields.count} is not durable yet (durableLength ${this.durableLength})`)
     }
-    return signLink(seal, this.identity.privateKey, this.identity.publicKeyBytes)
+    return signLink(seal, identity.privateKey, identity.publicKeyBytes)
   }
 
   /** The link stored with this log's own batch ending at origin position `end`, and the batch's local end. */
-  private async ownBatchEnding(end: number): Promise<{ link: Uint8Array, localEnd: number } | null> {
-    if (end <= 0 || end > this.own.count) return null
-    const offset = this.own.index.floorOffset(end - 1)
+  private async ownBatchEnding(state: OriginState, end: number): Promise<{ link: Uint8Array, localEnd: number } | null> {
+    if (end <= 0 || end > state.count) return null
+    const offset = state.index.floorOffset(end - 1)
     for await (const cursor of scanRecords(this.internalSource, offset < 0 ? this.table.segments[0]!.start : offset)) {
-      if (cursor.origin !== this.replicaId) continue
+      if (cursor.origin !== state.origin) continue
       const { header } = cursor
       if (header.originPos >= end) return null
       if (header.originPos + header.count !== end) continue
@@ -345,6 +531,9 @@ export class Log extends EventEmitter<LogEvents> {
       state.chain = ZERO_CHAIN
       return
     }
+    // Its last batch in a damaged range: the head is unknown until a repair (null: merges of it
+    // are refused meanwhile, core/authenticate.ts; for the own origin, open moves to a new one).
+    if (this.fences.holding(state.origin, state.count - 1) !== undefined) return
     const offset = state.index.floorOffset(state.count - 1)
     for await (const cursor of scanRecords(this.internalSource, offset < 0 ? this.table.segments[0]!.start : offset)) {
       if (cursor.origin !== state.origin || cursor.header.originPos + cursor.header.count < state.count) continue
@@ -366,6 +555,7 @@ export class Log extends EventEmitter<LogEvents> {
   /** Whether `origin` signs its batches, as far as this log knows (its last batch held is sealed). */
   async signs(origin: string): Promise<boolean> {
     if (origin === this.replicaId) return this.sealer !== null
+    if (this.retired.some((retired) => retired.replicaId === origin && retired.identity !== null)) return true
     const state = this.origins.get(origin)
     if (state === undefined) return false
     await this.loadChain(state)
@@ -416,16 +606,29 @@ export class Log extends EventEmitter<LogEvents> {
     } catch (error) {
       return Promise.reject(error)
     }
-    const source: BatchSource = { payloads, time: this.options.now(), times: null, seal: null }
+    const source: BatchSource = { payloads, time: this.options.now(), times: null, seal: null, own: { origin: this.replicaId, plain: null } }
     if (this.appendValidators.length > 0) {
       const rejection = this.validateAppend(payloads, source.time)
       if (rejection !== undefined) return Promise.reject(rejection)
     }
-    if (this.cipher !== null) {
-      const cipher = this.cipher
-      source.payloads = payloads.map((payload) => cipher.encrypt(this.replicaId, payload))
+    // A peer holds positions this log would append at (it is taking them back): a new origin first.
+    if (this.restoreTarget > this.own.count) {
+      return this.underGate(async () => {
+        if (this.restoreTarget > this.own.count) this.moveOrigin(`a peer holds ${this.restoreTarget} events of its own origin ${this.replicaId}, it holds ${this.own.count}, and it appends now`)
+        this.restoreTarget = 0
+      }).then(() => this.appendRange(payloads, verb))
     }
+    this.encryptOwn(source, payloads)
     return this.writeBatch(source, this.own, -1).then((range) => this.awaitDurable(range))
+  }
+
+  /** Encrypts an own batch for the current own origin (again, when it moved since). */
+  private encryptOwn(source: BatchSource, plain: readonly Uint8Array[]): void {
+    if (this.cipher === null || source.own === undefined) return
+    const cipher = this.cipher
+    const origin = this.replicaId
+    source.payloads = plain.map((payload) => cipher.encrypt(origin, payload))
+    source.own = { origin, plain }
   }
 
   /** Runs the append validators over a batch; the first rejection rejects the whole batch. */
@@ -504,6 +707,12 @@ export class Log extends EventEmitter<LogEvents> {
     try {
       if (previous !== null) await previous
       this.checkWritable()
+      // An own batch queued while the log moved to a new origin goes under the new one.
+      if (source.own !== undefined && source.own.origin !== this.replicaId) {
+        origin = this.own
+        if (source.own.plain !== null) this.encryptOwn(source, source.own.plain)
+        else source.own = { origin: this.replicaId, plain: null }
+      }
       // The chain head is loaded on the first write of an origin (not at open: verify-only opens never read it).
       if (origin.chain === null) await this.loadChain(origin)
       const segment = this.cache.segment
@@ -554,7 +763,7 @@ export class Log extends EventEmitter<LogEvents> {
     // The room and segment checks relied on it (core/composer.ts batchBytes, split records included).
     assert(this.cache.composedEnd - this.committedEnd === bytes, 'a batch takes the bytes batchBytes said')
     this.endSeal(source, origin, range)
-    this.commit(origin, range.count, lastOffset)
+    this.commit(origin, range.count, lastOffset, source.own !== undefined)
     return range
   }
 
@@ -575,7 +784,7 @@ export class Log extends EventEmitter<LogEvents> {
       from = to
     }
     this.endSeal(source, origin, range)
-    this.commit(origin, range.count, lastOffset)
+    this.commit(origin, range.count, lastOffset, source.own !== undefined)
     return range
   }
 
@@ -649,7 +858,8 @@ export class Log extends EventEmitter<LogEvents> {
     if (head !== null) this.own.noteOwnLink(head)
   }
 
-  private commit(origin: OriginState, count: number, lastOffset: number): void {
+  private commit(origin: OriginState, count: number, lastOffset: number, appended = false): void {
+    if (appended) this.ownAppendedSinceOpen += count
     origin.count += count
     this.committedCount += count
     this.committedEnd = this.cache.composedEnd
@@ -1258,18 +1468,39 @@ export async function openLog(directory: string, givenOptions?: Readonly<Partial
   try {
     let identity = loadIdentity(options.storage, resolved)
     if (identity === null && options.identity && !options.readOnly && !options.storage.existsSync(path.join(resolved, FILE_NAME_REPLICA))) identity = createIdentity(options.storage, resolved)
-    const replica = loadOrCreateReplica(options.storage, resolved, checksum, identity?.replicaIdBytes ?? null, options.now)
+    let replica = loadOrCreateReplica(options.storage, resolved, checksum, identity?.replicaIdBytes ?? null, options.now)
+    const retired = loadRetiredOrigins(options.storage, resolved)
     if (identity !== null && replica.id !== identity.replicaId) {
-      throw new LogError('CORRUPT', `the identity key of ${resolved} derives replica id ${identity.replicaId}, but the replica file says ${replica.id}; ` +
-        'one of the two files comes from another log', { path: resolved })
+      // A move to a new origin that a crash interrupted is finished; anything else is two logs mixed.
+      const finished = finishMove(options.storage, resolved, checksum, identity, replica, retired, options.readOnly, options.now)
+      if (finished === null) {
+        throw new LogError('CORRUPT', `the identity key of ${resolved} derives replica id ${identity.replicaId}, but the replica file says ${replica.id}; ` +
+          'one of the two files comes from another log', { path: resolved })
+      }
+      replica = finished
     }
     const trust = resolveTrust(options.storage, resolved, options.trust, identity?.publicKeyHex ?? null)
+    if (trust.mode === 'keys') {
+      // Its own earlier keys: what it lacks of its retired origins comes back signed by them.
+      for (const origin of retired) {
+        if (origin.identity === null) continue
+        ;(trust.keys as Set<string>).add(origin.identity.publicKeyHex)
+        ;(trust.origins as Set<string>).add(origin.replicaId)
+      }
+    }
     // Read-only: decrypts only, so no nonce epoch is taken (taking one writes and syncs a file).
     const cipher = options.encryption === null ? null : new PayloadCipher(options.encryption, options.readOnly ? 0 : nextNonceEpoch(options.storage, resolved))
+    // A move of own events to a new origin that a crash interrupted is finished before recovery reads them.
+    const intent = options.readOnly ? null : readMoveIntent(options.storage, resolved)
+    if (intent !== null) {
+      rehome({ storage: options.storage, checksum, segments: segmentsOf(options.storage, resolved, checksum), intent, cipher })
+      removeMoveIntent(options.storage, resolved)
+    }
     log = new Log({
       directory: resolved, options, layout, checksum, lock, replicaId: replica.id, replicaBytes: replica.idBytes, validators,
-      identity, trust, cipher,
+      identity, trust, cipher, retired,
     })
+    if (!options.readOnly) await log.settleOwnOrigin()
     return log
   } catch (error) {
     if (log !== undefined) await log.close().catch(() => undefined)
@@ -1283,3 +1514,21 @@ export async function openLog(directory: string, givenOptions?: Readonly<Partial
   }
 }
 
+/** The segment files of `directory` with valid headers, in order (for work done before recovery). */
+function segmentsOf(storage: Storage, directory: string, checksum: Checksum): Segment[] {
+  const segments: Segment[] = []
+  for (const file of listSegmentFiles(storage, directory)) {
+    const filePath = path.join(directory, file.name)
+    const page = Buffer.alloc(SEGMENT_HEADER_BYTES)
+    const fd = storage.openSync(filePath, 'read')
+    try {
+      storage.readSync(fd, page, 0, page.length, 0)
+    } finally {
+      closeSynced(storage, fd)
+    }
+    const header = decodeSegmentHeader(page, checksum)
+    if (typeof header === 'string') continue
+    segments.push({ index: header.index, name: file.name, path: filePath, start: header.start, size: header.size, firstLocalPos: header.firstLocalPos, dataEnd: header.start + header.size })
+  }
+  return segments
+}

@@ -76,6 +76,8 @@ export interface MergeHost {
   /** Bytes of a merged piece of unsigned events, at most (a quarter of a segment). */
   readonly pieceBytes: number
   checkWritable(): void
+  /** Whether the log takes events of its own origin back from peers now (after a loss; core/log.ts ownOriginSeen). */
+  ownRestoring(): boolean
   /** Keeps an event that a damaged range lacks, for its repair; true when kept. */
   offerHeal(event: RemoteEvent): boolean
   loadChain(state: OriginState): Promise<void>
@@ -148,7 +150,8 @@ export class Merger {
     const held: RemoteEvent[] = []
     for (const [origin, list] of byOrigin) {
       list.sort((a, b) => a.pos - b.pos)
-      if (origin === this.host.ownOrigin || (this.host.trust.mode === 'keys' && !this.host.trust.origins.has(origin))) {
+      const ownRefused = origin === this.host.ownOrigin && !this.host.ownRestoring()
+      if (ownRefused || (this.host.trust.mode === 'keys' && !this.host.trust.origins.has(origin))) {
         this.refuseOrigin(origin, list, result)
         continue
       }

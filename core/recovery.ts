@@ -76,6 +76,8 @@ export interface RecoveryContext {
   now: () => number
   /** Decide, repair nothing (openLog option `readOnly`): nothing is cut, removed, created or synced. */
   readOnly: boolean
+  /** Origins this log appended under before its current one (core/own-origin.ts): segments they made are its own too. */
+  retiredIds: ReadonlySet<string>
 }
 
 interface PendingRecord { offset: number, localPos: number, originPos: number, count: number, padded: number }
@@ -272,8 +274,9 @@ class Recovery {
       throw new LogError('CORRUPT', `segment ${file.name}: ${reason}`, { segment: file.name, offset: 0, path: filePath })
     }
     if (header.index !== file.index) fail(`header names segment ${header.index}`)
-    if (bytesToHex(header.replica) !== this.context.replicaId) {
-      fail(`written by replica ${bytesToHex(header.replica)}, not by this log's replica ${this.context.replicaId}`)
+    const writer = bytesToHex(header.replica)
+    if (writer !== this.context.replicaId && !this.context.retiredIds.has(writer)) {
+      fail(`written by replica ${writer}, not by this log's replica ${this.context.replicaId}`)
     }
     if (previous === undefined) {
       if (header.index !== 0 || header.start !== 0 || header.firstLocalPos !== 0) fail('first segment does not start the log')

@@ -1,6 +1,6 @@
-// The replica file: this log's replica id (derived from the identity key, or 16 random bytes), created at first open and never
-// changed. Written to a temporary name, synced, renamed, and the directory synced, so a crash
-// leaves either no file or a whole one.
+// The replica file: this log's replica id (derived from the identity key, or 16 random bytes), created at first open and
+// changed only when the log moves to a new origin (core/own-origin.ts). Written to a temporary name, synced, renamed, and
+// the directory synced, so a crash leaves either no file or a whole one.
 
 import crypto from 'node:crypto'
 import path from 'node:path'
@@ -25,7 +25,7 @@ export interface Replica {
 export function loadOrCreateReplica(storage: Storage, directory: string, checksum: Checksum, idForNewLog: Uint8Array | null = null, now: () => number = Date.now): Replica {
   const filePath = path.join(directory, FILE_NAME_REPLICA)
   const bytes = readFileIfExists(storage, filePath)
-  if (bytes === null) return createReplica(storage, directory, filePath, checksum, idForNewLog, now)
+  if (bytes === null) return writeReplica(storage, directory, checksum, idForNewLog ?? crypto.randomBytes(REPLICA_ID_BYTES), now)
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength)
   const valid = bytes.length === REPLICA_FILE_BYTES &&
     bytes.toString('latin1', REPLICA_OFFSET_MAGIC, REPLICA_OFFSET_MAGIC + 8) === REPLICA_MAGIC &&
@@ -43,8 +43,10 @@ export function loadOrCreateReplica(storage: Storage, directory: string, checksu
   return { id: bytesToHex(idBytes), idBytes }
 }
 
-function createReplica(storage: Storage, directory: string, filePath: string, checksum: Checksum, given: Uint8Array | null, now: () => number): Replica {
-  const idBytes = given === null ? crypto.randomBytes(REPLICA_ID_BYTES) : Buffer.from(given)
+/** Writes the replica file naming `id` (atomically): at creation, and when the log moves to a new origin (core/own-origin.ts). */
+export function writeReplica(storage: Storage, directory: string, checksum: Checksum, id: Uint8Array, now: () => number): Replica {
+  const filePath = path.join(directory, FILE_NAME_REPLICA)
+  const idBytes = Buffer.from(id)
   const bytes = Buffer.alloc(REPLICA_FILE_BYTES)
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength)
   bytes.write(REPLICA_MAGIC, REPLICA_OFFSET_MAGIC, 'latin1')

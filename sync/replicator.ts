@@ -126,8 +126,26 @@ export class Replicator extends EventEmitter<SyncEvents> implements Subscriber {
   private messagesDropped = 0
   private lastError: string | null = null
   private readonly onDurable = (): void => this.planSends()
+  /** Origins this log appended under before a move: it signs their links as its own. */
+  private retiredOrigins = new Set<string>()
+  /**
+   * Own events appended since open are published only once the peers' statuses have been heard
+   * (one announcement interval after the first connection): a peer holding more of this origin
+   * than the log means the log lost some, and those positions must not get a second history
+   * (core/log.ts ownOriginSeen). Until then the own lane stops at the count the log opened with.
+   */
+  private ownConfirmed = false
+  private confirmTimer: TimerHandle | null = null
   /** A damaged range found or repaired: the vector announced changes. */
   private readonly onDamageChange = (): void => this.announceSoon()
+  /** The log appends under a new origin: the old id goes offline here, the new one announces itself. */
+  private readonly onOriginMoved = (moved: { from: string, to: string }): void => {
+    this.retiredOrigins.add(moved.from)
+    this.ownConfirmed = true // nobody holds anything of the new origin
+    this.ownNext = -1
+    this.ownRestart = Infinity
+    this.goOffline(moved.from).then(() => this.announce(true)).catch((error: unknown) => this.noteError(error))
+  }
   private ready: Promise<void> = Promise.resolve()
   private firstReady: () => void = () => undefined
   private onError: ((error: Error) => void) | null = null
@@ -160,6 +178,8 @@ export class Replicator extends EventEmitter<SyncEvents> implements Subscriber {
     this.log.on('durable', this.onDurable)
     this.log.on('damage', this.onDamageChange)
     this.log.on('healed', this.onDamageChange)
+    this.log.on('originMoved', this.onOriginMoved)
+    for (const retired of this.log.originsRetired()) this.retiredOrigins.add(retired.replicaId)
     this.periodic = this.settings.clock.setInterval(() => {
       this.announce(false).catch((error: unknown) => this.noteError(error))
     }, this.settings.announceIntervalMs)
@@ -197,6 +217,13 @@ export class Replicator extends EventEmitter<SyncEvents> implements Subscriber {
       subscription(topicPrefix, logName, 'events'),
     ], { qos: 1 })
     await this.announce(true)
+    if (!this.ownConfirmed && this.confirmTimer === null) {
+      this.confirmTimer = this.settings.clock.setTimeout(() => {
+        this.confirmTimer = null
+        this.ownConfirmed = true
+        this.planSends()
+      }, this.settings.announceIntervalMs)
+    }
   }
 
   /** Says goodbye (retained offline status), stops sending and disconnects. */
@@ -206,8 +233,10 @@ export class Replicator extends EventEmitter<SyncEvents> implements Subscriber {
     this.log.off('durable', this.onDurable)
     this.log.off('damage', this.onDamageChange)
     this.log.off('healed', this.onDamageChange)
+    this.log.off('originMoved', this.onOriginMoved)
     if (this.periodic !== null) this.settings.clock.clearInterval(this.periodic)
     if (this.announceTimer !== null) this.settings.clock.clearTimeout(this.announceTimer)
+    if (this.confirmTimer !== null) this.settings.clock.clearTimeout(this.confirmTimer)
     if (this.client.connected) {
       const { vector, holes } = this.announced()
       const goodbye = encodeMessage({ kind: 'status', replica: this.replica, node: this.connection.node, online: false, vector, holes, origins: this.settings.origins, maxMessageBytes: this.settings.maxMessageBytes, timeMs: this.settings.clock.now() })
@@ -252,6 +281,14 @@ export class Replicator extends EventEmitter<SyncEvents> implements Subscriber {
       if (vector[hole.origin] === 0) delete vector[hole.origin]
     }
     return { vector, holes: holes.slice(0, HOLES_ANNOUNCED_MAX) }
+  }
+
+  /** Publishes a retained offline status for `replica`, an id this log no longer appends under. */
+  private async goOffline(replica: string): Promise<void> {
+    if (this.closed || !this.client.connected) return
+    const { vector, holes } = this.announced()
+    const goodbye = encodeMessage({ kind: 'status', replica, node: this.connection.node, online: false, vector, holes, origins: this.settings.origins, maxMessageBytes: this.settings.maxMessageBytes, timeMs: this.settings.clock.now() })
+    await this.client.publishAsync(topic(this.settings.topicPrefix, this.settings.logName, 'status', replica), Buffer.from(goodbye), { qos: 1, retain: true })
   }
 
   /** Publishes our presence (retained, with `status`) and our version vector. */
@@ -319,6 +356,13 @@ export class Replicator extends EventEmitter<SyncEvents> implements Subscriber {
     }
     this.peers.set(message.replica, peer)
     if (known === undefined || known.online !== peer.online) this.emit('peer', { ...peer })
+    // A peer that holds more of this log's own origin than the log: it lost some (core/log.ts ownOriginSeen).
+    const theirs = peer.vector[this.replica] ?? 0
+    if (theirs > (this.log.versionVector()[this.replica] ?? 0)) {
+      this.log.ownOriginSeen(theirs).then((outcome) => {
+        if (outcome !== 'ok') this.settings.log('warning', `log ${this.settings.logName}: peer ${peer.replica} holds ${theirs} events of this log's own origin: ${outcome === 'restoring' ? 'taking them back before appending at those positions' : 'this log moved to a new origin'}`)
+      }, (error: unknown) => this.noteError(error))
+    }
     this.planSends()
     this.checkConverged()
   }
@@ -462,7 +506,8 @@ export class Replicator extends EventEmitter<SyncEvents> implements Subscriber {
     this.ownRestart = Infinity
     this.ownRunning = true
     const started = this.ownNext
-    this.ownLane = this.streamOrigin(this.replica, this.ownNext, (next) => { this.ownNext = Math.max(this.ownNext, next) })
+    const upTo = this.ownConfirmed ? Infinity : this.log.ownCountAtOpen
+    this.ownLane = this.streamOrigin(this.replica, this.ownNext, (next) => { this.ownNext = Math.max(this.ownNext, next) }, upTo)
       .catch((error: unknown) => this.noteError(error))
       .finally(() => {
         this.ownRunning = false
@@ -519,8 +564,9 @@ export class Replicator extends EventEmitter<SyncEvents> implements Subscriber {
     let sentFrom = from
     const flush = async (): Promise<void> => {
       if (batch.length === 0) return
-      if (origin === this.replica) {
-        // Own events: the last link of the message is signed, vouching for every event before it.
+      if (origin === this.replica || this.retiredOrigins.has(origin)) {
+        // Own events (and those of the origins this log moved away from): the last link of the
+        // message is signed, vouching for every event before it.
         for (let k = batch.length - 1; k >= 0; k--) {
           const entry = batch[k]!
           if (entry.length !== 4) continue
