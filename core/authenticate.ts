@@ -4,8 +4,8 @@
 // chain this log holds); a signed seal by the key the origin id derives from (and, with an
 // allow-list, a listed key) then vouches for every batch up to it. Batches up to the last valid
 // seal are accepted; linked batches after it wait for a later seal; the rest is rejected.
-// Duplicates carrying a seal are checked against the chain hashes of recent batches: the same key
-// signing two histories is equivocation.
+// Duplicates carrying a seal are checked against the chain hash this log holds for the same batch
+// (of a recent batch, or read from the log): the same key signing two histories is equivocation.
 
 import { bytesToHex } from './format.js'
 import type { PayloadCipher } from './crypt.js'
@@ -129,10 +129,10 @@ export function checkSealedRun(state: OriginState, run: readonly RemoteEvent[], 
  * log holds the same chain hash or cannot tell, 'forged' when the seal is not the origin's, or an
  * equivocation when the origin's key signed another chain hash for the same batch end.
  */
-export function checkSealedDuplicate(state: OriginState, seal: Uint8Array): 'duplicate' | 'forged' | Equivocation {
+export function checkSealedDuplicate(state: OriginState, seal: Uint8Array, stored?: Uint8Array | null): 'duplicate' | 'forged' | Equivocation {
   const fields = parseSeal(seal)
   if (typeof fields === 'string') return 'forged'
-  const held = state.recentSeals.get(fields.first + fields.count)
+  const held = state.recentSeals.get(fields.first + fields.count) ?? stored ?? undefined
   if (held === undefined || equalBytes(held, fields.hash)) return 'duplicate'
   // A different chain hash for a batch held: proof of a second history only if the origin signed it.
   if (!keyMatchesOrigin(fields, state.originBytes) || !signatureValid(fields, fields.hash)) return 'forged'

@@ -154,6 +154,8 @@ export class OriginState {
   signed = false
   /** Chain hashes of recent batches by end position, to spot equivocation among duplicates. */
   readonly recentSeals = new Map<number, Uint8Array>()
+  /** Chain hashes of older batches read back from the log to check a duplicate (null: no link ends there), at most RECENT_SEALS_MAX. */
+  readonly checkedSeals = new Map<number, Uint8Array | null>()
 
   constructor(readonly origin: string, readonly originBytes: Uint8Array) {}
 
@@ -169,6 +171,12 @@ export class OriginState {
     this.signed = true
     this.recentSeals.set(end, hash)
     if (this.recentSeals.size > RECENT_SEALS_MAX) this.recentSeals.delete(this.recentSeals.keys().next().value as number)
+  }
+
+  /** Remembers the chain hash read back for the batch ending at `end` (bounded like the recent ones). */
+  noteChecked(end: number, hash: Uint8Array | null): void {
+    this.checkedSeals.set(end, hash)
+    if (this.checkedSeals.size > RECENT_SEALS_MAX) this.checkedSeals.delete(this.checkedSeals.keys().next().value as number)
   }
 
   /** Notes a record of this origin at `offset` starting at origin position `originPos`. */

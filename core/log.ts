@@ -234,6 +234,11 @@ export class Log extends EventEmitter<LogEvents> {
       maxEventBytes: init.options.maxEventBytes, pieceBytes: init.layout.segmentDataBytes / 4,
       checkWritable: () => this.checkWritable(),
       ownRestoring: () => this.restoring(),
+      storedChainHash: async (state, end) => {
+        const stored = await this.ownBatchEnding(state, end)
+        const fields = stored === null ? null : parseSeal(stored.link)
+        return fields === null || typeof fields === 'string' ? null : new Uint8Array(fields.hash)
+      },
       offerHeal: (event) => this.offerHeal(event),
       loadChain: (state) => this.loadChain(state),
       writeBatch: (source, origin, expectedPos) => this.writeBatch(source, origin, expectedPos),

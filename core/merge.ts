@@ -6,6 +6,7 @@
 
 import type { Validator, ValidatorEvent } from '../validators/index.js'
 import { checkSealedDuplicate, checkSealedRun, undecryptable, needsSeals, type Equivocation } from './authenticate.js'
+import { parseSeal } from './seal.js'
 import type { BatchSource } from './composer.js'
 import type { BatchRange } from './log.js'
 import type { PayloadCipher } from './crypt.js'
@@ -78,6 +79,8 @@ export interface MergeHost {
   checkWritable(): void
   /** Whether the log takes events of its own origin back from peers now (after a loss; core/log.ts ownOriginSeen). */
   ownRestoring(): boolean
+  /** The chain hash of the link this log holds for `state`'s batch ending at position `end` (null: none ends there). */
+  storedChainHash(state: OriginState, end: number): Promise<Uint8Array | null>
   /** Keeps an event that a damaged range lacks, for its repair; true when kept. */
   offerHeal(event: RemoteEvent): boolean
   loadChain(state: OriginState): Promise<void>
@@ -224,7 +227,7 @@ export class Merger {
           result.duplicates++
           continue
         }
-        const verdict = checkSealedDuplicate(state, event.seal)
+        const verdict = checkSealedDuplicate(state, event.seal, await this.storedHash(state, event.seal))
         if (verdict === 'duplicate') {
           result.duplicates++
         } else if (verdict === 'forged') {
@@ -254,6 +257,22 @@ export class Merger {
       if (batch.to > passed) break
       if (!await this.storeBatch(state, run, batch.from, batch.to, batch.seal, result, held)) break
     }
+  }
+
+  /**
+   * The chain hash this log holds for the batch a duplicate's seal ends, when no recent batch has
+   * it: read from the log (once per batch end, remembered like a recent one), so that a second
+   * history is caught however old the positions it reuses (null: this log holds no link there).
+   */
+  private async storedHash(state: OriginState, seal: Uint8Array): Promise<Uint8Array | null> {
+    const fields = parseSeal(seal)
+    if (typeof fields === 'string' || state.recentSeals.has(fields.first + fields.count)) return null
+    const end = fields.first + fields.count
+    const checked = state.checkedSeals.get(end)
+    if (checked !== undefined) return checked
+    const hash = await this.host.storedChainHash(state, end)
+    state.noteChecked(end, hash)
+    return hash
   }
 
   /** Runs the sync validators; returns how many events of `run` pass (the rest quarantine the origin). */
