@@ -356,8 +356,10 @@ export class Replicator extends EventEmitter<SyncEvents> implements Subscriber {
     }
     this.peers.set(message.replica, peer)
     if (known === undefined || known.online !== peer.online) this.emit('peer', { ...peer })
-    // A peer that holds more of this log's own origin than the log: it lost some (core/log.ts ownOriginSeen).
-    const theirs = peer.vector[this.replica] ?? 0
+    // A peer that holds more of this log's own origin than the log: it lost some (core/log.ts
+    // ownOriginSeen). Any vector a peer announced counts, a retained one of a peer now offline too:
+    // it held that much then.
+    const theirs = message.vector[this.replica] ?? 0
     if (theirs > (this.log.versionVector()[this.replica] ?? 0)) {
       this.log.ownOriginSeen(theirs).then((outcome) => {
         if (outcome !== 'ok') this.settings.log('warning', `log ${this.settings.logName}: peer ${peer.replica} holds ${theirs} events of this log's own origin: ${outcome === 'restoring' ? 'taking them back before appending at those positions' : 'this log moved to a new origin'}`)
