@@ -73,6 +73,20 @@ export class HeadCache {
     this.windowStart = newStart
   }
 
+  /**
+   * Bytes written elsewhere (a repair, core/heal.ts) at global offset `start` of `segment`: the
+   * part the window holds is copied in, so that the tail page written again at the next flush
+   * carries them. Only bytes before the composed end (committed records) are ever given.
+   */
+  rewrite(segment: Segment, start: number, bytes: Uint8Array): void {
+    if (segment !== this.segment) return
+    const from = Math.max(start, this.windowStart)
+    const to = Math.min(start + bytes.length, this.composedEnd)
+    if (to <= from) return
+    this.settle(to)
+    this.memory.set(bytes.subarray(from - start, to - start), this.at(from))
+  }
+
   /** Whether [offset, end) of `segment` is in the window. */
   holds(segment: Segment, offset: number, end: number): boolean {
     return segment === this.segment && offset >= this.windowStart && end <= this.composedEnd

@@ -50,8 +50,11 @@ export interface HealHost {
   readonly recordBytesMax: number
   /** The written, committed end: walks stop there. */
   walkLimit(): number
-  /** Where the head cache's window starts in `segment`, or Infinity when the cache holds another segment: a region there is not rewritten. */
-  cacheStartIn(segment: Segment): number
+  /**
+   * The region's new bytes were written at global offset `start` of `segment`: the head cache
+   * takes the part it holds too (it writes its tail page again at the next flush).
+   */
+  rewritten(segment: Segment, start: number, bytes: Buffer): void
 }
 
 export interface HealOutcome {
@@ -128,7 +131,6 @@ export class Healer {
     const segment = fence.segment
     if (segment.missing === true) return outcome('its segment file is missing (a repair does not create files)')
     if (fence.ambiguous) return outcome('what it held per origin is not known exactly')
-    if (fence.end > this.host.cacheStartIn(segment)) return outcome('it lies in the head of the log, which the cache writes again')
     // The intact records of the damaged batch before the damage, and of the batch the range ends in.
     const local = new Map<string, RemoteEvent[]>()
     const keep = (events: RemoteEvent[] | null): void => {
@@ -165,6 +167,7 @@ export class Healer {
     const composed = composeRegion(runs, fence, end.offset, elsewhere, durable, this.host.recordSplitBytes, this.host.checksum)
     if (typeof composed === 'string') return outcome(composed)
     this.write(segment, fence.regionStart - segment.start, composed.bytes, composed.usesRepairs)
+    this.host.rewritten(segment, fence.regionStart, composed.bytes)
     this.forget(fence)
     return { healed: true, reason: '', events: total, start: fence.regionStart, end: end.offset }
   }

@@ -294,7 +294,7 @@ export class Log extends EventEmitter<LogEvents> {
       table: this.table, storage: this.storage, checksum: this.checksum, fences: this.fences, origins: this.origins, local: this.local,
       trust: this.trust, recordSplitBytes: this.layout.recordSplitBytes, recordBytesMax: this.layout.recordBytesMax,
       walkLimit: () => Math.min(this.committedEnd, this.flusher.writtenEnd),
-      cacheStartIn: (segment) => (segment === this.cache.segment ? this.cache.windowStart : Infinity),
+      rewritten: (segment, start, bytes) => this.cache.rewrite(segment, start, bytes),
     })
     // Ranges that need nothing from peers (their events live elsewhere) are repaired at once.
     if (this.fences.count > 0) this.healSoon()
@@ -345,7 +345,6 @@ export class Log extends EventEmitter<LogEvents> {
     const from = this.replicaId
     const moved = retireAndMove(this.storage, this.directory, this.checksum, { replica: { id: from, idBytes: this.own.originBytes }, identity: this.identity },
       this.retired, reason, this.options.now)
-    this.retired.push(moved.retired)
     this.identity = moved.identity
     this.sealer = moved.identity === null ? null : new BatchSealer(moved.identity.replicaIdBytes)
     this.usePipeline(moved.identity)
@@ -500,7 +499,7 @@ export class Log extends EventEmitter<LogEvents> {
     const fields = parseSeal(seal)
     if (typeof fields === 'string') throw new LogError('INVALID_ARGUMENT', `signSeal: ${fields}`)
     // Its own origin's links, and those of the origins it appended under before a move (their keys are kept).
-    const identity = event.origin === this.replicaId ? this.identity : this.retired.find((origin) => origin.replicaId === event.origin)?.identity ?? null
+    const identity = event.origin === this.replicaId ? this.identity : this.retired.find((origin) => origin.replicaId === event.origin)?.identity() ?? null
     const state = this.origins.get(event.origin)
     if (fields.signed || identity === null || state === undefined) return seal
     const stored = await this.ownBatchEnding(state, fields.first + fields.count)
@@ -560,7 +559,7 @@ export class Log extends EventEmitter<LogEvents> {
   /** Whether `origin` signs its batches, as far as this log knows (its last batch held is sealed). */
   async signs(origin: string): Promise<boolean> {
     if (origin === this.replicaId) return this.sealer !== null
-    if (this.retired.some((retired) => retired.replicaId === origin && retired.identity !== null)) return true
+    if (this.retired.some((retired) => retired.replicaId === origin && retired.identity() !== null)) return true
     const state = this.origins.get(origin)
     if (state === undefined) return false
     await this.loadChain(state)
@@ -1488,8 +1487,9 @@ export async function openLog(directory: string, givenOptions?: Readonly<Partial
     if (trust.mode === 'keys') {
       // Its own earlier keys: what it lacks of its retired origins comes back signed by them.
       for (const origin of retired) {
-        if (origin.identity === null) continue
-        ;(trust.keys as Set<string>).add(origin.identity.publicKeyHex)
+        const key = origin.identity()
+        if (key === null) continue
+        ;(trust.keys as Set<string>).add(key.publicKeyHex)
         ;(trust.origins as Set<string>).add(origin.replicaId)
       }
     }

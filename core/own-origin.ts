@@ -23,15 +23,32 @@ import { readFileIfExists, writeFileAtomically, writeReplica, type Replica } fro
 import type { Storage } from './storage.js'
 
 export const FILE_NAME_RETIRED_ORIGINS = 'retired-origins'
-/** Retired origins a log keeps, at most (each one is a move: a rare event). */
-export const RETIRED_ORIGINS_MAX = 1024
+/** Keys of retired origins a log keeps, at most: beyond it the oldest keys go (their ids stay listed, their segments readable). */
+export const RETIRED_KEYS_MAX = 256
 
 export interface RetiredOrigin {
   replicaId: string
   retiredMs: number
   reason: string
-  /** Its key, when the log had an identity (to seal the old events it relays). */
-  identity: Identity | null
+  /** Its key, when the log had an identity (to seal the old events it relays): read when first needed. */
+  identity(): Identity | null
+}
+
+/** A retired origin whose key, if any, is read from `identity.<id>` the first time it is asked for. */
+function retiredOrigin(storage: Storage, directory: string, replicaId: string, retiredMs: number, reason: string, known?: Identity | null): RetiredOrigin {
+  let identity: Identity | null | undefined = known
+  return {
+    replicaId, retiredMs, reason,
+    identity: () => {
+      if (identity !== undefined) return identity
+      const name = `${FILE_NAME_IDENTITY}.${replicaId}`
+      identity = storage.existsSync(path.join(directory, name)) ? loadIdentity(storage, directory, name) : null
+      if (identity !== null && identity.replicaId !== replicaId) {
+        throw new LogError('CORRUPT', `${name} does not hold the key of origin ${replicaId}`, { path: path.join(directory, name) })
+      }
+      return identity
+    },
+  }
 }
 
 /** The origins this log appended under before its current one, oldest first. */
@@ -46,13 +63,7 @@ export function loadRetiredOrigins(storage: Storage, directory: string): Retired
     if (!isReplicaIdHex(id) || !/^\d+$/.test(ms ?? '')) {
       throw new LogError('CORRUPT', `${filePath}: '${line.slice(0, 80)}' is not 'replica-id time reason'`, { path: filePath })
     }
-    const key = readFileIfExists(storage, path.join(directory, `${FILE_NAME_IDENTITY}.${id}`))
-    let identity: Identity | null = null
-    if (key !== null) {
-      identity = loadIdentity(storage, directory, `${FILE_NAME_IDENTITY}.${id}`)
-      if (identity === null || identity.replicaId !== id) throw new LogError('CORRUPT', `${FILE_NAME_IDENTITY}.${id} does not hold the key of origin ${id}`, { path: filePath })
-    }
-    retired.push({ replicaId: id, retiredMs: Number(ms), reason: reason.join(' '), identity })
+    retired.push(retiredOrigin(storage, directory, id, Number(ms), reason.join(' ')))
   }
   return retired
 }
@@ -62,21 +73,22 @@ export function loadRetiredOrigins(storage: Storage, directory: string): Retired
  * order the top of this file gives. Returns the new identity and replica.
  */
 export function moveOrigin(storage: Storage, directory: string, checksum: Checksum, current: { replica: Replica, identity: Identity | null },
-  retired: readonly RetiredOrigin[], reason: string, now: () => number): { replica: Replica, identity: Identity | null, retired: RetiredOrigin } {
-  if (retired.length >= RETIRED_ORIGINS_MAX) {
-    throw new LogError('INVALID_ARGUMENT', `log ${directory} moved to a new origin ${retired.length} times already; restore it from a peer instead`, { path: directory })
-  }
-  const entry: RetiredOrigin = { replicaId: current.replica.id, retiredMs: now(), reason: reason.replace(/\s+/g, ' ').slice(0, 500), identity: current.identity }
+  retired: RetiredOrigin[], reason: string, now: () => number): { replica: Replica, identity: Identity | null } {
+  const entry = retiredOrigin(storage, directory, current.replica.id, now(), reason.replace(/\s+/g, ' ').slice(0, 500), current.identity)
   if (current.identity !== null) {
     const pem = current.identity.privateKey.export({ format: 'pem', type: 'pkcs8' }) as string
     writeFileAtomically(storage, directory, path.join(directory, `${FILE_NAME_IDENTITY}.${current.replica.id}`), Buffer.from(pem, 'latin1'), 0o600)
   }
-  const lines = [...retired, entry].map((origin) => `${origin.replicaId} ${origin.retiredMs} ${origin.reason}`)
+  retired.push(entry)
+  const lines = retired.map((origin) => `${origin.replicaId} ${origin.retiredMs} ${origin.reason}`)
   writeFileAtomically(storage, directory, path.join(directory, FILE_NAME_RETIRED_ORIGINS), Buffer.from(lines.join('\n') + '\n', 'utf8'))
+  // Beyond the bound the oldest keys go: their events stay, but this log no longer signs them when it relays them.
+  const stale = retired.length - RETIRED_KEYS_MAX
+  if (stale > 0) storage.rmSync(path.join(directory, `${FILE_NAME_IDENTITY}.${retired[stale - 1]!.replicaId}`), true)
   const identity = current.identity === null ? null : createIdentity(storage, directory)
   const idBytes = identity?.replicaIdBytes ?? new Uint8Array(crypto.randomBytes(REPLICA_ID_BYTES))
   const replica = writeReplica(storage, directory, checksum, idBytes, now)
-  return { replica, identity, retired: entry }
+  return { replica, identity }
 }
 
 /**

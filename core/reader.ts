@@ -106,6 +106,7 @@ export async function* scanRecords(source: ReadSource, start: number, onSkip?: (
   /** What the read knows of the record at `offset`: its local position and its batch's start (-1: not known). */
   let expectedLocal = -1
   let batchStart = -1
+  let recheckedAt = -1
   for (;;) {
     source.checkOpen()
     const committed = source.committedEnd()
@@ -153,6 +154,11 @@ export async function* scanRecords(source: ReadSource, start: number, onSkip?: (
       }
       if (result === 'short') break
       if (result !== 'ok' || (expectedLocal >= 0 && header.localPos !== expectedLocal)) {
+        // Read once more before fencing: a repair may have rewritten these bytes since the chunk was read.
+        if (chunk.fromDisk && recheckedAt !== offset) {
+          recheckedAt = offset
+          break
+        }
         const reason = result === 'ok' ? `record local position ${header.localPos} where ${expectedLocal} was expected` : result === 'zero' ? 'zeros where a record was written' : result
         const fence = await source.fenceFound(segment, offset, reason, expectedLocal, batchStart)
         onSkip?.(fence)

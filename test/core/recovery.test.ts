@@ -30,6 +30,13 @@ t.test('torn tail: every byte offset of the last two pages, truncated or overwri
   const expected = await buildLog(dir, 40)
   const file = path.join(dir, SEGMENT)
   const pristine = fs.readFileSync(file)
+  // Every other file too: a truncated segment makes the log move to a new origin (it writes keys).
+  const others = new Map(fs.readdirSync(dir).filter((name) => name !== SEGMENT).map((name) => [name, fs.readFileSync(path.join(dir, name))]))
+  const restore = (): void => {
+    for (const name of fs.readdirSync(dir)) if (name !== SEGMENT && !others.has(name)) fs.rmSync(path.join(dir, name))
+    for (const [name, bytes] of others) fs.writeFileSync(path.join(dir, name), bytes)
+    fs.writeFileSync(file, pristine)
+  }
   const batches = batchExtents(pristine)
   const dataEnd = batches[batches.length - 1]!.end
   t.equal(batches[batches.length - 1]!.eventsAfter, expected.length)
@@ -66,7 +73,7 @@ t.test('torn tail: every byte offset of the last two pages, truncated or overwri
         failures++
         if (failures < 5) t.fail(`${kind} at ${k}: open failed: ${(error as Error).message}`)
       }
-      fs.writeFileSync(file, pristine)
+      restore()
       cases++
     }
   }
