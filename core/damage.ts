@@ -45,6 +45,8 @@ export interface DamagedRange {
   elsewhere: number
   reason: string
   found: FenceSource
+  /** Why it is not repaired yet, after a try: waiting for events from peers, or what the repair refused (null before any try). */
+  repair: string | null
 }
 
 export class Fence {
@@ -58,6 +60,8 @@ export class Fence {
   tailUnknown = false
   /** File offset of the first byte found damaged (>= the fence's start, which is where its batch began). */
   damageOffset: number
+  /** Why the last repair attempt did not write it back (waiting for events, or what it refused), or null. */
+  repairNote: string | null = null
 
   constructor(
     readonly segment: Segment,
@@ -103,7 +107,7 @@ export class Fence {
       localFrom: this.localFrom, localTo: Math.max(this.localFrom, this.localTo),
       missing: this.ambiguous ? [] : [...this.ranges].map(([origin, range]) => ({ origin, from: range.from, to: range.to })),
       elsewhere: this.ambiguous ? Math.max(0, this.localTo - this.localFrom) : this.elsewhere,
-      reason: this.reason, found: this.found,
+      reason: this.reason, found: this.found, repair: this.repairNote,
     }
   }
 }

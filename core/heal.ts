@@ -17,7 +17,7 @@
 import type { Checksum } from './checksum.js'
 import type { Fence, Fences } from './damage.js'
 import {
-  EVENT_HEADER_BYTES, EVENT_OFFSET_LENGTH, EVENT_OFFSET_TIME, EXTENSION_BYTES_LIMIT, HOLE_BYTES_MAX, LINK_BYTES, LINK_KIND,
+  EVENT_HEADER_BYTES, EVENT_OFFSET_LENGTH, EVENT_OFFSET_TIME, EXTENSION_BYTES_LIMIT, HOLE_BYTES_MAX, LINK_BYTES, LINK_KIND, RECORD_BYTES_LIMIT,
   RECORD_FLAG_CONTINUES, RECORD_HEADER_BYTES, RECORD_KIND_EVENTS, RECORD_KIND_HOLE, RECORD_OFFSET_CHECKSUM, RECORD_OFFSET_COUNT,
   RECORD_OFFSET_DURABLE, RECORD_OFFSET_EXTENSION, RECORD_OFFSET_FLAGS, RECORD_OFFSET_KIND, RECORD_OFFSET_LENGTH,
   RECORD_OFFSET_LOCAL_POS, RECORD_OFFSET_ORIGIN, RECORD_OFFSET_ORIGIN_POS, SEAL_BYTES, SEAL_OFFSET_KIND,
@@ -36,6 +36,8 @@ import { writeAllSync } from './write-all.js'
 export const HEAL_BUFFER_BYTES_MAX = 64 << 20
 /** Zero fill one record's extension area takes at most (the rest of its u16 after a seal). */
 const FILL_BYTES_MAX = EXTENSION_BYTES_LIMIT - SEAL_BYTES - 7
+/** A repaired record splits only beyond this many bytes (the format's bound on a record, less room for its extension). */
+const REPAIR_RECORD_BYTES_MAX = RECORD_BYTES_LIMIT - EXTENSION_BYTES_LIMIT
 
 export interface HealHost {
   readonly table: SegmentTable
@@ -45,8 +47,6 @@ export interface HealHost {
   readonly origins: Map<string, OriginState>
   readonly local: LocalIndex
   readonly trust: TrustPolicy
-  /** Records are split at about this many bytes, as the writer splits them. */
-  readonly recordSplitBytes: number
   readonly recordBytesMax: number
   /** The written, committed end: walks stop there. */
   walkLimit(): number
@@ -164,7 +164,7 @@ export class Healer {
     const elsewhere = localTo - fence.localFrom - total
     if (elsewhere < 0) return outcome('it holds more events than its local positions')
     const durable = this.durableBefore(walk, fence)
-    const composed = composeRegion(runs, fence, end.offset, elsewhere, durable, this.host.recordSplitBytes, this.host.checksum)
+    const composed = composeRegion(runs, fence, end.offset, elsewhere, durable, this.host.checksum)
     if (typeof composed === 'string') return outcome(composed)
     this.write(segment, fence.regionStart - segment.start, composed.bytes, composed.usesRepairs)
     this.host.rewritten(segment, fence.regionStart, composed.bytes)
@@ -327,20 +327,23 @@ function readHeader(storage: Storage, fd: number): { index: number, start: numbe
   storage.readSync(fd, page, 0, page.length, 0)
   const view = new DataView(page.buffer, page.byteOffset, page.byteLength)
   const u64 = (at: number): number => view.getUint32(at, true) + view.getUint32(at + 4, true) * 0x1_0000_0000
-  return { index: u64(16), start: u64(24), size: u64(32), firstLocalPos: u64(40), replica: page.slice(48, 64), createdMs: u64(64) }
+  return { index: u64(16), start: u64(24), size: u64(32), firstLocalPos: u64(40), replica: new Uint8Array(page.subarray(48, 64)), createdMs: u64(64) }
 }
 
 /** One record to compose: events [from, to) of a run, with an extension (link or seal, and fill) on the last record of a batch. */
 interface Planned { run: Run, from: number, to: number, continues: boolean, seal: Uint8Array | null, fill: number }
 
 /**
- * Composes the region: each run's events in order, one batch per link, records split near
- * `splitBytes`; then a HOLE for `elsewhere` local positions (or, with none, zero fill in the last
- * extension when a few bytes are left). Seals become links where the bytes would not fit
- * otherwise. Returns the bytes, exactly the region's size, or a reason.
+ * Composes the region: each run's events in order, one record per link (the fewest records the
+ * events fit, so never more bytes than they took before; a record only splits at
+ * REPAIR_RECORD_BYTES_MAX); then a HOLE for `elsewhere` local positions, or, with none, zero fill in
+ * the last record's extension (a HOLE when there is more left than an extension holds). Seals
+ * become links where the bytes would not fit otherwise. Returns the bytes, exactly the region's
+ * size, or a reason.
  */
-export function composeRegion(runs: readonly Run[], fence: Fence, regionEnd: number, elsewhere: number, durable: number, splitBytes: number,
+export function composeRegion(runs: readonly Run[], fence: Fence, regionEnd: number, elsewhere: number, durable: number,
   checksum: Checksum): { bytes: Buffer, usesRepairs: boolean } | string {
+  const splitBytes = REPAIR_RECORD_BYTES_MAX
   const size = regionEnd - fence.regionStart
   const plan: Planned[] = []
   for (const run of runs) {
@@ -372,18 +375,18 @@ export function composeRegion(runs: readonly Run[], fence: Fence, regionEnd: num
   for (const record of plan) {
     if (used + (elsewhere > 0 ? RECORD_HEADER_BYTES : 0) <= size) break
     if (record.seal === null || record.seal.length !== SEAL_BYTES) continue
-    const link = record.seal.slice(0, LINK_BYTES)
+    const link = new Uint8Array(record.seal.subarray(0, LINK_BYTES)) // a copy: the seal may be the sender's buffer
     link[SEAL_OFFSET_KIND] = LINK_KIND
     used -= SEAL_BYTES - LINK_BYTES
     record.seal = link
   }
   let slack = size - used
   if (slack < 0) return `its events take ${used} bytes, more than the ${size} of the range`
-  let holes = elsewhere > 0 || slack >= RECORD_HEADER_BYTES ? slack : 0
-  if (elsewhere > 0 && holes < RECORD_HEADER_BYTES) return `${slack} bytes are left for ${elsewhere} positions held elsewhere: too few for a hole record`
-  if (holes === 0 && slack > 0) {
-    const last = plan[plan.length - 1]
-    if (last === undefined || slack > FILL_BYTES_MAX - (last.seal?.length ?? 0)) return `${slack} bytes left over that no record can take`
+  const last = plan[plan.length - 1]
+  const fills = elsewhere === 0 && slack > 0 && last !== undefined && slack <= FILL_BYTES_MAX - (last.seal?.length ?? 0)
+  let holes = fills ? 0 : slack
+  if (holes > 0 && holes < RECORD_HEADER_BYTES) return `${slack} bytes are left: too few for a hole record, and no record to fill`
+  if (fills && last !== undefined) {
     const before = recordBytes(last)
     last.fill = slack
     // Fill goes into the length; padding may change with it.

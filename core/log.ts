@@ -292,7 +292,7 @@ export class Log extends EventEmitter<LogEvents> {
     this.internalSource = { ...this.readSource, committedEnd: () => this.committedEnd }
     this.healer = init.options.readOnly ? null : new Healer({
       table: this.table, storage: this.storage, checksum: this.checksum, fences: this.fences, origins: this.origins, local: this.local,
-      trust: this.trust, recordSplitBytes: this.layout.recordSplitBytes, recordBytesMax: this.layout.recordBytesMax,
+      trust: this.trust, recordBytesMax: this.layout.recordBytesMax,
       walkLimit: () => Math.min(this.committedEnd, this.flusher.writtenEnd),
       rewritten: (segment, start, bytes) => this.cache.rewrite(segment, start, bytes),
     })
@@ -523,7 +523,7 @@ export class Log extends EventEmitter<LogEvents> {
       if (header.originPos + header.count !== end) continue
       const link = header.extensionBytes === 0 ? null : extensionSeal(cursor.bytes, header.bodyEnd, header.extensionBytes)
       if (link === null) return null
-      return { link: link.slice(), localEnd: header.localPos + header.count }
+      return { link: new Uint8Array(link), localEnd: header.localPos + header.count }
     }
     return null
   }
@@ -1058,6 +1058,7 @@ export class Log extends EventEmitter<LogEvents> {
         await this.flusher.flushAll(false)
         return healer.heal(fence)
       })
+      if (outcome !== null && !outcome.healed) fence.repairNote = outcome.reason
       if (outcome !== null && outcome.healed) await this.afterHeal(fence, outcome)
     }
   }

@@ -77,7 +77,8 @@ export class RecordWalk {
     return {
       offset, end: offset + header.padded, kind: header.kind, origin: events ? recordOriginHex(reader.bytes, header) : '',
       localPos: header.localPos, originPos: header.originPos, count: header.count, durable: header.durable,
-      continues: events && (header.flags & RECORD_FLAG_CONTINUES) !== 0, seal: seal === null ? null : seal.slice(),
+      // Copies (new Uint8Array, not Buffer#slice, which shares memory): the reader's buffer is reused.
+      continues: events && (header.flags & RECORD_FLAG_CONTINUES) !== 0, seal: seal === null ? null : new Uint8Array(seal),
     }
   }
 
@@ -93,7 +94,7 @@ export class RecordWalk {
       const length = reader.view.getUint32(at + EVENT_OFFSET_LENGTH, true)
       const event: RemoteEvent = {
         origin: step.origin, pos: header.originPos + i, time: readU64(reader.view, at + EVENT_OFFSET_TIME),
-        payload: reader.bytes.slice(at + EVENT_HEADER_BYTES, at + EVENT_HEADER_BYTES + length),
+        payload: new Uint8Array(reader.bytes.subarray(at + EVENT_HEADER_BYTES, at + EVENT_HEADER_BYTES + length)),
       }
       if (i === header.count - 1 && step.seal !== null) event.seal = step.seal
       events.push(event)

@@ -1,0 +1,52 @@
+// Golden logs of both segment versions (test/fixtures/format, made by make.mjs there): this build
+// reads them as they were written, read-only and writable, and verify finds them whole. v2 holds
+// a HOLE record and a record with extension fill, as repairs write them (docs/format.md).
+
+import t from 'tap'
+import fs from 'node:fs'
+import path from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { openLog } from '../../index.js'
+import { collect, tempDir } from '../helpers/temp.js'
+
+const FIXTURES = fileURLToPath(new URL('../fixtures/format', import.meta.url))
+const OPTIONS = { segmentBytes: 1 << 20, cacheBytes: 1 << 20, maxEventBytes: 96 << 10 }
+
+interface Expected {
+  events: { localPos: number, origin: string, pos: number, time: number, text: string }[]
+  repaired: { segment: string, offset: number, bytes: number, positions: number }[]
+}
+
+for (const version of ['v1', 'v2']) {
+  t.test(`the ${version} golden log reads back as written, read-only and writable`, async (t) => {
+    const source = path.join(FIXTURES, version)
+    const expected = JSON.parse(fs.readFileSync(path.join(source, 'expected.json'), 'utf8')) as Expected
+    const dir = path.join(tempDir(t), version)
+    fs.cpSync(source, dir, { recursive: true })
+    const segment = path.join(dir, '000000000000.seg')
+    t.equal(fs.readFileSync(segment).readUInt16LE(8), version === 'v1' ? 1 : 2, 'the segment header says its version')
+    for (const readOnly of [true, false]) {
+      const warnings: string[] = []
+      const log = await openLog(dir, { ...OPTIONS, readOnly, onWarning: (w) => { warnings.push(w.code) } })
+      const events = (await collect(log.read())).map((e) => ({ localPos: e.localPos, origin: e.origin, pos: e.pos, time: e.time, text: Buffer.from(e.payload).toString('latin1') }))
+      t.same(events, expected.events, `${readOnly ? 'read-only' : 'writable'}: every event, at its positions`)
+      t.same(warnings, [], 'nothing to warn about')
+      const report = await log.verify()
+      t.ok(report.ok, 'verify finds it whole')
+      t.same(report.repaired, expected.repaired, 'and lists the ranges repairs rewrote')
+      await log.close()
+    }
+    if (version === 'v2') {
+      t.ok(expected.repaired.length > 0 && expected.repaired.every((range) => range.positions > 0), 'v2 holds a HOLE')
+      const bytes = fs.readFileSync(segment)
+      let fill = false
+      for (let offset = 4096; offset + 64 <= bytes.length;) {
+        const length = bytes.readUInt32LE(offset + 8)
+        if (length === 0) break
+        if (bytes[offset + 12] === 1 && ![0, 80, 176].includes(bytes.readUInt16LE(offset + 14))) fill = true
+        offset += Math.ceil(length / 8) * 8
+      }
+      t.ok(fill, 'and a record whose extension is a link followed by fill')
+    }
+  })
+}
