@@ -2,7 +2,9 @@
 // only from here.
 
 export { openLog, Log } from './log.js'
-export type { BatchRange, EventId, HealedRange, LogEvents, MergeOptions, MergeResult, Quarantine, SecurityStatus, VersionVector } from './log.js'
+export type { BatchRange, EventId, LogEvents, MergeOptions, MergeResult, Quarantine, SecurityStatus, VersionVector } from './log.js'
+export type { HealedRange } from './repairs.js'
+export { NO_SPACE_RETRY_MS } from './no-space.js'
 export type { DamagedRange, MissingRange } from './damage.js'
 export type { Equivocation } from './authenticate.js'
 export type { EncryptionKey, EncryptionOptions } from './crypt.js'

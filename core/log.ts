@@ -43,17 +43,15 @@ import { createSegmentFile, decodeSegmentHeader, listSegmentFiles, type Segment,
 import { closeSynced, createDirectoryDurably, syncNamesLeftPending, type Storage } from './storage.js'
 import { verifyLog, type VerifyResult } from './verify.js'
 import type { DamagedRange, Fence, Fences } from './damage.js'
-import { surveyDamage } from './survey.js'
-import { Healer, type HealOutcome } from './heal.js'
+import { Healer } from './heal.js'
+import { NoSpaceWatch } from './no-space.js'
+import { Repairs, type HealedRange } from './repairs.js'
 import {
   finishMove, loadRetiredOrigins, moveOrigin as retireAndMove, readMoveIntent, removeMoveIntent, writeMoveIntent, type RetiredOrigin,
 } from './own-origin.js'
 import { rehome } from './rehome.js'
 import { RecordWalk } from './record-walk.js'
 import { Visibility } from './visibility.js'
-
-/** How often a log stalled on a full disk tries to write again (an append or a merge also tries, at most this often). */
-export const NO_SPACE_RETRY_MS = 1000
 
 export interface EventId {
   origin: string
@@ -92,18 +90,6 @@ interface CommitState extends CommitPoint {
   lastRecordOffset: number
   /** Origin counts at this point, captured only when a checkpoint is due. */
   origins: [string, number][] | null
-}
-
-/** A repair, as reported by the 'healed' event. */
-export interface HealedRange {
-  segment: string
-  /** File offsets of the region rewritten. */
-  offset: number
-  end: number
-  /** Events written back in place. */
-  events: number
-  /** Local positions of the region whose events are held elsewhere in the log (or lost): now a HOLE record. */
-  elsewhere: number
 }
 
 export interface LogEvents {
@@ -157,14 +143,10 @@ export class Log extends EventEmitter<LogEvents> {
   private readonly visibility: Visibility
   /** Damaged ranges: reads, sync and verify go around them (core/damage.ts). */
   private readonly fences: Fences
-  /** Repairs them (core/heal.ts); null for a read-only open. */
-  private readonly healer: Healer | null
-  private healScheduled = false
-  /** Retries writing while the disk is full (null when not stalled). */
-  private noSpaceTimer: NodeJS.Timeout | null = null
-  private lastSpaceRetryMs = 0
-  /** Wake when a stall on a full disk ends (or the log closes). */
-  private spaceWaiters: (() => void)[] = []
+  /** Fences what reads find and repairs ranges in place (core/repairs.ts). */
+  private readonly repairs: Repairs
+  /** Says when the disk is full and tries again (core/no-space.ts). */
+  private readonly space: NoSpaceWatch
   private readonly appendValidators: readonly Validator[]
   private readonly validatorEvent: ValidatorEvent = { payload: new Uint8Array(0), origin: '', pos: 0, time: 0 }
   private committedCount: number
@@ -239,7 +221,7 @@ export class Log extends EventEmitter<LogEvents> {
         const fields = stored === null ? null : parseSeal(stored.link)
         return fields === null || typeof fields === 'string' ? null : new Uint8Array(fields.hash)
       },
-      offerHeal: (event) => this.offerHeal(event),
+      offerHeal: (event) => this.repairs.offer(event),
       loadChain: (state) => this.loadChain(state),
       writeBatch: (source, origin, expectedPos) => this.writeBatch(source, origin, expectedPos),
       awaitDurable: (range) => this.awaitDurable(range),
@@ -278,8 +260,8 @@ export class Log extends EventEmitter<LogEvents> {
     this.flusher = new Flusher(this.storage, this.cache, fd, {
       commitPoint: () => this.commitPoint(),
       onDurable: (point) => this.onDurable(point as CommitState),
-      onNoSpace: (error) => this.onNoSpace(error),
-      onSpace: () => this.onSpace(),
+      onNoSpace: (error) => this.space.stalled(error),
+      onSpace: () => this.space.cleared(),
     }, this.committedEnd, this.committedCount)
     this.readSource = {
       table: this.table, cache: this.cache, checksum: this.checksum,
@@ -287,17 +269,40 @@ export class Log extends EventEmitter<LogEvents> {
       writtenEnd: () => this.flusher.writtenEnd,
       checkOpen: () => this.checkOpen(),
       fences: this.fences,
-      fenceFound: (segment, offset, reason, expectedLocal, batchStart) => this.fenceFound(segment, offset, reason, expectedLocal, batchStart),
+      fenceFound: (segment, offset, reason, expectedLocal, batchStart) => this.repairs.found(segment, offset, reason, expectedLocal, batchStart),
     }
     this.internalSource = { ...this.readSource, committedEnd: () => this.committedEnd }
-    this.healer = init.options.readOnly ? null : new Healer({
+    const healer = init.options.readOnly ? null : new Healer({
       table: this.table, storage: this.storage, checksum: this.checksum, fences: this.fences, origins: this.origins, local: this.local,
       trust: this.trust, recordBytesMax: this.layout.recordBytesMax,
       walkLimit: () => Math.min(this.committedEnd, this.flusher.writtenEnd),
       rewritten: (segment, start, bytes) => this.cache.rewrite(segment, start, bytes),
     })
+    this.repairs = new Repairs({
+      fences: this.fences, healer, local: this.local, origins: this.origins,
+      warn: (warning) => this.options.onWarning(warning),
+      emitDamage: (range) => { if (this.listenerCount('damage') > 0) queueMicrotask(() => this.emit('damage', range)) },
+      emitHealed: (range) => { if (this.listenerCount('healed') > 0) queueMicrotask(() => this.emit('healed', range)) },
+      writing: () => !this.closed && this.closing === null && this.flusher.failure === null,
+      writeComposed: () => (this.options.readOnly || this.flusher.failure !== null ? Promise.resolve() : this.flusher.flushAll(false).catch(() => undefined)),
+      surveyHost: () => ({
+        table: this.table, storage: this.storage, checksum: this.checksum, fences: this.fences, origins: this.origins, local: this.local,
+        committedCount: this.committedCount, committedEnd: Math.min(this.committedEnd, this.flusher.writtenEnd), recordBytesMax: this.layout.recordBytesMax,
+      }),
+      underGate: (work) => this.underGate(work),
+      checkpointCovers: (offset) => this.checkpointEnd > offset,
+      rewriteCheckpoint: () => this.rewriteCheckpoint(),
+    })
+    this.space = new NoSpaceWatch({
+      directory: this.directory,
+      warn: (warning) => this.options.onWarning(warning),
+      retry: () => this.flusher.schedule(true),
+      ending: () => this.closed || this.closing !== null,
+      stall: () => this.flusher.noSpace,
+      resumed: () => { if (this.checkpointFailed === 'noSpace') this.checkpointFailed = false },
+    })
     // Ranges that need nothing from peers (their events live elsewhere) are repaired at once.
-    if (this.fences.count > 0) this.healSoon()
+    if (this.fences.count > 0) this.repairs.soon()
     if (this.options.durability === 'interval' && !this.options.readOnly) {
       this.timer = setInterval(() => this.flusher.schedule(true), this.options.intervalMs)
       this.timer.unref()
@@ -892,7 +897,7 @@ export class Log extends EventEmitter<LogEvents> {
         break
       } catch (error) {
         if (!isLogError(error, 'NO_SPACE') || this.closing !== null) throw error
-        await this.waitForSpace()
+        await this.space.untilSpace()
       }
     }
     this.cache.slide(this.cache.memory.length / 2 - PAGE_BYTES)
@@ -977,7 +982,7 @@ export class Log extends EventEmitter<LogEvents> {
       writeCheckpoint(this.storage, this.directory, body, this.checksum)
       this.checkpointEnd = point.end
     } catch (error) {
-      // Not tried again before a reopen, but after a full disk once space is back (onSpace).
+      // Not tried again before a reopen, but after a full disk once space is back (core/no-space.ts).
       this.checkpointFailed = isNoSpace(error) ? 'noSpace' : 'failed'
       this.options.onWarning({ code: 'CHECKPOINT_FAILED', message: `interlog: checkpoint not written (${(error as Error).message}); the next open scans more` })
     }
@@ -993,95 +998,14 @@ export class Log extends EventEmitter<LogEvents> {
     if (this.closing !== null) throw new LogError('CLOSED', `log ${this.directory} is closing`, { path: this.directory })
     if (this.flusher.failure !== null) throw this.flusher.failure
     if (this.flusher.noSpace !== null) {
-      this.retrySpace()
+      this.space.retry()
       throw this.flusher.noSpace
     }
   }
 
   /** Damaged ranges fenced off, in log order, with what each held (core/damage.ts). */
   damage(): DamagedRange[] {
-    return this.fences.all().map((fence) => fence.describe())
-  }
-
-  /**
-   * A read found damage at global offset `offset`: fences off the range around it (core/survey.ts)
-   * and reports it. Written data only is surveyed, so what is composed is written first.
-   */
-  private async fenceFound(segment: Segment, offset: number, reason: string, expectedLocal: number, batchStart: number): Promise<Fence> {
-    const known = this.fences.containing(offset)
-    if (known !== undefined) return known
-    if (!this.options.readOnly && this.flusher.failure === null) await this.flusher.flushAll(false).catch(() => undefined)
-    const again = this.fences.containing(offset)
-    if (again !== undefined) return again
-    const fence = surveyDamage({
-      table: this.table, storage: this.storage, checksum: this.checksum, fences: this.fences, origins: this.origins, local: this.local,
-      committedCount: this.committedCount, committedEnd: Math.min(this.committedEnd, this.flusher.writtenEnd), recordBytesMax: this.layout.recordBytesMax,
-    }, segment, offset, reason, expectedLocal, batchStart)
-    this.fences.add(fence)
-    this.healSoon()
-    const range = fence.describe()
-    this.options.onWarning({
-      code: 'DAMAGED', segment: range.segment, offset: range.offset,
-      message: `interlog: a read found segment ${range.segment} damaged at offset ${range.offset} (${reason}); bytes ${fence.start - segment.start} to ` +
-        `${range.end} (local positions ${range.localFrom} to ${range.localTo}) are fenced off: reads go around them, and sync fetches back what they held`,
-    })
-    if (this.listenerCount('damage') > 0) queueMicrotask(() => this.emit('damage', range))
-    return fence
-  }
-
-  /** Keeps a remote event a damaged range lacks (merge offers what it would count as a duplicate); true when kept. */
-  private offerHeal(event: RemoteEvent): boolean {
-    if (this.healer === null || this.fences.count === 0 || !this.healer.offer(event)) return false
-    this.healSoon()
-    return true
-  }
-
-  /** Tries the repairs that may be possible now, on the next turn (merges of one message share it). */
-  private healSoon(): void {
-    if (this.healer === null || this.healScheduled) return
-    this.healScheduled = true
-    setImmediate(() => {
-      this.healScheduled = false
-      this.healNow().catch((error: unknown) => {
-        this.options.onWarning({ code: 'DAMAGED', message: `interlog: a repair failed: ${(error as Error).message}` })
-      })
-    })
-  }
-
-  /** Repairs what can be repaired now, each under the write gate (core/heal.ts). */
-  private async healNow(): Promise<void> {
-    const healer = this.healer
-    if (healer === null || this.closed || this.closing !== null) return
-    for (const fence of healer.candidates()) {
-      const outcome = await this.underGate(async () => {
-        if (this.closed || this.closing !== null || this.flusher.failure !== null || !this.fences.all().includes(fence)) return null
-        await this.flusher.flushAll(false)
-        return healer.heal(fence)
-      })
-      if (outcome !== null && !outcome.healed) fence.repairNote = outcome.reason
-      if (outcome !== null && outcome.healed) await this.afterHeal(fence, outcome)
-    }
-  }
-
-  /** After a repair: the fence goes, the indexes point at the new records, the checkpoint is written again if it covered them. */
-  private async afterHeal(fence: Fence, outcome: HealOutcome): Promise<void> {
-    this.fences.remove(fence)
-    this.local.index.replaceRange(outcome.start, outcome.end, [{ position: fence.localFrom, offset: outcome.start }])
-    for (const [origin, range] of fence.ranges) {
-      this.origins.get(origin)?.index.replaceRange(outcome.start, outcome.end, [{ position: range.from, offset: outcome.start }])
-    }
-    if (this.checkpointEnd > outcome.start) await this.underGate(() => this.rewriteCheckpoint())
-    const segment = fence.segment
-    const healed: HealedRange = {
-      segment: segment.name, offset: outcome.start - segment.start, end: outcome.end - segment.start, events: outcome.events,
-      elsewhere: Math.max(0, fence.localTo - fence.localFrom - fence.attributed),
-    }
-    this.options.onWarning({
-      code: 'HEALED', segment: healed.segment, offset: healed.offset,
-      message: `interlog: segment ${healed.segment} repaired in place, bytes ${healed.offset} to ${healed.end}: ${healed.events} events written back` +
-        (healed.elsewhere > 0 ? `, ${healed.elsewhere} local positions left to events held elsewhere` : ''),
-    })
-    if (this.listenerCount('healed') > 0) queueMicrotask(() => this.emit('healed', healed))
+    return this.repairs.describe()
   }
 
   /** Writes the checkpoint again from the state now (everything made durable first): a repair moved records it indexed. */
@@ -1109,40 +1033,6 @@ export class Log extends EventEmitter<LogEvents> {
   /** Whether writes are stalled on a full disk (appends and merges get NO_SPACE until space returns). */
   get noSpace(): boolean {
     return this.flusher.noSpace !== null
-  }
-
-  private onNoSpace(error: LogError): void {
-    this.options.onWarning({ code: 'NO_SPACE', message: `interlog: ${error.message}` })
-    this.lastSpaceRetryMs = Date.now()
-    // Not unref'd: unwritten batches are waiting, and a process that exits now would lose them.
-    this.noSpaceTimer ??= setInterval(() => this.retrySpace(true), NO_SPACE_RETRY_MS)
-  }
-
-  private onSpace(): void {
-    if (this.checkpointFailed === 'noSpace') this.checkpointFailed = false
-    if (this.noSpaceTimer !== null) clearInterval(this.noSpaceTimer)
-    this.noSpaceTimer = null
-    this.options.onWarning({ code: 'SPACE_AVAILABLE', message: `interlog: log ${this.directory} writes again: the disk has space` })
-    this.wakeSpaceWaiters()
-  }
-
-  /** Tries the writes again (from the timer; from an append or a merge, at most every NO_SPACE_RETRY_MS). */
-  private retrySpace(fromTimer = false): void {
-    const now = Date.now()
-    if (!fromTimer && now - this.lastSpaceRetryMs < NO_SPACE_RETRY_MS) return
-    this.lastSpaceRetryMs = now
-    if (!this.closed) this.flusher.schedule(true)
-  }
-
-  private waitForSpace(): Promise<void> {
-    if (this.flusher.noSpace === null || this.closing !== null) return Promise.resolve()
-    return new Promise((resolve) => this.spaceWaiters.push(resolve))
-  }
-
-  private wakeSpaceWaiters(): void {
-    const waiters = this.spaceWaiters
-    this.spaceWaiters = []
-    for (const wake of waiters) wake()
   }
 
   /**
@@ -1359,7 +1249,7 @@ export class Log extends EventEmitter<LogEvents> {
       if (segment === undefined || segment.missing === true) continue
       const offset = segment.start + found.offset
       if (offset >= segment.dataEnd || this.fences.containing(offset) !== undefined) continue
-      await this.fenceFound(segment, offset, found.reason, -1, -1).catch(() => undefined)
+      await this.repairs.found(segment, offset, found.reason, -1, -1).catch(() => undefined)
     }
     return result
   }
@@ -1398,8 +1288,7 @@ export class Log extends EventEmitter<LogEvents> {
   private release(): void {
     this.closed = true
     this.flusher.stop()
-    if (this.noSpaceTimer !== null) clearInterval(this.noSpaceTimer)
-    this.noSpaceTimer = null
+    this.space.stop()
     // Appends still waiting on a full disk: their batches never became durable.
     if (this.flusher.noSpace !== null) this.flusher.rejectWaiters(this.flusher.noSpace)
     // Pending links (a crash) were never written; after a close nothing is pending.
@@ -1420,7 +1309,7 @@ export class Log extends EventEmitter<LogEvents> {
 
   private async closeNow(): Promise<void> {
     if (this.timer !== null) clearInterval(this.timer)
-    this.wakeSpaceWaiters()
+    this.space.wake()
     while (this.gate !== null) await this.gate
     await this.merger.idle()
     try {
