@@ -15,7 +15,7 @@
 // Memory: events waiting for a repair are held up to HEAL_BUFFER_BYTES_MAX.
 
 import type { Checksum } from './checksum.js'
-import type { Fence, Fences } from './damage.js'
+import type { Fence } from './damage.js'
 import {
   EVENT_HEADER_BYTES, EVENT_OFFSET_LENGTH, EVENT_OFFSET_TIME, EXTENSION_BYTES_LIMIT, HOLE_BYTES_MAX, LINK_BYTES, LINK_KIND, RECORD_BYTES_LIMIT,
   RECORD_FLAG_CONTINUES, RECORD_HEADER_BYTES, RECORD_KIND_EVENTS, RECORD_KIND_HOLE, RECORD_OFFSET_CHECKSUM, RECORD_OFFSET_COUNT,
@@ -23,11 +23,11 @@ import {
   RECORD_OFFSET_LOCAL_POS, RECORD_OFFSET_ORIGIN, RECORD_OFFSET_ORIGIN_POS, SEAL_BYTES, SEAL_OFFSET_KIND,
   SEGMENT_HEADER_BYTES, SEGMENT_VERSION_REPAIRED, recordBytesPadded, writeU64,
 } from './format.js'
-import type { LocalIndex, OriginState } from './indexes.js'
+import type { OriginState } from './indexes.js'
 import type { RemoteEvent } from './merge-buffer.js'
-import { RecordWalk } from './record-walk.js'
+import { RecordWalk, type StoredLog } from './record-walk.js'
 import { ZERO_CHAIN, chainHashOf, equalBytes, keyMatchesOrigin, parseSeal, signatureValid } from './seal.js'
-import { encodeSegmentHeader, type Segment, type SegmentTable } from './segments.js'
+import { encodeSegmentHeader, type Segment } from './segments.js'
 import { closeSynced, type Storage } from './storage.js'
 import type { TrustPolicy } from './trust.js'
 import { writeAllSync } from './write-all.js'
@@ -39,15 +39,8 @@ const FILL_BYTES_MAX = EXTENSION_BYTES_LIMIT - SEAL_BYTES - 7
 /** A repaired record splits only beyond this many bytes (the format's bound on a record, less room for its extension). */
 const REPAIR_RECORD_BYTES_MAX = RECORD_BYTES_LIMIT - EXTENSION_BYTES_LIMIT
 
-export interface HealHost {
-  readonly table: SegmentTable
-  readonly storage: Storage
-  readonly checksum: Checksum
-  readonly fences: Fences
-  readonly origins: Map<string, OriginState>
-  readonly local: LocalIndex
+export interface HealHost extends StoredLog {
   readonly trust: TrustPolicy
-  readonly recordBytesMax: number
   /** The written, committed end: walks stop there. */
   walkLimit(): number
   /**

@@ -708,13 +708,8 @@ export class Log extends EventEmitter<LogEvents> {
     return this.writeBatchSlowly(source, origin, expectedPos, bytes)
   }
 
-  private async writeBatchSlowly(source: BatchSource, origin: OriginState, expectedPos: number, bytes: number): Promise<BatchRange> {
-    const previous = this.gate
-    let release!: () => void
-    const mine = new Promise<void>((resolve) => { release = resolve })
-    this.gate = mine
-    try {
-      if (previous !== null) await previous
+  private writeBatchSlowly(source: BatchSource, origin: OriginState, expectedPos: number, bytes: number): Promise<BatchRange> {
+    return this.underGate(async () => {
       this.checkWritable()
       // An own batch queued while the log moved to a new origin goes under the new one.
       if (source.own !== undefined && source.own.origin !== this.replicaId) {
@@ -728,10 +723,7 @@ export class Log extends EventEmitter<LogEvents> {
       if (this.committedEnd + bytes > segment.start + segment.size) await this.roll()
       if (this.cache.room() >= bytes) return this.composeBatch(source, origin, expectedPos, bytes)
       return await this.composeBatchInSteps(source, origin, expectedPos)
-    } finally {
-      if (this.gate === mine) this.gate = null
-      release()
-    }
+    })
   }
 
   /** Bytes of the link every record of an own batch ends with (a log with identity), else 0. */

@@ -6,12 +6,25 @@
 import type { Checksum } from './checksum.js'
 import type { Fences } from './damage.js'
 import { EVENT_HEADER_BYTES, EVENT_OFFSET_LENGTH, EVENT_OFFSET_TIME, RECORD_FLAG_CONTINUES, RECORD_KIND_EVENTS, SEGMENT_HEADER_BYTES, readU64 } from './format.js'
+import type { LocalIndex, OriginState } from './indexes.js'
 import type { RemoteEvent } from './merge-buffer.js'
 import { RecordHeader, recordOriginHex } from './records.js'
 import { extensionSeal } from './seal.js'
 import { SegmentReader, decodeRecordAt } from './segment-reader.js'
 import type { Segment, SegmentTable } from './segments.js'
 import { closeSynced, type Storage } from './storage.js'
+
+/** The stored log as the passes that walk, fence and heal it read it. */
+export interface StoredLog {
+  readonly table: SegmentTable
+  readonly storage: Storage
+  readonly checksum: Checksum
+  readonly fences: Fences
+  readonly origins: Map<string, OriginState>
+  readonly local: LocalIndex
+  /** The largest record the log writes (a bound of the windows scanned). */
+  readonly recordBytesMax: number
+}
 
 /** One record met by a walk: where, its kind, origin and positions. */
 export interface Step {

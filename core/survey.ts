@@ -9,31 +9,21 @@
 // surveys). Faults expected: more damage inside the windows scanned; the survey then stops at it
 // and the fence is marked ambiguous (no repair in place) rather than guessed.
 
-import type { Checksum } from './checksum.js'
-import { Fence, type Fences } from './damage.js'
+import { Fence } from './damage.js'
 import { LogError } from './errors.js'
 import {
   INDEX_STRIDE_BYTES, RECORD_ALIGN_BYTES, RECORD_BYTES_LIMIT, RECORD_HEADER_BYTES, RECORD_KIND_EVENTS,
   RECORD_KIND_HOLE, RECORD_OFFSET_KIND, RECORD_OFFSET_LENGTH, SEGMENT_HEADER_BYTES,
 } from './format.js'
-import type { LocalIndex, OriginState } from './indexes.js'
+import type { OriginState } from './indexes.js'
 import { decodeRecordAt } from './segment-reader.js'
-import type { Segment, SegmentTable } from './segments.js'
-import type { Storage } from './storage.js'
-import { RecordWalk as Walk, type Step } from './record-walk.js'
+import type { Segment } from './segments.js'
+import { RecordWalk as Walk, type Step, type StoredLog } from './record-walk.js'
 
-export interface SurveyHost {
-  readonly table: SegmentTable
-  readonly storage: Storage
-  readonly checksum: Checksum
-  readonly fences: Fences
-  readonly origins: Map<string, OriginState>
-  readonly local: LocalIndex
+export interface SurveyHost extends StoredLog {
   /** The next local position, and the global offset past the last committed record (all written). */
   readonly committedCount: number
   readonly committedEnd: number
-  /** The largest record the log writes (a bound of the windows scanned). */
-  readonly recordBytesMax: number
 }
 
 /**

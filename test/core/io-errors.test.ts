@@ -11,6 +11,7 @@ import os from 'node:os'
 import path from 'node:path'
 import { openLog, type LogWarning } from '../../index.js'
 import { collect, payload, text } from '../helpers/temp.js'
+import { until } from '../helpers/until.js'
 
 interface Mount { dir: string, free(): void }
 
@@ -56,14 +57,6 @@ function mountExt4(t: { teardown(fn: () => unknown): void }, bytes: number, left
   return { dir, free: () => fs.rmSync(filler) }
 }
 
-async function until(condition: () => boolean, timeoutMs: number, what: string): Promise<void> {
-  const started = Date.now()
-  while (!condition()) {
-    if (Date.now() - started > timeoutMs) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`)
-    await new Promise((resolve) => setTimeout(resolve, 10))
-  }
-}
-
 async function fillUnderDurableAppends(t: Test, mount: Mount, directIo: 'off' | 'on'): Promise<void> {
   const dir = path.join(mount.dir, 'log')
   const warnings: LogWarning[] = []
@@ -106,7 +99,7 @@ async function fillUnderDurableAppends(t: Test, mount: Mount, directIo: 'off' | 
       log.append(payload('probe')).catch((error: { code?: string, message: string }) => { refused ??= error })
     }
     return refused !== undefined
-  }, 60_000, 'the disk to fill')
+  }, 60_000, 'the disk to fill', 10)
   t.equal(refused?.code, 'NO_SPACE', `an append on the full disk is refused with NO_SPACE: ${refused?.message}`)
   t.match(refused?.message, /no space left/, 'the message says the disk is full')
   t.ok(log.noSpace, 'the log says it is stalled')
@@ -117,7 +110,7 @@ async function fillUnderDurableAppends(t: Test, mount: Mount, directIo: 'off' | 
   t.equal(log.length, log.durableLength, 'readers see exactly what is durable')
 
   mount.free()
-  await until(() => warnings.some((w) => w.code === 'SPACE_AVAILABLE'), 10_000, 'writes to go on once space is freed')
+  await until(() => warnings.some((w) => w.code === 'SPACE_AVAILABLE'), 10_000, 'writes to go on once space is freed', 10)
   await appenders
   const after = await log.append(payload('after the disk had room again'))
   t.equal(after.pos, log.length - 1, 'an append after freeing space is acknowledged, without a restart')

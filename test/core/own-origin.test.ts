@@ -43,6 +43,17 @@ async function withHistory(t: Test, options = {}): Promise<{ dirA: string, b: Lo
 const texts = async (log: Log, origin: string): Promise<string[]> => (await collect(log.read())).filter((e) => e.origin === origin).map((e) => text(e.payload))
 const expected = Array.from({ length: EVENTS }, (_, i) => `event ${i} `.padEnd(100, '.'))
 
+/** `a` takes the old origin back from `b`, and `b` ends with one history of it and `newEvents` of `a`'s new origin. */
+async function oneHistoryAfterSync(t: Test, a: Log, b: Log, origin: string, newEvents: number): Promise<void> {
+  await replicate(b, a, origin)
+  t.equal(a.versionVector()[origin], EVENTS, 'the old origin comes back from the peer, checked against its key and chain')
+  t.same(await texts(a, origin), expected)
+  await replicate(a, b)
+  t.equal(b.versionVector()[origin], EVENTS, 'the peer keeps one history of the old origin')
+  t.equal(b.versionVector()[a.replicaId], newEvents, 'and takes the events of the new origin')
+  t.same(b.securityStatus().equivocations, [])
+}
+
 t.test('a log whose last segment was truncated moves to a new origin at open, and takes its old history back as any origin', async (t) => {
   const { dirA, b, origin } = await withHistory(t)
   fs.truncateSync(path.join(dirA, '000000000000.seg'), 4096 + 20_000)
@@ -56,13 +67,7 @@ t.test('a log whose last segment was truncated moves to a new origin at open, an
   t.ok(kept > 0 && kept < EVENTS, `it kept ${kept} events of the old origin`)
   const appended = await a.append(payload('after the loss'))
   t.same(appended, { origin: a.replicaId, pos: 0 }, 'a new append is position 0 of the new origin, not a position of the old one')
-  await replicate(b, a, origin)
-  t.equal(a.versionVector()[origin], EVENTS, 'the old origin comes back from the peer, checked against its key and chain')
-  t.same(await texts(a, origin), expected)
-  await replicate(a, b)
-  t.equal(b.versionVector()[origin], EVENTS, 'the peer keeps one history of the old origin')
-  t.equal(b.versionVector()[a.replicaId], 1, 'and gets the new one')
-  t.same(b.securityStatus().equivocations, [])
+  await oneHistoryAfterSync(t, a, b, origin, 1)
   await a.close()
   const again = await openLog(dirA, OPTIONS)
   t.equal(again.replicaId, a.replicaId, 'the move holds across a reopen')
@@ -113,13 +118,7 @@ t.test('a log that lost its tail without a trace and appended since moves those 
   t.not(a.replicaId, origin)
   t.same(a.versionVector(), { [origin]: kept, [a.replicaId]: 10 }, 'the old origin is back at what it held at open; the new one holds the ten')
   t.same(await texts(a, a.replicaId), Array.from({ length: 5 }, (_, i) => [`offline ${i}a`, `offline ${i}b`]).flat(), 'the moved events read back, decrypted')
-  await replicate(b, a, origin)
-  t.equal(a.versionVector()[origin], EVENTS, 'the old history comes back from the peer')
-  t.same(await texts(a, origin), expected)
-  await replicate(a, b)
-  t.equal(b.versionVector()[origin], EVENTS, 'the peer never saw a second history')
-  t.equal(b.versionVector()[a.replicaId], 10, 'and takes the moved events under the new origin')
-  t.same(b.securityStatus().equivocations, [])
+  await oneHistoryAfterSync(t, a, b, origin, 10)
   t.ok((await a.verify()).ok, 'verify checks the new chain')
   await a.close()
   const again = await openLog(dirA, { ...OPTIONS, encryption })

@@ -10,16 +10,9 @@ import { startTestBroker } from '../helpers/broker.js'
 import { startDaemon, CLI } from '../helpers/daemon.js'
 import { tempDir } from '../helpers/temp.js'
 import { spawnSync } from 'node:child_process'
+import { until } from '../helpers/until.js'
 
 const EVENTS = 2000
-
-async function until(condition: () => Promise<boolean>, timeoutMs: number, what: string): Promise<void> {
-  const started = Date.now()
-  while (!(await condition())) {
-    if (Date.now() - started > timeoutMs) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`)
-    await new Promise((resolve) => setTimeout(resolve, 100))
-  }
-}
 
 async function statusOf(socket: string): Promise<{ vector: Record<string, number>, damage: { missing: unknown[] }[], length: number }> {
   const client = await connect(socket)

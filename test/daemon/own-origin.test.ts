@@ -10,16 +10,9 @@ import { connect } from '../../index.js'
 import { startTestBroker } from '../helpers/broker.js'
 import { startDaemon } from '../helpers/daemon.js'
 import { tempDir } from '../helpers/temp.js'
+import { until } from '../helpers/until.js'
 
 const EVENTS = 2000
-
-async function until(condition: () => Promise<boolean>, timeoutMs: number, what: string): Promise<void> {
-  const started = Date.now()
-  while (!(await condition())) {
-    if (Date.now() - started > timeoutMs) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`)
-    await new Promise((resolve) => setTimeout(resolve, 100))
-  }
-}
 
 async function withClient<T>(socket: string, work: (client: Awaited<ReturnType<typeof connect>>) => Promise<T>): Promise<T> {
   const client = await connect(socket)
