@@ -6,4 +6,4 @@ export type { Validator, ValidatorEvent, ValidatorFunction, ValidatorOptions, Va
 export { startSync, startBroker, compare, delta, mergeVectors, equalVectors, PROTOCOL_VERSION } from './sync/index.js'
 export type { SyncHandle, SyncOptions, SyncStatus, SyncEvents, PeerInfo, BrokerHandle, Order } from './sync/index.js'
 export { connect, RemoteLog, serve, loadConfig, ConfigError, readEncryptionKeys } from './daemon/index.js'
-export type { RemoteStatus, Daemon, DaemonConfig } from './daemon/index.js'
+export type { RemoteStatus, ConnectOptions, Daemon, DaemonConfig, ServerLimits } from './daemon/index.js'

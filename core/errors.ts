@@ -12,9 +12,10 @@ export type LogErrorCode =
   | 'IO'
   | 'NO_SPACE'
   | 'INVALID_ARGUMENT'
+  | 'BUSY'
 
 export const LOG_ERROR_CODES: readonly LogErrorCode[] = [
-  'LOCKED', 'CORRUPT', 'TOO_LARGE', 'VALIDATION', 'CLOSED', 'IO', 'NO_SPACE', 'INVALID_ARGUMENT',
+  'LOCKED', 'CORRUPT', 'TOO_LARGE', 'VALIDATION', 'CLOSED', 'IO', 'NO_SPACE', 'INVALID_ARGUMENT', 'BUSY',
 ]
 
 export interface LogErrorDetails {

@@ -13,6 +13,20 @@ import { FRAME_BYTES_MAX, FrameReader, encodeFrame } from './frames.js'
 
 /** Requests waiting for an answer, at most; further calls wait for room. */
 export const CLIENT_REQUESTS_MAX = 8192
+/**
+ * How long connect() keeps trying while the daemon is busy: its listen queue full (EAGAIN, after a
+ * burst of connections) or all its connections taken (BUSY). Other failures are not retried.
+ */
+export const CONNECT_WAIT_MS_MAX = 10_000
+/** The longest pause between two tries. */
+const CONNECT_RETRY_DELAY_MS_MAX = 200
+
+export interface ConnectOptions {
+  /** The log to use (default: the only one, or main). */
+  log?: string
+  /** How long to keep trying while the daemon is busy (default CONNECT_WAIT_MS_MAX). */
+  waitMs?: number
+}
 
 export interface RemoteStatus {
   log: string
@@ -63,7 +77,28 @@ export class RemoteLog {
   }
 
   /** Use connect(). */
-  static async open(socketPath: string, options: { log?: string } = {}): Promise<RemoteLog> {
+  static async open(socketPath: string, options: ConnectOptions = {}): Promise<RemoteLog> {
+    const waitMs = options.waitMs ?? CONNECT_WAIT_MS_MAX
+    if (!Number.isSafeInteger(waitMs) || waitMs < 0 || waitMs > CONNECT_WAIT_MS_MAX) {
+      throw new LogError('INVALID_ARGUMENT', `connect: waitMs must be an integer from 0 to ${CONNECT_WAIT_MS_MAX}, got ${String(waitMs)}`)
+    }
+    const deadline = Date.now() + waitMs
+    for (let delay = 5; ; delay = Math.min(delay * 2, CONNECT_RETRY_DELAY_MS_MAX)) {
+      try {
+        return await RemoteLog.openOnce(socketPath, options)
+      } catch (error) {
+        if (!busy(error) || Date.now() + delay > deadline) {
+          if (busy(error) && error instanceof LogError) {
+            throw new LogError(error.code, `${error.message} (tried for ${waitMs} ms)`, { ...error.details, path: socketPath })
+          }
+          throw error
+        }
+        await new Promise((resolve) => setTimeout(resolve, delay))
+      }
+    }
+  }
+
+  private static async openOnce(socketPath: string, options: ConnectOptions): Promise<RemoteLog> {
     const socket = await new Promise<net.Socket>((resolve, reject) => {
       const candidate = net.connect(socketPath, () => {
         candidate.off('error', reject)
@@ -362,6 +397,12 @@ export class RemoteConsumer {
   }
 }
 
+/** The daemon is there but busy: its listen queue is full (EAGAIN) or it serves all the connections it takes (BUSY). */
+function busy(error: unknown): boolean {
+  if (!(error instanceof LogError)) return false
+  return error.code === 'BUSY' || (error.details.cause as NodeJS.ErrnoException | undefined)?.code === 'EAGAIN'
+}
+
 function toError(body: unknown): LogError {
   const error = (body ?? {}) as { code?: string, message?: string, details?: Record<string, unknown> }
   const code = (typeof error.code === 'string' ? error.code : 'IO') as LogErrorCode
@@ -369,6 +410,6 @@ function toError(body: unknown): LogError {
 }
 
 /** Connects to a daemon's socket: a client with the in-process log's verbs. */
-export function connect(socketPath: string, options: { log?: string } = {}): Promise<RemoteLog> {
+export function connect(socketPath: string, options: ConnectOptions = {}): Promise<RemoteLog> {
   return RemoteLog.open(socketPath, options)
 }

@@ -23,20 +23,33 @@ export function encodeFrame(value: unknown): Buffer {
 /** Accumulates socket bytes and returns whole decoded frames. */
 export class FrameReader {
   private chunks: Buffer[] = []
-  private buffered = 0
+  private bufferedBytes = 0
+  /** The size of each frame the last push returned, header included (the server counts them against its bounds). */
+  readonly sizes: number[] = []
 
   constructor(private readonly frameBytesMax: number = FRAME_BYTES_MAX) {}
 
+  /** Bytes held of frames not yet complete (after push: of the one incomplete frame, if any). */
+  get buffered(): number {
+    return this.bufferedBytes
+  }
+
+  /** The length the incomplete frame announced (header included), or 0 when its header has not come. */
+  get expected(): number {
+    return this.bufferedBytes < FRAME_HEADER_BYTES ? 0 : FRAME_HEADER_BYTES + this.peek(FRAME_HEADER_BYTES).readUInt32BE(0)
+  }
+
   push(chunk: Buffer): Record<string, unknown>[] {
     this.chunks.push(chunk)
-    this.buffered += chunk.length
+    this.bufferedBytes += chunk.length
     const frames: Record<string, unknown>[] = []
+    this.sizes.length = 0
     for (;;) {
-      if (this.buffered < FRAME_HEADER_BYTES) return frames
+      if (this.bufferedBytes < FRAME_HEADER_BYTES) return frames
       const head = this.peek(FRAME_HEADER_BYTES)
       const length = head.readUInt32BE(0)
       if (length > this.frameBytesMax) throw new FrameError(`frame of ${length} bytes is over the bound of ${this.frameBytesMax}`)
-      if (this.buffered < FRAME_HEADER_BYTES + length) return frames
+      if (this.bufferedBytes < FRAME_HEADER_BYTES + length) return frames
       const bytes = this.take(FRAME_HEADER_BYTES + length).subarray(FRAME_HEADER_BYTES)
       let value: unknown
       try {
@@ -48,6 +61,7 @@ export class FrameReader {
         throw new FrameError('frame is not a CBOR map')
       }
       frames.push(value as Record<string, unknown>)
+      this.sizes.push(FRAME_HEADER_BYTES + length)
     }
   }
 
@@ -62,7 +76,7 @@ export class FrameReader {
     const out = whole.subarray(0, count)
     const rest = whole.subarray(count)
     this.chunks = rest.length > 0 ? [rest] : []
-    this.buffered -= count
+    this.bufferedBytes -= count
     return out
   }
 }

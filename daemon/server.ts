@@ -1,9 +1,11 @@
 // The local API server: a Unix domain socket through which local processes use the daemon's logs
 // (docs/local-api.md). Requests are pipelined (matched by id); an append is answered only once it
-// is durable per the log's mode; reads and tails stream in chunks with a credit window, so a slow
-// client holds at most STREAM_WINDOW_CHUNKS chunks of memory. A client that sends garbage (a
-// frame over the bound, bytes that are not CBOR, a frame without id and op) gets an error frame
-// and is disconnected; other clients are not affected.
+// is durable per the log's mode; reads and tails stream in chunks with a credit window. Memory held
+// for clients is bounded (daemon/limits.ts): requests in service, streams and their chunks, and
+// incomplete frames, per connection and in total; a client that holds its share without making
+// progress is cut off. A client that sends garbage (a frame over the bound, bytes that are not
+// CBOR, a frame without id and op) gets an error frame and is disconnected; other clients are not
+// affected.
 
 import fs from 'node:fs'
 import net from 'node:net'
@@ -11,6 +13,7 @@ import { LogError, type DamagedRange, type Log, type LogEvent } from '../core/in
 import type { SyncHandle } from '../sync/index.js'
 import { diskUse } from './disk-use.js'
 import { FRAME_BYTES_MAX, FrameError, FrameReader, encodeFrame } from './frames.js'
+import { DEFAULT_LIMITS, SendPool, type PoolOwner, type ServerLimits } from './limits.js'
 
 export interface ServedLog {
   name: string
@@ -24,10 +27,13 @@ export const STREAM_CHUNK_EVENTS_MAX = 1000
 export const STREAM_CHUNK_BYTES_MAX = 1 << 20
 /** Chunks sent ahead of the client's credit. */
 export const STREAM_WINDOW_CHUNKS = 4
-/** Requests of one connection being served at once, at most; further frames wait unread. */
-export const CONNECTION_REQUESTS_MAX = 4096
 
 export type Logger = (level: 'info' | 'warning' | 'error', message: string) => void
+
+export interface ServerOptions {
+  frameBytesMax?: number
+  limits?: Partial<ServerLimits>
+}
 
 interface CaughtUp {
   pending: number
@@ -40,12 +46,78 @@ interface Stream {
   abort: AbortController
 }
 
+/** Bytes taken from the send pool for one chunk, given back once the socket has them. */
+interface Reservation {
+  bytes: number
+  given: boolean
+}
+
+/** A request frame received and not yet taken into service, with its size. */
+interface Queued {
+  frame: Record<string, unknown>
+  bytes: number
+}
+
+/** One connection: what it selected, what it has in service, and what it holds of the pools. */
+class Client implements PoolOwner {
+  selected: ServedLog | undefined
+  inFlight = 0
+  readonly backlog: Queued[] = []
+  readonly streams = new Map<number, Stream>()
+  readonly reservations = new Set<Reservation>()
+  writeBlocked = false
+  closed = false
+  /**
+   * Bytes of request frames it sent that are not done with (waiting, or in service but a stream's),
+   * plus the announced size of its incomplete frame once admitted; `share` is the part of it drawn
+   * from the receive pool (beyond receiveFreeBytes).
+   */
+  held = 0
+  share = 0
+  /** The announced size of its incomplete frame, counted in `held`; 0 while it has none or it waits for room. */
+  admitted = 0
+  /** It waits, unread, for room in the receive pool. */
+  receiveWaiting = false
+  /** Since when its incomplete frame has been coming while the server reads it. */
+  frameSince = 0
+  reading = true
+  sendHeld = 0
+  /** When its queue of answers last moved (or started to fill). */
+  writeSince = 0
+
+  constructor(readonly socket: net.Socket, readonly reader: FrameReader, selected: ServedLog | undefined) {
+    this.selected = selected
+  }
+
+  /** Reading stops while its answers are not read, while requests wait for room, and while it waits for the receive pool. */
+  updateReading(): void {
+    if (this.socket.destroyed) return
+    const reading = !(this.writeBlocked || this.backlog.length > 0 || this.receiveWaiting)
+    if (reading && !this.reading) this.frameSince = Date.now() // its frame's time runs while it may send
+    this.reading = reading
+    if (reading) this.socket.resume()
+    else this.socket.pause()
+  }
+}
+
 export class LocalApiServer {
   private readonly server: net.Server
-  private readonly connections = new Set<net.Socket>()
+  private readonly clients = new Set<Client>()
+  private readonly limits: ServerLimits
+  private readonly frameBytesMax: number
+  private readonly sendPool: SendPool
+  private receiveUsed = 0
+  private readonly receiveWaiters: Client[] = []
+  private streamCount = 0
+  private sweeper: NodeJS.Timeout | null = null
+  private refused = 0
+  private refusedLoggedAt = 0
 
   constructor(private readonly logs: Map<string, ServedLog>, private readonly socketPath: string,
-    private readonly logger: Logger, private readonly frameBytesMax = FRAME_BYTES_MAX) {
+    private readonly logger: Logger, options: ServerOptions = {}) {
+    this.limits = { ...DEFAULT_LIMITS, ...options.limits }
+    this.frameBytesMax = options.frameBytesMax ?? FRAME_BYTES_MAX
+    this.sendPool = new SendPool(this.limits.sendPoolBytes, this.limits.connectionSendBytesMax)
     this.server = net.createServer((socket) => this.accept(socket))
   }
 
@@ -53,87 +125,83 @@ export class LocalApiServer {
     await removeStaleSocket(this.socketPath)
     await new Promise<void>((resolve, reject) => {
       this.server.once('error', reject)
-      this.server.listen(this.socketPath, () => {
+      this.server.listen({ path: this.socketPath, backlog: this.limits.listenBacklog }, () => {
         this.server.off('error', reject)
         resolve()
       })
     })
     fs.chmodSync(this.socketPath, 0o660)
+    this.sweeper = setInterval(() => this.sweep(), Math.max(10, Math.min(1000, this.limits.clientStallMs / 4)))
+    this.sweeper.unref()
   }
 
   /** Stops accepting, lets requests in flight finish for up to `graceMs`, then closes every connection. */
   async close(graceMs = 2000): Promise<void> {
+    if (this.sweeper !== null) clearInterval(this.sweeper)
     const closed = new Promise<void>((resolve) => this.server.close(() => resolve()))
-    for (const socket of this.connections) socket.end()
+    for (const client of this.clients) client.socket.end()
     const deadline = Date.now() + graceMs
-    while (this.connections.size > 0 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 20))
-    for (const socket of this.connections) socket.destroy()
+    while (this.clients.size > 0 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 20))
+    for (const client of this.clients) client.socket.destroy()
     await closed
     fs.rmSync(this.socketPath, { force: true })
   }
 
   private accept(socket: net.Socket): void {
-    this.connections.add(socket)
-    const reader = new FrameReader(this.frameBytesMax)
-    const streams = new Map<number, Stream>()
-    const session = { selected: this.defaultLog(), inFlight: 0, backlog: [] as Record<string, unknown>[] }
-    // Backpressure both ways: a client that does not read its answers stops being read, and one
-    // with CONNECTION_REQUESTS_MAX requests in service stops being read until one completes.
-    let writeBlocked = false
-    const updateReading = (): void => {
-      if (socket.destroyed) return
-      if (writeBlocked || session.backlog.length > 0) socket.pause()
-      else socket.resume()
+    socket.on('error', () => undefined)
+    if (this.clients.size >= this.limits.connectionsMax) {
+      this.refuse(socket)
+      return
     }
-    const send = (value: unknown): boolean => {
-      if (socket.destroyed) return false
-      const ok = socket.write(encodeFrame(value))
-      if (!ok && !writeBlocked) {
-        writeBlocked = true
-        updateReading()
-        socket.once('drain', () => {
-          writeBlocked = false
-          updateReading()
-        })
-      }
-      return ok
-    }
+    const client = new Client(socket, new FrameReader(this.frameBytesMax), this.defaultLog())
+    this.clients.add(client)
     const fail = (message: string): void => {
-      send({ id: 0, ok: false, error: { code: 'INVALID_ARGUMENT', message } })
+      this.send(client, { id: 0, ok: false, error: { code: 'INVALID_ARGUMENT', message } })
       this.logger('warning', `local API: disconnected a client: ${message}`)
       socket.end()
       socket.destroySoon()
     }
-    const run = (frame: Record<string, unknown>): void => {
-      session.inFlight++
-      this.handle(frame, session, streams, send, socket).catch((error: unknown) => {
-        send({ id: frame['id'], ok: false, error: errorBody(error) })
+    const run = ({ frame, bytes }: Queued): void => {
+      client.inFlight++
+      // A stream's request is done with once the stream starts: the send pool bounds the stream.
+      const streaming = frame['op'] === 'read' || frame['op'] === 'tail'
+      if (streaming) this.charge(client, -bytes)
+      this.handle(frame, client).catch((error: unknown) => {
+        this.send(client, { id: frame['id'], ok: false, error: errorBody(error) })
       }).finally(() => {
-        session.inFlight--
-        const next = session.backlog.shift()
+        client.inFlight--
+        if (!streaming) this.charge(client, -bytes)
+        const next = client.backlog.shift()
         if (next !== undefined) run(next)
-        updateReading()
+        client.updateReading()
       })
     }
     socket.on('data', (chunk: Buffer) => {
+      const partBefore = client.reader.buffered > 0
       let frames: Record<string, unknown>[]
       try {
-        frames = reader.push(chunk)
+        frames = client.reader.push(chunk)
       } catch (error) {
         fail(error instanceof FrameError ? error.message : String(error))
         return
       }
-      for (const frame of frames) {
+      const sizes = client.reader.sizes
+      for (let i = 0; i < frames.length; i++) {
+        const frame = frames[i]!
+        const bytes = sizes[i]!
+        if (i === 0 && client.admitted > 0) client.admitted = 0 // counted since it was admitted
+        else this.charge(client, bytes) // came whole within one read
         if (!Number.isSafeInteger(frame['id']) || (frame['id'] as number) <= 0 || typeof frame['op'] !== 'string') {
           fail('a frame needs a positive integer id and a string op')
           return
         }
         if (frame['op'] === 'more' || frame['op'] === 'cancel') {
+          this.charge(client, -bytes)
           if (frame['op'] === 'cancel') {
-            const waiting = session.backlog.findIndex((queued) => queued['id'] === frame['id'])
-            if (waiting >= 0) session.backlog.splice(waiting, 1) // cancelled before it started
+            const waiting = client.backlog.findIndex((queued) => queued.frame['id'] === frame['id'])
+            if (waiting >= 0) this.charge(client, -client.backlog.splice(waiting, 1)[0]!.bytes) // cancelled before it started
           }
-          const stream = streams.get(frame['id'] as number)
+          const stream = client.streams.get(frame['id'] as number)
           if (stream !== undefined) {
             if (frame['op'] === 'more') stream.credit++
             else stream.abort.abort()
@@ -141,23 +209,158 @@ export class LocalApiServer {
           }
           continue
         }
-        if (session.inFlight >= CONNECTION_REQUESTS_MAX) {
+        if (client.inFlight >= this.limits.connectionRequestsMax) {
           // Held until a request completes; reading stops meanwhile, so at most one read's frames wait.
-          session.backlog.push(frame)
-          updateReading()
+          client.backlog.push({ frame, bytes })
+          client.updateReading()
           continue
         }
-        run(frame)
+        run({ frame, bytes })
       }
+      if (client.reader.buffered > 0 && (frames.length > 0 || !partBefore)) client.frameSince = Date.now()
+      this.admit(client)
     })
-    socket.on('error', () => undefined)
     socket.on('close', () => {
-      this.connections.delete(socket)
-      for (const stream of streams.values()) {
+      this.clients.delete(client)
+      client.closed = true
+      for (const stream of client.streams.values()) {
         stream.abort.abort()
         stream.wake?.()
       }
+      for (const reservation of client.reservations) this.giveBack(client, reservation)
+      this.receiveUsed -= client.share
+      client.share = 0
+      client.held = 0
+      const waiting = this.receiveWaiters.indexOf(client)
+      if (waiting >= 0) this.receiveWaiters.splice(waiting, 1)
+      this.wakeReceivers()
     })
+  }
+
+  /** Over CONNECTIONS_MAX: the client hears BUSY (and retries), the journal hears of it at most every 10 s. */
+  private refuse(socket: net.Socket): void {
+    this.refused++
+    socket.end(encodeFrame({ id: 0, ok: false, error: { code: 'BUSY', message: `the daemon serves ${this.limits.connectionsMax} connections, the most it takes at once; try again later` } }))
+    const now = Date.now()
+    if (now - this.refusedLoggedAt >= 10_000) {
+      this.logger('warning', `local API: refused ${this.refused} connection(s): ${this.limits.connectionsMax} are open, the most it serves`)
+      this.refused = 0
+      this.refusedLoggedAt = now
+    }
+  }
+
+  /** Writes one frame; `onWritten` runs once the socket has handed it to the kernel (or is gone). */
+  private send(client: Client, value: unknown, onWritten?: () => void): boolean {
+    const socket = client.socket
+    if (socket.destroyed) {
+      onWritten?.()
+      return false
+    }
+    if (socket.writableLength === 0) client.writeSince = Date.now()
+    const ok = socket.write(encodeFrame(value), () => {
+      client.writeSince = Date.now()
+      onWritten?.()
+    })
+    if (!ok && !client.writeBlocked) {
+      client.writeBlocked = true
+      client.updateReading()
+      socket.once('drain', () => {
+        client.writeBlocked = false
+        client.updateReading()
+      })
+    }
+    if (socket.writableLength > this.limits.connectionQueueBytesMax) {
+      this.cut(client, `it left ${socket.writableLength} bytes of answers unread (the bound is ${this.limits.connectionQueueBytesMax})`)
+    }
+    return ok
+  }
+
+  private cut(client: Client, why: string): void {
+    if (client.socket.destroyed) return
+    this.logger('warning', `local API: cut off a client: ${why}`)
+    client.socket.destroy()
+  }
+
+  /**
+   * Counts `bytes` more (or fewer) of the client's requests against the receive pool: what one
+   * connection holds beyond receiveFreeBytes is drawn from the pool. Bytes given back wake those
+   * that wait for room.
+   */
+  private charge(client: Client, bytes: number): void {
+    if (client.closed) return // its share went back when it closed
+    client.held += bytes
+    const share = Math.max(0, client.held - this.limits.receiveFreeBytes)
+    this.receiveUsed += share - client.share
+    client.share = share
+    if (bytes < 0) this.wakeReceivers()
+  }
+
+  /**
+   * Once its header has come, an incomplete frame is admitted for its whole announced size if the
+   * pool has room; if not, or while the connection draws on a pool that is over its bound, the
+   * client waits unread (first come, first served). Memory held for incomplete frames is thus the
+   * pool plus, per connection, receiveFreeBytes and one read.
+   */
+  private admit(client: Client): void {
+    if (client.receiveWaiting || client.closed) return
+    if (this.ready(client)) return
+    client.receiveWaiting = true
+    this.receiveWaiters.push(client)
+    client.updateReading()
+  }
+
+  /** Whether the client may be read: its incomplete frame admitted (admitting it if it fits), and the pool within bounds. */
+  private ready(client: Client): boolean {
+    const announced = client.admitted === 0 ? client.reader.expected : 0
+    if (announced > 0) {
+      const extra = Math.max(0, client.held + announced - this.limits.receiveFreeBytes) - client.share
+      if (extra > 0 && this.receiveUsed > 0 && this.receiveUsed + extra > this.limits.receivePoolBytes) return false
+      this.charge(client, announced)
+      client.admitted = announced
+    }
+    return client.share === 0 || this.receiveUsed <= this.limits.receivePoolBytes
+  }
+
+  private wakeReceivers(): void {
+    while (this.receiveWaiters.length > 0) {
+      const client = this.receiveWaiters[0]!
+      if (!client.closed && !this.ready(client)) return
+      this.receiveWaiters.shift()
+      client.receiveWaiting = false
+      client.updateReading() // its frame's time runs from now
+    }
+  }
+
+  /** Cuts off clients whose frame does not complete, or who leave answers unread, for longer than clientStallMs. */
+  private sweep(): void {
+    const now = Date.now()
+    const stall = this.limits.clientStallMs
+    for (const client of this.clients) {
+      if (client.reading && client.reader.buffered > 0 && now - client.frameSince > stall) {
+        const expected = client.reader.expected
+        this.cut(client, `it sent ${client.reader.buffered} bytes of a ${expected > 0 ? expected : 'not yet announced'}-byte frame and not the rest within ${stall} ms`)
+      } else if (client.socket.writableLength > 0 && now - client.writeSince > stall) {
+        this.cut(client, `it has not read its answers for ${stall} ms (${client.socket.writableLength} bytes waiting)`)
+      }
+    }
+  }
+
+  private async reserve(client: Client, bytes: number, signal: AbortSignal): Promise<Reservation | null> {
+    if (!await this.sendPool.take(client, bytes, signal)) return null
+    const reservation: Reservation = { bytes, given: false }
+    if (client.socket.destroyed) {
+      this.giveBack(client, reservation)
+      return null
+    }
+    client.reservations.add(reservation)
+    return reservation
+  }
+
+  private giveBack(client: Client, reservation: Reservation): void {
+    if (reservation.given) return
+    reservation.given = true
+    client.reservations.delete(reservation)
+    this.sendPool.give(client, reservation.bytes)
   }
 
   private defaultLog(): ServedLog | undefined {
@@ -165,8 +368,8 @@ export class LocalApiServer {
     return this.logs.get('main')
   }
 
-  private async handle(frame: Record<string, unknown>, session: { selected: ServedLog | undefined },
-    streams: Map<number, Stream>, send: (value: unknown) => boolean, socket: net.Socket): Promise<void> {
+  private async handle(frame: Record<string, unknown>, client: Client): Promise<void> {
+    const send = (value: unknown): boolean => this.send(client, value)
     const id = frame['id'] as number
     const op = frame['op'] as string
     if (op === 'hello') {
@@ -175,14 +378,14 @@ export class LocalApiServer {
         if (typeof name !== 'string' || !this.logs.has(name)) {
           throw new LogError('INVALID_ARGUMENT', `no log named ${JSON.stringify(name)} here; logs: ${[...this.logs.keys()].join(', ')}`)
         }
-        session.selected = this.logs.get(name)
+        client.selected = this.logs.get(name)
       }
-      if (session.selected === undefined) throw new LogError('INVALID_ARGUMENT', `choose a log: ${[...this.logs.keys()].join(', ')}`)
-      const { log } = session.selected
-      send({ id, ok: true, result: { log: session.selected.name, logs: [...this.logs.keys()], replicaId: log.replicaId, maxEventBytes: log.maxEventBytes } })
+      if (client.selected === undefined) throw new LogError('INVALID_ARGUMENT', `choose a log: ${[...this.logs.keys()].join(', ')}`)
+      const { log } = client.selected
+      send({ id, ok: true, result: { log: client.selected.name, logs: [...this.logs.keys()], replicaId: log.replicaId, maxEventBytes: log.maxEventBytes } })
       return
     }
-    const served = session.selected
+    const served = client.selected
     if (served === undefined) throw new LogError('INVALID_ARGUMENT', 'send hello with a log name first')
     const log = served.log
     switch (op) {
@@ -243,8 +446,15 @@ export class LocalApiServer {
       case 'read':
       case 'tail': {
         const from = position(frame['from'], 'from', 0)
+        if (client.streams.size >= this.limits.connectionStreamsMax) {
+          throw new LogError('BUSY', `this connection has ${client.streams.size} streams open (reads and tails), the most one connection may: end one, or open another connection`)
+        }
+        if (this.streamCount >= this.limits.streamsMax) {
+          throw new LogError('BUSY', `the daemon serves ${this.streamCount} streams (reads and tails), the most it serves at once; try again later`)
+        }
         const stream: Stream = { credit: STREAM_WINDOW_CHUNKS, wake: null, abort: new AbortController() }
-        streams.set(id, stream)
+        client.streams.set(id, stream)
+        this.streamCount++
         try {
           const caughtUp: CaughtUp = { pending: -1, notify: () => undefined }
           // A damaged range the stream goes around is said in its own frame (the client's onDamage).
@@ -252,9 +462,10 @@ export class LocalApiServer {
           const events = op === 'read'
             ? log.read({ from, to: position(frame['to'], 'to', log.length), onDamage })
             : log.tail({ from, signal: stream.abort.signal, onCaughtUp: (at) => caughtUp.notify(at), onDamage })
-          await this.stream(id, events, stream, send, socket, op === 'tail', caughtUp)
+          await this.stream(client, id, events, stream, op === 'tail', caughtUp)
         } finally {
-          streams.delete(id)
+          client.streams.delete(id)
+          this.streamCount--
         }
         return
       }
@@ -263,74 +474,74 @@ export class LocalApiServer {
     }
   }
 
-  /** Sends events in chunks; waits for credit when the window is used up, and for the socket to drain. */
-  private async stream(id: number, events: AsyncIterable<LogEvent>, stream: Stream, send: (value: unknown) => boolean,
-    socket: net.Socket, tailing: boolean, caughtUp: CaughtUp = { pending: -1, notify: () => undefined }): Promise<void> {
+  /**
+   * Sends events in chunks. Before each chunk it waits for credit, then for the chunk's first event
+   * (a tail waits here for new events, holding nothing), then for room in the send pool; it then
+   * gathers what is ready, up to the chunk bounds, and the pool has the room back once the socket
+   * has the chunk.
+   */
+  private async stream(client: Client, id: number, events: AsyncIterable<LogEvent>, stream: Stream, tailing: boolean, caughtUp: CaughtUp): Promise<void> {
     let chunk: unknown[] = []
+    let bytes = 0
     // The tail reached the head: the client hears it after the events before it.
     caughtUp.notify = (at) => {
-      if (chunk.length === 0) send({ id, caughtUp: at })
+      if (chunk.length === 0) this.send(client, { id, caughtUp: at })
       else caughtUp.pending = at
     }
-    let bytes = 0
-    const flush = async (): Promise<void> => {
-      if (chunk.length === 0) return
-      while (stream.credit <= 0 && !stream.abort.signal.aborted) await new Promise<void>((resolve) => { stream.wake = resolve })
-      stream.wake = null
-      stream.credit--
-      if (!send({ id, events: chunk }) && !socket.destroyed) {
-        // Drained, or gone: a destroyed socket never drains.
-        await new Promise<void>((resolve) => {
-          const done = (): void => {
-            socket.off('drain', done)
-            socket.off('close', done)
-            resolve()
-          }
-          socket.once('drain', done)
-          socket.once('close', done)
-        })
-      }
-      chunk = []
-      bytes = 0
+    const gone = (): boolean => stream.abort.signal.aborted || client.socket.destroyed
+    const add = (event: LogEvent): void => {
+      chunk.push([event.localPos, event.origin, event.pos, event.time, event.payload])
+      bytes += event.payload.length
     }
     const iterator = events[Symbol.asyncIterator]()
-    let idle: Promise<'idle'> | null = null
+    let next: Promise<IteratorResult<LogEvent>> | null = null
+    let finished = false
     try {
-      for (;;) {
-        const next = iterator.next()
-        let result: IteratorResult<LogEvent>
-        if (tailing && chunk.length > 0) {
-          // A tail that waits for new events sends what it gathered first (one timer per chunk).
-          idle ??= new Promise<'idle'>((resolve) => setImmediate(() => resolve('idle')))
-          const ready = await Promise.race([next, idle])
-          if (ready === 'idle') {
-            idle = null
-            await flush()
-            if (caughtUp.pending >= 0) {
-              send({ id, caughtUp: caughtUp.pending })
-              caughtUp.pending = -1
-            }
-            result = await next
-          } else {
+      while (!finished) {
+        while (stream.credit <= 0 && !gone()) await new Promise<void>((resolve) => { stream.wake = resolve })
+        stream.wake = null
+        if (gone()) break
+        next ??= iterator.next()
+        const first = await next
+        next = null
+        if (first.done === true || gone()) break
+        const reservation = await this.reserve(client, STREAM_CHUNK_BYTES_MAX, stream.abort.signal)
+        if (reservation === null) break
+        add(first.value)
+        // A tail that waits for new events sends what it gathered first (one timer per chunk).
+        let idle: Promise<'idle'> | null = null
+        while (chunk.length < STREAM_CHUNK_EVENTS_MAX && bytes < STREAM_CHUNK_BYTES_MAX) {
+          next = iterator.next()
+          let result: IteratorResult<LogEvent>
+          if (tailing) {
+            idle ??= new Promise<'idle'>((resolve) => setImmediate(() => resolve('idle')))
+            const ready = await Promise.race([next, idle])
+            if (ready === 'idle') break // `next` stays pending: the next chunk starts with it
             result = ready
+          } else {
+            result = await next
           }
-        } else {
-          result = await next
+          next = null
+          if (result.done === true || gone()) {
+            finished = true
+            break
+          }
+          add(result.value)
         }
-        if (result.done === true || stream.abort.signal.aborted || socket.destroyed) break
-        const event = result.value
-        chunk.push([event.localPos, event.origin, event.pos, event.time, event.payload])
-        bytes += event.payload.length
-        if (chunk.length >= STREAM_CHUNK_EVENTS_MAX || bytes >= STREAM_CHUNK_BYTES_MAX) {
-          await flush()
-          idle = null
+        stream.credit--
+        const sending = chunk
+        chunk = []
+        bytes = 0
+        this.send(client, { id, events: sending }, () => this.giveBack(client, reservation))
+        if (caughtUp.pending >= 0) {
+          this.send(client, { id, caughtUp: caughtUp.pending })
+          caughtUp.pending = -1
         }
       }
-      await flush()
     } finally {
       await iterator.return?.()
     }
-    send({ id, ok: true, result: { end: true } })
+    this.send(client, { id, ok: true, result: { end: true } })
   }
 }
 
