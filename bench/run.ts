@@ -192,7 +192,7 @@ async function scenarioAllocation(): Promise<void> {
 async function scenarioSocket(): Promise<void> {
   const data = fresh()
   const cli = path.join(repository, 'dist', 'cli', 'main.js')
-  const daemon = spawn(process.execPath, [cli, 'serve', '--data', data, '--durability', 'interval'], { stdio: ['ignore', 'pipe', 'inherit'] })
+  const daemon = spawn(process.execPath, [cli, 'serve', '--init', '--data', data, '--durability', 'interval'], { stdio: ['ignore', 'pipe', 'inherit'] })
   const socket = path.join(data, 'interlog.sock')
   try {
     for (let waited = 0; !fs.existsSync(socket) && waited < 10_000; waited += 50) await new Promise((resolve) => setTimeout(resolve, 50))
@@ -226,7 +226,9 @@ async function scenarioSocket(): Promise<void> {
 
 /** Validator overhead: none, a trivial JavaScript validator, a trivial WebAssembly validator. */
 async function scenarioValidators(): Promise<void> {
-  const wabt = await (await import('wabt')).default()
+  // wabt is a devDependency: loaded by name, so that a production build (npm ci --omit=dev) compiles without it.
+  const wabtModule = 'wabt'
+  const wabt = await ((await import(wabtModule)) as { default: () => Promise<{ parseWat(name: string, text: string): { toBinary(options: object): { buffer: Uint8Array }, destroy(): void } }> }).default()
   const module = wabt.parseWat('trivial.wat', '(module (memory (export "memory") 1 4) (func (export "alloc") (param i32) (result i32) (i32.const 1024)) (func (export "validate") (param i32 i32) (result i32) (i32.const 0)))')
   const trivialWasm = new Uint8Array(module.toBinary({}).buffer)
   module.destroy()

@@ -4,10 +4,10 @@
 
 import fs from 'node:fs'
 import path from 'node:path'
-import { addTrustedKey, openLog, readTrustedKeys, removeTrustedKey, type DamagedRange, type LogEvent, type SecurityStatus } from '../core/index.js'
-import { ConfigError, loadConfig, logDirectory, serve, journalLogger } from '../daemon/index.js'
+import { addTrustedKey, LogError, openLog, readTrustedKeys, removeTrustedKey, type DamagedRange, type LogEvent, type SecurityStatus } from '../core/index.js'
+import { ConfigError, loadConfig, logDirectory, serve, journalLogger, type Daemon, type DaemonConfig } from '../daemon/index.js'
 import { delta } from '../sync/index.js'
-import { openTarget, UsageError, type Target, type TargetOptions } from './target.js'
+import { openTarget, targetDirectory, UsageError, type Target, type TargetOptions } from './target.js'
 
 export const EXIT = { ok: 0, damage: 1, usage: 2, failed: 3, unreachable: 4 } as const
 
@@ -38,7 +38,7 @@ function integer(values: Values, name: string): number | undefined {
 }
 
 /** `readOnly`: a log opened directly (no daemon) is opened read-only, so the command changes nothing on disk. */
-async function withTarget(values: Values, work: (target: Target) => Promise<number>, readOnly = true): Promise<number> {
+async function withTarget<T>(values: Values, work: (target: Target) => Promise<T>, readOnly = true): Promise<T> {
   const target = await openTarget({ ...targetOptions(values), readOnly })
   try {
     return await work(target)
@@ -71,92 +71,201 @@ export async function init(values: Values): Promise<number> {
   return EXIT.ok
 }
 
+type StopSignal = 'SIGTERM' | 'SIGINT' | 'SIGHUP'
+
+/** Signals as a queue: one that comes while the daemon starts or reloads is handled after. */
+function signalQueue(): { next: () => Promise<StopSignal>, dispose: () => void } {
+  const queued: StopSignal[] = []
+  let waiter: ((signal: StopSignal) => void) | null = null
+  const on = (signal: StopSignal): void => {
+    if (waiter === null) queued.push(signal)
+    else {
+      const wake = waiter
+      waiter = null
+      wake(signal)
+    }
+  }
+  const handlers = (['SIGTERM', 'SIGINT', 'SIGHUP'] as const).map((signal) => [signal, () => on(signal)] as const)
+  for (const [signal, handler] of handlers) process.on(signal, handler)
+  return {
+    next: () => {
+      const signal = queued.shift()
+      return signal !== undefined ? Promise.resolve(signal) : new Promise((resolve) => { waiter = resolve })
+    },
+    dispose: () => { for (const [signal, handler] of handlers) process.off(signal, handler) },
+  }
+}
+
+/**
+ * The daemon until SIGTERM or SIGINT (stop, exit 0). SIGHUP reloads: the configuration is read
+ * again, and if it is valid the daemon stops and starts again with it (the logs are closed and
+ * opened again, so trusted keys and validators take effect); if it is not, the daemon goes on as
+ * it was and says why.
+ */
 export async function runServe(values: Values): Promise<number> {
-  let config
+  const load = (): DaemonConfig => loadConfig({
+    file: values['config'] as string | undefined,
+    env: process.env,
+    flags: {
+      data: values['data'], socket: values['socket'], broker: values['broker'],
+      brokerPort: values['broker-port'] === undefined ? undefined : Number(values['broker-port']),
+      logs: values['log'], durability: values['durability'], init: values['init'] === true ? true : undefined,
+    },
+  })
+  const logger = journalLogger()
+  const signals = signalQueue()
   try {
-    config = loadConfig({
-      file: values['config'] as string | undefined,
-      env: process.env,
-      flags: {
-        data: values['data'], socket: values['socket'], broker: values['broker'],
-        brokerPort: values['broker-port'] === undefined ? undefined : Number(values['broker-port']),
-        logs: values['log'], durability: values['durability'],
-      },
-    })
-  } catch (error) {
-    if (error instanceof ConfigError) {
+    let config: DaemonConfig
+    let daemon: Daemon
+    try {
+      config = load()
+      daemon = await serve(config, logger)
+    } catch (error) {
+      if (!(error instanceof ConfigError)) throw error
       process.stderr.write(`interlog serve: ${error.message}\n`)
       return EXIT.usage
     }
-    throw error
-  }
-  const logger = journalLogger()
-  const daemon = await serve(config, logger)
-  await new Promise<void>((resolve) => {
-    const stop = (signal: string): void => {
-      logger('info', `${signal}: stopping`)
-      daemon.close().then(resolve, (error: unknown) => {
-        logger('error', `stop failed: ${(error as Error).message}`)
-        resolve()
-      })
+    for (;;) {
+      const signal = await signals.next()
+      if (signal !== 'SIGHUP') {
+        logger('info', `${signal}: stopping`)
+        await daemon.close().catch((error: unknown) => logger('error', `stop failed: ${(error as Error).message}`))
+        return EXIT.ok
+      }
+      let next: DaemonConfig
+      try {
+        next = load()
+      } catch (error) {
+        logger('error', `SIGHUP: the configuration is not valid, the daemon goes on as it was: ${(error as Error).message}`)
+        continue
+      }
+      logger('info', 'SIGHUP: reloading: stopping, then starting with the configuration as it is now')
+      await daemon.close().catch((error: unknown) => logger('error', `stop failed: ${(error as Error).message}`))
+      try {
+        daemon = await serve(next, logger)
+        config = next
+      } catch (error) {
+        logger('error', `SIGHUP: cannot start with the new configuration: ${(error as Error).message}; starting with the previous one`)
+        daemon = await serve(config, logger)
+      }
     }
-    process.once('SIGTERM', () => stop('SIGTERM'))
-    process.once('SIGINT', () => stop('SIGINT'))
-  })
-  return EXIT.ok
+  } finally {
+    signals.dispose()
+  }
 }
 
-/** Reads length-prefixed payloads (u32 big-endian length, then the bytes) from a stream. */
-async function* binaryPayloads(stream: NodeJS.ReadableStream): AsyncGenerator<Uint8Array> {
-  let buffered = Buffer.alloc(0)
+/**
+ * Lines of stdin as bytes, exactly as they came (no decoding: any bytes but the newline are kept;
+ * a carriage return before the newline is dropped). Each step yields the lines completed by what
+ * has arrived, so a line is never held waiting for more input.
+ */
+async function* lineGroups(stream: NodeJS.ReadableStream): AsyncGenerator<Uint8Array[]> {
+  let rest: Buffer = Buffer.alloc(0)
   for await (const chunk of stream) {
-    buffered = Buffer.concat([buffered, chunk as Buffer])
+    const bytes = rest.length === 0 ? chunk as Buffer : Buffer.concat([rest, chunk as Buffer])
+    const lines: Uint8Array[] = []
+    let start = 0
+    for (let end = bytes.indexOf(0x0a, start); end >= 0; end = bytes.indexOf(0x0a, start)) {
+      lines.push(bytes.subarray(start, end > start && bytes[end - 1] === 0x0d ? end - 1 : end))
+      start = end + 1
+    }
+    rest = bytes.subarray(start)
+    if (lines.length > 0) yield lines
+  }
+  if (rest.length > 0) yield [rest]
+}
+
+/** Length-prefixed payloads, grouped as they arrive (see lineGroups). */
+async function* binaryGroups(stream: NodeJS.ReadableStream): AsyncGenerator<Uint8Array[]> {
+  let buffered: Buffer = Buffer.alloc(0)
+  for await (const chunk of stream) {
+    buffered = buffered.length === 0 ? chunk as Buffer : Buffer.concat([buffered, chunk as Buffer])
+    const payloads: Uint8Array[] = []
     while (buffered.length >= 4 && buffered.length >= 4 + buffered.readUInt32BE(0)) {
       const length = buffered.readUInt32BE(0)
-      yield buffered.subarray(4, 4 + length)
+      payloads.push(buffered.subarray(4, 4 + length))
       buffered = buffered.subarray(4 + length)
     }
+    if (payloads.length > 0) yield payloads
   }
   if (buffered.length > 0) throw new UsageError(`stdin ends inside a length-prefixed payload (${buffered.length} bytes left)`)
 }
 
-async function* linePayloads(stream: NodeJS.ReadableStream): AsyncGenerator<Uint8Array> {
-  let rest = ''
-  for await (const chunk of stream) {
-    rest += (chunk as Buffer).toString('utf8')
-    const lines = rest.split('\n')
-    rest = lines.pop()!
-    for (const line of lines) yield Buffer.from(line.endsWith('\r') ? line.slice(0, -1) : line, 'utf8')
-  }
-  if (rest.length > 0) yield Buffer.from(rest, 'utf8')
+/** Payloads appended per batch by default, at most (`--batch N`). */
+export const APPEND_BATCH_EVENTS_MAX = 1000
+
+/** Codes of a refusal that concerns one payload of a batch (its index in details): the others may go in. */
+const PAYLOAD_REFUSALS = new Set(['TOO_LARGE', 'VALIDATION', 'INVALID_ARGUMENT'])
+
+/** Why one payload was refused, without the batch's wording ("payload 2 of the batch ... Nothing was written"). */
+function refusal(error: LogError): string {
+  const details = error.details
+  if (error.code === 'VALIDATION' && typeof details['reason'] === 'string') return `VALIDATION: validator '${String(details['validator'])}' rejected it: ${details['reason']}`
+  if (error.code === 'TOO_LARGE' && typeof details['bytes'] === 'number') return `TOO_LARGE: ${details['bytes']} bytes; maxEventBytes is ${String(details['maxEventBytes'])}`
+  return `${error.code}: ${error.message}`
 }
 
-/** Payloads appended per batch, at most. */
-const APPEND_BATCH_EVENTS_MAX = 1000
-
+/**
+ * Appends stdin as it arrives: the lines (or payloads) that have come are appended at once, up to
+ * `--batch N` per append, and their ids printed before more input is read. A line the log refuses
+ * (too large, or rejected by a validator) is reported by its number on stderr and the others go in;
+ * the exit code is then 3. An error that is not about one line (a full disk, a lost daemon) stops
+ * the command and says from which line nothing was appended.
+ */
 export async function append(values: Values): Promise<number> {
+  const batchText = values['batch'] as string | undefined
+  const batchMax = batchText === undefined ? APPEND_BATCH_EVENTS_MAX : Number(batchText)
+  if (!/^\d+$/.test(batchText ?? '1') || !Number.isSafeInteger(batchMax) || batchMax < 1 || batchMax > 100_000) {
+    throw new UsageError(`--batch must be 1 to 100000, got ${String(batchText)}`)
+  }
+  const binary = values['binary'] === true
+  const json = values['json'] === true
+  const unit = binary ? 'payload' : 'line'
   return withTarget(values, async (target) => {
-    const source = values['binary'] === true ? binaryPayloads(process.stdin) : linePayloads(process.stdin)
-    let batch: Uint8Array[] = []
+    const source = binary ? binaryGroups(process.stdin) : lineGroups(process.stdin)
     let total = 0
+    let next = 1 // the number of the next line
+    const refused: number[] = []
     const tty = process.stderr.isTTY === true
-    const flush = async (): Promise<void> => {
-      if (batch.length === 0) return
-      const range = await target.append(batch)
-      total += range.count
-      if (tty) process.stderr.write(`\r\x1b[2Kappended ${total} events`)
-      for (let i = 0; i < range.count; i++) {
-        out(values['json'] === true ? JSON.stringify({ origin: range.origin, pos: range.pos + i }) : `${range.origin} ${range.pos + i}`)
+    const put = async (payloads: Uint8Array[], first: number): Promise<void> => {
+      let at = 0
+      while (at < payloads.length) {
+        const batch = payloads.slice(at)
+        let range: { origin: string, pos: number, count: number }
+        try {
+          range = await target.append(batch)
+        } catch (error) {
+          const index = error instanceof LogError && PAYLOAD_REFUSALS.has(error.code) ? error.details.index : undefined
+          if (typeof index !== 'number' || !Number.isSafeInteger(index) || index < 0 || index >= batch.length) {
+            throw new LogError(error instanceof LogError ? error.code : 'IO',
+              `${(error as Error).message} (nothing from ${unit} ${first + at} on was appended)`, error instanceof LogError ? error.details : { cause: error })
+          }
+          if (index > 0) await put(batch.slice(0, index), first + at)
+          process.stderr.write(`interlog append: ${unit} ${first + at + index} refused: ${refusal(error as LogError)}\n`)
+          refused.push(first + at + index)
+          at += index + 1
+          continue
+        }
+        total += range.count
+        for (let i = 0; i < range.count; i++) {
+          out(json ? JSON.stringify({ origin: range.origin, pos: range.pos + i, [unit]: first + at + i }) : `${range.origin} ${range.pos + i}`)
+        }
+        at = payloads.length
       }
-      batch = []
     }
-    for await (const payload of source) {
-      batch.push(payload)
-      if (batch.length >= APPEND_BATCH_EVENTS_MAX) await flush()
+    for await (const group of source) {
+      for (let i = 0; i < group.length; i += batchMax) {
+        const part = group.slice(i, i + batchMax)
+        await put(part, next)
+        next += part.length
+      }
+      if (tty) process.stderr.write(`\r\x1b[2Kappended ${total} events`)
     }
-    await flush()
     if (tty && total > 0) process.stderr.write('\n')
-    return EXIT.ok
+    if (refused.length === 0) return EXIT.ok
+    const shown = refused.slice(0, 20).join(', ') + (refused.length > 20 ? ', ...' : '')
+    process.stderr.write(`interlog append: ${refused.length} of ${next - 1} ${unit}s refused (${shown}); the others were appended\n`)
+    return EXIT.failed
   }, false)
 }
 
@@ -213,28 +322,92 @@ export async function read(values: Values): Promise<number> {
   })
 }
 
+/** A followed log directory (no daemon) is read again when it changes, or at least this often. */
+export const FOLLOW_POLL_MS = 1000
+
 export async function tail(values: Values): Promise<number> {
   const format = checkFormat(values)
   const from = integer(values, 'from')
-  return withTarget(values, async (target) => {
-    const length = await target.length()
-    const start = from ?? Math.max(0, length - 10)
-    if (values['follow'] !== true) {
-      for await (const event of target.read({ from: start })) await writeOut(formatEvent(event, format))
-      return EXIT.ok
-    }
-    const controller = new AbortController()
-    const stop = (): void => controller.abort()
-    process.once('SIGINT', stop)
-    process.once('SIGTERM', stop)
-    try {
-      for await (const event of target.tail({ from: start, signal: controller.signal })) await writeOut(formatEvent(event, format))
-    } finally {
-      process.off('SIGINT', stop)
-      process.off('SIGTERM', stop)
-    }
+  const controller = new AbortController()
+  const stop = (): void => controller.abort()
+  process.once('SIGINT', stop)
+  process.once('SIGTERM', stop)
+  try {
+    const start = await withTarget(values, async (target) => {
+      const begin = from ?? Math.max(0, await target.length() - 10)
+      if (values['follow'] !== true) {
+        for await (const event of target.read({ from: begin })) await writeOut(formatEvent(event, format))
+        return -1
+      }
+      if (target.kind === 'directory') return begin // followed below, without holding the directory
+      for await (const event of target.tail({ from: begin, signal: controller.signal })) await writeOut(formatEvent(event, format))
+      return -1
+    })
+    if (start >= 0) await followDirectory(values, start, format, controller.signal)
     return EXIT.ok
+  } finally {
+    process.off('SIGINT', stop)
+    process.off('SIGTERM', stop)
+  }
+}
+
+/**
+ * `tail --follow` of a log directory no daemon serves: the log is opened read-only, read to its end
+ * and closed again (so that other commands may write it meanwhile), then read again when the
+ * directory changes, until SIGINT. A daemon that starts meanwhile is followed through its socket.
+ */
+async function followDirectory(values: Values, start: number, format: string, signal: AbortSignal): Promise<void> {
+  const directory = targetDirectory(targetOptions(values))!
+  let next = start
+  let changed = true
+  let wake: (() => void) | null = null
+  const watcher = watchDirectory(directory, () => {
+    changed = true
+    wake?.()
   })
+  const onAbort = (): void => wake?.()
+  signal.addEventListener('abort', onAbort)
+  try {
+    while (!signal.aborted) {
+      if (changed) {
+        changed = false
+        const done = await withTarget(values, async (target) => {
+          if (target.kind === 'daemon') {
+            for await (const event of target.tail({ from: next, signal })) await writeOut(formatEvent(event, format))
+            return true
+          }
+          for await (const event of target.read({ from: next })) {
+            await writeOut(formatEvent(event, format))
+            next = event.localPos + 1
+          }
+          return false
+        })
+        if (done) return
+      }
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(() => { changed = true; resolve() }, FOLLOW_POLL_MS)
+        wake = () => {
+          clearTimeout(timer)
+          resolve()
+        }
+      })
+      wake = null
+    }
+  } finally {
+    signal.removeEventListener('abort', onAbort)
+    watcher?.close()
+  }
+}
+
+/** Watches a directory for changes (inotify); null where the platform cannot (the poll covers it). */
+function watchDirectory(directory: string, onChange: () => void): fs.FSWatcher | null {
+  try {
+    const watcher = fs.watch(directory, { persistent: false }, onChange)
+    watcher.on('error', () => undefined)
+    return watcher
+  } catch {
+    return null
+  }
 }
 
 export async function status(values: Values): Promise<number> {

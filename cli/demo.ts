@@ -71,7 +71,7 @@ export async function demo(values: Values): Promise<number> {
     for (let i = 0; i < nodeCount; i++) {
       const name = `node${i + 1}`
       const data = path.join(root, name)
-      const child = spawn(process.execPath, [MAIN, 'serve', '--data', data, '--broker', broker.url, '--durability', 'interval'],
+      const child = spawn(process.execPath, [MAIN, 'serve', '--init', '--data', data, '--broker', broker.url, '--durability', 'interval'],
         { stdio: ['ignore', 'ignore', 'inherit'], env: { ...process.env, INTERLOG_CONFIG: '' } })
       nodes.push({ name, socket: path.join(data, 'interlog.sock'), child })
     }

@@ -3,6 +3,7 @@
 // Exit codes: 0 success, 1 damage found (verify), 2 usage or configuration error, 3 the operation
 // failed (a LogError; its code is printed), 4 the daemon could not be reached.
 
+import fs from 'node:fs'
 import { parseArgs } from 'node:util'
 import { LogError } from '../core/index.js'
 import { EXIT, append, init, read, runServe, status, tail, trust, verify, type Values } from './commands.js'
@@ -39,20 +40,31 @@ const COMMANDS: Record<string, Command> = {
   },
   serve: {
     summary: 'run the daemon: logs, local socket API, sync',
-    usage: `interlog serve --data DIR [--socket PATH] [--broker URL|embedded|none] [--broker-port N]
+    usage: `interlog serve --data DIR [--init] [--socket PATH] [--broker URL|embedded|none] [--broker-port N]
                [--log NAME]... [--durability fsync|interval|none] [--config FILE]
+  Serves the logs in DIR; a log that does not exist there fails start-up (exit 2) unless --init
+  creates it (or run interlog init first): a mistyped --data never starts a new identity.
   Config: a JSON file (docs/local-api.md), overridden by INTERLOG_* variables, overridden by flags.
-  SIGTERM/SIGINT: stop accepting, flush, close, release locks, exit 0. Logs: stdout, systemd priorities.`,
-    options: { ...COMMON, broker: { type: 'string' }, 'broker-port': { type: 'string' }, durability: { type: 'string' }, config: { type: 'string' } },
+  The socket opens before sync connects; sync retries the broker in the background.
+  SIGTERM/SIGINT: stop accepting, flush, close, release locks, exit 0. SIGHUP: read the
+  configuration again and restart with it (a configuration that is not valid is refused, and the
+  daemon goes on as it was). Logs: stdout, systemd priorities.`,
+    options: {
+      ...COMMON, init: { type: 'boolean' }, broker: { type: 'string' }, 'broker-port': { type: 'string' }, durability: { type: 'string' }, config: { type: 'string' },
+    },
     run: runServe,
   },
   append: {
     summary: 'append stdin lines (or length-prefixed binary) and print the ids',
-    usage: `interlog append (--data DIR | --socket PATH) [--log NAME] [--binary] [--json]
-  Each stdin line is one event (without its newline). With --binary, stdin holds payloads each
-  preceded by its length as a 4-byte big-endian integer. Prints "origin pos" per event.
+    usage: `interlog append (--data DIR | --socket PATH) [--log NAME] [--binary] [--batch N] [--json]
+  Each stdin line is one event: its bytes exactly (any bytes, not only UTF-8), without the newline
+  (and a carriage return before it). With --binary, stdin holds payloads each preceded by its
+  length as a 4-byte big-endian integer. Lines are appended as they arrive (what has arrived goes
+  in at once, at most N per batch, default 1000) and "origin pos" is printed per event once it is
+  durable. A line the log refuses (too large, rejected by a validator) is named by its number on
+  stderr and the other lines go in; the exit code is then 3. --json adds "line" (with --binary "payload") to each id.
   ${TARGET}`,
-    options: { ...COMMON, binary: { type: 'boolean' } }, run: append,
+    options: { ...COMMON, binary: { type: 'boolean' }, batch: { type: 'string' } }, run: append,
   },
   read: {
     summary: 'print events [from, to)',
@@ -65,7 +77,9 @@ const COMMANDS: Record<string, Command> = {
   tail: {
     summary: 'print the last events, and with --follow new ones as they come',
     usage: `interlog tail (--data DIR | --socket PATH) [--log NAME] [--from N] [--follow] [--format json|hex|raw]
-  Without --from, starts 10 events before the end. --follow waits for new events until SIGINT.
+  Without --from, starts 10 events before the end. --follow waits for new events until SIGINT:
+  through the daemon, or on a log directory (no daemon) by reading it again as it changes; the
+  directory is not held between reads, so other commands can append to it.
   ${TARGET}`,
     options: { ...COMMON, from: { type: 'string' }, follow: { type: 'boolean', short: 'f' }, format: { type: 'string' } }, run: tail,
   },
@@ -96,10 +110,17 @@ const COMMANDS: Record<string, Command> = {
   },
 }
 
+/** The package's version (package.json beside dist/). */
+function version(): string {
+  const file = new URL('../../package.json', import.meta.url)
+  return (JSON.parse(fs.readFileSync(file, 'utf8')) as { version: string }).version
+}
+
 function help(): string {
   const lines = Object.entries(COMMANDS).map(([name, command]) => `  ${name.padEnd(8)} ${command.summary}`)
   return `interlog: an embedded, replicated, append-only event log\n\nUsage: interlog <command> [options]\n\n${lines.join('\n')}\n\n` +
-    `interlog <command> --help for its options. Exit codes: 0 ok, 1 damage found, 2 usage, 3 failed, 4 daemon unreachable.\n`
+    `interlog <command> --help for its options; interlog --version for the version.\n` +
+    `Exit codes: 0 ok, 1 damage found, 2 usage, 3 failed, 4 daemon unreachable.\n`
 }
 
 export async function main(argv: string[]): Promise<number> {
@@ -107,6 +128,10 @@ export async function main(argv: string[]): Promise<number> {
   if (name === undefined || name === '--help' || name === '-h' || name === 'help') {
     process.stdout.write(help())
     return name === undefined ? EXIT.usage : EXIT.ok
+  }
+  if (name === '--version' || name === '-V' || name === 'version') {
+    process.stdout.write(`interlog ${version()}\n`)
+    return EXIT.ok
   }
   const command = COMMANDS[name]
   if (command === undefined) {
@@ -137,6 +162,12 @@ export async function main(argv: string[]): Promise<number> {
     if (error instanceof LogError) {
       process.stderr.write(`interlog ${name}: ${error.code}: ${error.message}\n`)
       return error.code === 'IO' && /cannot connect to the daemon/.test(error.message) ? EXIT.unreachable : EXIT.failed
+    }
+    // A system error (a permission, a missing file) is said plainly; only a bug shows its stack.
+    const code = (error as NodeJS.ErrnoException | null)?.code
+    if (typeof code === 'string' && /^E[A-Z]+$/.test(code)) {
+      process.stderr.write(`interlog ${name}: ${(error as Error).message}\n`)
+      return EXIT.failed
     }
     throw error
   }

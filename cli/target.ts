@@ -4,7 +4,7 @@
 import fs from 'node:fs'
 import net from 'node:net'
 import path from 'node:path'
-import { openLog, type DamagedRange, type Log, type LogEvent, type LogWarning, type VerifyResult, type VersionVector } from '../core/index.js'
+import { isLogError, openLog, type DamagedRange, type Log, type LogEvent, type LogWarning, type VerifyResult, type VersionVector } from '../core/index.js'
 import { connect, diskUse, logDirectory, type RemoteLog } from '../daemon/index.js'
 
 export interface Target {
@@ -29,6 +29,12 @@ export interface TargetOptions {
   readOnly?: boolean
 }
 
+/**
+ * A log directory held by another process (another CLI command, which holds it only while it
+ * runs) is waited for this long before the command fails with LOCKED.
+ */
+export const LOCK_WAIT_MS = 5000
+
 async function listening(socketPath: string): Promise<boolean> {
   if (!fs.existsSync(socketPath)) return false
   return new Promise((resolve) => {
@@ -50,7 +56,21 @@ export async function openTarget(options: TargetOptions): Promise<Target> {
   if (!fs.existsSync(directory)) throw new UsageError(`no log at ${directory}: run interlog init --data ${data} first`)
   // Warnings (a torn tail, damage fenced off) go to stderr as plain lines, not as node warnings.
   const onWarning = (warning: LogWarning): void => { process.stderr.write(`${warning.message}\n`) }
-  return localTarget(await openLog(directory, { readOnly: options.readOnly === true, onWarning }), directory)
+  const deadline = Date.now() + LOCK_WAIT_MS
+  for (;;) {
+    try {
+      return localTarget(await openLog(directory, { readOnly: options.readOnly === true, onWarning }), directory)
+    } catch (error) {
+      if (!isLogError(error, 'LOCKED') || Date.now() >= deadline) throw error
+      await new Promise((resolve) => setTimeout(resolve, 50))
+    }
+  }
+}
+
+/** The log directory a directory target opens (for commands that watch it). */
+export function targetDirectory(options: TargetOptions): string | undefined {
+  const data = options.data ?? process.env['INTERLOG_DATA']
+  return data === undefined ? undefined : logDirectory({ data: path.resolve(data) }, options.log ?? 'main')
 }
 
 export class UsageError extends Error {

@@ -39,6 +39,13 @@ export interface DaemonConfig {
   trust: 'open' | 'off' | null
   /** Path of the log key file for payload encryption (lines "ID HEX64"; mode 0600); null for none. */
   encryptionKeyFile: string | null
+  /** Create the logs that do not exist yet. Default false: a data path without its logs (a mistyped
+   *  --data, an unmounted card) fails start-up instead of making a new identity. */
+  init: boolean
+  /** A local client that holds an incomplete frame, or leaves its answers unread, this long is cut off. */
+  clientStallMs: number
+  /** While sync keeps failing the same way, the journal says so once per this period. */
+  syncSummaryMs: number
 }
 
 export class ConfigError extends Error {
@@ -63,22 +70,25 @@ export const DEFAULT_CONFIG: Omit<DaemonConfig, 'data' | 'socket'> = {
   validators: { append: [], sync: [] },
   trust: null,
   encryptionKeyFile: null,
+  init: false,
+  clientStallMs: 30_000,
+  syncSummaryMs: 5 * 60_000,
 }
 
-type Kind = 'string' | 'port' | 'integer' | 'names' | 'durability' | 'nullable-string' | 'validators' | 'trust'
+type Kind = 'string' | 'port' | 'integer' | 'names' | 'durability' | 'nullable-string' | 'validators' | 'trust' | 'boolean'
 
 const KEYS: Record<keyof DaemonConfig, Kind> = {
   data: 'string', socket: 'string', broker: 'string', brokerPort: 'port', logs: 'names', durability: 'durability',
   intervalMs: 'integer', topicPrefix: 'string', announceIntervalMs: 'integer', maxMessageBytes: 'integer',
   clientId: 'nullable-string', username: 'nullable-string', password: 'nullable-string', ca: 'nullable-string', cert: 'nullable-string', key: 'nullable-string',
-  validators: 'validators', trust: 'trust', encryptionKeyFile: 'nullable-string',
+  validators: 'validators', trust: 'trust', encryptionKeyFile: 'nullable-string', init: 'boolean', clientStallMs: 'integer', syncSummaryMs: 'integer',
 }
 
 const ENV: Partial<Record<keyof DaemonConfig, string>> = {
   data: 'INTERLOG_DATA', socket: 'INTERLOG_SOCKET', broker: 'INTERLOG_BROKER', brokerPort: 'INTERLOG_BROKER_PORT',
   logs: 'INTERLOG_LOGS', durability: 'INTERLOG_DURABILITY', intervalMs: 'INTERLOG_INTERVAL_MS',
   topicPrefix: 'INTERLOG_TOPIC_PREFIX', clientId: 'INTERLOG_CLIENT_ID', username: 'INTERLOG_USERNAME', password: 'INTERLOG_PASSWORD',
-  trust: 'INTERLOG_TRUST', encryptionKeyFile: 'INTERLOG_ENCRYPTION_KEY_FILE',
+  trust: 'INTERLOG_TRUST', encryptionKeyFile: 'INTERLOG_ENCRYPTION_KEY_FILE', init: 'INTERLOG_INIT',
 }
 
 const LOG_NAME = /^(?!\.{1,2}$)[A-Za-z0-9_.-]{1,64}$/
@@ -96,6 +106,8 @@ function check(key: keyof DaemonConfig, value: unknown, where: string): unknown 
       return Number.isInteger(value) && (value as number) >= 0 && (value as number) <= 65535 ? value : fail('a port number (0 to 65535)')
     case 'integer':
       return Number.isSafeInteger(value) && (value as number) > 0 ? value : fail('a positive integer')
+    case 'boolean':
+      return typeof value === 'boolean' ? value : fail('true or false')
     case 'trust':
       return value === null || value === 'open' || value === 'off' ? value : fail(`'open', 'off' or null (the trusted-keys file of each log)`)
     case 'durability':
@@ -124,6 +136,8 @@ function fromEnv(key: keyof DaemonConfig, text: string): unknown {
       return /^\d+$/.test(text) ? Number(text) : text
     case 'names':
       return text.split(',').map((n) => n.trim()).filter((n) => n.length > 0)
+    case 'boolean':
+      return text === 'true' || text === '1' ? true : text === 'false' || text === '0' ? false : text
     default:
       return text
   }

@@ -5,11 +5,17 @@
 // <3> error) that journald understands.
 
 import fs from 'node:fs'
+import os from 'node:os'
+import path from 'node:path'
 import { openLog, LogError, type Log, type LogWarning } from '../core/index.js'
 import { startBroker, startSync, type BrokerHandle } from '../sync/index.js'
 import type { ValidatorSpec } from '../validators/index.js'
-import { logDirectory, readEncryptionKeys, type DaemonConfig } from './config.js'
+import { ConfigError, logDirectory, readEncryptionKeys, type DaemonConfig } from './config.js'
 import { LocalApiServer, type Logger, type ServedLog } from './server.js'
+import { SyncJournal } from './sync-journal.js'
+
+/** How often the journal checks whether each log's sync is connected. */
+const SYNC_WATCH_MS = 1000
 
 export interface Daemon {
   readonly config: DaemonConfig
@@ -28,11 +34,65 @@ function validatorSpecs(paths: readonly string[]): ValidatorSpec[] {
   return paths.map((file) => (file.endsWith('.wasm') ? { wasm: file, name: file } : { module: file, name: file }))
 }
 
+/**
+ * A log of the configuration that does not exist yet is created only with `init`: a data path
+ * without its logs (a mistyped --data, a card not mounted) fails with ConfigError instead of
+ * starting a new identity beside the real one.
+ */
+function checkLogsExist(config: DaemonConfig): void {
+  const exists = (file: string): boolean => {
+    try {
+      return fs.statSync(file, { throwIfNoEntry: false }) !== undefined
+    } catch (error) {
+      throw accessError(error, path.dirname(file)) // a directory this user may not enter
+    }
+  }
+  const missing = config.logs.filter((name) => !exists(path.join(logDirectory(config, name), 'replica')))
+  if (missing.length === 0) return
+  if (config.init) {
+    try {
+      fs.mkdirSync(config.data, { recursive: true })
+    } catch (error) {
+      throw accessError(error, config.data)
+    }
+    return
+  }
+  const flags = missing.length === 1 && missing[0] === 'main' ? '' : missing.map((name) => ` --log ${name}`).join('')
+  throw new ConfigError(`no log ${missing.join(', ')} in ${config.data}${fs.existsSync(config.data) ? '' : ' (the directory does not exist)'}: ` +
+    `check the data path; to create ${missing.length === 1 ? 'it' : 'them'}, run interlog init --data ${config.data}${flags} (or serve with --init)`)
+}
+
+/** A system error of start-up, said plainly: a permission problem names the user and the path. */
+function accessError(error: unknown, where: string): LogError {
+  const code = error instanceof LogError ? (error.details.cause as NodeJS.ErrnoException | undefined)?.code : (error as NodeJS.ErrnoException).code
+  const message = (error as Error).message
+  if (code === 'EACCES' || code === 'EPERM' || code === 'EROFS') {
+    return new LogError('IO', `cannot start: ${message}. The daemon runs as ${describeUser()}, which may not read or write ${where}: ` +
+      `run it as the user that owns the data directory, or give that user the directory (chown)`, { path: where, cause: error })
+  }
+  if (error instanceof LogError) return error
+  return new LogError('IO', `cannot start: ${message}`, { path: where, cause: error })
+}
+
+/** "user NAME (uid N)", or "uid N" where the uid has no name (a container's user). */
+function describeUser(): string {
+  const uid = process.getuid?.() ?? -1
+  try {
+    return `user ${os.userInfo().username} (uid ${uid})`
+  } catch {
+    return `uid ${uid}`
+  }
+}
+
 export async function serve(config: DaemonConfig, logger: Logger = journalLogger()): Promise<Daemon> {
-  fs.mkdirSync(config.data, { recursive: true })
+  checkLogsExist(config)
   const logs = new Map<string, ServedLog>()
   let broker: BrokerHandle | null = null
+  let server: LocalApiServer | null = null
+  let watcher: NodeJS.Timeout | null = null
   const closeAll = async (): Promise<void> => {
+    if (watcher !== null) clearInterval(watcher)
+    await server?.close().catch(() => undefined)
     for (const served of logs.values()) await served.sync?.close().catch(() => undefined)
     for (const served of logs.values()) await served.log.close().catch(() => undefined)
     await broker?.close().catch(() => undefined)
@@ -69,12 +129,19 @@ export async function serve(config: DaemonConfig, logger: Logger = journalLogger
     } else if (config.broker !== 'none') {
       brokerUrl = config.broker
     }
+    // The socket opens before sync connects: on an offline boot, sensors append at once.
+    const listening = new LocalApiServer(logs, config.socket, logger, { limits: { clientStallMs: config.clientStallMs } })
+    await listening.listen() // LOCKED while another daemon listens there: its socket file stays
+    server = listening
+    logger('info', `local API listening on ${config.socket}`)
     if (brokerUrl !== null) {
       const read = (file: string | null): Buffer | undefined => (file === null ? undefined : fs.readFileSync(file))
+      const journals: [ServedLog, SyncJournal][] = []
       for (const served of logs.values()) {
+        const journal = new SyncJournal(logger, served.name, brokerUrl, config.syncSummaryMs)
         served.sync = await startSync(served.log, {
           url: brokerUrl, logName: served.name, topicPrefix: config.topicPrefix, announceIntervalMs: config.announceIntervalMs,
-          maxMessageBytes: config.maxMessageBytes, logger,
+          maxMessageBytes: config.maxMessageBytes, logger: journal.log, firstConnectWaitMs: 0,
           ...(config.clientId === null ? {} : { clientId: config.clientId }),
           ...(config.username === null ? {} : { username: config.username }),
           ...(config.password === null ? {} : { password: config.password }),
@@ -83,12 +150,15 @@ export async function serve(config: DaemonConfig, logger: Logger = journalLogger
           ...(config.key === null ? {} : { key: read(config.key)! }),
         })
         served.sync.on('peer', (peer) => logger('info', `log ${served.name}: peer ${peer.replica} ${peer.online ? 'online' : 'offline'}`))
-        logger('info', `log ${served.name}: syncing through ${brokerUrl} (${served.sync.status().connected ? 'connected' : 'not connected yet, retrying'})`)
+        logger('info', `log ${served.name}: syncing through ${brokerUrl}`)
+        journals.push([served, journal])
       }
+      const watch = (): void => {
+        for (const [served, journal] of journals) journal.watch(served.sync?.status().connected ?? false)
+      }
+      watcher = setInterval(watch, SYNC_WATCH_MS)
+      watcher.unref()
     }
-    const server = new LocalApiServer(logs, config.socket, logger)
-    await server.listen()
-    logger('info', `local API listening on ${config.socket}`)
     let closing: Promise<void> | null = null
     return {
       config,
@@ -96,7 +166,6 @@ export async function serve(config: DaemonConfig, logger: Logger = journalLogger
       brokerUrl,
       close: () => {
         closing ??= (async () => {
-          await server.close()
           await closeAll()
           logger('info', 'stopped: logs flushed and closed, locks released')
         })()
@@ -105,7 +174,7 @@ export async function serve(config: DaemonConfig, logger: Logger = journalLogger
     }
   } catch (error) {
     await closeAll()
-    if (error instanceof LogError) throw error
-    throw new LogError('IO', `cannot start: ${(error as Error).message}`, { cause: error })
+    if (error instanceof ConfigError) throw error
+    throw accessError(error, config.data)
   }
 }

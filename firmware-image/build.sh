@@ -64,6 +64,8 @@ cp -r "$repo/dist" "$repo/docs" "$repo/package.json" "$repo/package-lock.json" "
 (cd "$stage" && npm ci --omit=dev --ignore-scripts --no-audit --no-fund >/dev/null 2>&1)
 # cbor-extract is an optional native speed-up of cbor-x; without it cbor-x uses its JavaScript decoder.
 rm -rf "$stage/node_modules/cbor-extract" "$stage/node_modules/@cbor-extract"
+# The compiler and Node's types build the package at install (npm's prepare); the image ships dist/ built.
+rm -rf "$stage/node_modules/typescript" "$stage/node_modules/@types"
 gyp="$(dirname "$(readlink -f "$(command -v npm)")")/../node_modules/node-gyp/bin/node-gyp.js"
 [ -f "$gyp" ] || gyp="$(npm root -g)/npm/node_modules/node-gyp/bin/node-gyp.js"
 step "cross-compiling fs-ext with $cross-g++"

@@ -55,7 +55,7 @@ arm_node() { "$qemu" -L "$rootfs" "$rootfs/usr/bin/node" "$@"; }
 start_daemon() {
   local started=$(date +%s%N)
   # Started directly (not through the function) so that $! is qemu itself: it takes the signals.
-  "$qemu" -L "$rootfs" "$rootfs/usr/bin/node" "$rootfs/opt/interlog/dist/cli/main.js" serve --data "$data" --broker "$broker" --durability interval >>"$work/daemon.log" 2>&1 &
+  "$qemu" -L "$rootfs" "$rootfs/usr/bin/node" "$rootfs/opt/interlog/dist/cli/main.js" serve --init --data "$data" --broker "$broker" --durability interval >>"$work/daemon.log" 2>&1 &
   daemon_pid=$!
   for _ in $(seq 1 600); do
     [ -S "$socket" ] && grep -q 'local API listening' "$work/daemon.log" && break

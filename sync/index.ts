@@ -45,26 +45,31 @@ export interface SyncOptions {
   inflightMessagesMax?: number
   /** Receives sync's log lines (dropped messages, connection errors). Default: stderr, at most 10 lines a second. */
   logger?: (level: 'info' | 'warning' | 'error', message: string) => void
+  /** How long startSync waits for the first connection before it returns (sync keeps trying). Default 5000; 0 returns at once. */
+  firstConnectWaitMs?: number
 }
 
-/** startSync waits this long for the first connection before returning a handle that keeps retrying. */
+/** startSync waits this long for the first connection before returning a handle that keeps retrying (option firstConnectWaitMs). */
 const FIRST_CONNECT_WAIT_MS = 5000
 
 const OPTION_KEYS = new Set(['url', 'logName', 'topicPrefix', 'clientId', 'username', 'password', 'ca', 'cert', 'key', 'origins',
-  'maxMessageBytes', 'announceIntervalMs', 'inflightMessagesMax', 'logger'])
+  'maxMessageBytes', 'announceIntervalMs', 'inflightMessagesMax', 'logger', 'firstConnectWaitMs'])
 
 /** Starts replicating `log` through the broker at options.url; resolves once subscribed and announced. */
 export async function startSync(log: Log, options: SyncOptions): Promise<SyncHandle> {
   const invalid = (message: string): LogError => new LogError('INVALID_ARGUMENT', `startSync: ${message}`)
   if (typeof options !== 'object' || options === null) throw invalid('options must be an object')
   checkBrokerAccess(options, invalid)
+  const wait = options.firstConnectWaitMs ?? FIRST_CONNECT_WAIT_MS
+  if (!Number.isSafeInteger(wait) || wait < 0) throw invalid('firstConnectWaitMs must be a non-negative integer')
   const settings = replicatorSettings(log, options, realClock)
   const connection = connectionFor({
     url: options.url, topicPrefix: settings.topicPrefix, clientId: options.clientId, username: options.username, password: options.password,
     ca: options.ca, cert: options.cert, key: options.key,
   })
   const replicator = new Replicator(log, connection, settings)
-  await replicator.start(FIRST_CONNECT_WAIT_MS)
+  const started = replicator.start(wait)
+  if (wait > 0) await started
   return replicator
 }
 

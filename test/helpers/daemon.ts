@@ -15,7 +15,7 @@ export interface DaemonProcess {
 
 export async function startDaemon(t: { teardown(fn: () => unknown): void }, data: string, args: string[] = []): Promise<DaemonProcess> {
   const socket = path.join(data, 'interlog.sock')
-  const child = spawn(process.execPath, [CLI, 'serve', '--data', data, ...args], { stdio: ['ignore', 'pipe', 'pipe'] })
+  const child = spawn(process.execPath, [CLI, 'serve', '--init', '--data', data, ...args], { stdio: ['ignore', 'pipe', 'pipe'] })
   let output = ''
   child.stdout!.on('data', (chunk: Buffer) => { output += chunk.toString() })
   child.stderr!.on('data', (chunk: Buffer) => { output += chunk.toString() })

@@ -75,7 +75,7 @@ t.test('the daemon encrypts with its key file, refuses a malformed one, and repo
   fs.writeFileSync(path.join(data, 'bad.key'), '1 abc\n')
   t.throws(() => readEncryptionKeys(path.join(data, 'bad.key')), /line 1: expected "ID HEX64"/)
   t.throws(() => loadConfig({ flags: { data, trust: 'maybe' } }), /'trust' must be/)
-  const config = loadConfig({ flags: { data, encryptionKeyFile: keyFile, trust: 'open' } })
+  const config = loadConfig({ flags: { data, encryptionKeyFile: keyFile, trust: 'open', init: true } })
   const lines: string[] = []
   const daemon = await serve(config, (_level, message) => { lines.push(message) })
   t.teardown(() => daemon.close())
