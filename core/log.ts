@@ -12,6 +12,7 @@
 import { EventEmitter } from 'node:events'
 import path from 'node:path'
 import { ValidatorLoadError, WASM_MEMORY_BYTES_MAX, loadValidators, type Validator, type ValidatorEvent } from '../validators/index.js'
+import { APPEND_GROUP_BYTES_MAX, AppendGroup } from './append-group.js'
 import { assert } from './assert.js'
 import { loadChecksum, type Checksum } from './checksum.js'
 import { writeCheckpoint, type CheckpointBody } from './checkpoint.js'
@@ -141,6 +142,8 @@ export class Log extends EventEmitter<LogEvents> {
   /** Reads of the log's own machinery (chain heads, own links): up to the committed end. */
   private readonly internalSource: ReadSource
   private readonly visibility: Visibility
+  /** Single appends of this turn, appended together at its end. */
+  private readonly group: AppendGroup
   /** Damaged ranges: reads, sync and verify go around them (core/damage.ts). */
   private readonly fences: Fences
   /** Fences what reads find and repairs ranges in place (core/repairs.ts). */
@@ -208,6 +211,7 @@ export class Log extends EventEmitter<LogEvents> {
     this.own = originStateFor(this.origins, init.replicaId)
     // Everything recovery found is durable (open syncs the tail below before anything new).
     for (const state of this.origins.values()) state.visibleCount = state.count
+    this.group = new AppendGroup((payloads) => this.appendRange(payloads, 'append', true), Math.min(APPEND_GROUP_BYTES_MAX, Math.floor(this.layout.segmentDataBytes / 4)))
     this.visibility = new Visibility(init.options.durability === 'fsync', this.committedCount, this.committedEnd, () => this.wakeGrowth())
     const log = this
     this.merger = new Merger({
@@ -587,10 +591,18 @@ export class Log extends EventEmitter<LogEvents> {
     return vector
   }
 
-  /** Appends one event; resolves once durable per the durability mode. */
+  /**
+   * Appends one event; resolves once durable per the durability mode. Single appends made in one
+   * turn go in as one batch (core/append-group.ts), each with its own id.
+   */
   async append(payload: Uint8Array): Promise<EventId> {
-    const result = await this.appendRange([payload], 'append')
-    return { origin: result.origin, pos: result.pos }
+    this.checkWritable()
+    this.checkPayload(payload, 0, 'append')
+    if (this.appendValidators.length > 0) {
+      const rejection = this.validateAppend([payload], this.options.now(), this.group.pending)
+      if (rejection !== undefined) throw rejection
+    }
+    return this.group.add(payload)
   }
 
   /** Appends events atomically (all or nothing, across crashes too). */
@@ -607,16 +619,18 @@ export class Log extends EventEmitter<LogEvents> {
     return this.appendRange(payloads, 'appendBatch')
   }
 
-  private appendRange(payloads: readonly Uint8Array[], verb: string): Promise<BatchRange> {
+  /** Appends own events as one batch; `grouped`: single appends already checked one by one (AppendGroup). */
+  private appendRange(payloads: readonly Uint8Array[], verb: string, grouped = false): Promise<BatchRange> {
     try {
+      if (!grouped) this.group.flush() // the single appends made before this call go first
       this.checkWritable()
       if (payloads.length === 0) throw new LogError('INVALID_ARGUMENT', `${verb} needs at least one payload`)
-      for (let i = 0; i < payloads.length; i++) this.checkPayload(payloads[i], i, verb)
+      if (!grouped) for (let i = 0; i < payloads.length; i++) this.checkPayload(payloads[i], i, verb)
     } catch (error) {
       return Promise.reject(error)
     }
     const source: BatchSource = { payloads, time: this.options.now(), times: null, seal: null, own: { origin: this.replicaId, plain: null } }
-    if (this.appendValidators.length > 0) {
+    if (!grouped && this.appendValidators.length > 0) {
       const rejection = this.validateAppend(payloads, source.time)
       if (rejection !== undefined) return Promise.reject(rejection)
     }
@@ -625,7 +639,7 @@ export class Log extends EventEmitter<LogEvents> {
       return this.underGate(async () => {
         if (this.restoreTarget > this.own.count) this.moveOrigin(`a peer holds ${this.restoreTarget} events of its own origin ${this.replicaId}, it holds ${this.own.count}, and it appends now`)
         this.restoreTarget = 0
-      }).then(() => this.appendRange(payloads, verb))
+      }).then(() => this.appendRange(payloads, verb, grouped))
     }
     this.encryptOwn(source, payloads)
     return this.writeBatch(source, this.own, -1).then((range) => this.awaitDurable(range))
@@ -640,14 +654,14 @@ export class Log extends EventEmitter<LogEvents> {
     source.own = { origin, plain }
   }
 
-  /** Runs the append validators over a batch; the first rejection rejects the whole batch. */
-  private validateAppend(payloads: readonly Uint8Array[], time: number): LogError | undefined {
+  /** Runs the append validators over a batch (at `ahead` events past the own count); the first rejection rejects the whole batch. */
+  private validateAppend(payloads: readonly Uint8Array[], time: number, ahead = 0): LogError | undefined {
     const event = this.validatorEvent
     event.origin = this.replicaId
     event.time = time
     for (let i = 0; i < payloads.length; i++) {
       event.payload = payloads[i] as Uint8Array
-      event.pos = this.own.count + i
+      event.pos = this.own.count + ahead + i
       for (const validator of this.appendValidators) {
         const reason = validator.check(event)
         if (reason !== undefined) {
@@ -1248,6 +1262,7 @@ export class Log extends EventEmitter<LogEvents> {
 
   /** Writes and fdatasyncs everything appended or merged so far (with durability 'none' or 'interval'). */
   async flush(): Promise<void> {
+    this.group.flush()
     this.checkWritable()
     await this.flusher.flushAll(true)
   }
@@ -1295,6 +1310,7 @@ export class Log extends EventEmitter<LogEvents> {
 
   /** Flushes and syncs everything, releases the lock. Later calls reject with CLOSED. */
   close(): Promise<void> {
+    if (this.closing === null) this.group.flush() // single appends made before close() go in
     if (this.closing === null) this.closing = this.closeNow()
     return this.closing
   }

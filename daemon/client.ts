@@ -277,9 +277,13 @@ export class RemoteLog {
     }
   }
 
-  private async request(body: Record<string, unknown>): Promise<unknown> {
-    const id = await this.reserveId()
-    return new Promise((resolve, reject) => this.send(id, body, { resolve, reject }))
+  private request(body: Record<string, unknown>): Promise<unknown> {
+    // With room (the common case) the frame goes out in this turn, without waiting a tick for an id.
+    if (this.failure === null && this.pending.size < CLIENT_REQUESTS_MAX) {
+      const id = this.nextId++
+      return new Promise((resolve, reject) => this.send(id, body, { resolve, reject }))
+    }
+    return this.reserveId().then((id) => new Promise((resolve, reject) => this.send(id, body, { resolve, reject })))
   }
 
   private async reserveId(): Promise<number> {
@@ -295,7 +299,22 @@ export class RemoteLog {
       return
     }
     this.pending.set(id, pending)
+    this.cork()
     this.socket.write(encodeFrame({ id, ...body }))
+  }
+
+  /** Requests made in one turn go out in one write: the socket is corked until the turn's work is done. */
+  private cork(): void {
+    if (this.corked) return
+    this.corked = true
+    this.socket.cork()
+    process.nextTick(this.uncork)
+  }
+
+  private corked = false
+  private readonly uncork = (): void => {
+    this.corked = false
+    this.socket.uncork()
   }
 
   private receive(frame: Record<string, unknown>): void {

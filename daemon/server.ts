@@ -89,6 +89,20 @@ class Client implements PoolOwner {
     this.selected = selected
   }
 
+  private corked = false
+  private readonly uncork = (): void => {
+    this.corked = false
+    this.socket.uncork()
+  }
+
+  /** Answers sent in one turn go out in one write: the socket is corked until the turn's work is done. */
+  cork(): void {
+    if (this.corked) return
+    this.corked = true
+    this.socket.cork()
+    process.nextTick(this.uncork)
+  }
+
   /** Reading stops while its answers are not read, while requests wait for room, and while it waits for the receive pool. */
   updateReading(): void {
     if (this.socket.destroyed) return
@@ -257,6 +271,7 @@ export class LocalApiServer {
       return false
     }
     if (socket.writableLength === 0) client.writeSince = Date.now()
+    client.cork() // answers of one turn (a group of appends made durable together) go out in one write
     const ok = socket.write(encodeFrame(value), () => {
       client.writeSince = Date.now()
       onWritten?.()
