@@ -595,12 +595,16 @@ export class Log extends EventEmitter<LogEvents> {
    * Appends one event; resolves once durable per the durability mode. Single appends made in one
    * turn go in as one batch (core/append-group.ts), each with its own id.
    */
-  async append(payload: Uint8Array): Promise<EventId> {
-    this.checkWritable()
-    this.checkPayload(payload, 0, 'append')
+  append(payload: Uint8Array): Promise<EventId> {
+    try {
+      this.checkWritable()
+      this.checkPayload(payload, 0, 'append')
+    } catch (error) {
+      return Promise.reject(error)
+    }
     if (this.appendValidators.length > 0) {
       const rejection = this.validateAppend([payload], this.options.now(), this.group.pending)
-      if (rejection !== undefined) throw rejection
+      if (rejection !== undefined) return Promise.reject(rejection)
     }
     return this.group.add(payload)
   }
