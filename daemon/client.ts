@@ -13,6 +13,8 @@ import { FRAME_BYTES_MAX, FrameReader, encodeFrame } from './frames.js'
 
 /** Requests waiting for an answer, at most; further calls wait for room. */
 export const CLIENT_REQUESTS_MAX = 8192
+/** Bytes of one turn's requests written at a time. */
+const WRITE_PART_BYTES = 16 << 10
 /**
  * How long connect() keeps trying while the daemon is busy: its listen queue full (EAGAIN, after a
  * burst of connections) or all its connections taken (BUSY). Other failures are not retried.
@@ -301,6 +303,11 @@ export class RemoteLog {
     this.pending.set(id, pending)
     this.cork()
     this.socket.write(encodeFrame({ id, ...body }))
+    // A long turn goes out in parts, so the daemon starts on the first while this one encodes the rest.
+    if (this.socket.writableLength >= WRITE_PART_BYTES) {
+      this.socket.uncork()
+      this.socket.cork()
+    }
   }
 
   /** Requests made in one turn go out in one write: the socket is corked until the turn's work is done. */

@@ -25,6 +25,8 @@ export interface ServedLog {
 export const STREAM_CHUNK_EVENTS_MAX = 1000
 /** Payload bytes per streamed chunk, about (one event may exceed it). */
 export const STREAM_CHUNK_BYTES_MAX = 1 << 20
+/** Bytes of one turn's answers written at a time. */
+const WRITE_PART_BYTES = 16 << 10
 /** Chunks sent ahead of the client's credit. */
 export const STREAM_WINDOW_CHUNKS = 4
 
@@ -93,6 +95,14 @@ class Client implements PoolOwner {
   private readonly uncork = (): void => {
     this.corked = false
     this.socket.uncork()
+  }
+
+  /** A long turn's answers go out in parts, so the client starts on the first while the rest are encoded. */
+  writePart(): void {
+    if (this.corked && this.socket.writableLength >= WRITE_PART_BYTES) {
+      this.socket.uncork()
+      this.socket.cork()
+    }
   }
 
   /** Answers sent in one turn go out in one write: the socket is corked until the turn's work is done. */
@@ -271,11 +281,12 @@ export class LocalApiServer {
       return false
     }
     if (socket.writableLength === 0) client.writeSince = Date.now()
-    client.cork() // answers of one turn (a group of appends made durable together) go out in one write
+    client.cork() // answers of one turn (a group of appends made durable together) go out together
     const ok = socket.write(encodeFrame(value), () => {
       client.writeSince = Date.now()
       onWritten?.()
     })
+    client.writePart()
     if (!ok && !client.writeBlocked) {
       client.writeBlocked = true
       client.updateReading()
