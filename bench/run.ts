@@ -385,6 +385,7 @@ const targets: { what: string, holds: () => boolean | null }[] = [
   { what: 'open to first append under 1 s', holds: () => { const r = find('open to first durable append', {}); return r === undefined ? null : r.ours < 1000 } },
   { what: 'under 8 heap bytes per event in steady-state batch appends', holds: () => { const r = find('heap bytes per event', {}); return r === undefined || Number.isNaN(r.ours) ? null : r.ours < 8 } },
   { what: 'socket appends: at least 300,000 events/s and 30% of in-process', holds: () => { const r = find('socket appends from another process', { mode: 'batches of 1000' }); return r === undefined ? null : r.ours >= 300_000 && r.ours / r.peer >= 0.3 } },
+  { what: 'socket pipelined single appends: at least 300,000 events/s', holds: () => { const r = find('socket appends from another process', { mode: 'pipelined single appends' }); return r === undefined ? null : r.ours >= 300_000 } },
   { what: 'trivial validator costs under 20% (JavaScript)', holds: () => { const r = find('validators', { validator: 'trivial JavaScript' }); return r === undefined ? null : r.ours / r.peer >= 0.8 } },
   { what: 'trivial validator costs under 20% (WebAssembly)', holds: () => { const r = find('validators', { validator: 'trivial WebAssembly' }); return r === undefined ? null : r.ours / r.peer >= 0.8 } },
   { what: 'signing costs under 25% of append throughput (128 B, batches of 1000, interval)', holds: () => { const r = find('signing', { durability: 'interval', batch: 1000 }); return r === undefined ? null : r.ours / r.peer >= 0.75 } },
