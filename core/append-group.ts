@@ -9,8 +9,10 @@
 
 /** Appends in one group, at most: the next one starts a new group. */
 export const APPEND_GROUP_EVENTS_MAX = 1024
-/** Payload bytes in one group, at most (smaller when a segment is small: see the Log). */
+/** Bytes in one group, at most (smaller when a segment is small: see the Log), counting each event's payload and EVENT_BYTES_EXTRA. */
 export const APPEND_GROUP_BYTES_MAX = 1 << 20
+/** What an event takes in a record beyond its payload, at most: its header, and an encryption envelope. */
+const EVENT_BYTES_EXTRA = 64
 
 export interface GroupRange {
   origin: string
@@ -43,15 +45,25 @@ export class AppendGroup {
       // that follow it in the same turn make the group.
       this.scheduled = true
       queueMicrotask(this.onTurnEnd)
-      return this.write([payload]).then(firstId)
+      return this.writeNow([payload]).then(firstId)
     }
-    if (this.payloads.length >= APPEND_GROUP_EVENTS_MAX || (this.bytes > 0 && this.bytes + payload.length > this.bytesMax)) this.flush()
+    const bytes = payload.length + EVENT_BYTES_EXTRA
+    if (this.payloads.length >= APPEND_GROUP_EVENTS_MAX || (this.bytes > 0 && this.bytes + bytes > this.bytesMax)) this.flush()
     this.payloads.push(payload)
-    this.bytes += payload.length
+    this.bytes += bytes
     return new Promise((resolve, reject) => {
       this.resolvers.push(resolve)
       this.rejecters.push(reject)
     })
+  }
+
+  /** `write`, with a synchronous throw as a rejection (every append of the group settles). */
+  private writeNow(payloads: Uint8Array[]): Promise<GroupRange> {
+    try {
+      return this.write(payloads)
+    } catch (error) {
+      return Promise.reject(error)
+    }
   }
 
   /** Appends the group now (before a write that must come after it). */
@@ -64,7 +76,7 @@ export class AppendGroup {
     this.resolvers = []
     this.rejecters = []
     this.bytes = 0
-    this.write(payloads).then((range) => {
+    this.writeNow(payloads).then((range) => {
       for (let i = 0; i < resolvers.length; i++) resolvers[i]!({ origin: range.origin, pos: range.pos + i })
     }, (error: unknown) => {
       for (const reject of rejecters) reject(error)

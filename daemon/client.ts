@@ -281,7 +281,7 @@ export class RemoteLog {
 
   private request(body: Record<string, unknown>): Promise<unknown> {
     // With room (the common case) the frame goes out in this turn, without waiting a tick for an id.
-    if (this.failure === null && this.pending.size < CLIENT_REQUESTS_MAX) {
+    if (this.failure === null && this.pending.size < CLIENT_REQUESTS_MAX && this.roomWaiters.length === 0) {
       const id = this.nextId++
       return new Promise((resolve, reject) => this.send(id, body, { resolve, reject }))
     }

@@ -81,7 +81,8 @@ export class SendPool {
   /** Resolves true once `bytes` are taken, false if `signal` aborts first. */
   take(owner: PoolOwner, bytes: number, signal: AbortSignal): Promise<boolean> {
     if (signal.aborted) return Promise.resolve(false)
-    if (this.waiters.length === 0 && this.fits(owner, bytes)) {
+    // Waiters are granted as soon as they fit (give), so none that waits fits now: one that does goes at once.
+    if (this.fits(owner, bytes)) {
       this.grant(owner, bytes)
       return Promise.resolve(true)
     }

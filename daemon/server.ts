@@ -25,6 +25,8 @@ export interface ServedLog {
 export const STREAM_CHUNK_EVENTS_MAX = 1000
 /** Payload bytes per streamed chunk, about (one event may exceed it). */
 export const STREAM_CHUNK_BYTES_MAX = 1 << 20
+/** A connection refused with BUSY is closed this long after the answer, if the client has not closed it. */
+const REFUSED_CLOSE_MS = 1000
 /** Bytes of one turn's answers written at a time. */
 const WRITE_PART_BYTES = 16 << 10
 /** Chunks sent ahead of the client's credit. */
@@ -222,8 +224,13 @@ export class LocalApiServer {
         if (frame['op'] === 'more' || frame['op'] === 'cancel') {
           this.charge(client, -bytes)
           if (frame['op'] === 'cancel') {
-            const waiting = client.backlog.findIndex((queued) => queued.frame['id'] === frame['id'])
-            if (waiting >= 0) this.charge(client, -client.backlog.splice(waiting, 1)[0]!.bytes) // cancelled before it started
+            // A stream cancelled before it started ends at once (other requests are not cancelled).
+            const waiting = client.backlog.findIndex((queued) => queued.frame['id'] === frame['id'] && (queued.frame['op'] === 'read' || queued.frame['op'] === 'tail'))
+            if (waiting >= 0) {
+              this.charge(client, -client.backlog.splice(waiting, 1)[0]!.bytes)
+              this.send(client, { id: frame['id'], ok: true, result: { end: true } })
+              client.updateReading()
+            }
           }
           const stream = client.streams.get(frame['id'] as number)
           if (stream !== undefined) {
@@ -265,6 +272,10 @@ export class LocalApiServer {
   private refuse(socket: net.Socket): void {
     this.refused++
     socket.end(encodeFrame({ id: 0, ok: false, error: { code: 'BUSY', message: `the daemon serves ${this.limits.connectionsMax} connections, the most it takes at once; try again later` } }))
+    // What the client sent is read and dropped (so that closing does not reset the connection
+    // before it reads the answer), and the connection is closed within a second whatever it does.
+    socket.resume()
+    setTimeout(() => socket.destroy(), REFUSED_CLOSE_MS).unref()
     const now = Date.now()
     if (now - this.refusedLoggedAt >= 10_000) {
       this.logger('warning', `local API: refused ${this.refused} connection(s): ${this.limits.connectionsMax} are open, the most it serves`)
@@ -337,6 +348,9 @@ export class LocalApiServer {
 
   /** Whether the client may be read: its incomplete frame admitted (admitting it if it fits), and the pool within bounds. */
   private ready(client: Client): boolean {
+    // An admitted frame is read to its end (its time runs meanwhile): pausing it could leave the
+    // pool full of frames nobody may finish.
+    if (client.admitted > 0) return true
     const announced = client.admitted === 0 ? client.reader.expected : 0
     if (announced > 0) {
       const extra = Math.max(0, client.held + announced - this.limits.receiveFreeBytes) - client.share
@@ -536,23 +550,28 @@ export class LocalApiServer {
         add(first.value)
         // A tail that waits for new events sends what it gathered first (one timer per chunk).
         let idle: Promise<'idle'> | null = null
-        while (chunk.length < STREAM_CHUNK_EVENTS_MAX && bytes < STREAM_CHUNK_BYTES_MAX) {
-          next = iterator.next()
-          let result: IteratorResult<LogEvent>
-          if (tailing) {
-            idle ??= new Promise<'idle'>((resolve) => setImmediate(() => resolve('idle')))
-            const ready = await Promise.race([next, idle])
-            if (ready === 'idle') break // `next` stays pending: the next chunk starts with it
-            result = ready
-          } else {
-            result = await next
+        try {
+          while (chunk.length < STREAM_CHUNK_EVENTS_MAX && bytes < STREAM_CHUNK_BYTES_MAX) {
+            next = iterator.next()
+            let result: IteratorResult<LogEvent>
+            if (tailing) {
+              idle ??= new Promise<'idle'>((resolve) => setImmediate(() => resolve('idle')))
+              const ready = await Promise.race([next, idle])
+              if (ready === 'idle') break // `next` stays pending: the next chunk starts with it
+              result = ready
+            } else {
+              result = await next
+            }
+            next = null
+            if (result.done === true || gone()) {
+              finished = true
+              break
+            }
+            add(result.value)
           }
-          next = null
-          if (result.done === true || gone()) {
-            finished = true
-            break
-          }
-          add(result.value)
+        } catch (error) {
+          this.giveBack(client, reservation) // the chunk is not sent: its room goes back
+          throw error
         }
         stream.credit--
         const sending = chunk

@@ -81,3 +81,13 @@ t.test('appends of a turn to a closed log reject with CLOSED', async (t) => {
   await log.close()
   await t.rejects(log.append(payload('late')), { code: 'CLOSED' })
 })
+
+t.test('a full turn of small encrypted appends into 64 KiB segments goes in: a group stays within what a segment holds', async (t) => {
+  const key = new Uint8Array(32).fill(7)
+  const log = await openLog(tempDir(t), { durability: 'interval', segmentBytes: 64 << 10, maxEventBytes: 1024, encryption: { keys: [{ id: 1, key }] } })
+  const ids = await Promise.all(Array.from({ length: APPEND_GROUP_EVENTS_MAX }, (_, i) => log.append(payload(`reading ${String(i).padStart(7, '0')}`))))
+  t.equal(ids.length, APPEND_GROUP_EVENTS_MAX)
+  t.equal(log.length, APPEND_GROUP_EVENTS_MAX)
+  t.equal((await collect(log.read({ from: 1000 }))).map((e) => text(e.payload))[0], 'reading 0001000')
+  await log.close()
+})
