@@ -1,8 +1,9 @@
 // Single appends that arrive together go to disk together. Each `append()` is checked on its own
 // (size, validators) when it is called. The first of a turn goes in at once; the ones that follow
 // it in the same turn join a group, appended as one batch (one record, one checksum, one link)
-// once the turn's synchronous work is done (a microtask), and each append resolves with its own id. A batch is atomic, so after a crash a
-// group is there whole or not at all; none of its appends was acknowledged before it was durable.
+// once the turn's synchronous work is done (a microtask), and each append resolves with its own
+// id. A batch is atomic, so after a crash a group is there whole or not at all; none of its
+// appends was acknowledged before it was durable.
 //
 // Order is kept: anything else that writes own events (appendBatch, flush, close) ends the group
 // first, so events are in the log in the order the calls were made.

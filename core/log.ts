@@ -1314,8 +1314,10 @@ export class Log extends EventEmitter<LogEvents> {
 
   /** Flushes and syncs everything, releases the lock. Later calls reject with CLOSED. */
   close(): Promise<void> {
-    if (this.closing === null) this.group.flush() // single appends made before close() go in
-    if (this.closing === null) this.closing = this.closeNow()
+    if (this.closing === null) {
+      this.group.flush() // single appends made before close() go in
+      this.closing = this.closeNow()
+    }
     return this.closing
   }
 

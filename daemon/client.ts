@@ -9,12 +9,10 @@ import {
   type VersionVector,
 } from '../core/index.js'
 import type { SyncStatus } from '../sync/index.js'
-import { FRAME_BYTES_MAX, FrameReader, encodeFrame } from './frames.js'
+import { FRAME_BYTES_MAX, FrameReader, TurnWriter, encodeFrame } from './frames.js'
 
 /** Requests waiting for an answer, at most; further calls wait for room. */
 export const CLIENT_REQUESTS_MAX = 8192
-/** Bytes of one turn's requests written at a time. */
-const WRITE_PART_BYTES = 16 << 10
 /**
  * How long connect() keeps trying while the daemon is busy: its listen queue full (EAGAIN, after a
  * burst of connections) or all its connections taken (BUSY). Other failures are not retried.
@@ -71,8 +69,11 @@ export class RemoteLog {
   private closed = false
   private failure: LogError | null = null
   private roomWaiters: (() => void)[] = []
+  /** Requests made in one turn go out together. */
+  private readonly writer: TurnWriter
 
   private constructor(private readonly socket: net.Socket, hello: { log: string, logs: string[], replicaId: string }) {
+    this.writer = new TurnWriter(socket)
     this.replicaId = hello.replicaId
     this.logName = hello.log
     this.logs = hello.logs
@@ -301,27 +302,7 @@ export class RemoteLog {
       return
     }
     this.pending.set(id, pending)
-    this.cork()
-    this.socket.write(encodeFrame({ id, ...body }))
-    // A long turn goes out in parts, so the daemon starts on the first while this one encodes the rest.
-    if (this.socket.writableLength >= WRITE_PART_BYTES) {
-      this.socket.uncork()
-      this.socket.cork()
-    }
-  }
-
-  /** Requests made in one turn go out in one write: the socket is corked until the turn's work is done. */
-  private cork(): void {
-    if (this.corked) return
-    this.corked = true
-    this.socket.cork()
-    process.nextTick(this.uncork)
-  }
-
-  private corked = false
-  private readonly uncork = (): void => {
-    this.corked = false
-    this.socket.uncork()
+    this.writer.write(encodeFrame({ id, ...body }))
   }
 
   private receive(frame: Record<string, unknown>): void {

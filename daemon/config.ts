@@ -42,7 +42,7 @@ export interface DaemonConfig {
   /** Create the logs that do not exist yet. Default false: a data path without its logs (a mistyped
    *  --data, an unmounted card) fails start-up instead of making a new identity. */
   init: boolean
-  /** A local client that holds an incomplete frame, or leaves its answers unread, this long is cut off. */
+  /** A local client whose frame does not complete (while the daemon reads it), or who leaves its answers unread, this long is cut off. */
   clientStallMs: number
   /** While sync keeps failing the same way, the journal says so once per this period. */
   syncSummaryMs: number

@@ -12,7 +12,7 @@ import net from 'node:net'
 import { LogError, type DamagedRange, type Log, type LogEvent } from '../core/index.js'
 import type { SyncHandle } from '../sync/index.js'
 import { diskUse } from './disk-use.js'
-import { FRAME_BYTES_MAX, FrameError, FrameReader, encodeFrame } from './frames.js'
+import { FRAME_BYTES_MAX, FrameError, FrameReader, TurnWriter, encodeFrame } from './frames.js'
 import { DEFAULT_LIMITS, SendPool, type PoolOwner, type ServerLimits } from './limits.js'
 
 export interface ServedLog {
@@ -27,8 +27,6 @@ export const STREAM_CHUNK_EVENTS_MAX = 1000
 export const STREAM_CHUNK_BYTES_MAX = 1 << 20
 /** A connection refused with BUSY is closed this long after the answer, if the client has not closed it. */
 const REFUSED_CLOSE_MS = 1000
-/** Bytes of one turn's answers written at a time. */
-const WRITE_PART_BYTES = 16 << 10
 /** Chunks sent ahead of the client's credit. */
 export const STREAM_WINDOW_CHUNKS = 4
 
@@ -89,30 +87,12 @@ class Client implements PoolOwner {
   /** When its queue of answers last moved (or started to fill). */
   writeSince = 0
 
+  /** Answers of one turn (a group of appends made durable together) go out together. */
+  readonly writer: TurnWriter
+
   constructor(readonly socket: net.Socket, readonly reader: FrameReader, selected: ServedLog | undefined) {
     this.selected = selected
-  }
-
-  private corked = false
-  private readonly uncork = (): void => {
-    this.corked = false
-    this.socket.uncork()
-  }
-
-  /** A long turn's answers go out in parts, so the client starts on the first while the rest are encoded. */
-  writePart(): void {
-    if (this.corked && this.socket.writableLength >= WRITE_PART_BYTES) {
-      this.socket.uncork()
-      this.socket.cork()
-    }
-  }
-
-  /** Answers sent in one turn go out in one write: the socket is corked until the turn's work is done. */
-  cork(): void {
-    if (this.corked) return
-    this.corked = true
-    this.socket.cork()
-    process.nextTick(this.uncork)
+    this.writer = new TurnWriter(socket)
   }
 
   /** Reading stops while its answers are not read, while requests wait for room, and while it waits for the receive pool. */
@@ -292,12 +272,10 @@ export class LocalApiServer {
       return false
     }
     if (socket.writableLength === 0) client.writeSince = Date.now()
-    client.cork() // answers of one turn (a group of appends made durable together) go out together
-    const ok = socket.write(encodeFrame(value), () => {
+    const ok = client.writer.write(encodeFrame(value), () => {
       client.writeSince = Date.now()
       onWritten?.()
     })
-    client.writePart()
     if (!ok && !client.writeBlocked) {
       client.writeBlocked = true
       client.updateReading()
