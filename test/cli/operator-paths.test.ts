@@ -3,7 +3,7 @@
 // boots offline, SIGHUP, a mistyped data path, a user without rights, `--version`.
 
 import t from 'tap'
-import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process'
+import { execFileSync, spawn, spawnSync, type ChildProcessWithoutNullStreams } from 'node:child_process'
 import fs from 'node:fs'
 import net from 'node:net'
 import path from 'node:path'
@@ -22,10 +22,32 @@ interface Live {
   exited: Promise<Run>
 }
 
-function start(args: string[], options: { uid?: number, gid?: number } = {}): Live {
+/** The unprivileged user the permission test runs the CLI as. */
+const NOBODY = { uid: 65534, gid: 65534 }
+
+/**
+ * The CLI as `NOBODY` may run it: this checkout's, or, when the checkout sits where that user may
+ * not go (a clone in a 0700 temp directory), a copy of the built package with its production
+ * dependencies in a directory anyone may read.
+ */
+function cliForNobody(t: { teardown(fn: () => unknown): void }): string {
+  if (spawnSync('test', ['-r', CLI], NOBODY).status === 0) return CLI
+  const root = path.resolve(path.dirname(CLI), '..', '..')
+  const copy = tempDir(t)
+  fs.chmodSync(copy, 0o755)
+  const dependencies = execFileSync('npm', ['ls', '--omit=dev', '--parseable', '--all'], { cwd: root }).toString().split('\n')
+    .filter((dir) => dir.startsWith(path.join(root, 'node_modules') + path.sep))
+  for (const dir of [path.join(root, 'dist'), path.join(root, 'package.json'), ...dependencies]) {
+    fs.cpSync(dir, path.join(copy, path.relative(root, dir)), { recursive: true })
+  }
+  return path.join(copy, path.relative(root, CLI))
+}
+
+function start(args: string[], options: { uid?: number, gid?: number, cli?: string } = {}): Live {
   // As another user: without the test runner's NODE_OPTIONS hooks (they write files this user may not).
-  const [command, argv] = options.uid === undefined ? [process.execPath, [CLI, ...args]] : ['env', ['-u', 'NODE_OPTIONS', process.execPath, CLI, ...args]]
-  const child = spawn(command, argv, { stdio: ['pipe', 'pipe', 'pipe'], ...options })
+  const { cli = CLI, ...ids } = options
+  const [command, argv] = ids.uid === undefined ? [process.execPath, [cli, ...args]] : ['env', ['-u', 'NODE_OPTIONS', process.execPath, cli, ...args]]
+  const child = spawn(command, argv, { stdio: ['pipe', 'pipe', 'pipe'], ...ids })
   let stdout = ''
   let stderr = ''
   child.stdout.on('data', (chunk: Buffer) => { stdout += chunk.toString('latin1') })
@@ -34,7 +56,7 @@ function start(args: string[], options: { uid?: number, gid?: number } = {}): Li
   return { child, stdout: () => stdout, stderr: () => stderr, exited }
 }
 
-function interlog(args: string[], stdin: string | Buffer = '', options: { uid?: number, gid?: number } = {}): Promise<Run> {
+function interlog(args: string[], stdin: string | Buffer = '', options: { uid?: number, gid?: number, cli?: string } = {}): Promise<Run> {
   const live = start(args, options)
   live.child.stdin.end(stdin)
   return live.exited
@@ -182,11 +204,12 @@ t.test('serve on a data path without a log refuses to start (exit 2) and creates
 t.test('serve as a user without rights on the data directory: a plain error naming the user and the path, exit 3', { skip: process.getuid?.() !== 0 ? 'needs root to run as another user' : false }, async (t) => {
   const base = tempDir(t)
   fs.chmodSync(base, 0o755)
+  const cli = cliForNobody(t)
   for (const mode of [0o755, 0o700]) {
     const data = path.join(base, `data-${mode.toString(8)}`)
     t.equal((await interlog(['init', '--data', data])).code, 0)
     fs.chmodSync(data, mode)
-    const run = await interlog(['serve', '--data', data, '--socket', path.join(base, `s-${mode.toString(8)}.sock`)], '', { uid: 65534, gid: 65534 })
+    const run = await interlog(['serve', '--data', data, '--socket', path.join(base, `s-${mode.toString(8)}.sock`)], '', { ...NOBODY, cli })
     t.equal(run.code, 3, `mode ${mode.toString(8)}: exit 3`)
     t.match(run.stderr, /permission denied.*runs as (user \w+ \()?uid 65534/i, `mode ${mode.toString(8)}: says the user`)
     t.match(run.stderr, new RegExp(data.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')), 'and the path')
