@@ -26,6 +26,98 @@ export interface BatchSource {
    * batch queued while the log moved to a new origin is encrypted again for it (core/log.ts).
    */
   own?: { origin: string, plain: readonly Uint8Array[] | null }
+  /** Events already framed as a record body frames them (records received by sync v2): stored by copying byte ranges; `payloads` is then empty. */
+  framed?: FramedEvents
+}
+
+/**
+ * Events framed as record bodies frame them (for each, its 12-byte event header, then its
+ * payload), with the cuts where this log splits them into records: event indexes from 0 to
+ * `count` and their byte offsets in `bytes`. Made by `frameEvents` once the framing is checked.
+ */
+export interface FramedEvents {
+  bytes: Uint8Array
+  count: number
+  cutEvents: number[]
+  cutOffsets: number[]
+}
+
+/**
+ * Checks that `bytes` holds exactly `count` framed events, each payload at most `payloadMax` bytes
+ * (`envelopeMax` for an encrypted envelope) and each time a u64 below 2^53; returns what is wrong,
+ * or undefined. One pass over the event headers, no allocation.
+ */
+export function checkFraming(bytes: Uint8Array, view: DataView, count: number, payloadMax: number, envelopeMax: number, envelopeTag: number): string | undefined {
+  let at = 0
+  for (let i = 0; i < count; i++) {
+    if (at + EVENT_HEADER_BYTES > bytes.length) return `event ${i} of ${count} runs past the body`
+    const length = view.getUint32(at + EVENT_OFFSET_LENGTH, true)
+    if (view.getUint32(at + EVENT_OFFSET_TIME + 4, true) > 0x1f_ffff) return `event ${i} has a time beyond 2^53`
+    const start = at + EVENT_HEADER_BYTES
+    if (start + length > bytes.length) return `event ${i} of ${count} runs past the body`
+    if (length > (length > 0 && bytes[start] === envelopeTag ? envelopeMax : payloadMax)) return `event ${i} has ${length} bytes, over maxEventBytes`
+    at = start + length
+  }
+  return at === bytes.length ? undefined : `the body holds more than ${count} events`
+}
+
+/** The cuts of checked framed events into records of at most `splitBytes` (one event at least each). */
+export function frameEvents(bytes: Uint8Array, view: DataView, count: number, splitBytes: number): FramedEvents {
+  const cutEvents = [0]
+  const cutOffsets = [0]
+  let recordStart = 0
+  let at = 0
+  for (let i = 0; i < count; i++) {
+    const eventBytes = EVENT_HEADER_BYTES + view.getUint32(at + EVENT_OFFSET_LENGTH, true)
+    if (at > recordStart && RECORD_HEADER_BYTES + (at - recordStart) + eventBytes > splitBytes) {
+      cutEvents.push(i)
+      cutOffsets.push(at)
+      recordStart = at
+    }
+    at += eventBytes
+  }
+  cutEvents.push(count)
+  cutOffsets.push(at)
+  return { bytes, count, cutEvents, cutOffsets }
+}
+
+/** Events in a batch. */
+export function sourceCount(source: BatchSource): number {
+  return source.framed === undefined ? source.payloads.length : source.framed.count
+}
+
+/** Index of the first event of the record after the one starting at `from`. */
+export function sourceRecordEnd(source: BatchSource, from: number, splitBytes: number): number {
+  const framed = source.framed
+  if (framed === undefined) return recordEnd(source.payloads, from, splitBytes)
+  return framed.cutEvents[framed.cutEvents.indexOf(from) + 1]!
+}
+
+/** Byte offset of event `index` (a cut) in framed events. */
+function framedOffset(framed: FramedEvents, index: number): number {
+  const cut = framed.cutEvents.indexOf(index)
+  assert(cut >= 0, 'framed events are composed at their cuts')
+  return framed.cutOffsets[cut]!
+}
+
+/** `batchBytes` of a batch source (a framed one is merged: no links of its own, no split tail). */
+export function sourceBatchBytes(source: BatchSource, splitBytes: number, lastExtension = 0, everyExtension = 0, tailSplitMinBody = 0): number {
+  const framed = source.framed
+  if (framed === undefined) return batchBytes(source.payloads, splitBytes, lastExtension, everyExtension, tailSplitMinBody)
+  assert(everyExtension === 0 && tailSplitMinBody === 0, 'framed events are merged, never own')
+  let total = 0
+  for (let cut = 1; cut < framed.cutEvents.length; cut++) {
+    const body = framed.cutOffsets[cut]! - framed.cutOffsets[cut - 1]!
+    total += recordBytesPadded(RECORD_HEADER_BYTES + body + (cut === framed.cutEvents.length - 1 ? lastExtension : 0))
+  }
+  return total
+}
+
+/** Bytes (padded) of the record of events [from, to) of a batch source (`batchBytes` of just those events). */
+export function sourceRecordBytes(source: BatchSource, from: number, to: number, splitBytes: number, lastExtension: number, everyExtension: number, tailSplitMinBody: number): number {
+  const framed = source.framed
+  if (framed === undefined) return batchBytes(source.payloads.slice(from, to), splitBytes, lastExtension, everyExtension, tailSplitMinBody)
+  return recordBytesPadded(RECORD_HEADER_BYTES + framedOffset(framed, to) - framedOffset(framed, from) + lastExtension)
 }
 
 /** Index of the first event of the next record, splitting at `splitBytes`. */
@@ -127,7 +219,15 @@ export function composeRecord(cache: HeadCache, checksum: Checksum, source: Batc
   let cursor = start + RECORD_HEADER_BYTES
   const deferred = fields.deferredLink
   let reported = cursor
-  for (let i = from; i < to; i++) {
+  const framed = source.framed
+  if (framed !== undefined) {
+    // Already framed: one copy (merged, so neither a sealer nor a deferred link).
+    const a = framedOffset(framed, from)
+    const b = framedOffset(framed, to)
+    memory.set(framed.bytes.subarray(a, b), cursor)
+    cursor += b - a
+  }
+  for (let i = framed === undefined ? from : to; i < to; i++) {
     const payload = payloads[i] as Uint8Array
     const time = times === null ? source.time : (times[i] as number)
     view.setUint32(cursor + EVENT_OFFSET_LENGTH, payload.length, true)

@@ -17,7 +17,7 @@ import { assert } from './assert.js'
 import { loadChecksum, type Checksum } from './checksum.js'
 import { writeCheckpoint, type CheckpointBody } from './checkpoint.js'
 import type { Equivocation } from './authenticate.js'
-import { batchBytes, bodyBytes, composeRecord, recordEnd, splitsTail, type BatchSource, type DeferredLink } from './composer.js'
+import { bodyBytes, composeRecord, sourceBatchBytes, sourceCount, sourceRecordBytes, sourceRecordEnd, splitsTail, type BatchSource, type DeferredLink } from './composer.js'
 import { nextNonceEpoch, PayloadCipher } from './crypt.js'
 import { createIdentity, loadIdentity, type Identity } from './identity.js'
 import { BatchSealer, ZERO_CHAIN, equalBytes, extensionSeal, parseSeal, signLink } from './seal.js'
@@ -37,7 +37,8 @@ import { listConsumers, openConsumer, type Consumer, type ConsumerHost, type Con
 import type { RemoteEvent } from './merge-buffer.js'
 import { Merger, checkRemoteEvents, type MergeOptions, type MergeResult, type Quarantine } from './merge.js'
 import { deriveLayout, resolveOptions, type Layout, type OpenOptions } from './options.js'
-import { eventsOfRecord, scanRecords, type LogEvent, type ReadSource } from './reader.js'
+import { checkRemoteRecords, type RemoteRecord } from './merge-records.js'
+import { eventsOfRecord, recordOf, scanRecords, type LogEvent, type LogRecord, type ReadSource } from './reader.js'
 import { originStateFor, recover, type Truncation } from './recovery.js'
 import { loadOrCreateReplica } from './replica.js'
 import { createSegmentFile, decodeSegmentHeader, listSegmentFiles, type Segment, type SegmentTable } from './segments.js'
@@ -152,6 +153,8 @@ export class Log extends EventEmitter<LogEvents> {
   private readonly space: NoSpaceWatch
   private readonly appendValidators: readonly Validator[]
   private readonly validatorEvent: ValidatorEvent = { payload: new Uint8Array(0), origin: '', pos: 0, time: 0 }
+  /** Records recordsSince handed out with a link: signSeal trusts their links without reading them back. */
+  private readonly recordsHanded = new WeakSet<LogRecord>()
   private committedCount: number
   private committedEnd: number
   private lastRecordOffset: number
@@ -217,7 +220,8 @@ export class Log extends EventEmitter<LogEvents> {
     this.merger = new Merger({
       get ownOrigin(): string { return log.replicaId },
       now: init.options.now, origins: this.origins, trust: init.trust, cipher: init.cipher, syncValidators: init.validators.sync,
-      maxEventBytes: init.options.maxEventBytes, pieceBytes: init.layout.segmentDataBytes / 4,
+      maxEventBytes: init.options.maxEventBytes, pieceBytes: init.layout.segmentDataBytes / 4, recordSplitBytes: init.layout.recordSplitBytes,
+      damaged: () => this.fences.count > 0,
       checkWritable: () => this.checkWritable(),
       ownRestoring: () => this.restoring(),
       storedChainHash: async (state, end) => {
@@ -511,6 +515,14 @@ export class Log extends EventEmitter<LogEvents> {
     const identity = event.origin === this.replicaId ? this.identity : this.retired.find((origin) => origin.replicaId === event.origin)?.identity() ?? null
     const state = this.origins.get(event.origin)
     if (fields.signed || identity === null || state === undefined) return seal
+    // A record recordsSince read from this log (and checked) holds its own link: no need to read it back.
+    const handed = this.recordsHanded.has(event as LogRecord) ? event as LogRecord : null
+    if (handed !== null && handed.seal === seal && fields.first + fields.count === handed.pos + handed.count) {
+      if (handed.localPos + handed.count > this.durableLength) {
+        throw new LogError('INVALID_ARGUMENT', `signSeal: the batch ending at ${fields.first + fields.count} is not durable yet (durableLength ${this.durableLength})`)
+      }
+      return signLink(seal, identity.privateKey, identity.publicKeyBytes)
+    }
     const stored = await this.ownBatchEnding(state, fields.first + fields.count)
     if (stored === null || !equalBytes(stored.link, seal)) {
       throw new LogError('INVALID_ARGUMENT', 'signSeal: the link is not one of this log\'s own batches')
@@ -715,9 +727,9 @@ export class Log extends EventEmitter<LogEvents> {
    * cache and the segment and nobody is waiting; otherwise queued behind the gate.
    */
   private writeBatch(source: BatchSource, origin: OriginState, expectedPos: number): Promise<BatchRange> {
-    const bytes = batchBytes(source.payloads, this.layout.recordSplitBytes, this.lastExtensionBytes(source), this.linkBytes(source, origin), this.tailSplitMinBody(source, origin))
+    const bytes = sourceBatchBytes(source, this.layout.recordSplitBytes, this.lastExtensionBytes(source), this.linkBytes(source, origin), this.tailSplitMinBody(source, origin))
     if (bytes > this.layout.segmentDataBytes) {
-      return Promise.reject(new LogError('TOO_LARGE', `batch of ${source.payloads.length} events takes ${bytes} bytes; a batch must fit one segment ` +
+      return Promise.reject(new LogError('TOO_LARGE', `batch of ${sourceCount(source)} events takes ${bytes} bytes; a batch must fit one segment ` +
         `(${this.layout.segmentDataBytes} bytes of segmentBytes ${this.options.segmentBytes}). Nothing was written`, { bytes }))
     }
     const segment = this.cache.segment
@@ -775,7 +787,7 @@ export class Log extends EventEmitter<LogEvents> {
     if (range.count === 0) return range
     let lastOffset = this.committedEnd
     for (let from = 0; from < range.count;) {
-      const to = recordEnd(source.payloads, from, this.layout.recordSplitBytes)
+      const to = sourceRecordEnd(source, from, this.layout.recordSplitBytes)
       lastOffset = this.composeOne(source, origin, range, from, to)
       from = to
     }
@@ -792,8 +804,8 @@ export class Log extends EventEmitter<LogEvents> {
     if (range.count === 0) return range
     let lastOffset = this.committedEnd
     for (let from = 0; from < range.count;) {
-      const to = recordEnd(source.payloads, from, this.layout.recordSplitBytes)
-      const bytes = batchBytes(source.payloads.slice(from, to), this.layout.recordBytesMax, to === range.count ? this.lastExtensionBytes(source) : 0, this.linkBytes(source, origin), this.tailSplitMinBody(source, origin))
+      const to = sourceRecordEnd(source, from, this.layout.recordSplitBytes)
+      const bytes = sourceRecordBytes(source, from, to, this.layout.recordBytesMax, to === range.count ? this.lastExtensionBytes(source) : 0, this.linkBytes(source, origin), this.tailSplitMinBody(source, origin))
       if (this.cache.room() < bytes) await this.makeRoom(bytes)
       // Not checkWritable: close() waits for this batch to finish, so closing is no reason to stop.
       if (this.flusher.failure !== null) throw this.flusher.failure
@@ -809,7 +821,7 @@ export class Log extends EventEmitter<LogEvents> {
 
   /** The range a batch will take; count 0 when a merge run no longer starts at the origin's count. */
   private startRange(source: BatchSource, origin: OriginState, expectedPos: number): BatchRange {
-    const count = expectedPos >= 0 && origin.count !== expectedPos ? 0 : source.payloads.length
+    const count = expectedPos >= 0 && origin.count !== expectedPos ? 0 : sourceCount(source)
     return { origin: origin.origin, pos: origin.count, localPos: this.committedCount, count }
   }
 
@@ -1222,6 +1234,47 @@ export class Log extends EventEmitter<LogEvents> {
     }
   }
 
+  /**
+   * Like eventsSince with `raw`, a record at a time: the stored records of each origin beyond
+   * `vector`, in local order, clipped to the positions wanted, each with its link or seal when it
+   * ends with one (docs/format.md). What sync (protocol v2) sends, with no object per event.
+   */
+  async *recordsSince(vector: VersionVector = {}): AsyncGenerator<LogRecord> {
+    const want = new Map<string, { next: number, end: number }>()
+    let start = Infinity
+    if (typeof vector !== 'object' || vector === null) throw new LogError('INVALID_ARGUMENT', 'recordsSince takes a version vector object')
+    for (const [origin, count] of Object.entries(vector)) {
+      if (!isReplicaIdHex(origin) || !Number.isSafeInteger(count) || count < 0) {
+        throw new LogError('INVALID_ARGUMENT', `recordsSince: version vector entry ${origin}: ${String(count)} is not replica id: count`, { origin })
+      }
+    }
+    for (const [origin, state] of this.origins) {
+      const have = vector[origin] ?? 0
+      if (state.visibleCount <= have) continue
+      want.set(origin, { next: have, end: state.visibleCount })
+      const offset = state.index.floorOffset(have)
+      start = Math.min(start, offset < 0 ? this.table.segments[0]!.start : offset)
+    }
+    if (want.size === 0) return
+    const limit = this.visibility.count
+    for await (const cursor of scanRecords(this.readSource, start)) {
+      const { header } = cursor
+      if (header.localPos >= limit) return
+      const wanted = want.get(cursor.origin)
+      if (wanted === undefined || header.originPos + header.count <= wanted.next) continue
+      const visibleEnd = header.originPos + Math.min(header.count, limit - header.localPos)
+      const record = recordOf(cursor, wanted.next, Math.min(wanted.end, visibleEnd))
+      if (record === null) continue
+      wanted.next = record.pos + record.count
+      if (record.seal !== undefined) this.recordsHanded.add(record)
+      yield record
+      if (wanted.next >= wanted.end) {
+        want.delete(cursor.origin)
+        if (want.size === 0) return
+      }
+    }
+  }
+
   private startOffsetFor(localPos: number): number {
     const offset = this.local.index.floorOffset(localPos)
     return offset < 0 ? this.table.segments[0]!.start + SEGMENT_HEADER_BYTES : offset
@@ -1241,6 +1294,20 @@ export class Log extends EventEmitter<LogEvents> {
       return Promise.reject(error)
     }
     return this.merger.merge(events, options)
+  }
+
+  /**
+   * merge for whole records (what recordsSince yields, what sync v2 carries): the same checks and
+   * results, with no object per event when an origin's records come in order from the count held.
+   */
+  mergeRecords(records: readonly RemoteRecord[], options: MergeOptions = {}): Promise<MergeResult> {
+    try {
+      this.checkWritable()
+      checkRemoteRecords(records, this.options.maxEventBytes)
+    } catch (error) {
+      return Promise.reject(error)
+    }
+    return this.merger.mergeRecords(records, options)
   }
 
   /**

@@ -26,6 +26,11 @@ export class MergeBuffer {
     return this.byOrigin.get(origin)?.has(pos) ?? false
   }
 
+  /** Whether any event of `origin` waits here. */
+  holdsAny(origin: string): boolean {
+    return this.byOrigin.has(origin)
+  }
+
   /** Whether events of `origin` wait for a seal. */
   holdsSealed(origin: string): boolean {
     return this.sealedOrigins.has(origin)

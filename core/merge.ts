@@ -14,6 +14,7 @@ import { LogError } from './errors.js'
 import { ENVELOPE_OVERHEAD_BYTES, ENVELOPE_TAG, EVENT_HEADER_BYTES, RECORD_HEADER_BYTES, isReplicaIdHex } from './format.js'
 import type { OriginState } from './indexes.js'
 import { MergeBuffer, type RemoteEvent } from './merge-buffer.js'
+import { eventsOfRecords, planRecords, type RemoteRecord } from './merge-records.js'
 import { originStateFor } from './recovery.js'
 import type { TrustPolicy } from './trust.js'
 
@@ -76,6 +77,10 @@ export interface MergeHost {
   readonly maxEventBytes: number
   /** Bytes of a merged piece of unsigned events, at most (a quarter of a segment). */
   readonly pieceBytes: number
+  /** Records of about this many bytes at most (merged records are cut to it). */
+  readonly recordSplitBytes: number
+  /** Whether the log has damaged ranges (their repairs take events one by one). */
+  damaged(): boolean
   checkWritable(): void
   /** Whether the log takes events of its own origin back from peers now (after a loss; core/log.ts ownOriginSeen). */
   ownRestoring(): boolean
@@ -135,6 +140,52 @@ export class Merger {
     const run = this.chain.then(() => this.mergeNow(events, sealed, remote))
     this.chain = run.catch(() => undefined)
     return run
+  }
+
+  /**
+   * Merges whole records (checked by checkRemoteRecords) after any merge still running: what can
+   * be stored as it came is (core/merge-records.ts), the rest goes through the general path.
+   */
+  mergeRecords(records: readonly RemoteRecord[], options: MergeOptions): Promise<MergeResult> {
+    const sealed = typeof options === 'object' && options !== null && options.sealed === true
+    const remote = typeof options === 'object' && options !== null && options.remote === true
+    const run = this.chain.then(() => this.mergeRecordsNow(records, sealed, remote))
+    this.chain = run.catch(() => undefined)
+    return run
+  }
+
+  private async mergeRecordsNow(records: readonly RemoteRecord[], sealed: boolean, remote: boolean): Promise<MergeResult> {
+    this.host.checkWritable()
+    const host = this.host
+    const quarantined = records.length > 0 && this.quarantines.has(records[0]!.origin)
+    const plan = await planRecords({
+      ownOrigin: host.ownOrigin, origins: host.origins, trust: host.trust, encrypted: host.cipher !== null, syncValidators: host.syncValidators,
+      pieceBytes: host.pieceBytes, recordSplitBytes: host.recordSplitBytes, damaged: host.damaged, loadChain: host.loadChain,
+    }, this.buffer, quarantined, this.validatorEvent, records, sealed, remote)
+    if (plan === null) return this.mergeNow(eventsOfRecords(records, 0), sealed, remote)
+    const result: MergeResult = { added: 0, duplicates: 0, waiting: 0, dropped: 0, rejected: [], quarantined: 0 }
+    let last: BatchRange | null = null
+    for (const batch of plan.batches) {
+      const range = await host.writeBatch({ payloads: [], time: 0, times: null, seal: batch.seal, framed: batch.framed }, plan.state, batch.pos)
+      if (range.count === 0) break // cannot happen (merges run one at a time, and only appends write the own origin); the general path decides
+      result.added += range.count
+      last = range
+    }
+    if (last !== null) await host.awaitDurable(last)
+    const done = plan.state.count
+    const rest = records.findIndex((record) => record.pos + record.count > done)
+    if (rest >= 0) {
+      const more = await this.mergeNow(eventsOfRecords(records, rest), sealed, remote)
+      result.added += more.added
+      result.duplicates += more.duplicates
+      result.waiting += more.waiting
+      result.dropped += more.dropped
+      result.rejected.push(...more.rejected)
+      result.quarantined += more.quarantined
+      if (more.forged !== undefined) result.forged = more.forged
+      if (more.healing !== undefined) result.healing = more.healing
+    }
+    return result
   }
 
   private async mergeNow(events: readonly RemoteEvent[], sealed: boolean, remote: boolean): Promise<MergeResult> {

@@ -60,6 +60,24 @@ export interface LogEvent {
   seal?: Uint8Array
 }
 
+/**
+ * The events of one stored record of one origin, framed as stored: what sync (protocol v2) and
+ * bundles move, with no object per event. `body` holds, for each event, its 12-byte event header
+ * (u32 payload length, u64 time; docs/format.md) and its payload, ciphertext when the log encrypts.
+ */
+export interface LogRecord {
+  origin: string
+  /** Origin position of its first event. */
+  pos: number
+  /** Local position of its first event in this log. */
+  localPos: number
+  count: number
+  /** A view into a buffer InterLog never reuses: safe to keep, do not write to it. */
+  body: Buffer
+  /** The link or seal the record ends with, when it has one and the record is whole at its end. */
+  seal?: Buffer
+}
+
 /** A record read in log order; `bytes`/`view` hold it at `header.at`. Valid until the next one. */
 export interface RecordCursor {
   bytes: Buffer
@@ -200,4 +218,24 @@ export function eventsOfRecord(cursor: RecordCursor, from: number, to: number, o
     }
     at += EVENT_HEADER_BYTES + length
   }
+}
+
+/** The events of a record with origin positions in [from, to), as a LogRecord (null: none of them). */
+export function recordOf(cursor: RecordCursor, from: number, to: number): LogRecord | null {
+  const { bytes, view, header } = cursor
+  const first = Math.max(from, header.originPos)
+  const end = Math.min(to, header.originPos + header.count)
+  if (first >= end) return null
+  let at = header.bodyStart
+  let start = at
+  for (let pos = header.originPos; pos < end; pos++) {
+    if (pos === first) start = at
+    at += EVENT_HEADER_BYTES + view.getUint32(at + EVENT_OFFSET_LENGTH, true)
+  }
+  const record: LogRecord = { origin: cursor.origin, pos: first, localPos: header.localPos + first - header.originPos, count: end - first, body: bytes.subarray(start, at) }
+  if (end === header.originPos + header.count && header.extensionBytes > 0) {
+    const seal = extensionSeal(bytes, header.bodyEnd, header.extensionBytes)
+    if (seal !== null) record.seal = seal as Buffer
+  }
+  return record
 }

@@ -62,7 +62,8 @@ export function parseSeal(bytes: Uint8Array): SealFields | string {
 
 /** The seal of a link: the link's fields, `publicKey`, and the signature of its chain hash. */
 export function signLink(link: Uint8Array, privateKey: crypto.KeyObject, publicKey: Uint8Array): Uint8Array {
-  const seal = new Uint8Array(SEAL_BYTES)
+  // A Buffer: CBOR encoders write it as a plain byte string (a Uint8Array gets a typed-array tag).
+  const seal = Buffer.alloc(SEAL_BYTES)
   seal.set(link.subarray(0, LINK_BYTES))
   seal[SEAL_OFFSET_KIND] = SEAL_KIND
   seal.set(publicKey, SEAL_OFFSET_KEY)

@@ -33,6 +33,7 @@ import crypto from 'node:crypto'
 import { encode } from 'cbor-x'
 import { isLogError, openLog, type Log, type VersionVector } from '../core/index.js'
 import { startSyncOver, type SyncHandle } from '../sync/index.js'
+import { PROTOCOL_VERSION, recordsOfEvents, wireRecords } from '../sync/protocol.js'
 import { SimBroker, type SimConnection } from './broker.js'
 import { SimClock } from './clock.js'
 import { Prng } from './prng.js'
@@ -408,7 +409,7 @@ export async function runSimulation(options: SimOptions): Promise<SimResult> {
     const rogue = (victim: Replica): void => {
       const rogueId = 'f'.repeat(32)
       const pos = victim.log.versionVector()[victim.id] ?? 0
-      const events = [[pos, clock.now(), Buffer.from(prng.bytes(16))]]
+      const events: [number, number, Buffer][] = [[pos, clock.now(), Buffer.from(prng.bytes(16))]]
       // A well-formed link (kind 2, version 1, count 1, first = pos) with made-up hashes, or the
       // same signed by a key that is not the victim's: it passes parsing and fails the checks.
       const fake = Buffer.alloc(prng.chance(0.5) ? 80 : 176)
@@ -424,7 +425,10 @@ export async function runSimulation(options: SimOptions): Promise<SimResult> {
       }
       const link = prng.chance(0.8) ? [fake] : []
       const payload = prng.chance(0.2) ? Buffer.from(prng.bytes(1 + prng.int(64)))
-        : Buffer.from(encode({ v: 1, k: 'e', s: rogueId, o: victim.id, e: [[...events[0]!, ...link]], ...(prng.chance(0.5) ? { sl: true } : {}) }))
+        : Buffer.from(encode({
+          v: PROTOCOL_VERSION, k: 'e', s: rogueId, o: victim.id, ...(prng.chance(0.5) ? { sl: true } : {}),
+          r: wireRecords(recordsOfEvents([{ pos: events[0]![0], time: events[0]![1], payload: events[0]![2], ...(link.length === 0 ? {} : { seal: link[0]! }) }])),
+        }))
       broker.accept('rogue', `${TOPIC_PREFIX}/${LOG_NAME}/events/${rogueId}`, payload, false)
     }
 

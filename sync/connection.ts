@@ -45,7 +45,7 @@ export function encodeNodeStatus(node: string, online: boolean): Buffer {
 export function decodeNodeStatus(bytes: Uint8Array): { node: string, online: boolean } | undefined {
   try {
     const value = decode(bytes) as Record<string, unknown>
-    if (value === null || typeof value !== 'object' || value['v'] !== PROTOCOL_VERSION || value['k'] !== 'n') return undefined
+    if (value === null || typeof value !== 'object' || (value['v'] !== PROTOCOL_VERSION && value['v'] !== 1) || value['k'] !== 'n') return undefined
     if (typeof value['n'] !== 'string' || value['n'].length > 256 || typeof value['on'] !== 'boolean') return undefined
     return { node: value['n'], online: value['on'] }
   } catch {

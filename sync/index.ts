@@ -3,7 +3,7 @@
 
 import tls from 'node:tls'
 import { LogError, type Log } from '../core/index.js'
-import { EVENT_FRAMING_BYTES, MESSAGE_BYTES_MIN, MESSAGE_FRAMING_BYTES } from './protocol.js'
+import { RECORD_FRAMING_BYTES, MESSAGE_BYTES_MIN, MESSAGE_FRAMING_BYTES } from './protocol.js'
 import { connectionFor, type SyncConnection } from './connection.js'
 import { Replicator, type ReplicatorSettings } from './replicator.js'
 import { isTopicName } from './topics.js'
@@ -94,7 +94,7 @@ function replicatorSettings(log: Log, options: SyncOptions, clock: Clock): Repli
   const topicPrefix = options.topicPrefix ?? 'interlog/v1'
   if (typeof topicPrefix !== 'string' || topicPrefix.length === 0 || /[#+]/.test(topicPrefix)) throw invalid('topicPrefix must be a topic without wildcards')
   const maxMessageBytes = options.maxMessageBytes ?? 256 << 10
-  const needed = Math.max(MESSAGE_BYTES_MIN, 4 * (EVENT_FRAMING_BYTES + MESSAGE_FRAMING_BYTES))
+  const needed = Math.max(MESSAGE_BYTES_MIN, 4 * (RECORD_FRAMING_BYTES + MESSAGE_FRAMING_BYTES))
   if (!Number.isSafeInteger(maxMessageBytes) || maxMessageBytes < needed) {
     throw invalid(`maxMessageBytes must be an integer of at least ${needed}`)
   }

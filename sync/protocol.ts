@@ -1,18 +1,24 @@
 // The sync protocol's messages (docs/sync.md): CBOR maps with a protocol version, checked field
-// by field on receipt. Anything malformed (not CBOR, wrong types, unknown kind, ids that are not
+// by field on receipt. Version 2 carries events as whole records: each entry an origin's events
+// framed as stored (docs/format.md), with the link or seal that ends them, as plain CBOR byte
+// strings (no tags). A message of another version is refused with the reason. Anything malformed (not CBOR, wrong types, unknown kind, ids that are not
 // 32 hex chars, too many entries, a message over maxMessageBytes) is a ProtocolError naming what
 // is wrong; the caller drops the message and keeps syncing. Nothing here recurses over input.
 
 import { decode, encode } from 'cbor-x'
 import { LINK_BYTES, SEAL_BYTES, type VersionVector } from '../core/index.js'
 
-export const PROTOCOL_VERSION = 1
+export const PROTOCOL_VERSION = 2
 /** Most origins accepted in one version vector. */
 export const VECTOR_ENTRIES_MAX = 10_000
-/** Most events accepted in one events message. */
+/** Most events accepted in one events message (all its records together). */
 export const MESSAGE_EVENTS_MAX = 20_000
-/** Bytes of CBOR framing counted per event when sizing a chunk (array, pos, time, length). */
-export const EVENT_FRAMING_BYTES = 24
+/** Most records in one events message. */
+export const MESSAGE_RECORDS_MAX = 4096
+/** Bytes of CBOR framing counted per record entry when sizing a message (array, pos, count, body length, seal length). */
+export const RECORD_FRAMING_BYTES = 32
+/** Bytes of an event's header in a record body (u32 payload length, u64 time). */
+const BODY_EVENT_HEADER_BYTES = 12
 /** Bytes of CBOR framing counted per events message (kind, ids, keys). */
 export const MESSAGE_FRAMING_BYTES = 160
 /** Most holes (ranges a replica lacks below its counts: damage it is repairing) announced in one status or vector. */
@@ -50,15 +56,24 @@ export interface VectorMessage {
   holes?: Hole[]
 }
 
-/** [pos, time, payload], with the batch's seal on the last event of a signed batch. */
-export type WireEvent = [number, number, Uint8Array] | [number, number, Uint8Array, Uint8Array]
+/**
+ * Consecutive events of the message's origin from `pos`: `count` events framed as a record body
+ * frames them (per event a u32 payload length and a u64 time, little-endian, then the payload),
+ * and the link or seal that ends them when they end a batch of the origin.
+ */
+export interface WireRecord {
+  pos: number
+  count: number
+  body: Uint8Array
+  seal?: Uint8Array
+}
 
 export interface EventsMessage {
   kind: 'events'
   sender: string
   origin: string
-  /** Positions ascending. */
-  events: WireEvent[]
+  /** Positions ascending, not overlapping. */
+  records: WireRecord[]
   /** The origin signs: events after the last seal wait for theirs (a batch split over messages). */
   sealed: boolean
 }
@@ -97,11 +112,14 @@ export function encodeMessage(message: Message): Uint8Array {
     case 'vector':
       return encode({ v: PROTOCOL_VERSION, k: 'v', r: message.replica, vv: message.vector, o: message.origins, m: message.maxMessageBytes, ...encodeHoles(message.holes) })
     case 'events':
-      return encode({ v: PROTOCOL_VERSION, k: 'e', s: message.sender, o: message.origin, e: message.events, ...(message.sealed ? { sl: true } : {}) })
+      return encode({
+        v: PROTOCOL_VERSION, k: 'e', s: message.sender, o: message.origin, ...(message.sealed ? { sl: true } : {}),
+        r: wireRecords(message.records),
+      })
     case 'fragment':
       return encode({
-        v: PROTOCOL_VERSION, k: 'f', s: message.sender, o: message.origin, p: message.pos, t: message.time, n: message.total, at: message.offset, d: message.bytes,
-        ...(message.sealed ? { sl: true } : {}), ...(message.seal === null ? {} : { z: message.seal }),
+        v: PROTOCOL_VERSION, k: 'f', s: message.sender, o: message.origin, p: message.pos, t: message.time, n: message.total, at: message.offset, d: bytes(message.bytes),
+        ...(message.sealed ? { sl: true } : {}), ...(message.seal === null ? {} : { z: bytes(message.seal) }),
       })
   }
 }
@@ -116,7 +134,11 @@ export function decodeMessage(bytes: Uint8Array, maxMessageBytes: number): Messa
   }
   if (typeof value !== 'object' || value === null || Array.isArray(value) || value instanceof Uint8Array) throw new ProtocolError('not a CBOR map')
   const map = value as Record<string, unknown>
-  if (map['v'] !== PROTOCOL_VERSION) throw new ProtocolError(`protocol version ${String(map['v'])} is not ${PROTOCOL_VERSION}`)
+  if (map['v'] !== PROTOCOL_VERSION) {
+    throw new ProtocolError(Number.isSafeInteger(map['v']) && (map['v'] as number) < PROTOCOL_VERSION
+      ? `protocol version ${String(map['v'])}: the sender runs an older InterLog; this replica speaks version ${PROTOCOL_VERSION} only (upgrade every replica of a log together)`
+      : `protocol version ${String(map['v'])} is not ${PROTOCOL_VERSION}`)
+  }
   switch (map['k']) {
     case 's':
       if (typeof map['on'] !== 'boolean') throw new ProtocolError('status: on is not a boolean')
@@ -129,7 +151,7 @@ export function decodeMessage(bytes: Uint8Array, maxMessageBytes: number): Messa
     case 'v':
       return { kind: 'vector', replica: id(map['r'], 'vector: r'), vector: vector(map['vv']), origins: origins(map['o']), maxMessageBytes: messageBytes(map['m']), holes: holes(map['h']) }
     case 'e':
-      return { kind: 'events', sender: id(map['s'], 'events: s'), origin: id(map['o'], 'events: o'), events: events(map['e']), sealed: flag(map['sl'], 'events: sl') }
+      return { kind: 'events', sender: id(map['s'], 'events: s'), origin: id(map['o'], 'events: o'), records: records(map['r']), sealed: flag(map['sl'], 'events: sl') }
     case 'f': {
       const [pos, time, total, offset] = [map['p'], map['t'], map['n'], map['at']]
       if (![pos, time, total, offset].every((n) => Number.isSafeInteger(n) && (n as number) >= 0)) throw new ProtocolError('fragment: p, t, n, at are not non-negative integers')
@@ -208,18 +230,80 @@ function sealBytes(value: unknown, what: string): Uint8Array {
   return value
 }
 
-function events(value: unknown): WireEvent[] {
-  if (!Array.isArray(value) || value.length === 0) throw new ProtocolError('events is not a non-empty list')
-  if (value.length > MESSAGE_EVENTS_MAX) throw new ProtocolError(`events has ${value.length} entries (at most ${MESSAGE_EVENTS_MAX})`)
-  let previous = -1
+/** Bytes as a Buffer view: cbor-x writes a Buffer as a plain byte string, a bare Uint8Array with a typed-array tag. */
+function bytes(value: Uint8Array): Buffer {
+  return Buffer.isBuffer(value) ? value : Buffer.from(value.buffer, value.byteOffset, value.byteLength)
+}
+
+function records(value: unknown): WireRecord[] {
+  if (!Array.isArray(value) || value.length === 0) throw new ProtocolError('r is not a non-empty list of records')
+  if (value.length > MESSAGE_RECORDS_MAX) throw new ProtocolError(`r has ${value.length} records (at most ${MESSAGE_RECORDS_MAX})`)
+  let next = 0
+  let events = 0
+  const out: WireRecord[] = []
   for (const entry of value) {
-    if (!Array.isArray(entry) || (entry.length !== 3 && entry.length !== 4)) throw new ProtocolError('event is not [pos, time, payload, seal?]')
-    const [pos, time, payload, seal] = entry as unknown[]
-    if (entry.length === 4) sealBytes(seal, 'event seal')
-    if (!Number.isSafeInteger(pos) || (pos as number) <= previous) throw new ProtocolError('event positions are not ascending integers')
-    if (!Number.isSafeInteger(time) || (time as number) < 0) throw new ProtocolError('event time is not a non-negative integer')
-    if (!(payload instanceof Uint8Array)) throw new ProtocolError('event payload is not bytes')
-    previous = pos as number
+    if (!Array.isArray(entry) || (entry.length !== 3 && entry.length !== 4)) throw new ProtocolError('record is not [pos, count, body, seal?]')
+    const [pos, count, body, seal] = entry as unknown[]
+    if (!Number.isSafeInteger(pos) || (pos as number) < next) throw new ProtocolError('record positions are not ascending integers')
+    if (!Number.isSafeInteger(count) || (count as number) < 1) throw new ProtocolError('record count is not a positive integer')
+    if (!(body instanceof Uint8Array)) throw new ProtocolError('record body is not bytes')
+    events += count as number
+    if (events > MESSAGE_EVENTS_MAX) throw new ProtocolError(`the records hold more than ${MESSAGE_EVENTS_MAX} events`)
+    const framing = tiling(body, count as number)
+    if (framing !== undefined) throw new ProtocolError(`record at ${pos as number}: ${framing}`)
+    const record: WireRecord = { pos: pos as number, count: count as number, body }
+    if (entry.length === 4) record.seal = sealBytes(seal, 'record seal')
+    out.push(record)
+    next = (pos as number) + (count as number)
   }
-  return value as WireEvent[]
+  return out
+}
+
+/** Why `body` does not hold exactly `count` framed events (undefined: it does). */
+function tiling(body: Uint8Array, count: number): string | undefined {
+  const view = new DataView(body.buffer, body.byteOffset, body.byteLength)
+  let at = 0
+  for (let i = 0; i < count; i++) {
+    if (at + BODY_EVENT_HEADER_BYTES > body.length) return `event ${i} of ${count} runs past the body`
+    if (view.getUint32(at + 8, true) > 0x1f_ffff) return `event ${i} has a time beyond 2^53`
+    at += BODY_EVENT_HEADER_BYTES + view.getUint32(at, true)
+    if (at > body.length) return `event ${i} of ${count} runs past the body`
+  }
+  return at === body.length ? undefined : `the body holds more than ${count} events`
+}
+
+/**
+ * Events as wire records (for custom transports and tests): a record ends at each event that
+ * carries a link or seal, and where positions jump. Each body frames its events as stored.
+ */
+export function recordsOfEvents(events: readonly { pos: number, time: number, payload: Uint8Array, seal?: Uint8Array | undefined }[]): WireRecord[] {
+  const out: WireRecord[] = []
+  let run: typeof events[number][] = []
+  const close = (): void => {
+    if (run.length === 0) return
+    const body = Buffer.alloc(run.reduce((sum, event) => sum + BODY_EVENT_HEADER_BYTES + event.payload.length, 0))
+    let at = 0
+    for (const event of run) {
+      body.writeUInt32LE(event.payload.length, at)
+      body.writeUInt32LE(event.time >>> 0, at + 4)
+      body.writeUInt32LE(Math.floor(event.time / 0x1_0000_0000), at + 8)
+      body.set(event.payload, at + BODY_EVENT_HEADER_BYTES)
+      at += BODY_EVENT_HEADER_BYTES + event.payload.length
+    }
+    const last = run[run.length - 1]!
+    out.push({ pos: run[0]!.pos, count: run.length, body, ...(last.seal === undefined ? {} : { seal: last.seal }) })
+    run = []
+  }
+  for (const event of events) {
+    if (run.length > 0 && event.pos !== run[run.length - 1]!.pos + 1) close()
+    run.push(event)
+    if (event.seal !== undefined) close()
+  }
+  close()
+  return out
+}
+
+/** An events message's `r` entries as CBOR arrays (what encodeMessage writes), for hand-made messages in tests. */
+export function wireRecords(records: readonly WireRecord[]): unknown[] {
+  return records.map((record) => record.seal === undefined ? [record.pos, record.count, bytes(record.body)] : [record.pos, record.count, bytes(record.body), bytes(record.seal)])
 }

@@ -20,10 +20,10 @@ import { EventEmitter } from 'node:events'
 import type { IPublishPacket } from 'mqtt'
 import type { Subscriber, SyncClient, SyncConnection } from './connection.js'
 import type { Clock, TimerHandle } from './clock.js'
-import { SEAL_BYTES, type Log, type Quarantine, type VersionVector } from '../core/index.js'
+import { SEAL_BYTES, type Log, type LogRecord, type MergeResult, type Quarantine, type VersionVector } from '../core/index.js'
 import {
-  EVENT_FRAMING_BYTES, HOLES_ANNOUNCED_MAX, MESSAGE_EVENTS_MAX, MESSAGE_FRAMING_BYTES, ProtocolError, decodeMessage, encodeMessage, type Hole, type Message,
-  type WireEvent,
+  HOLES_ANNOUNCED_MAX, MESSAGE_EVENTS_MAX, MESSAGE_FRAMING_BYTES, MESSAGE_RECORDS_MAX, RECORD_FRAMING_BYTES, ProtocolError, decodeMessage, encodeMessage, type Hole,
+  type Message, type WireRecord,
 } from './protocol.js'
 import { parseTopic, subscription, topic } from './topics.js'
 import { delta, equalVectors } from './version-vector.js'
@@ -94,6 +94,35 @@ const OFFERED_RANGES_MAX = 64
 const SEAL_FRAMING_BYTES = 4
 /** Bytes kept free below maxMessageBytes in every message. */
 const MESSAGE_MARGIN_BYTES = 64
+/** Bytes of an event's header in a record body (u32 payload length, u64 time). */
+const BODY_EVENT_HEADER_BYTES = 12
+
+/** The first `count` events of a record (without its link or seal, which covers the rest too). */
+function clip(record: LogRecord, count: number): WireRecord {
+  const view = new DataView(record.body.buffer, record.body.byteOffset, record.body.byteLength)
+  let at = 0
+  for (let i = 0; i < count; i++) at += BODY_EVENT_HEADER_BYTES + view.getUint32(at, true)
+  return { pos: record.pos, count, body: record.body.subarray(0, at) }
+}
+
+/** A record cut into pieces of whole events of at most `room` body bytes (an event larger than that alone); the link or seal stays on the last. */
+function* pieces(record: WireRecord, room: number): Generator<WireRecord> {
+  const view = new DataView(record.body.buffer, record.body.byteOffset, record.body.byteLength)
+  let start = 0
+  let at = 0
+  let first = 0
+  for (let i = 0; i < record.count; i++) {
+    const size = BODY_EVENT_HEADER_BYTES + view.getUint32(at, true)
+    if (at > start && at - start + size > room) {
+      yield { pos: record.pos + first, count: i - first, body: record.body.subarray(start, at) }
+      start = at
+      first = i
+    }
+    at += size
+  }
+  yield { pos: record.pos + first, count: record.count - first, body: record.body.subarray(start, at), ...(record.seal === undefined ? {} : { seal: record.seal }) }
+}
+
 /** Large events being reassembled from fragments at once, at most (the oldest is dropped). */
 const ASSEMBLIES_MAX = 4
 
@@ -337,7 +366,7 @@ export class Replicator extends EventEmitter<SyncEvents> implements Subscriber {
     }
     if (claimed === this.replica) return // our own messages, echoed by the broker
     if (message.kind === 'events') {
-      await this.receiveEvents(message.origin, message.events, message.sealed)
+      await this.receiveEvents(message.origin, message.records, message.sealed)
       return
     }
     if (message.kind === 'fragment') {
@@ -369,10 +398,14 @@ export class Replicator extends EventEmitter<SyncEvents> implements Subscriber {
     this.checkConverged()
   }
 
-  private async receiveEvents(origin: string, events: WireEvent[], sealed: boolean): Promise<void> {
+  private async receiveEvents(origin: string, records: WireRecord[], sealed: boolean): Promise<void> {
     const wanted = this.settings.origins
     if (wanted !== null && !wanted.includes(origin) && origin !== this.replica) return
-    const result = await this.log.merge(events.map(([pos, time, payload, seal]) => ({ origin, pos, time, payload, seal })), { sealed, remote: true })
+    const result = await this.log.mergeRecords(records.map((record) => ({ origin, pos: record.pos, count: record.count, body: record.body, seal: record.seal })), { sealed, remote: true })
+    this.noteMerged(origin, result)
+  }
+
+  private noteMerged(origin: string, result: MergeResult): void {
     this.eventsReceived += result.added + (result.healing ?? 0)
     if (result.forged !== undefined) this.settings.log('warning', `refused ${result.forged} events of ${origin}: ${this.log.securityStatus().lastRejection ?? ''}`)
     if (result.added > 0) this.announceSoon()
@@ -403,8 +436,10 @@ export class Replicator extends EventEmitter<SyncEvents> implements Subscriber {
     if (message.seal !== null) assembly.seal = message.seal
     if (assembly.received < message.total) return
     this.assemblies.splice(this.assemblies.indexOf(assembly), 1)
-    const event: WireEvent = assembly.seal === null ? [message.pos, assembly.time, assembly.bytes] : [message.pos, assembly.time, assembly.bytes, assembly.seal]
-    await this.receiveEvents(message.origin, [event], message.sealed)
+    const wanted = this.settings.origins
+    if (wanted !== null && !wanted.includes(message.origin) && message.origin !== this.replica) return
+    const event = { origin: message.origin, pos: message.pos, time: message.time, payload: assembly.bytes, ...(assembly.seal === null ? {} : { seal: assembly.seal }) }
+    this.noteMerged(message.origin, await this.log.merge([event], { sealed: message.sealed, remote: true }))
   }
 
   /** A peer counts as present while online and heard from within PEER_SILENCE_INTERVALS announcements. */
@@ -560,7 +595,9 @@ export class Replicator extends EventEmitter<SyncEvents> implements Subscriber {
       if (inflight.length >= inflightMessagesMax) await inflight.shift()
       if (failure !== null) throw failure
     }
-    let batch: WireEvent[] = []
+    /** Records of the next message; `source` is the record as the log handed it (signSeal trusts its link). */
+    let batch: { record: WireRecord, source: LogRecord | null }[] = []
+    let events = 0
     let sealed = false
     let bytes = MESSAGE_FRAMING_BYTES
     let sentFrom = from
@@ -571,56 +608,80 @@ export class Replicator extends EventEmitter<SyncEvents> implements Subscriber {
         // message is signed, vouching for every event before it.
         for (let k = batch.length - 1; k >= 0; k--) {
           const entry = batch[k]!
-          if (entry.length !== 4) continue
-          entry[3] = await this.log.signSeal({ origin, seal: entry[3] })
+          if (entry.record.seal === undefined) continue
+          entry.record.seal = await this.log.signSeal((entry.source ?? { origin, seal: entry.record.seal }) as { origin: string, seal: Uint8Array }) as Buffer
           break
         }
       }
-      const payload = Buffer.from(encodeMessage({ kind: 'events', sender: this.replica, origin, events: batch, sealed }))
-      const count = batch.length
-      const upTo = batch[batch.length - 1]![0] + 1
+      const payload = Buffer.from(encodeMessage({ kind: 'events', sender: this.replica, origin, records: batch.map((entry) => entry.record), sealed }))
+      const last = batch[batch.length - 1]!.record
+      const upTo = last.pos + last.count
       batch = []
       bytes = MESSAGE_FRAMING_BYTES
-      await publish(payload, count)
+      await publish(payload, events)
+      events = 0
       this.noteOffered(origin, sentFrom, upTo)
       sentFrom = upTo
       advance(upTo)
     }
+    const add = async (record: WireRecord, source: LogRecord | null): Promise<void> => {
+      const size = record.body.length + RECORD_FRAMING_BYTES + (record.seal === undefined ? 0 : SEAL_BYTES + SEAL_FRAMING_BYTES)
+      if (batch.length > 0 && (bytes + size > budget || events + record.count > MESSAGE_EVENTS_MAX || batch.length >= MESSAGE_RECORDS_MAX)) await flush()
+      batch.push({ record, source })
+      bytes += size
+      events += record.count
+    }
     try {
       sealed = await this.log.signs(origin)
-      for await (const event of this.log.eventsSince(vector, { raw: true })) {
-        if (this.closed || event.localPos >= durable) break
-        if (event.origin !== origin) continue
-        if (event.pos >= upTo) break
-        if (event.seal !== undefined) sealed = true
-        // The link or seal an event carries counts too (a seal once signed), with CBOR headers.
-        const size = event.payload.length + EVENT_FRAMING_BYTES + (event.seal === undefined ? 0 : SEAL_BYTES + SEAL_FRAMING_BYTES)
-        if (size + MESSAGE_FRAMING_BYTES > budget) {
-          // Too large for one message: sent alone, in pieces.
-          await flush()
-          // Room for the link or seal the last piece carries.
-          const piece = budget - MESSAGE_FRAMING_BYTES - SEAL_BYTES - SEAL_FRAMING_BYTES
-          for (let offset = 0; offset < event.payload.length && !this.closed; offset += piece) {
-            const chunk = event.payload.subarray(offset, offset + piece)
-            const last = offset + piece >= event.payload.length
-            await publish(Buffer.from(encodeMessage({
-              kind: 'fragment', sender: this.replica, origin, pos: event.pos, time: event.time, total: event.payload.length, offset, bytes: chunk,
-              sealed, seal: last && event.seal !== undefined ? await this.log.signSeal({ origin, seal: event.seal }) : null,
-            })), last ? 1 : 0)
-          }
-          if (this.closed) break
-          this.noteOffered(origin, sentFrom, event.pos + 1)
-          sentFrom = event.pos + 1
-          advance(event.pos + 1)
+      for await (const stored of this.log.recordsSince(vector)) {
+        if (this.closed || stored.localPos >= durable) break
+        if (stored.origin !== origin) continue
+        if (stored.pos >= upTo) break
+        if (stored.seal !== undefined) sealed = true
+        // Only durable events, and only those below upTo (a hole's end): the rest of the record waits.
+        const keep = Math.min(stored.count, durable - stored.localPos, upTo - stored.pos)
+        const whole = keep === stored.count
+        const record: WireRecord = whole ? { pos: stored.pos, count: stored.count, body: stored.body, ...(stored.seal === undefined ? {} : { seal: stored.seal }) } : clip(stored, keep)
+        const size = record.body.length + RECORD_FRAMING_BYTES + SEAL_BYTES + SEAL_FRAMING_BYTES
+        if (size + MESSAGE_FRAMING_BYTES <= budget) {
+          await add(record, whole ? stored : null)
           continue
         }
-        if (batch.length > 0 && (bytes + size > budget || batch.length >= MESSAGE_EVENTS_MAX)) await flush()
-        batch.push(event.seal === undefined ? [event.pos, event.time, event.payload] : [event.pos, event.time, event.payload, event.seal])
-        bytes += size
+        // Larger than a message: in pieces of whole events (the link or seal on the last), and an
+        // event too large for a message alone, in fragments.
+        for (const piece of pieces(record, budget - MESSAGE_FRAMING_BYTES - RECORD_FRAMING_BYTES - SEAL_BYTES - SEAL_FRAMING_BYTES)) {
+          if (this.closed) break
+          if (piece.body.length + RECORD_FRAMING_BYTES + SEAL_BYTES + SEAL_FRAMING_BYTES + MESSAGE_FRAMING_BYTES <= budget) {
+            await add(piece, piece.seal !== undefined && whole ? stored : null)
+            continue
+          }
+          await flush()
+          await this.sendFragments(origin, piece, whole ? stored : null, sealed, budget, publish)
+          if (this.closed) break
+          this.noteOffered(origin, sentFrom, piece.pos + 1)
+          sentFrom = piece.pos + 1
+          advance(piece.pos + 1)
+        }
       }
       if (!this.closed) await flush()
     } finally {
       await Promise.all(inflight)
+    }
+  }
+
+  /** Sends one event (a record of one) too large for one message, in pieces; the link or seal goes with the last. */
+  private async sendFragments(origin: string, record: WireRecord, source: LogRecord | null, sealed: boolean, budget: number, publish: (payload: Buffer, events: number) => Promise<void>): Promise<void> {
+    const view = new DataView(record.body.buffer, record.body.byteOffset, record.body.byteLength)
+    const time = view.getUint32(4, true) + view.getUint32(8, true) * 0x1_0000_0000
+    const payload = record.body.subarray(BODY_EVENT_HEADER_BYTES)
+    // Room for the link or seal the last piece carries.
+    const piece = budget - MESSAGE_FRAMING_BYTES - SEAL_BYTES - SEAL_FRAMING_BYTES
+    for (let offset = 0; offset < payload.length && !this.closed; offset += piece) {
+      const last = offset + piece >= payload.length
+      const seal = last && record.seal !== undefined ? await this.log.signSeal((source ?? { origin, seal: record.seal }) as { origin: string, seal: Uint8Array }) : null
+      await publish(Buffer.from(encodeMessage({
+        kind: 'fragment', sender: this.replica, origin, pos: record.pos, time, total: payload.length, offset, bytes: payload.subarray(offset, offset + piece), sealed, seal,
+      })), last ? 1 : 0)
     }
   }
 

@@ -101,15 +101,28 @@ t.test('recovery: segments with random damage open or fail with a LogError, neve
   t.ok([...outcomes.keys()].every((k) => k === 'opened' || k === 'CORRUPT'), 'only opened (tail cut) or CORRUPT')
 })
 
+/** Events framed as a record body: per event a u32 length and a u64 time, then the payload. */
+function framed(sizes: number[]): Uint8Array {
+  const body = Buffer.alloc(sizes.reduce((sum, size) => sum + 12 + size, 0))
+  let at = 0
+  for (const size of sizes) {
+    body.writeUInt32LE(size, at)
+    body.writeUInt32LE(1, at + 4)
+    at += 12 + size
+  }
+  return body
+}
+
 t.test('sync message decoder: only messages or ProtocolErrors', async (t) => {
   const random = prng(seed + 2)
   const id = 'a'.repeat(32)
   const valid = [
-    encodeMessage({ kind: 'events', sender: id, origin: id, events: [[0, 1, new Uint8Array(20)], [1, 2, new Uint8Array(3), new Uint8Array(SEAL_BYTES).fill(7)]], sealed: true }),
+    encodeMessage({ kind: 'events', sender: id, origin: id, records: [{ pos: 0, count: 1, body: framed([20]) }, { pos: 1, count: 2, body: framed([3, 0]), seal: new Uint8Array(SEAL_BYTES).fill(7) }], sealed: true }),
     encodeMessage({ kind: 'vector', replica: id, vector: { [id]: 5 }, origins: null, maxMessageBytes: 4096 }),
     encodeMessage({ kind: 'status', replica: id, node: 'n', online: true, vector: {}, origins: [id], maxMessageBytes: 4096, timeMs: 1 }),
     encodeMessage({ kind: 'fragment', sender: id, origin: id, pos: 0, time: 1, total: 10, offset: 0, bytes: new Uint8Array(10), sealed: true, seal: new Uint8Array(SEAL_BYTES) }),
     encode({ v: 1, k: 'e', s: id, o: id, e: [[0, 1, new Uint8Array(1)]] }),
+    encode({ v: 2, k: 'e', s: id, o: id, r: [[0, 1, framed([1])]] }),
   ]
   let slowest = 0
   let count = 0

@@ -13,7 +13,7 @@ const hex = (i: number): string => i.toString(16).padStart(32, '0')
 function hostile(): [string, Uint8Array, number][] {
   const bigVector: Record<string, number> = {}
   for (let i = 0; i <= VECTOR_ENTRIES_MAX; i++) bigVector[hex(i)] = 1
-  const manyEvents = Array.from({ length: MESSAGE_EVENTS_MAX + 1 }, (_, i) => [i, 1, new Uint8Array(0)])
+  const manyEvents = [[0, MESSAGE_EVENTS_MAX + 1, Buffer.alloc(12 * (MESSAGE_EVENTS_MAX + 1))]]
   const nested = new Uint8Array(100_001).fill(0x81)
   nested[100_000] = 0
   const hugeArrayHeader = new Uint8Array([0xa3, 0x61, 0x76, 0x01, 0x61, 0x6b, 0x61, 0x65, 0x61, 0x65, 0x9b, 0, 0, 0, 1, 0, 0, 0, 0])
@@ -21,13 +21,13 @@ function hostile(): [string, Uint8Array, number][] {
   const big = 64 << 20
   return [
     ['10 MiB message over the limit', new Uint8Array(10 << 20), 256 << 10],
-    ['vector with one entry too many', encode({ v: 1, k: 'v', r: ID, vv: bigVector, o: null, m: 4096 }), big],
-    ['events with one entry too many', encode({ v: 1, k: 'e', s: ID, o: ID, e: manyEvents }), big],
+    ['vector with one entry too many', encode({ v: 2, k: 'v', r: ID, vv: bigVector, o: null, m: 4096 }), big],
+    ['events with one entry too many', encode({ v: 2, k: 'e', s: ID, o: ID, r: manyEvents }), big],
     ['CBOR array claiming 2^32 entries', hugeArrayHeader, big],
     ['CBOR bytes claiming 2^32 bytes', hugeBytesHeader, big],
     ['100,000 levels of nesting', nested, big],
-    ['a seal of the wrong size', encode({ v: 1, k: 'e', s: ID, o: ID, e: [[0, 1, new Uint8Array(1), new Uint8Array(SEAL_BYTES - 1)]] }), big],
-    ['a sealed flag that is not true', encode({ v: 1, k: 'e', s: ID, o: ID, e: [[0, 1, new Uint8Array(1)]], sl: 1 }), big],
+    ['a seal of the wrong size', encode({ v: 2, k: 'e', s: ID, o: ID, r: [[0, 1, Buffer.alloc(13), Buffer.alloc(SEAL_BYTES - 1)]] }), big],
+    ['a sealed flag that is not true', encode({ v: 2, k: 'e', s: ID, o: ID, r: [[0, 1, Buffer.alloc(13)]], sl: 1 }), big],
   ]
 }
 

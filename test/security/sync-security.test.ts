@@ -10,6 +10,7 @@ import { encode } from 'cbor-x'
 import { openLog, startSync, type SyncHandle } from '../../index.js'
 import { startTestBroker } from '../helpers/broker.js'
 import { collect, payload, tempDir, text } from '../helpers/temp.js'
+import { recordsOfEvents, wireRecords } from '../../sync/protocol.js'
 
 const FAST = { announceIntervalMs: 200 }
 const KEY = { id: 1, key: new Uint8Array(crypto.randomBytes(32)) }
@@ -43,15 +44,15 @@ t.test('signed, encrypted sync through mosquitto; forged publishes under a trust
   // A rogue client: its own topic, a.replicaId as origin, a copied seal on altered events.
   const genuine = await collect(a.eventsSince({ [a.replicaId]: 800 }, { raw: true }))
   const rogueId = 'e'.repeat(32)
-  const forged = genuine.map((e) => [e.pos + 200, e.time, e.payload, ...(e.seal === undefined ? [] : [e.seal])])
-  const altered = genuine.map((e) => [e.pos, e.time, new Uint8Array(e.payload.length).fill(1), ...(e.seal === undefined ? [] : [e.seal])])
+  const forged = recordsOfEvents(genuine.map((e) => ({ ...e, pos: e.pos + 200 })))
+  const altered = recordsOfEvents(genuine.map((e) => ({ ...e, payload: new Uint8Array(e.payload.length).fill(1) })))
   const rogue = await mqtt.connectAsync(broker.url, { clientId: 'rogue', protocolVersion: 4 })
   t.teardown(() => rogue.endAsync())
   for (const events of [forged, altered]) {
-    await rogue.publishAsync(`interlog/v1/secure/events/${rogueId}`, Buffer.from(encode({ v: 1, k: 'e', s: rogueId, o: a.replicaId, e: events, sl: true })), { qos: 1 })
+    await rogue.publishAsync(`interlog/v1/secure/events/${rogueId}`, Buffer.from(encode({ v: 2, k: 'e', s: rogueId, o: a.replicaId, r: wireRecords(events), sl: true })), { qos: 1 })
   }
-  const unsigned = [[1000, Date.now(), payload('injected')]]
-  await rogue.publishAsync(`interlog/v1/secure/events/${rogueId}`, Buffer.from(encode({ v: 1, k: 'e', s: rogueId, o: a.replicaId, e: unsigned })), { qos: 1 })
+  const unsigned = recordsOfEvents([{ pos: 1000, time: Date.now(), payload: payload('injected') }])
+  await rogue.publishAsync(`interlog/v1/secure/events/${rogueId}`, Buffer.from(encode({ v: 2, k: 'e', s: rogueId, o: a.replicaId, r: wireRecords(unsigned) })), { qos: 1 })
   await until(() => syncs[1]!.status().eventsForged > 0 && syncs[2]!.status().eventsForged > 0, 'the refusals')
   t.ok(syncs[1]!.status().eventsForged >= 1, `b refused ${syncs[1]!.status().eventsForged} events`)
   t.ok(syncs[2]!.status().eventsForged >= 1, `the cloud refused ${syncs[2]!.status().eventsForged} events`)
@@ -86,8 +87,8 @@ t.test('default trust (no allow-list, no option): sync takes signed replicas and
   const madeUp = 'd'.repeat(32)
   const rogue = await mqtt.connectAsync(broker.url, { clientId: 'rogue-default', protocolVersion: 4 })
   t.teardown(() => rogue.endAsync())
-  const injected = [[0, Date.now(), payload('injected 0')], [1, Date.now(), payload('injected 1')]]
-  await rogue.publishAsync(`interlog/v1/default-trust/events/${madeUp}`, Buffer.from(encode({ v: 1, k: 'e', s: madeUp, o: madeUp, e: injected })), { qos: 1 })
+  const injected = recordsOfEvents([{ pos: 0, time: Date.now(), payload: payload('injected 0') }, { pos: 1, time: Date.now(), payload: payload('injected 1') }])
+  await rogue.publishAsync(`interlog/v1/default-trust/events/${madeUp}`, Buffer.from(encode({ v: 2, k: 'e', s: madeUp, o: madeUp, r: wireRecords(injected) })), { qos: 1 })
   await until(() => syncs[1]!.status().eventsForged >= 2 && legacy.versionVector()[madeUp] === 2, 'the refusal at b, the acceptance at the legacy log')
   t.equal(b.versionVector()[madeUp], undefined, 'b stored none of the unsigned events')
   t.match(b.securityStatus().lastRejection, /unsigned/, `b says why: ${b.securityStatus().lastRejection}`)

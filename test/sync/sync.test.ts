@@ -8,6 +8,7 @@ import { encode } from 'cbor-x'
 import { openLog, startSync, type Log, type SyncHandle, type VersionVector } from '../../index.js'
 import { startTestBroker, type TestBroker } from '../helpers/broker.js'
 import { collect, payload, tempDir, text } from '../helpers/temp.js'
+import { recordsOfEvents, wireRecords } from '../../sync/protocol.js'
 
 const FAST = { announceIntervalMs: 200 }
 
@@ -147,14 +148,16 @@ t.test('malformed messages are dropped with a reason and the replica keeps synci
   const fake = 'f'.repeat(32)
   const garbage: [string, Uint8Array][] = [
     [`interlog/v1/main/events/${fake}`, new Uint8Array([1, 2, 3, 250, 251])],
-    [`interlog/v1/main/events/${fake}`, encode({ v: 1, k: 'e', s: fake, o: fake, e: [[0, 1, new Uint8Array(4)]] }).subarray(0, 10)],
-    [`interlog/v1/main/events/${fake}`, encode({ v: 1, k: 'e', s: fake, o: fake, e: [['zero', 1, 'text']] })],
-    [`interlog/v1/main/vector/${fake}`, encode({ v: 1, k: 'v', r: fake, vv: { [fake]: -5 } })],
-    [`interlog/v1/main/vector/${fake}`, encode({ v: 1, k: 'v', r: 'not-an-id', vv: {} })],
-    [`interlog/v1/main/events/${fake}`, encode({ v: 1, k: 'f', s: fake, o: fake, p: 0, t: 1, n: 2 ** 40, at: 0, d: new Uint8Array(8) })],
-    [`interlog/v1/main/status/${fake}`, encode({ v: 2, k: 's' })],
+    [`interlog/v1/main/events/${fake}`, encode({ v: 2, k: 'e', s: fake, o: fake, r: wireRecords(recordsOfEvents([{ pos: 0, time: 1, payload: new Uint8Array(4) }])) }).subarray(0, 10)],
+    [`interlog/v1/main/events/${fake}`, encode({ v: 2, k: 'e', s: fake, o: fake, r: [['zero', 1, 'text']] })],
+    [`interlog/v1/main/events/${fake}`, encode({ v: 2, k: 'e', s: fake, o: fake, r: [[0, 2, Buffer.alloc(13)]] })], // a body that does not hold its count
+    [`interlog/v1/main/events/${fake}`, encode({ v: 1, k: 'e', s: fake, o: fake, e: [[0, 1, new Uint8Array(4)]] })], // protocol version 1
+    [`interlog/v1/main/vector/${fake}`, encode({ v: 2, k: 'v', r: fake, vv: { [fake]: -5 } })],
+    [`interlog/v1/main/vector/${fake}`, encode({ v: 2, k: 'v', r: 'not-an-id', vv: {} })],
+    [`interlog/v1/main/events/${fake}`, encode({ v: 2, k: 'f', s: fake, o: fake, p: 0, t: 1, n: 2 ** 40, at: 0, d: new Uint8Array(8) })],
+    [`interlog/v1/main/status/${fake}`, encode({ v: 3, k: 's' })],
     [`interlog/v1/main/events/${fake}`, new Uint8Array([0x5b, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff])], // a huge declared length
-    [`interlog/v1/main/events/${a.log.replicaId}`, encode({ v: 1, k: 'e', s: fake, o: fake, e: [[0, 1, new Uint8Array(4)]] })], // wrong sender
+    [`interlog/v1/main/events/${a.log.replicaId}`, encode({ v: 2, k: 'e', s: fake, o: fake, r: wireRecords(recordsOfEvents([{ pos: 0, time: 1, payload: new Uint8Array(4) }])) })], // wrong sender
   ]
   for (const [topic, bytes] of garbage) await raw.publishAsync(topic, Buffer.from(bytes), { qos: 1 })
   await a.log.append(payload('still syncing'))
@@ -163,6 +166,7 @@ t.test('malformed messages are dropped with a reason and the replica keeps synci
   while (b.sync!.status().messagesDropped < garbage.length && Date.now() - started < 5000) await new Promise((resolve) => setTimeout(resolve, 20))
   t.equal(b.sync!.status().messagesDropped, garbage.length, 'every malformed message was dropped')
   t.ok(lines.length > 0 && lines.every((line) => /dropped a message on interlog\/v1\/main\//.test(line)), `each with a logged reason: ${lines.join(' | ')}`)
+  t.ok(lines.some((line) => /protocol version 1: the sender runs an older InterLog/.test(line)), 'a version 1 peer is refused with the reason')
   t.equal(b.log.versionVector()[fake], undefined, 'nothing was stored from them')
   t.equal(b.log.length, 1)
 })
