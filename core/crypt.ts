@@ -95,6 +95,13 @@ export class PayloadCipher {
     return out
   }
 
+  /** Why an envelope by `origin` cannot be opened, judged from its header alone (shape and key id); undefined when it may. */
+  headerProblem(origin: string, envelope: Uint8Array): string | undefined {
+    if (envelope.length < ENVELOPE_OVERHEAD_BYTES || envelope[ENVELOPE_OFFSET_TAG] !== ENVELOPE_TAG) return 'payload is not an encrypted envelope'
+    const keyId = envelope[ENVELOPE_OFFSET_KEY_ID]! | (envelope[ENVELOPE_OFFSET_KEY_ID + 1]! << 8) | (envelope[ENVELOPE_OFFSET_KEY_ID + 2]! << 16) | (envelope[ENVELOPE_OFFSET_KEY_ID + 3]! * 0x100_0000)
+    return this.subkey(keyId >>> 0, origin) === undefined ? `payload is encrypted with key id ${keyId >>> 0}, which this log does not have` : undefined
+  }
+
   /** The plaintext of an envelope by `origin`, or a reason it cannot be opened. */
   decrypt(origin: string, envelope: Uint8Array): Uint8Array | string {
     if (envelope.length < ENVELOPE_OVERHEAD_BYTES || envelope[ENVELOPE_OFFSET_TAG] !== ENVELOPE_TAG) return 'payload is not an encrypted envelope'

@@ -1,10 +1,11 @@
 // Merging whole records (sync protocol v2; docs/sync.md). The common case, an origin's records in
 // order from the count this log holds, is checked and stored a link at a time: the chain hashed
 // once over the bodies as they came, each body copied into this log's records as it is, no object
-// per event. Anything else (duplicates, gaps, a damaged range being repaired, a quarantine, an
-// encrypted log, the own origin, links still waiting for their seal) goes event by event through
-// Merger's general path (core/merge.ts), which decides exactly as it always did: this file only
-// plans what is certain to pass, and a plan that meets anything unusual is no plan.
+// per event. Anything else (duplicates, gaps, a damaged range being repaired, a quarantine,
+// unsigned events in an encrypted log, the own origin, links still waiting for their seal) goes
+// event by event through Merger's general path (core/merge.ts), which decides as it always did:
+// this file only plans what is certain to pass, and a plan that meets anything unusual is no plan.
+// One difference, for encrypted logs: a signed batch has one payload opened, not each (below).
 
 import { ZERO_CHAIN, equalBytes, keyMatchesOrigin, parseSeal, signatureValid, startChainHash } from './seal.js'
 import { needsSeals } from './authenticate.js'
@@ -17,6 +18,7 @@ import type { OriginState } from './indexes.js'
 import type { MergeBuffer, RemoteEvent } from './merge-buffer.js'
 import { originStateFor } from './recovery.js'
 import type { TrustPolicy } from './trust.js'
+import type { PayloadCipher } from './crypt.js'
 import type { Validator, ValidatorEvent } from '../validators/index.js'
 
 /**
@@ -38,7 +40,8 @@ export interface RecordPlanHost {
   readonly ownOrigin: string
   readonly origins: Map<string, OriginState>
   readonly trust: TrustPolicy
-  readonly encrypted: boolean
+  /** The log's payload cipher (null: it does not encrypt). */
+  readonly cipher: PayloadCipher | null
   readonly syncValidators: readonly Validator[]
   /** Bytes of a merged piece of unsigned events, at most. */
   readonly pieceBytes: number
@@ -106,7 +109,7 @@ export function eventsOfRecords(records: readonly RemoteRecord[], from: number):
  */
 export async function planRecords(host: RecordPlanHost, buffer: MergeBuffer, quarantined: boolean, validatorEvent: ValidatorEvent,
   records: readonly RemoteRecord[], sealed: boolean, remote: boolean): Promise<RecordPlan | null> {
-  if (records.length === 0 || host.encrypted || host.damaged() || quarantined) return null
+  if (records.length === 0 || host.damaged() || quarantined) return null
   const origin = records[0]!.origin
   if (origin === host.ownOrigin || buffer.holdsAny(origin)) return null
   if (host.trust.mode === 'keys' && !host.trust.origins.has(origin)) return null
@@ -118,9 +121,37 @@ export async function planRecords(host: RecordPlanHost, buffer: MergeBuffer, qua
   const state = originStateFor(host.origins, origin)
   await host.loadChain(state)
   if (state.chain === null || records[0]!.pos !== state.count) return null
+  // Sync validators see plaintext in an encrypted log: the general path decrypts each payload for them.
+  if (host.cipher !== null && host.syncValidators.length > 0) return null
   if (!validatorsPass(host, validatorEvent, records)) return null
   const announced = sealed || records.some((record) => record.seal !== undefined)
-  return needsSeals(host.trust, state, announced, remote) ? planSealed(host, state, records) : planUnsigned(host, state, records)
+  if (!needsSeals(host.trust, state, announced, remote)) return host.cipher === null ? planUnsigned(host, state, records) : null
+  const plan = planSealed(host, state, records)
+  return plan === null || (host.cipher !== null && !envelopesOpen(host.cipher, records, plan)) ? null : plan
+}
+
+/**
+ * An encrypted log takes signed batches whose envelopes it can open: every envelope's header (its
+ * shape and a key id this log holds) and the first payload of each batch opened in full. The chain
+ * hash and the origin's signature cover every byte, so no byte was altered on the way; opening one
+ * payload per batch shows the origin encrypts under a key this log holds. (The general path, taken
+ * by unsigned events, opens each payload.)
+ */
+function envelopesOpen(cipher: PayloadCipher, records: readonly RemoteRecord[], plan: RecordPlan): boolean {
+  const batchStarts = new Set(plan.batches.map((batch) => batch.pos))
+  for (let r = 0; r < plan.rest; r++) {
+    const record = records[r]!
+    const view = new DataView(record.body.buffer, record.body.byteOffset, record.body.byteLength)
+    let at = 0
+    for (let i = 0; i < record.count; i++) {
+      const length = view.getUint32(at + EVENT_OFFSET_LENGTH, true)
+      const payload = record.body.subarray(at + EVENT_HEADER_BYTES, at + EVENT_HEADER_BYTES + length)
+      if (cipher.headerProblem(record.origin, payload) !== undefined) return false
+      if (batchStarts.has(record.pos + i) && typeof cipher.decrypt(record.origin, payload) === 'string') return false
+      at += EVENT_HEADER_BYTES + length
+    }
+  }
+  return true
 }
 
 /** Linked batches up to the last valid seal signed by the origin's (trusted) key; null when none, or when anything does not check. */

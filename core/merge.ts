@@ -159,7 +159,7 @@ export class Merger {
     const host = this.host
     const quarantined = records.length > 0 && this.quarantines.has(records[0]!.origin)
     const plan = await planRecords({
-      ownOrigin: host.ownOrigin, origins: host.origins, trust: host.trust, encrypted: host.cipher !== null, syncValidators: host.syncValidators,
+      ownOrigin: host.ownOrigin, origins: host.origins, trust: host.trust, cipher: host.cipher, syncValidators: host.syncValidators,
       pieceBytes: host.pieceBytes, recordSplitBytes: host.recordSplitBytes, damaged: host.damaged, loadChain: host.loadChain,
     }, this.buffer, quarantined, this.validatorEvent, records, sealed, remote)
     if (plan === null) return this.mergeNow(eventsOfRecords(records, 0), sealed, remote)

@@ -118,3 +118,22 @@ t.test('malformed records are refused whole with a named reason', async (t) => {
   const ok = await b.mergeRecords([{ origin, pos: 0, count: 2, body: body([5, 0]) }])
   t.equal(ok.added, 2)
 })
+
+t.test('encrypted logs: signed records under the shared key go in; under another key they are refused', async (t) => {
+  const key = { keys: [{ id: 1, key: new Uint8Array(32).fill(9) }] }
+  const other = { keys: [{ id: 1, key: new Uint8Array(32).fill(8) }] }
+  const a = await openLog(tempDir(t), { durability: 'interval', encryption: key })
+  const b = await openLog(tempDir(t), { durability: 'interval', trust: 'open', encryption: key })
+  const c = await openLog(tempDir(t), { durability: 'interval', trust: 'open', encryption: other })
+  t.teardown(async () => { await a.close(); await b.close(); await c.close() })
+  await a.appendBatch(Array.from({ length: 100 }, (_, k) => payload(`secret ${k}`)))
+  await a.appendBatch([payload('last secret')])
+  await a.flush()
+  const records = await signedRecords(a)
+  const taken = await b.mergeRecords(records, { remote: true })
+  t.equal(taken.added, 101)
+  t.same((await texts(b, a.replicaId)).slice(-2), ['secret 99', 'last secret'], 'b reads the plaintext')
+  const refused = await c.mergeRecords(records, { remote: true })
+  t.equal(refused.added, 0, 'another key: nothing stored')
+  t.ok((refused.forged ?? 0) > 0, `counted as forged: ${c.securityStatus().lastRejection}`)
+})
