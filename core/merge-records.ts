@@ -12,7 +12,7 @@ import { needsSeals } from './authenticate.js'
 import { checkFraming, frameEvents, type FramedEvents } from './composer.js'
 import { LogError } from './errors.js'
 import {
-  ENVELOPE_OVERHEAD_BYTES, ENVELOPE_TAG, EVENT_HEADER_BYTES, EVENT_OFFSET_LENGTH, EVENT_OFFSET_TIME, RECORD_HEADER_BYTES, bytesToHex, isReplicaIdHex, readU64,
+  ENVELOPE_OFFSET_KEY_ID, ENVELOPE_OVERHEAD_BYTES, ENVELOPE_TAG, EVENT_HEADER_BYTES, EVENT_OFFSET_LENGTH, EVENT_OFFSET_TIME, RECORD_HEADER_BYTES, bytesToHex, isReplicaIdHex, readU64,
 } from './format.js'
 import type { OriginState } from './indexes.js'
 import type { MergeBuffer, RemoteEvent } from './merge-buffer.js'
@@ -143,12 +143,19 @@ function envelopesOpen(cipher: PayloadCipher, records: readonly RemoteRecord[], 
     const record = records[r]!
     const view = new DataView(record.body.buffer, record.body.byteOffset, record.body.byteLength)
     let at = 0
+    let keyChecked = -1
     for (let i = 0; i < record.count; i++) {
       const length = view.getUint32(at + EVENT_OFFSET_LENGTH, true)
-      const payload = record.body.subarray(at + EVENT_HEADER_BYTES, at + EVENT_HEADER_BYTES + length)
-      if (cipher.headerProblem(record.origin, payload) !== undefined) return false
-      if (batchStarts.has(record.pos + i) && typeof cipher.decrypt(record.origin, payload) === 'string') return false
-      at += EVENT_HEADER_BYTES + length
+      const start = at + EVENT_HEADER_BYTES
+      at = start + length
+      if (length < ENVELOPE_OVERHEAD_BYTES || record.body[start] !== ENVELOPE_TAG) return false
+      const keyId = view.getUint32(start + ENVELOPE_OFFSET_KEY_ID, true)
+      if (batchStarts.has(record.pos + i)) {
+        if (typeof cipher.decrypt(record.origin, record.body.subarray(start, at)) === 'string') return false
+      } else if (keyId !== keyChecked && cipher.headerProblem(record.origin, record.body.subarray(start, at)) !== undefined) {
+        return false
+      }
+      keyChecked = keyId
     }
   }
   return true
