@@ -22,6 +22,8 @@ export interface DaemonConfig {
   topicPrefix: string
   announceIntervalMs: number
   maxMessageBytes: number
+  /** Compression of the sync events messages sent (docs/sync.md). Default 'deflate-raw'. */
+  compression: 'deflate-raw' | 'none'
   /** MQTT client id of the daemon's connection (default: a random one); with mosquitto's
    *  use_username_as_clientid, set it to the username (docs/security-broker.md). */
   clientId: string | null
@@ -61,6 +63,7 @@ export const DEFAULT_CONFIG: Omit<DaemonConfig, 'data' | 'socket'> = {
   topicPrefix: 'interlog/v1',
   announceIntervalMs: 5000,
   maxMessageBytes: 256 << 10,
+  compression: 'deflate-raw',
   clientId: null,
   username: null,
   password: null,
@@ -75,11 +78,11 @@ export const DEFAULT_CONFIG: Omit<DaemonConfig, 'data' | 'socket'> = {
   syncSummaryMs: 5 * 60_000,
 }
 
-type Kind = 'string' | 'port' | 'integer' | 'names' | 'durability' | 'nullable-string' | 'validators' | 'trust' | 'boolean'
+type Kind = 'string' | 'port' | 'integer' | 'names' | 'durability' | 'compression' | 'nullable-string' | 'validators' | 'trust' | 'boolean'
 
 const KEYS: Record<keyof DaemonConfig, Kind> = {
   data: 'string', socket: 'string', broker: 'string', brokerPort: 'port', logs: 'names', durability: 'durability',
-  intervalMs: 'integer', topicPrefix: 'string', announceIntervalMs: 'integer', maxMessageBytes: 'integer',
+  intervalMs: 'integer', topicPrefix: 'string', announceIntervalMs: 'integer', maxMessageBytes: 'integer', compression: 'compression',
   clientId: 'nullable-string', username: 'nullable-string', password: 'nullable-string', ca: 'nullable-string', cert: 'nullable-string', key: 'nullable-string',
   validators: 'validators', trust: 'trust', encryptionKeyFile: 'nullable-string', init: 'boolean', clientStallMs: 'integer', syncSummaryMs: 'integer',
 }
@@ -112,6 +115,8 @@ function check(key: keyof DaemonConfig, value: unknown, where: string): unknown 
       return value === null || value === 'open' || value === 'off' ? value : fail(`'open', 'off' or null (the trusted-keys file of each log)`)
     case 'durability':
       return value === 'fsync' || value === 'interval' || value === 'none' ? value : fail(`'fsync', 'interval' or 'none'`)
+    case 'compression':
+      return value === 'deflate-raw' || value === 'none' ? value : fail(`'deflate-raw' or 'none'`)
     case 'names':
       return Array.isArray(value) && value.length > 0 && value.every((n) => typeof n === 'string' && LOG_NAME.test(n)) && new Set(value).size === value.length
         ? value : fail('a non-empty list of distinct log names (A-Z a-z 0-9 _ . -)')

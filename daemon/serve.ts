@@ -141,7 +141,7 @@ export async function serve(config: DaemonConfig, logger: Logger = journalLogger
         const journal = new SyncJournal(logger, served.name, brokerUrl, config.syncSummaryMs)
         served.sync = await startSync(served.log, {
           url: brokerUrl, logName: served.name, topicPrefix: config.topicPrefix, announceIntervalMs: config.announceIntervalMs,
-          maxMessageBytes: config.maxMessageBytes, logger: journal.log, firstConnectWaitMs: 0,
+          maxMessageBytes: config.maxMessageBytes, compression: config.compression, logger: journal.log, firstConnectWaitMs: 0,
           ...(config.clientId === null ? {} : { clientId: config.clientId }),
           ...(config.username === null ? {} : { username: config.username }),
           ...(config.password === null ? {} : { password: config.password }),

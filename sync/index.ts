@@ -47,13 +47,18 @@ export interface SyncOptions {
   logger?: (level: 'info' | 'warning' | 'error', message: string) => void
   /** How long startSync waits for the first connection before it returns (sync keeps trying). Default 5000; 0 returns at once. */
   firstConnectWaitMs?: number
+  /**
+   * Compression of the events messages this replica sends: 'deflate-raw' (default) when every
+   * present peer reads it, or 'none'. Every replica reads compressed messages either way.
+   */
+  compression?: 'deflate-raw' | 'none'
 }
 
 /** startSync waits this long for the first connection before returning a handle that keeps retrying (option firstConnectWaitMs). */
 const FIRST_CONNECT_WAIT_MS = 5000
 
 const OPTION_KEYS = new Set(['url', 'logName', 'topicPrefix', 'clientId', 'username', 'password', 'ca', 'cert', 'key', 'origins',
-  'maxMessageBytes', 'announceIntervalMs', 'inflightMessagesMax', 'logger', 'firstConnectWaitMs'])
+  'maxMessageBytes', 'announceIntervalMs', 'inflightMessagesMax', 'logger', 'firstConnectWaitMs', 'compression'])
 
 /** Starts replicating `log` through the broker at options.url; resolves once subscribed and announced. */
 export async function startSync(log: Log, options: SyncOptions): Promise<SyncHandle> {
@@ -106,9 +111,11 @@ function replicatorSettings(log: Log, options: SyncOptions, clock: Clock): Repli
   const inflightMessagesMax = options.inflightMessagesMax ?? 16
   if (!Number.isSafeInteger(announceIntervalMs) || announceIntervalMs < 10) throw invalid('announceIntervalMs must be an integer of at least 10')
   if (!Number.isSafeInteger(inflightMessagesMax) || inflightMessagesMax < 1) throw invalid('inflightMessagesMax must be a positive integer')
+  const compression = options.compression ?? 'deflate-raw'
+  if (compression !== 'deflate-raw' && compression !== 'none') throw invalid("compression must be 'deflate-raw' or 'none'")
   return {
     logName: options.logName, topicPrefix, origins: origins === null ? null : [...new Set([...origins, log.replicaId])],
-    maxMessageBytes, announceIntervalMs, inflightMessagesMax, log: options.logger ?? rateLimitedStderr(), clock,
+    maxMessageBytes, announceIntervalMs, inflightMessagesMax, compression, log: options.logger ?? rateLimitedStderr(), clock,
   }
 }
 

@@ -22,8 +22,8 @@ import type { Subscriber, SyncClient, SyncConnection } from './connection.js'
 import type { Clock, TimerHandle } from './clock.js'
 import { SEAL_BYTES, type Log, type LogRecord, type MergeResult, type Quarantine, type VersionVector } from '../core/index.js'
 import {
-  HOLES_ANNOUNCED_MAX, MESSAGE_EVENTS_MAX, MESSAGE_FRAMING_BYTES, MESSAGE_RECORDS_MAX, RECORD_FRAMING_BYTES, ProtocolError, decodeMessage, encodeMessage, type Hole,
-  type Message, type WireRecord,
+  COMPRESSION_DEFLATE_RAW, HOLES_ANNOUNCED_MAX, INFLATED_BYTES_MAX, MESSAGE_EVENTS_MAX, MESSAGE_FRAMING_BYTES, MESSAGE_RECORDS_MAX, RECORD_FRAMING_BYTES, ProtocolError, decodeMessage, encodeMessage, type Hole,
+  type Message, type WireRecord, packRecords, unpackRecords,
 } from './protocol.js'
 import { parseTopic, subscription, topic } from './topics.js'
 import { delta, equalVectors } from './version-vector.js'
@@ -40,6 +40,8 @@ export interface PeerInfo {
   lastSeenMs: number
   /** Ranges it lacks below its counts (damage it repairs): its vector stops at the first of each origin's. */
   holes: Hole[]
+  /** The compressions of events messages it reads. */
+  compression: string[]
 }
 
 export interface SyncStatus {
@@ -73,6 +75,8 @@ export interface ReplicatorSettings {
   maxMessageBytes: number
   announceIntervalMs: number
   inflightMessagesMax: number
+  /** Compression of the events messages sent, when every present peer reads it ('none': never). */
+  compression: 'deflate-raw' | 'none'
   log: (level: 'info' | 'warning' | 'error', message: string) => void
   /** Wall clock and timers (realClock; the simulator passes its own). */
   clock: Clock
@@ -96,6 +100,10 @@ const SEAL_FRAMING_BYTES = 4
 const MESSAGE_MARGIN_BYTES = 64
 /** Bytes of an event's header in a record body (u32 payload length, u64 time). */
 const BODY_EVENT_HEADER_BYTES = 12
+/** A message goes compressed only when that takes it below this share of its size (ciphertext does not compress, and costs the most to try). */
+const COMPRESSED_SHARE_MAX = 0.75
+/** Messages sent uncompressed after one that did not compress, before compression is tried again. */
+const PLAIN_AFTER_INCOMPRESSIBLE = 64
 
 /** The first `count` events of a record (without its link or seal, which covers the rest too). */
 function clip(record: LogRecord, count: number): WireRecord {
@@ -187,6 +195,9 @@ export class Replicator extends EventEmitter<SyncEvents> implements Subscriber {
   get replica(): string {
     return this.log.replicaId
   }
+
+  /** The compressions this replica reads (it reads deflate-raw whatever it sends; 'none' only stops it sending compressed). */
+  private readonly reads = [COMPRESSION_DEFLATE_RAW]
 
   /** Whether a send lane is streaming events (the simulator waits for quiet before its next step). */
   get busy(): boolean {
@@ -326,10 +337,10 @@ export class Replicator extends EventEmitter<SyncEvents> implements Subscriber {
     const { topicPrefix, logName, origins, maxMessageBytes } = this.settings
     const { vector, holes } = this.announced()
     if (withStatus) {
-      const status = encodeMessage({ kind: 'status', replica: this.replica, node: this.connection.node, online: true, vector, holes, origins, maxMessageBytes, timeMs: this.settings.clock.now() })
+      const status = encodeMessage({ kind: 'status', replica: this.replica, node: this.connection.node, online: true, vector, holes, origins, maxMessageBytes, timeMs: this.settings.clock.now(), compression: this.reads })
       await this.client.publishAsync(topic(topicPrefix, logName, 'status', this.replica), Buffer.from(status), { qos: 1, retain: true })
     }
-    const message = encodeMessage({ kind: 'vector', replica: this.replica, vector, holes, origins, maxMessageBytes })
+    const message = encodeMessage({ kind: 'vector', replica: this.replica, vector, holes, origins, maxMessageBytes, compression: this.reads })
     await this.client.publishAsync(topic(topicPrefix, logName, 'vector', this.replica), Buffer.from(message), { qos: 1 })
     this.planSends()
   }
@@ -366,6 +377,12 @@ export class Replicator extends EventEmitter<SyncEvents> implements Subscriber {
     }
     if (claimed === this.replica) return // our own messages, echoed by the broker
     if (message.kind === 'events') {
+      try {
+        unpackRecords(message)
+      } catch (error) {
+        this.drop(packet.topic, error)
+        return
+      }
       await this.receiveEvents(message.origin, message.records, message.sealed)
       return
     }
@@ -382,6 +399,7 @@ export class Replicator extends EventEmitter<SyncEvents> implements Subscriber {
       // An offline status carries no trustworthy vector (the Last Will is written at connect).
       vector: message.kind === 'status' && !message.online ? known?.vector ?? {} : message.vector,
       holes: message.kind === 'status' && !message.online ? known?.holes ?? [] : message.holes ?? [],
+      compression: message.compression ?? [],
     }
     this.peers.set(message.replica, peer)
     if (known === undefined || known.online !== peer.online) this.emit('peer', { ...peer })
@@ -578,9 +596,14 @@ export class Replicator extends EventEmitter<SyncEvents> implements Subscriber {
   private async streamOrigin(origin: string, from: number, advance: (pos: number) => void, upTo = Infinity): Promise<void> {
     const { topicPrefix, logName, inflightMessagesMax } = this.settings
     const now = this.settings.clock.now()
-    // Stay below what every present peer accepts.
+    // Stay below what every present peer accepts; compress when every one of them reads it.
     let maxMessageBytes = this.settings.maxMessageBytes
-    for (const peer of this.peers.values()) if (this.live(peer, now)) maxMessageBytes = Math.min(maxMessageBytes, peer.maxMessageBytes)
+    let compress = this.settings.compression !== 'none'
+    for (const peer of this.peers.values()) {
+      if (!this.live(peer, now)) continue
+      maxMessageBytes = Math.min(maxMessageBytes, peer.maxMessageBytes)
+      if (!peer.compression.includes(COMPRESSION_DEFLATE_RAW)) compress = false
+    }
     // A margin below the limit for what the size estimates round off (array and map headers).
     const budget = maxMessageBytes - MESSAGE_MARGIN_BYTES
     const vector = this.log.versionVector()
@@ -590,43 +613,85 @@ export class Replicator extends EventEmitter<SyncEvents> implements Subscriber {
     const durable = this.log.durableLength
     const inflight: Promise<void>[] = []
     let failure: unknown = null
-    const publish = async (payload: Buffer, events: number): Promise<void> => {
-      inflight.push(this.client.publishAsync(target, payload, { qos: 1 }).then(() => { this.eventsSent += events }, (error: unknown) => { failure ??= error }))
+    // Messages are handed to the client in order; one still being compressed (on the thread pool)
+    // holds back the ones after it, while the lane goes on reading and packing the next.
+    let issued: Promise<void> = Promise.resolve()
+    const publish = async (ready: Buffer | Promise<Buffer>, events: number): Promise<void> => {
+      let acknowledged: Promise<void> = Promise.resolve()
+      issued = issued.then(async () => {
+        const payload = await ready
+        acknowledged = this.client.publishAsync(target, payload, { qos: 1 }).then(() => { this.eventsSent += events })
+      }).catch((error: unknown) => { failure ??= error })
+      inflight.push(issued.then(() => acknowledged).catch((error: unknown) => { failure ??= error }))
       if (inflight.length >= inflightMessagesMax) await inflight.shift()
       if (failure !== null) throw failure
     }
+    /** Messages of this stream still to send uncompressed: its events did not compress (ciphertext, say); it tries again after them. */
+    let plainFor = 0
     /** Records of the next message; `source` is the record as the log handed it (signSeal trusts its link). */
     let batch: { record: WireRecord, source: LogRecord | null }[] = []
     let events = 0
     let sealed = false
     let bytes = MESSAGE_FRAMING_BYTES
     let sentFrom = from
-    const flush = async (): Promise<void> => {
-      if (batch.length === 0) return
+    /** Compressed bytes per uncompressed byte of this stream's last compressed message (1 until one is). */
+    let ratio = 1
+    /** Bytes of records a message takes before it is sent: more when it goes compressed (it is packed by its expected compressed size). */
+    const room = (): number => (compress && plainFor === 0 && ratio < 1 ? Math.min(INFLATED_BYTES_MAX / 2, Math.floor(budget / Math.max(ratio * 1.25, 0.01))) : budget)
+    /** Sends entries as one message (the last own link signed), or as two halves when it comes out over the limit. */
+    const send = async (entries: { record: WireRecord, source: LogRecord | null }[]): Promise<void> => {
       if (origin === this.replica || this.retiredOrigins.has(origin)) {
         // Own events (and those of the origins this log moved away from): the last link of the
         // message is signed, vouching for every event before it.
-        for (let k = batch.length - 1; k >= 0; k--) {
-          const entry = batch[k]!
+        for (let k = entries.length - 1; k >= 0; k--) {
+          const entry = entries[k]!
           if (entry.record.seal === undefined) continue
           entry.record.seal = await this.log.signSeal((entry.source ?? { origin, seal: entry.record.seal }) as { origin: string, seal: Uint8Array }) as Buffer
           break
         }
       }
-      const payload = Buffer.from(encodeMessage({ kind: 'events', sender: this.replica, origin, records: batch.map((entry) => entry.record), sealed }))
-      const last = batch[batch.length - 1]!.record
+      const records = entries.map((entry) => entry.record)
+      const message = { kind: 'events' as const, sender: this.replica, origin, records, sealed }
+      let payload: Buffer
+      if (compress && plainFor === 0) {
+        const plain = records.reduce((sum, record) => sum + record.body.length, 0)
+        const packed = packRecords(records)
+        ratio = packed.length / Math.max(1, plain)
+        if (ratio < COMPRESSED_SHARE_MAX) {
+          payload = Buffer.from(encodeMessage({ ...message, packed }))
+        } else {
+          plainFor = PLAIN_AFTER_INCOMPRESSIBLE
+          payload = Buffer.from(encodeMessage(message))
+        }
+      } else {
+        plainFor = Math.max(0, plainFor - 1)
+        payload = Buffer.from(encodeMessage(message))
+      }
+      if (payload.length > maxMessageBytes && entries.length > 1) {
+        // Packed for a better ratio than it got: in two halves (each record alone fits, uncompressed).
+        const half = entries.length >> 1
+        await send(entries.slice(0, half))
+        await send(entries.slice(half))
+        return
+      }
+      const last = records[records.length - 1]!
       const upTo = last.pos + last.count
-      batch = []
-      bytes = MESSAGE_FRAMING_BYTES
-      await publish(payload, events)
-      events = 0
+      await publish(payload, records.reduce((sum, record) => sum + record.count, 0))
       this.noteOffered(origin, sentFrom, upTo)
       sentFrom = upTo
       advance(upTo)
     }
+    const flush = async (): Promise<void> => {
+      if (batch.length === 0) return
+      const entries = batch
+      batch = []
+      bytes = MESSAGE_FRAMING_BYTES
+      events = 0
+      await send(entries)
+    }
     const add = async (record: WireRecord, source: LogRecord | null): Promise<void> => {
       const size = record.body.length + RECORD_FRAMING_BYTES + (record.seal === undefined ? 0 : SEAL_BYTES + SEAL_FRAMING_BYTES)
-      if (batch.length > 0 && (bytes + size > budget || events + record.count > MESSAGE_EVENTS_MAX || batch.length >= MESSAGE_RECORDS_MAX)) await flush()
+      if (batch.length > 0 && (bytes + size > room() || events + record.count > MESSAGE_EVENTS_MAX || batch.length >= MESSAGE_RECORDS_MAX)) await flush()
       batch.push({ record, source })
       bytes += size
       events += record.count

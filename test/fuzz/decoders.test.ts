@@ -9,7 +9,7 @@ import { encode } from 'cbor-x'
 import { loadChecksum } from '../../core/checksum.js'
 import { RecordHeader, decodeRecord } from '../../core/records.js'
 import { FrameError, FrameReader, encodeFrame } from '../../daemon/frames.js'
-import { ProtocolError, decodeMessage, encodeMessage } from '../../sync/protocol.js'
+import { ProtocolError, decodeMessage, encodeMessage, packRecords, unpackRecords } from '../../sync/protocol.js'
 import { openLog, LogError, SEAL_BYTES } from '../../index.js'
 import { prng, tempDir } from '../helpers/temp.js'
 
@@ -123,6 +123,7 @@ t.test('sync message decoder: only messages or ProtocolErrors', async (t) => {
     encodeMessage({ kind: 'fragment', sender: id, origin: id, pos: 0, time: 1, total: 10, offset: 0, bytes: new Uint8Array(10), sealed: true, seal: new Uint8Array(SEAL_BYTES) }),
     encode({ v: 1, k: 'e', s: id, o: id, e: [[0, 1, new Uint8Array(1)]] }),
     encode({ v: 2, k: 'e', s: id, o: id, r: [[0, 1, framed([1])]] }),
+    encodeMessage({ kind: 'events', sender: id, origin: id, records: [{ pos: 0, count: 2, body: framed([5, 9]) }], sealed: false, packed: packRecords([{ pos: 0, count: 2, body: framed([5, 9]) }]) }),
   ]
   let slowest = 0
   let count = 0
@@ -130,7 +131,8 @@ t.test('sync message decoder: only messages or ProtocolErrors', async (t) => {
     for (const input of mutations(base, random, 2000)) {
       const started = performance.now()
       try {
-        decodeMessage(input, 1 << 20)
+        const message = decodeMessage(input, 1 << 20)
+        if (message.kind === 'events') unpackRecords(message)
       } catch (error) {
         if (!(error instanceof ProtocolError)) {
           t.fail(`not a ProtocolError: ${String(error)}`)
