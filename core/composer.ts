@@ -8,7 +8,7 @@ import {
   EVENT_HEADER_BYTES, EVENT_OFFSET_LENGTH, EVENT_OFFSET_TIME, RECORD_FLAG_CONTINUES, RECORD_HEADER_BYTES,
   RECORD_KIND_EVENTS, RECORD_OFFSET_CHECKSUM, RECORD_OFFSET_COUNT, RECORD_OFFSET_DURABLE, RECORD_OFFSET_EXTENSION,
   RECORD_OFFSET_FLAGS, RECORD_OFFSET_KIND, RECORD_OFFSET_LENGTH, RECORD_OFFSET_LOCAL_POS, RECORD_OFFSET_ORIGIN,
-  RECORD_OFFSET_ORIGIN_POS, RECORD_OFFSET_RESERVED, recordBytesPadded, writeU64,
+  RECORD_OFFSET_ORIGIN_POS, RECORD_OFFSET_RESERVED, PAGE_BYTES, alignUp, recordBytesPadded, writeU64,
 } from './format.js'
 import type { HeadCache } from './head-cache.js'
 import { type BatchSealer, writeLinkFields } from './seal.js'
@@ -260,7 +260,10 @@ export function composeRecord(cache: HeadCache, checksum: Checksum, source: Batc
   writeU64(view, start + RECORD_OFFSET_DURABLE, fields.durable)
   memory.set(fields.origin, start + RECORD_OFFSET_ORIGIN)
   writeU64(view, start + RECORD_OFFSET_ORIGIN_POS, fields.originPos)
-  memory.fill(0, start + length, start + padded)
+  // Zeros from the record's end to the end of its page: the padding, and what the page held from
+  // before the cache window slid (core/head-cache.ts), so that a flush of this page writes zeros
+  // after the last record.
+  memory.fill(0, start + length, Math.min(memory.length, alignUp(start + padded, PAGE_BYTES)))
   const sum = fields.deferredLink === null ? checksum(memory.subarray(start + 8, start + length)) : 0n
   view.setBigUint64(start + RECORD_OFFSET_CHECKSUM, sum, true)
   cache.composedEnd += padded
