@@ -153,8 +153,12 @@ export class Log extends EventEmitter<LogEvents> {
   private readonly space: NoSpaceWatch
   private readonly appendValidators: readonly Validator[]
   private readonly validatorEvent: ValidatorEvent = { payload: new Uint8Array(0), origin: '', pos: 0, time: 0 }
-  /** Records recordsSince handed out with a link: signSeal trusts their links without reading them back. */
-  private readonly recordsHanded = new WeakSet<LogRecord>()
+  /**
+   * Records recordsSince handed out with a link, with a copy of the link as read (checked) and the
+   * origin state it ended a batch of: signSeal signs such a link without reading it back, while the
+   * batch is still held (a move to a new origin takes own events back) and the bytes are the same.
+   */
+  private readonly recordsHanded = new WeakMap<LogRecord, { link: Uint8Array, end: number, state: OriginState }>()
   private committedCount: number
   private committedEnd: number
   private lastRecordOffset: number
@@ -515,10 +519,13 @@ export class Log extends EventEmitter<LogEvents> {
     const identity = event.origin === this.replicaId ? this.identity : this.retired.find((origin) => origin.replicaId === event.origin)?.identity() ?? null
     const state = this.origins.get(event.origin)
     if (fields.signed || identity === null || state === undefined) return seal
-    // A record recordsSince read from this log (and checked) holds its own link: no need to read it back.
-    const handed = this.recordsHanded.has(event as LogRecord) ? event as LogRecord : null
-    if (handed !== null && handed.seal === seal && fields.first + fields.count === handed.pos + handed.count) {
-      if (handed.localPos + handed.count > this.durableLength) {
+    // A record recordsSince read from this log (and checked) holds its own link: no need to read it
+    // back, as long as its batch is still held and the link is the one read.
+    const handed = this.recordsHanded.get(event as LogRecord)
+    const end = fields.first + fields.count
+    if (handed !== undefined && handed.state === state && end === handed.end && end <= state.count && equalBytes(handed.link, seal)) {
+      const record = event as LogRecord
+      if (record.localPos + record.count > this.durableLength) {
         throw new LogError('INVALID_ARGUMENT', `signSeal: the batch ending at ${fields.first + fields.count} is not durable yet (durableLength ${this.durableLength})`)
       }
       return signLink(seal, identity.privateKey, identity.publicKeyBytes)
@@ -1266,7 +1273,7 @@ export class Log extends EventEmitter<LogEvents> {
       const record = recordOf(cursor, wanted.next, Math.min(wanted.end, visibleEnd))
       if (record === null) continue
       wanted.next = record.pos + record.count
-      if (record.seal !== undefined) this.recordsHanded.add(record)
+      if (record.seal !== undefined) this.recordsHanded.set(record, { link: new Uint8Array(record.seal), end: record.pos + record.count, state: this.origins.get(record.origin)! })
       yield record
       if (wanted.next >= wanted.end) {
         want.delete(cursor.origin)

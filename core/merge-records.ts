@@ -85,7 +85,11 @@ export function checkRemoteRecords(records: readonly RemoteRecord[], maxEventByt
   }
 }
 
-/** The events of records (from index `from` on), one object each, for the general path. */
+/**
+ * The events of records (from index `from` on), one object each, for the general path. Payloads
+ * are copies: the merge buffer and repairs may keep some, and a view would keep the whole message
+ * (a compressed one inflates to up to 16 MiB) alive for a few bytes.
+ */
 export function eventsOfRecords(records: readonly RemoteRecord[], from: number): RemoteEvent[] {
   const events: RemoteEvent[] = []
   for (let r = from; r < records.length; r++) {
@@ -94,7 +98,7 @@ export function eventsOfRecords(records: readonly RemoteRecord[], from: number):
     let at = 0
     for (let i = 0; i < record.count; i++) {
       const length = view.getUint32(at + EVENT_OFFSET_LENGTH, true)
-      const event: RemoteEvent = { origin: record.origin, pos: record.pos + i, time: readU64(view, at + EVENT_OFFSET_TIME), payload: record.body.subarray(at + EVENT_HEADER_BYTES, at + EVENT_HEADER_BYTES + length) }
+      const event: RemoteEvent = { origin: record.origin, pos: record.pos + i, time: readU64(view, at + EVENT_OFFSET_TIME), payload: new Uint8Array(record.body.subarray(at + EVENT_HEADER_BYTES, at + EVENT_HEADER_BYTES + length)) }
       if (i === record.count - 1 && record.seal !== undefined) event.seal = record.seal
       events.push(event)
       at += EVENT_HEADER_BYTES + length
@@ -123,11 +127,15 @@ export async function planRecords(host: RecordPlanHost, buffer: MergeBuffer, qua
   if (state.chain === null || records[0]!.pos !== state.count) return null
   // Sync validators see plaintext in an encrypted log: the general path decrypts each payload for them.
   if (host.cipher !== null && host.syncValidators.length > 0) return null
-  if (!validatorsPass(host, validatorEvent, records)) return null
   const announced = sealed || records.some((record) => record.seal !== undefined)
-  if (!needsSeals(host.trust, state, announced, remote)) return host.cipher === null ? planUnsigned(host, state, records) : null
+  if (!needsSeals(host.trust, state, announced, remote)) {
+    if (host.cipher !== null || !validatorsPass(host, validatorEvent, records, records.length)) return null
+    return planUnsigned(host, state, records)
+  }
   const plan = planSealed(host, state, records)
-  return plan === null || (host.cipher !== null && !envelopesOpen(host.cipher, records, plan)) ? null : plan
+  if (plan === null || (host.cipher !== null && !envelopesOpen(host.cipher, records, plan))) return null
+  // Validators see only what authenticated, as on the general path (which quarantines on a rejection).
+  return validatorsPass(host, validatorEvent, records, plan.rest) ? plan : null
 }
 
 /**
@@ -219,11 +227,12 @@ function frame(host: RecordPlanHost, records: readonly RemoteRecord[], from: num
   return frameEvents(body, new DataView(body.buffer, body.byteOffset, body.byteLength), count, host.recordSplitBytes)
 }
 
-/** Runs the sync validators over every event (one reused event object); false at the first rejection (the general path quarantines). */
-function validatorsPass(host: RecordPlanHost, event: ValidatorEvent, records: readonly RemoteRecord[]): boolean {
+/** Runs the sync validators over the events of records [0, upTo) (one reused event object); false at the first rejection (the general path quarantines). */
+function validatorsPass(host: RecordPlanHost, event: ValidatorEvent, records: readonly RemoteRecord[], upTo: number): boolean {
   if (host.syncValidators.length === 0) return true
   try {
-    for (const record of records) {
+    for (let r = 0; r < upTo; r++) {
+      const record = records[r]!
       const view = new DataView(record.body.buffer, record.body.byteOffset, record.body.byteLength)
       let at = 0
       event.origin = record.origin

@@ -438,7 +438,7 @@ export class Replicator extends EventEmitter<SyncEvents> implements Subscriber {
     }
     const key = `${message.sender}/${message.origin}/${message.pos}`
     let assembly = this.assemblies.find((entry) => entry.key === key)
-    if (assembly === undefined || assembly.bytes.length !== message.total) {
+    if (assembly === undefined || assembly.bytes.length !== message.total || assembly.time !== message.time) {
       if (message.offset !== 0) return
       if (assembly !== undefined) this.assemblies.splice(this.assemblies.indexOf(assembly), 1)
       assembly = { key, time: message.time, bytes: new Uint8Array(message.total), received: 0, seal: null }
@@ -456,7 +456,7 @@ export class Replicator extends EventEmitter<SyncEvents> implements Subscriber {
     this.assemblies.splice(this.assemblies.indexOf(assembly), 1)
     const wanted = this.settings.origins
     if (wanted !== null && !wanted.includes(message.origin) && message.origin !== this.replica) return
-    const event = { origin: message.origin, pos: message.pos, time: message.time, payload: assembly.bytes, ...(assembly.seal === null ? {} : { seal: assembly.seal }) }
+    const event = { origin: message.origin, pos: message.pos, time: assembly.time, payload: assembly.bytes, ...(assembly.seal === null ? {} : { seal: assembly.seal }) }
     this.noteMerged(message.origin, await this.log.merge([event], { sealed: message.sealed, remote: true }))
   }
 
@@ -636,8 +636,17 @@ export class Replicator extends EventEmitter<SyncEvents> implements Subscriber {
     let sentFrom = from
     /** Compressed bytes per uncompressed byte of this stream's last compressed message (1 until one is). */
     let ratio = 1
-    /** Bytes of records a message takes before it is sent: more when it goes compressed (it is packed by its expected compressed size). */
-    const room = (): number => (compress && plainFor === 0 && ratio < 1 ? Math.min(INFLATED_BYTES_MAX / 2, Math.floor(budget / Math.max(ratio * 1.25, 0.01))) : budget)
+    /**
+     * Whether `size` more bytes (`body` of them record bodies) still fit the next message: bodies
+     * count at the stream's compression ratio (with a margin) when it goes compressed, so that it
+     * carries more below the same limit; links, seals and framing go uncompressed.
+     */
+    const fits = (size: number, body: number): boolean => {
+      if (!(compress && plainFor === 0 && ratio < 1)) return bytes + size <= budget
+      const bodies = batchBodyBytes + body
+      return bodies <= INFLATED_BYTES_MAX / 2 && bytes - batchBodyBytes + size - body + bodies * Math.max(ratio * 1.25, 0.01) <= budget
+    }
+    let batchBodyBytes = 0
     /** Sends entries as one message (the last own link signed), or as two halves when it comes out over the limit. */
     const send = async (entries: { record: WireRecord, source: LogRecord | null }[]): Promise<void> => {
       if (origin === this.replica || this.retiredOrigins.has(origin)) {
@@ -686,14 +695,16 @@ export class Replicator extends EventEmitter<SyncEvents> implements Subscriber {
       const entries = batch
       batch = []
       bytes = MESSAGE_FRAMING_BYTES
+      batchBodyBytes = 0
       events = 0
       await send(entries)
     }
     const add = async (record: WireRecord, source: LogRecord | null): Promise<void> => {
       const size = record.body.length + RECORD_FRAMING_BYTES + (record.seal === undefined ? 0 : SEAL_BYTES + SEAL_FRAMING_BYTES)
-      if (batch.length > 0 && (bytes + size > room() || events + record.count > MESSAGE_EVENTS_MAX || batch.length >= MESSAGE_RECORDS_MAX)) await flush()
+      if (batch.length > 0 && (!fits(size, record.body.length) || events + record.count > MESSAGE_EVENTS_MAX || batch.length >= MESSAGE_RECORDS_MAX)) await flush()
       batch.push({ record, source })
       bytes += size
+      batchBodyBytes += record.body.length
       events += record.count
     }
     try {

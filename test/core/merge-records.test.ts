@@ -4,6 +4,7 @@
 import t from 'tap'
 import { openLog, type Log, type LogRecord, type RemoteRecord } from '../../index.js'
 import { collect, payload, tempDir, text } from '../helpers/temp.js'
+import { eventsOfRecords } from '../../core/merge-records.js'
 
 /** The records of `log`'s own origin from `from`, the last link signed as sync signs it. */
 async function signedRecords(log: Log, from = 0): Promise<RemoteRecord[]> {
@@ -136,4 +137,39 @@ t.test('encrypted logs: signed records under the shared key go in; under another
   const refused = await c.mergeRecords(records, { remote: true })
   t.equal(refused.added, 0, 'another key: nothing stored')
   t.ok((refused.forged ?? 0) > 0, `counted as forged: ${c.securityStatus().lastRejection}`)
+})
+
+t.test('signSeal signs a handed-out link only as read, and only while its batch is held', async (t) => {
+  const a = await openLog(tempDir(t), { durability: 'fsync', onWarning: () => undefined })
+  t.teardown(() => a.close())
+  const origin = a.replicaId
+  for (let i = 0; i < 3; i++) await a.appendBatch([payload(`x${i}a`), payload(`x${i}b`)])
+  const records = (await collect(a.recordsSince({}))).filter((record) => record.origin === origin)
+  const first = records[0]!
+  const altered = { ...first, seal: Buffer.from(first.seal!) }
+  altered.seal[40]! ^= 0xff
+  first.seal = altered.seal // the handed-out record itself, its link altered
+  await t.rejects(a.signSeal(first as { origin: string, seal: Uint8Array }), { code: 'INVALID_ARGUMENT' }, 'an altered link is refused')
+  // A peer holds more of this origin: the events appended since open move to a new origin, and the
+  // old id's batches are no longer held under it; a lane that read them before must not sign them.
+  const last = records[records.length - 1]!
+  t.equal(await a.ownOriginSeen(100), 'moved')
+  await t.rejects(a.signSeal(last as { origin: string, seal: Uint8Array }), { code: 'INVALID_ARGUMENT' }, 'a link of a batch moved away is refused')
+})
+
+t.test('events held for later keep their own bytes, not the whole message they came in', async (t) => {
+  const b = await openLog(tempDir(t), { durability: 'interval', trust: 'off' })
+  t.teardown(() => b.close())
+  const origin = 'ab'.repeat(16)
+  // One message: a large record of events beyond a gap (they wait), in a body of 4 MiB.
+  const body = Buffer.alloc(4 << 20)
+  const count = body.length / (12 + 1012)
+  for (let i = 0; i < count; i++) body.writeUInt32LE(1012, i * 1024)
+  const result = await b.mergeRecords([{ origin, pos: 5, count, body }])
+  t.equal(result.waiting + result.dropped, count, 'they wait (or are dropped when the buffer is full)')
+  // The held payloads are copies: none of them is a view into the 4 MiB body.
+  const held = await b.mergeRecords([{ origin, pos: 0, count: 1, body: Buffer.from([1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 7]) }])
+  t.equal(held.added, 1, 'position 0 goes in; the gap at 1 to 4 keeps the rest waiting')
+  const probe = eventsOfRecords([{ origin, pos: 5, count: 1, body: body.subarray(0, 1024) }], 0)[0]!
+  t.not(probe.payload.buffer, body.buffer, 'the general path copies each payload out of the message')
 })
