@@ -1205,21 +1205,7 @@ export class Log extends EventEmitter<LogEvents> {
    */
   async *eventsSince(vector: VersionVector = {}, options: { raw?: boolean } = {}): AsyncGenerator<LogEvent> {
     const raw = options?.raw === true
-    const want = new Map<string, { next: number, end: number }>()
-    let start = Infinity
-    if (typeof vector !== 'object' || vector === null) throw new LogError('INVALID_ARGUMENT', 'eventsSince takes a version vector object')
-    for (const [origin, count] of Object.entries(vector)) {
-      if (!isReplicaIdHex(origin) || !Number.isSafeInteger(count) || count < 0) {
-        throw new LogError('INVALID_ARGUMENT', `eventsSince: version vector entry ${origin}: ${String(count)} is not replica id: count`, { origin })
-      }
-    }
-    for (const [origin, state] of this.origins) {
-      const have = vector[origin] ?? 0
-      if (state.visibleCount <= have) continue
-      want.set(origin, { next: have, end: state.visibleCount })
-      const offset = state.index.floorOffset(have)
-      start = Math.min(start, offset < 0 ? this.table.segments[0]!.start : offset)
-    }
+    const { want, start } = this.wantedBeyond(vector, 'eventsSince')
     if (want.size === 0) return
     const limit = this.visibility.count
     const out: LogEvent[] = []
@@ -1247,21 +1233,7 @@ export class Log extends EventEmitter<LogEvents> {
    * ends with one (docs/format.md). What sync (protocol v2) sends, with no object per event.
    */
   async *recordsSince(vector: VersionVector = {}): AsyncGenerator<LogRecord> {
-    const want = new Map<string, { next: number, end: number }>()
-    let start = Infinity
-    if (typeof vector !== 'object' || vector === null) throw new LogError('INVALID_ARGUMENT', 'recordsSince takes a version vector object')
-    for (const [origin, count] of Object.entries(vector)) {
-      if (!isReplicaIdHex(origin) || !Number.isSafeInteger(count) || count < 0) {
-        throw new LogError('INVALID_ARGUMENT', `recordsSince: version vector entry ${origin}: ${String(count)} is not replica id: count`, { origin })
-      }
-    }
-    for (const [origin, state] of this.origins) {
-      const have = vector[origin] ?? 0
-      if (state.visibleCount <= have) continue
-      want.set(origin, { next: have, end: state.visibleCount })
-      const offset = state.index.floorOffset(have)
-      start = Math.min(start, offset < 0 ? this.table.segments[0]!.start : offset)
-    }
+    const { want, start } = this.wantedBeyond(vector, 'recordsSince')
     if (want.size === 0) return
     const limit = this.visibility.count
     for await (const cursor of scanRecords(this.readSource, start)) {
@@ -1280,6 +1252,26 @@ export class Log extends EventEmitter<LogEvents> {
         if (want.size === 0) return
       }
     }
+  }
+
+  /** Per origin, the positions this log holds beyond `vector` ([next, end) of its visible events), and where in the log to start reading them. */
+  private wantedBeyond(vector: VersionVector, verb: string): { want: Map<string, { next: number, end: number }>, start: number } {
+    const want = new Map<string, { next: number, end: number }>()
+    let start = Infinity
+    if (typeof vector !== 'object' || vector === null) throw new LogError('INVALID_ARGUMENT', `${verb} takes a version vector object`)
+    for (const [origin, count] of Object.entries(vector)) {
+      if (!isReplicaIdHex(origin) || !Number.isSafeInteger(count) || count < 0) {
+        throw new LogError('INVALID_ARGUMENT', `${verb}: version vector entry ${origin}: ${String(count)} is not replica id: count`, { origin })
+      }
+    }
+    for (const [origin, state] of this.origins) {
+      const have = vector[origin] ?? 0
+      if (state.visibleCount <= have) continue
+      want.set(origin, { next: have, end: state.visibleCount })
+      const offset = state.index.floorOffset(have)
+      start = Math.min(start, offset < 0 ? this.table.segments[0]!.start : offset)
+    }
+    return { want, start }
   }
 
   private startOffsetFor(localPos: number): number {

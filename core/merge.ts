@@ -135,11 +135,7 @@ export class Merger {
 
   /** Merges `events` (already checked by checkRemoteEvents) after any merge still running. */
   merge(events: readonly RemoteEvent[], options: MergeOptions): Promise<MergeResult> {
-    const sealed = typeof options === 'object' && options !== null && options.sealed === true
-    const remote = typeof options === 'object' && options !== null && options.remote === true
-    const run = this.chain.then(() => this.mergeNow(events, sealed, remote))
-    this.chain = run.catch(() => undefined)
-    return run
+    return this.inTurn(options, (sealed, remote) => this.mergeNow(events, sealed, remote))
   }
 
   /**
@@ -147,9 +143,14 @@ export class Merger {
    * be stored as it came is (core/merge-records.ts), the rest goes through the general path.
    */
   mergeRecords(records: readonly RemoteRecord[], options: MergeOptions): Promise<MergeResult> {
+    return this.inTurn(options, (sealed, remote) => this.mergeRecordsNow(records, sealed, remote))
+  }
+
+  /** Runs a merge after any merge still running (one at a time), with its options read. */
+  private inTurn(options: MergeOptions, work: (sealed: boolean, remote: boolean) => Promise<MergeResult>): Promise<MergeResult> {
     const sealed = typeof options === 'object' && options !== null && options.sealed === true
     const remote = typeof options === 'object' && options !== null && options.remote === true
-    const run = this.chain.then(() => this.mergeRecordsNow(records, sealed, remote))
+    const run = this.chain.then(() => work(sealed, remote))
     this.chain = run.catch(() => undefined)
     return run
   }
