@@ -143,7 +143,10 @@ export async function runSimulation(options: SimOptions): Promise<SimResult> {
       onWarning: () => undefined,
     })
     const connection = broker.connections.get(`node-${index}`) ?? broker.connect(`node-${index}`)
-    const sync = startSyncOver(log, { logName: LOG_NAME, topicPrefix: TOPIC_PREFIX, announceIntervalMs: 1000, maxMessageBytes: 4096, logger: process.env['INTERLOG_SIM_LOG'] === '1' ? (level, message) => process.stderr.write(`r${index} ${level}: ${message}\n`) : () => undefined },
+    // In every other run one replica sends its events messages uncompressed (the others compress:
+    // a mixed network, as when an operator turns compression off on one gateway).
+    const compression = BigInt(options.seed) % 2n === 0n && index === 1 ? 'none' : 'deflate-raw'
+    const sync = startSyncOver(log, { logName: LOG_NAME, topicPrefix: TOPIC_PREFIX, announceIntervalMs: 1000, maxMessageBytes: 4096, compression, logger: process.env['INTERLOG_SIM_LOG'] === '1' ? (level, message) => process.stderr.write(`r${index} ${level}: ${message}\n`) : () => undefined },
       { connection, clock })
     return { index, dir, disk, durability, log, sync, connection, id: log.replicaId }
   }
