@@ -632,7 +632,9 @@ export class Replicator extends EventEmitter<SyncEvents> implements Subscriber {
     let batch: { record: WireRecord, source: LogRecord | null }[] = []
     let events = 0
     let sealed = false
-    let bytes = MESSAGE_FRAMING_BYTES
+    // Each message starts with room for its framing and for its last link becoming a seal when signed.
+    const EMPTY_MESSAGE_BYTES = MESSAGE_FRAMING_BYTES + SEAL_BYTES
+    let bytes = EMPTY_MESSAGE_BYTES
     let sentFrom = from
     /** Compressed bytes per uncompressed byte of this stream's last compressed message (1 until one is). */
     let ratio = 1
@@ -694,13 +696,13 @@ export class Replicator extends EventEmitter<SyncEvents> implements Subscriber {
       if (batch.length === 0) return
       const entries = batch
       batch = []
-      bytes = MESSAGE_FRAMING_BYTES
+      bytes = EMPTY_MESSAGE_BYTES
       batchBodyBytes = 0
       events = 0
       await send(entries)
     }
     const add = async (record: WireRecord, source: LogRecord | null): Promise<void> => {
-      const size = record.body.length + RECORD_FRAMING_BYTES + (record.seal === undefined ? 0 : SEAL_BYTES + SEAL_FRAMING_BYTES)
+      const size = record.body.length + RECORD_FRAMING_BYTES + (record.seal === undefined ? 0 : record.seal.length + SEAL_FRAMING_BYTES)
       if (batch.length > 0 && (!fits(size, record.body.length) || events + record.count > MESSAGE_EVENTS_MAX || batch.length >= MESSAGE_RECORDS_MAX)) await flush()
       batch.push({ record, source })
       bytes += size
