@@ -1,12 +1,14 @@
 // Golden logs of both segment versions (test/fixtures/format, made by make.mjs there): this build
 // reads them as they were written, read-only and writable, and verify finds them whole. v2 holds
-// a HOLE record and a record with extension fill, as repairs write them (docs/format.md).
+// a HOLE record and a record with extension fill, as repairs write them (docs/format.md). And a
+// v1 log with payload encryption as today's build writes it (make-encrypted.mjs): one envelope
+// per event, kept for the day encryption moves to one envelope per record.
 
 import t from 'tap'
 import fs from 'node:fs'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { openLog } from '../../index.js'
+import { openLog, type RemoteRecord } from '../../index.js'
 import { collect, tempDir } from '../helpers/temp.js'
 
 const FIXTURES = fileURLToPath(new URL('../fixtures/format', import.meta.url))
@@ -50,3 +52,37 @@ for (const version of ['v1', 'v2']) {
     }
   })
 }
+
+t.test('the v1 golden log with payload encryption (one envelope per event) reads back, syncs and keeps its secrets', async (t) => {
+  const source = path.join(FIXTURES, 'v1-encrypted')
+  const expected = JSON.parse(fs.readFileSync(path.join(source, 'expected.json'), 'utf8')) as Expected
+  const [id, hex] = fs.readFileSync(path.join(source, 'log.key'), 'utf8').trim().split(' ')
+  const encryption = { keys: [{ id: Number(id), key: new Uint8Array(Buffer.from(hex!, 'hex')) }] }
+  const dir = path.join(tempDir(t), 'v1-encrypted')
+  fs.cpSync(source, dir, { recursive: true })
+  for (const readOnly of [true, false]) {
+    const log = await openLog(dir, { ...OPTIONS, readOnly, encryption })
+    const events = (await collect(log.read())).map((e) => ({ localPos: e.localPos, origin: e.origin, pos: e.pos, time: e.time, text: Buffer.from(e.payload).toString('latin1') }))
+    t.same(events, expected.events, `${readOnly ? 'read-only' : 'writable'}: every event decrypts, at its positions`)
+    t.ok((await log.verify()).ok, 'verify finds it whole')
+    await log.close()
+  }
+  const without = await openLog(dir, { ...OPTIONS, readOnly: true })
+  const stored = await collect(without.read())
+  t.ok(stored.length === expected.events.length && stored.every((e) => e.payload[0] === 0xe1 && !Buffer.from(e.payload).toString('latin1').includes('secret')), 'without the key: envelopes, no plaintext')
+  await without.close()
+  // Its records still go to a new replica as they are (sync v2's path) and decrypt there.
+  const log = await openLog(dir, { ...OPTIONS, encryption })
+  const peer = await openLog(tempDir(t), { ...OPTIONS, encryption, trust: 'open' })
+  t.teardown(async () => { await log.close(); await peer.close() })
+  for (const origin of Object.keys(log.versionVector())) {
+    const records = (await collect(log.recordsSince({}))).filter((record) => record.origin === origin)
+    const last = records[records.length - 1]!
+    const sealed: RemoteRecord[] = records.map((record) => ({ origin, pos: record.pos, count: record.count, body: record.body, seal: record.seal }))
+    sealed[sealed.length - 1]!.seal = await log.signSeal(last as { origin: string, seal: Uint8Array })
+    const result = await peer.mergeRecords(sealed, { remote: true })
+    t.equal(result.added, log.versionVector()[origin], `origin ${origin.slice(0, 8)}: every event merged`)
+  }
+  const copied = (await collect(peer.read())).map((e) => Buffer.from(e.payload).toString('latin1')).sort()
+  t.same(copied, expected.events.map((e) => e.text).sort(), 'the new replica reads the same plaintext')
+})
