@@ -7,7 +7,7 @@
 
 import zlib from 'node:zlib'
 import { decode, encode } from 'cbor-x'
-import { LINK_BYTES, SEAL_BYTES, type VersionVector } from '../core/index.js'
+import { EVENT_HEADER_BYTES, LINK_BYTES, SEAL_BYTES, checkFraming, type VersionVector } from '../core/index.js'
 
 export const PROTOCOL_VERSION = 2
 /** Most origins accepted in one version vector. */
@@ -18,8 +18,6 @@ export const MESSAGE_EVENTS_MAX = 20_000
 export const MESSAGE_RECORDS_MAX = 4096
 /** Bytes of CBOR framing counted per record entry when sizing a message (array, pos, count, body length, seal length). */
 export const RECORD_FRAMING_BYTES = 32
-/** Bytes of an event's header in a record body (u32 payload length, u64 time). */
-const BODY_EVENT_HEADER_BYTES = 12
 /** The compression of events messages this build speaks (`c` in status and vector messages, `z` in events). */
 export const COMPRESSION_DEFLATE_RAW = 'deflate-raw'
 /** Most bytes the records of one compressed events message may inflate to. */
@@ -288,7 +286,7 @@ function records(value: unknown, packed: boolean): WireRecord[] {
     if (events > MESSAGE_EVENTS_MAX) throw new ProtocolError(`the records hold more than ${MESSAGE_EVENTS_MAX} events`)
     const record: WireRecord = { pos: pos as number, count: count as number, body: EMPTY }
     if (packed) {
-      if (!Number.isSafeInteger(body) || (body as number) < BODY_EVENT_HEADER_BYTES * (count as number)) throw new ProtocolError('record body length is not an integer that holds its events')
+      if (!Number.isSafeInteger(body) || (body as number) < EVENT_HEADER_BYTES * (count as number)) throw new ProtocolError('record body length is not an integer that holds its events')
       inflated += body as number
       if (inflated > INFLATED_BYTES_MAX) throw new ProtocolError(`the records inflate to more than ${INFLATED_BYTES_MAX} bytes`)
       record.bodyBytes = body as number
@@ -359,17 +357,9 @@ function codecs(value: unknown): string[] {
   return value as string[]
 }
 
-/** Why `body` does not hold exactly `count` framed events (undefined: it does). */
+/** Why `body` does not hold exactly `count` framed events (undefined: it does); sizes are merge's to judge. */
 function tiling(body: Uint8Array, count: number): string | undefined {
-  const view = new DataView(body.buffer, body.byteOffset, body.byteLength)
-  let at = 0
-  for (let i = 0; i < count; i++) {
-    if (at + BODY_EVENT_HEADER_BYTES > body.length) return `event ${i} of ${count} runs past the body`
-    if (view.getUint32(at + 8, true) > 0x1f_ffff) return `event ${i} has a time beyond 2^53`
-    at += BODY_EVENT_HEADER_BYTES + view.getUint32(at, true)
-    if (at > body.length) return `event ${i} of ${count} runs past the body`
-  }
-  return at === body.length ? undefined : `the body holds more than ${count} events`
+  return checkFraming(body, new DataView(body.buffer, body.byteOffset, body.byteLength), count, Infinity, Infinity, 0)
 }
 
 /**
@@ -381,14 +371,14 @@ export function recordsOfEvents(events: readonly { pos: number, time: number, pa
   let run: typeof events[number][] = []
   const close = (): void => {
     if (run.length === 0) return
-    const body = Buffer.alloc(run.reduce((sum, event) => sum + BODY_EVENT_HEADER_BYTES + event.payload.length, 0))
+    const body = Buffer.alloc(run.reduce((sum, event) => sum + EVENT_HEADER_BYTES + event.payload.length, 0))
     let at = 0
     for (const event of run) {
       body.writeUInt32LE(event.payload.length, at)
       body.writeUInt32LE(event.time >>> 0, at + 4)
       body.writeUInt32LE(Math.floor(event.time / 0x1_0000_0000), at + 8)
-      body.set(event.payload, at + BODY_EVENT_HEADER_BYTES)
-      at += BODY_EVENT_HEADER_BYTES + event.payload.length
+      body.set(event.payload, at + EVENT_HEADER_BYTES)
+      at += EVENT_HEADER_BYTES + event.payload.length
     }
     const last = run[run.length - 1]!
     out.push({ pos: run[0]!.pos, count: run.length, body, ...(last.seal === undefined ? {} : { seal: last.seal }) })

@@ -20,7 +20,7 @@ import { EventEmitter } from 'node:events'
 import type { IPublishPacket } from 'mqtt'
 import type { Subscriber, SyncClient, SyncConnection } from './connection.js'
 import type { Clock, TimerHandle } from './clock.js'
-import { SEAL_BYTES, type Log, type LogRecord, type MergeResult, type Quarantine, type VersionVector } from '../core/index.js'
+import { EVENT_HEADER_BYTES, SEAL_BYTES, type Log, type LogRecord, type MergeResult, type Quarantine, type VersionVector } from '../core/index.js'
 import {
   COMPRESSION_DEFLATE_RAW, HOLES_ANNOUNCED_MAX, INFLATED_BYTES_MAX, MESSAGE_EVENTS_MAX, MESSAGE_FRAMING_BYTES, MESSAGE_RECORDS_MAX, RECORD_FRAMING_BYTES, ProtocolError, decodeMessage, encodeMessage, type Hole,
   type Message, type WireRecord, packRecords, unpackRecords,
@@ -98,8 +98,6 @@ const OFFERED_RANGES_MAX = 64
 const SEAL_FRAMING_BYTES = 4
 /** Bytes kept free below maxMessageBytes in every message. */
 const MESSAGE_MARGIN_BYTES = 64
-/** Bytes of an event's header in a record body (u32 payload length, u64 time). */
-const BODY_EVENT_HEADER_BYTES = 12
 /** A message goes compressed only when that takes it below this share of its size (ciphertext does not compress, and costs the most to try). */
 const COMPRESSED_SHARE_MAX = 0.75
 /** Messages sent uncompressed after one that did not compress, before compression is tried again. */
@@ -109,7 +107,7 @@ const PLAIN_AFTER_INCOMPRESSIBLE = 64
 function clip(record: LogRecord, count: number): WireRecord {
   const view = new DataView(record.body.buffer, record.body.byteOffset, record.body.byteLength)
   let at = 0
-  for (let i = 0; i < count; i++) at += BODY_EVENT_HEADER_BYTES + view.getUint32(at, true)
+  for (let i = 0; i < count; i++) at += EVENT_HEADER_BYTES + view.getUint32(at, true)
   return { pos: record.pos, count, body: record.body.subarray(0, at) }
 }
 
@@ -120,7 +118,7 @@ function* pieces(record: WireRecord, room: number): Generator<WireRecord> {
   let at = 0
   let first = 0
   for (let i = 0; i < record.count; i++) {
-    const size = BODY_EVENT_HEADER_BYTES + view.getUint32(at, true)
+    const size = EVENT_HEADER_BYTES + view.getUint32(at, true)
     if (at > start && at - start + size > room) {
       yield { pos: record.pos + first, count: i - first, body: record.body.subarray(start, at) }
       start = at
@@ -751,7 +749,7 @@ export class Replicator extends EventEmitter<SyncEvents> implements Subscriber {
   private async sendFragments(origin: string, record: WireRecord, source: LogRecord | null, sealed: boolean, budget: number, publish: (payload: Buffer, events: number) => Promise<void>): Promise<void> {
     const view = new DataView(record.body.buffer, record.body.byteOffset, record.body.byteLength)
     const time = view.getUint32(4, true) + view.getUint32(8, true) * 0x1_0000_0000
-    const payload = record.body.subarray(BODY_EVENT_HEADER_BYTES)
+    const payload = record.body.subarray(EVENT_HEADER_BYTES)
     // Room for the link or seal the last piece carries.
     const piece = budget - MESSAGE_FRAMING_BYTES - SEAL_BYTES - SEAL_FRAMING_BYTES
     for (let offset = 0; offset < payload.length && !this.closed; offset += piece) {
