@@ -42,6 +42,11 @@ export interface RunVerdict {
   rejectedAt: number
   reason: string
   equivocation: Equivocation | null
+  /**
+   * With encryption: the plaintext of events of batches with a batch envelope (opened to check
+   * them), by index in the run, for the sync validators; absent for the others.
+   */
+  plain: (Uint8Array | undefined)[]
 }
 
 /** Whether events of this origin must come in sealed batches. */
@@ -59,7 +64,7 @@ export function undecryptable(event: RemoteEvent, cipher: PayloadCipher | null):
 
 /** Checks a run of linked and sealed batches; `state.chain` must be loaded. */
 export function checkSealedRun(state: OriginState, run: readonly RemoteEvent[], policy: TrustPolicy, cipher: PayloadCipher | null): RunVerdict {
-  const verdict: RunVerdict = { batches: [], accepted: 0, pendingEnd: 0, rejectedAt: run.length, reason: '', equivocation: null }
+  const verdict: RunVerdict = { batches: [], accepted: 0, pendingEnd: 0, rejectedAt: run.length, reason: '', equivocation: null, plain: [] }
   let head = state.count === 0 ? ZERO_CHAIN : state.chain
   let provisional: AcceptedBatch[] = []
   /** Set when the run's first batch links to another history than the one held. */
@@ -91,13 +96,22 @@ export function checkSealedRun(state: OriginState, run: readonly RemoteEvent[], 
       return reject(i, 'seal does not cover its batch')
     }
     if (fields.first !== run[i]!.pos || fields.count !== j - i + 1) return reject(i, 'seal does not cover its batch (events missing or added)')
-    const hash = chainHashOf(state.originBytes, fields.first, fields.prev, run.slice(i, j + 1))
+    const hash = chainHashOf(state.originBytes, fields.first, fields.prev, run.slice(i, j + 1), fields.envelope)
     if (!equalBytes(hash, fields.hash)) return reject(i, 'events do not match their seal (altered)')
     if (head === null || !equalBytes(fields.prev, head)) {
       if (i > 0 || head === null || !state.signed || state.count === 0) return reject(i, 'the batch does not link to the chain held')
       fork = { held: head, conflicting: fields.prev }
     }
-    if (cipher !== null) {
+    if (cipher !== null && fields.envelope !== null) {
+      const plain = cipher.decryptBatch(state.origin, fields.envelope, run.slice(i, j + 1).map((event) => event.payload))
+      if (typeof plain === 'string') return reject(i, `events ${run[i]!.pos} to ${run[j]!.pos}: ${plain}`)
+      let at = 0
+      for (let k = i; k <= j; k++) {
+        const length = run[k]!.payload.length
+        verdict.plain[k] = plain.subarray(at, at + length)
+        at += length
+      }
+    } else if (cipher !== null) {
       for (let k = i; k <= j; k++) {
         const reason = undecryptable(run[k]!, cipher)
         if (reason !== undefined) return reject(i, `event ${run[k]!.pos}: ${reason}`)

@@ -26,8 +26,21 @@ export interface BatchSource {
    * batch queued while the log moved to a new origin is encrypted again for it (core/log.ts).
    */
   own?: { origin: string, plain: readonly Uint8Array[] | null }
+  /**
+   * An own encrypted batch of a log with identity: for each linked record, by the index of its
+   * first event, its batch envelope and its payloads' ciphertexts concatenated (core/crypt.ts
+   * encryptBatch). `payloads` stay the plaintext (the same lengths); composing copies the
+   * ciphertext, so no object is made per event.
+   */
+  sealed?: Map<number, SealedRecord>
   /** Events already framed as a record body frames them (records received by sync v2): stored by copying byte ranges; `payloads` is then empty. */
   framed?: FramedEvents
+}
+
+/** The ciphertext of one own linked record's payloads, and the batch envelope that opens it. */
+export interface SealedRecord {
+  envelope: Uint8Array
+  bytes: Buffer
 }
 
 /**
@@ -207,6 +220,15 @@ export interface RecordFields {
   seal: Uint8Array | null
   /** Bytes of the extension of this record (the seal's size on the last record of a sealed batch, else 0). */
   extensionBytes: number
+  /**
+   * An own encrypted batch's envelope (BATCH_ENVELOPE_BYTES), written before the link by the sealer
+   * or for the worker; hashed as the batch's last bytes. Null for none (and for merged batches,
+   * whose `seal` holds it).
+   */
+  envelope: Uint8Array | null
+  /** Ciphertext to copy in place of `payloads` (an own encrypted record), from byte `sealedAt` on; null for none. */
+  sealed: Buffer | null
+  sealedAt: number
 }
 
 /** Composes events [from, to) of `source` as one record at the cache's composed end; returns its padded size. */
@@ -227,25 +249,37 @@ export function composeRecord(cache: HeadCache, checksum: Checksum, source: Batc
     memory.set(framed.bytes.subarray(a, b), cursor)
     cursor += b - a
   }
+  const sealed = fields.sealed
+  let sealedAt = fields.sealedAt
   for (let i = framed === undefined ? from : to; i < to; i++) {
     const payload = payloads[i] as Uint8Array
     const time = times === null ? source.time : (times[i] as number)
     view.setUint32(cursor + EVENT_OFFSET_LENGTH, payload.length, true)
     view.setUint32(cursor + EVENT_OFFSET_TIME, time >>> 0, true)
     view.setUint32(cursor + EVENT_OFFSET_TIME + 4, Math.floor(time / 0x1_0000_0000), true)
-    memory.set(payload, cursor + EVENT_HEADER_BYTES)
+    if (sealed === null) {
+      memory.set(payload, cursor + EVENT_HEADER_BYTES)
+    } else {
+      // A plain Uint8Array view: cheaper than Buffer#copy or a Buffer subarray (24 against 44 and 49 ns here).
+      memory.set(new Uint8Array(sealed.buffer, sealed.byteOffset + sealedAt, payload.length), cursor + EVENT_HEADER_BYTES)
+      sealedAt += payload.length
+    }
     cursor += EVENT_HEADER_BYTES + payload.length
     if (deferred !== null && cursor - reported >= SEAL_PROGRESS_BYTES) {
       deferred.pipeline.progress(cursor)
       reported = cursor
     }
   }
+  if (fields.envelope !== null) {
+    memory.set(fields.envelope, cursor)
+    cursor += fields.envelope.length
+  }
   if (fields.sealer !== null) fields.sealer.update(memory, start + RECORD_HEADER_BYTES, cursor)
   if (fields.extensionBytes > 0) {
     if (fields.sealer !== null) fields.sealer.finish(memory, view, cursor)
     else if (fields.deferredLink !== null) writeLinkFields(memory, view, cursor, fields.deferredLink)
     else memory.set(fields.seal!, cursor)
-    cursor += fields.extensionBytes
+    cursor += fields.extensionBytes - (fields.envelope === null ? 0 : fields.envelope.length)
   }
   const length = cursor - start
   const padded = recordBytesPadded(length)

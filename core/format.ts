@@ -15,7 +15,13 @@ export const FORMAT_VERSION = 1
  * records and extension fill, which a version-1 reader would take for damage. Readers take both.
  */
 export const SEGMENT_VERSION_REPAIRED = 2
-export const SEGMENT_VERSIONS_READ: readonly number[] = [FORMAT_VERSION, SEGMENT_VERSION_REPAIRED]
+/**
+ * Segments this build writes into say version 3: they may also hold links and seals that carry a
+ * batch envelope (one AEAD per batch, below), which a reader of versions 1 and 2 would not see.
+ * Version 3 allows everything version 2 does. A writable open marks the last segment version 3.
+ */
+export const SEGMENT_VERSION_BATCH_ENVELOPES = 3
+export const SEGMENT_VERSIONS_READ: readonly number[] = [FORMAT_VERSION, SEGMENT_VERSION_REPAIRED, SEGMENT_VERSION_BATCH_ENVELOPES]
 
 /** Unit of every write: offsets and lengths of writes are multiples of this. */
 export const PAGE_BYTES = 4096
@@ -116,6 +122,29 @@ export const ENVELOPE_AUTH_TAG_BYTES = 16
 export const ENVELOPE_HEADER_BYTES = 17
 export const ENVELOPE_OVERHEAD_BYTES = ENVELOPE_HEADER_BYTES + ENVELOPE_AUTH_TAG_BYTES
 
+// Batch envelope (segment version 3, docs/format.md and docs/security.md): one AEAD over the
+// payloads of a linked batch, concatenated in order; each payload keeps its length (ciphertext in
+// place). The 40 bytes go right before the batch's link or seal, in the same extension area and
+// wherever the link or seal travels (sync, eventsSince raw), and the chain hash covers them as if
+// they were the batch's last body bytes: relays without the key still check every stored byte.
+export const BATCH_ENVELOPE_TAG = 0xe2
+export const BATCH_ENVELOPE_VERSION = 1
+export const BATCH_ENVELOPE_BYTES = 40
+export const BATCH_ENVELOPE_OFFSET_TAG = 0 //      u8, BATCH_ENVELOPE_TAG
+export const BATCH_ENVELOPE_OFFSET_VERSION = 1 //  u8, BATCH_ENVELOPE_VERSION
+export const BATCH_ENVELOPE_OFFSET_RESERVED = 2 // u16, 0
+export const BATCH_ENVELOPE_OFFSET_KEY_ID = 4 //   u32, which log key
+export const BATCH_ENVELOPE_OFFSET_NONCE = 8 //    12 bytes: u32 epoch, u64 counter (the per-event envelope's nonce space)
+export const BATCH_ENVELOPE_OFFSET_AUTH_TAG = 20 // 16 bytes, Poly1305 tag
+export const BATCH_ENVELOPE_OFFSET_ZERO = 36 //    4 bytes, 0
+/** Authenticated, not encrypted: tag, version, reserved and key id. */
+export const BATCH_ENVELOPE_AAD_BYTES = 8
+/** A link or a seal with its batch envelope before it. */
+export const SEALED_LINK_BYTES = BATCH_ENVELOPE_BYTES + LINK_BYTES
+export const SEALED_SEAL_BYTES = BATCH_ENVELOPE_BYTES + SEAL_BYTES
+/** The largest extension a batch's last record carries (a seal with its envelope). */
+export const SEAL_BYTES_MAX = SEALED_SEAL_BYTES
+
 // The replica file.
 export const REPLICA_MAGIC = 'ILOGREPL'
 export const REPLICA_FILE_BYTES = 48
@@ -171,6 +200,10 @@ assert(SEAL_OFFSET_KEY === LINK_BYTES && LINK_BYTES % RECORD_ALIGN_BYTES === 0, 
 assert(SEAL_BYTES <= EXTENSION_BYTES_LIMIT && SEAL_BYTES % RECORD_ALIGN_BYTES === 0, 'a seal fits the extension area')
 assert(CHAIN_DOMAIN.length === 8 && CHAIN_PREFIX_BYTES === 68, 'chain prefix layout')
 assert(ENVELOPE_OFFSET_NONCE + ENVELOPE_NONCE_BYTES === ENVELOPE_HEADER_BYTES, 'envelope header fields')
+assert(BATCH_ENVELOPE_OFFSET_NONCE + ENVELOPE_NONCE_BYTES === BATCH_ENVELOPE_OFFSET_AUTH_TAG &&
+  BATCH_ENVELOPE_OFFSET_AUTH_TAG + ENVELOPE_AUTH_TAG_BYTES === BATCH_ENVELOPE_OFFSET_ZERO && BATCH_ENVELOPE_OFFSET_ZERO + 4 === BATCH_ENVELOPE_BYTES &&
+  BATCH_ENVELOPE_BYTES % RECORD_ALIGN_BYTES === 0 && SEALED_SEAL_BYTES <= EXTENSION_BYTES_LIMIT, 'batch envelope fields')
+assert(![SEAL_KIND, LINK_KIND].includes(BATCH_ENVELOPE_TAG), 'an extension\'s first byte tells an envelope from a link or seal')
 assert(HOLE_BYTES_MAX % RECORD_ALIGN_BYTES === 0 && HOLE_BYTES_MAX <= 0xffff_ffff, 'a HOLE length fits its u32 and keeps records aligned')
 
 export function alignUp(value: number, unit: number): number {

@@ -17,25 +17,25 @@
 import type { Checksum } from './checksum.js'
 import type { Fence } from './damage.js'
 import {
-  EVENT_HEADER_BYTES, EVENT_OFFSET_LENGTH, EVENT_OFFSET_TIME, EXTENSION_BYTES_LIMIT, HOLE_BYTES_MAX, LINK_BYTES, LINK_KIND, RECORD_BYTES_LIMIT,
+  EVENT_HEADER_BYTES, EVENT_OFFSET_LENGTH, EVENT_OFFSET_TIME, EXTENSION_BYTES_LIMIT, HOLE_BYTES_MAX, LINK_BYTES, RECORD_BYTES_LIMIT,
   RECORD_FLAG_CONTINUES, RECORD_HEADER_BYTES, RECORD_KIND_EVENTS, RECORD_KIND_HOLE, RECORD_OFFSET_CHECKSUM, RECORD_OFFSET_COUNT,
   RECORD_OFFSET_DURABLE, RECORD_OFFSET_EXTENSION, RECORD_OFFSET_FLAGS, RECORD_OFFSET_KIND, RECORD_OFFSET_LENGTH,
-  RECORD_OFFSET_LOCAL_POS, RECORD_OFFSET_ORIGIN, RECORD_OFFSET_ORIGIN_POS, SEAL_BYTES, SEAL_OFFSET_KIND,
-  SEGMENT_HEADER_BYTES, SEGMENT_VERSION_REPAIRED, recordBytesPadded, writeU64,
+  RECORD_OFFSET_LOCAL_POS, RECORD_OFFSET_ORIGIN, RECORD_OFFSET_ORIGIN_POS, SEAL_BYTES, SEAL_BYTES_MAX,
+  SEGMENT_VERSION_REPAIRED, recordBytesPadded, writeU64,
 } from './format.js'
 import type { OriginState } from './indexes.js'
 import type { RemoteEvent } from './merge-buffer.js'
 import { RecordWalk, type StoredLog } from './record-walk.js'
-import { ZERO_CHAIN, chainHashOf, equalBytes, keyMatchesOrigin, parseSeal, signatureValid } from './seal.js'
-import { encodeSegmentHeader, type Segment } from './segments.js'
-import { closeSynced, type Storage } from './storage.js'
+import { ZERO_CHAIN, chainHashOf, equalBytes, keyMatchesOrigin, linkOfSeal, parseSeal, sealBase, signatureValid } from './seal.js'
+import { raiseSegmentVersion, type Segment } from './segments.js'
+import { closeSynced } from './storage.js'
 import type { TrustPolicy } from './trust.js'
 import { writeAllSync } from './write-all.js'
 
 /** Payload bytes of events held for repairs, at most (beyond it offers are dropped: sync sends them again). */
 export const HEAL_BUFFER_BYTES_MAX = 64 << 20
 /** Zero fill one record's extension area takes at most (the rest of its u16 after a seal). */
-const FILL_BYTES_MAX = EXTENSION_BYTES_LIMIT - SEAL_BYTES - 7
+const FILL_BYTES_MAX = EXTENSION_BYTES_LIMIT - SEAL_BYTES_MAX - 7
 /** A repaired record splits only beyond this many bytes (the format's bound on a record, less room for its extension). */
 const REPAIR_RECORD_BYTES_MAX = RECORD_BYTES_LIMIT - EXTENSION_BYTES_LIMIT
 
@@ -228,7 +228,7 @@ export class Healer {
       if (typeof fields === 'string') return `${run.origin} position ${event.pos}: ${fields}`
       if (fields.first !== run.events[coverageFrom]!.pos || fields.count !== i - coverageFrom + 1) return `${run.origin} position ${event.pos}: its link does not cover its batch`
       if (!equalBytes(fields.prev, head)) return `${run.origin} position ${fields.first}: it does not link to the chain held before the damaged range`
-      const hash = chainHashOf(run.state.originBytes, fields.first, fields.prev, run.events.slice(coverageFrom, i + 1))
+      const hash = chainHashOf(run.state.originBytes, fields.first, fields.prev, run.events.slice(coverageFrom, i + 1), fields.envelope)
       if (!equalBytes(hash, fields.hash)) return `${run.origin} position ${fields.first}: the events do not hash to their link (altered)`
       sealed = fields.signed && keyMatchesOrigin(fields, run.state.originBytes) && signatureValid(fields, hash) &&
         (this.host.trust.mode !== 'keys' || this.host.trust.keys.has(Buffer.from(fields.publicKey!).toString('hex')))
@@ -300,13 +300,7 @@ export class Healer {
   private write(segment: Segment, fileOffset: number, bytes: Buffer, usesRepairs: boolean): void {
     const fd = this.host.storage.openSync(segment.path, 'write')
     try {
-      if (usesRepairs && (segment.version ?? 1) < SEGMENT_VERSION_REPAIRED) {
-        const header = readHeader(this.host.storage, fd)
-        const page = encodeSegmentHeader({ ...header, version: SEGMENT_VERSION_REPAIRED }, this.host.checksum)
-        writeAllSync(this.host.storage, fd, page, 0, page.length, 0)
-        this.host.storage.fdatasyncSync(fd)
-        segment.version = SEGMENT_VERSION_REPAIRED
-      }
+      if (usesRepairs) raiseSegmentVersion(this.host.storage, segment, SEGMENT_VERSION_REPAIRED, this.host.checksum)
       writeAllSync(this.host.storage, fd, bytes, 0, bytes.length, fileOffset)
       this.host.storage.fdatasyncSync(fd)
     } finally {
@@ -315,13 +309,6 @@ export class Healer {
   }
 }
 
-function readHeader(storage: Storage, fd: number): { index: number, start: number, size: number, firstLocalPos: number, replica: Uint8Array, createdMs: number } {
-  const page = Buffer.alloc(SEGMENT_HEADER_BYTES)
-  storage.readSync(fd, page, 0, page.length, 0)
-  const view = new DataView(page.buffer, page.byteOffset, page.byteLength)
-  const u64 = (at: number): number => view.getUint32(at, true) + view.getUint32(at + 4, true) * 0x1_0000_0000
-  return { index: u64(16), start: u64(24), size: u64(32), firstLocalPos: u64(40), replica: new Uint8Array(page.subarray(48, 64)), createdMs: u64(64) }
-}
 
 /** One record to compose: events [from, to) of a run, with an extension (link or seal, and fill) on the last record of a batch. */
 interface Planned { run: Run, from: number, to: number, continues: boolean, seal: Uint8Array | null, fill: number }
@@ -367,9 +354,8 @@ export function composeRegion(runs: readonly Run[], fence: Fence, regionEnd: num
   // Seals as links, where the region is too small for them (the chain needs the link, not the signature).
   for (const record of plan) {
     if (used + (elsewhere > 0 ? RECORD_HEADER_BYTES : 0) <= size) break
-    if (record.seal === null || record.seal.length !== SEAL_BYTES) continue
-    const link = new Uint8Array(record.seal.subarray(0, LINK_BYTES)) // a copy: the seal may be the sender's buffer
-    link[SEAL_OFFSET_KIND] = LINK_KIND
+    if (record.seal === null || record.seal.length - sealBase(record.seal) !== SEAL_BYTES) continue
+    const link = linkOfSeal(record.seal)
     used -= SEAL_BYTES - LINK_BYTES
     record.seal = link
   }

@@ -17,7 +17,7 @@ import { assert } from './assert.js'
 import { loadChecksum, type Checksum } from './checksum.js'
 import { writeCheckpoint, type CheckpointBody } from './checkpoint.js'
 import type { Equivocation } from './authenticate.js'
-import { bodyBytes, composeRecord, sourceBatchBytes, sourceCount, sourceRecordBytes, sourceRecordEnd, splitsTail, type BatchSource, type DeferredLink } from './composer.js'
+import { bodyBytes, composeRecord, recordEnd, sourceBatchBytes, sourceCount, sourceRecordBytes, sourceRecordEnd, splitsTail, type BatchSource, type DeferredLink, type SealedRecord } from './composer.js'
 import { nextNonceEpoch, PayloadCipher } from './crypt.js'
 import { createIdentity, loadIdentity, type Identity } from './identity.js'
 import { BatchSealer, ZERO_CHAIN, equalBytes, extensionSeal, parseSeal, signLink } from './seal.js'
@@ -27,7 +27,7 @@ import { allocateArena } from './direct-io.js'
 import { LogError, isLogError, isNoSpace } from './errors.js'
 import { Flusher, type CommitPoint } from './flusher.js'
 import {
-  ENVELOPE_TAG, FILE_NAME_REPLICA, LINK_BYTES, PAGE_BYTES, RECORD_HEADER_BYTES, RECORD_OFFSET_LENGTH, SEGMENT_HEADER_BYTES,
+  BATCH_ENVELOPE_BYTES, FILE_NAME_REPLICA, RECORD_FLAG_CONTINUES, SEGMENT_VERSION_BATCH_ENVELOPES, LINK_BYTES, PAGE_BYTES, RECORD_HEADER_BYTES, RECORD_OFFSET_LENGTH, SEGMENT_HEADER_BYTES,
   alignDown, alignUp, isReplicaIdHex,
 } from './format.js'
 import { HeadCache } from './head-cache.js'
@@ -38,10 +38,11 @@ import type { RemoteEvent } from './merge-buffer.js'
 import { Merger, checkRemoteEvents, type MergeOptions, type MergeResult, type Quarantine } from './merge.js'
 import { deriveLayout, resolveOptions, type Layout, type OpenOptions } from './options.js'
 import { checkRemoteRecords, type RemoteRecord } from './merge-records.js'
-import { eventsOfRecord, recordOf, scanRecords, type LogEvent, type LogRecord, type ReadSource } from './reader.js'
+import { BatchOpener } from './batch-open.js'
+import { eventsOfRecord, recordOf, scanRecords, type LogEvent, type LogRecord, type ReadSource, type RecordCursor } from './reader.js'
 import { originStateFor, recover, type Truncation } from './recovery.js'
 import { loadOrCreateReplica } from './replica.js'
-import { createSegmentFile, decodeSegmentHeader, listSegmentFiles, type Segment, type SegmentTable } from './segments.js'
+import { createSegmentFile, decodeSegmentHeader, listSegmentFiles, raiseSegmentVersion, type Segment, type SegmentTable } from './segments.js'
 import { closeSynced, createDirectoryDurably, syncNamesLeftPending, type Storage } from './storage.js'
 import { verifyLog, type VerifyResult } from './verify.js'
 import type { DamagedRange, Fence, Fences } from './damage.js'
@@ -386,6 +387,8 @@ export class Log extends EventEmitter<LogEvents> {
    * range, so that the chain its next append must link to is unknown).
    */
   async settleOwnOrigin(): Promise<void> {
+    // What this build writes may need version 3 (batch envelopes): the segment it writes into says so first.
+    raiseSegmentVersion(this.storage, this.cache.segment, SEGMENT_VERSION_BATCH_ENVELOPES, this.checksum)
     if (this.ownDoubt !== null) {
       this.moveOrigin(this.ownDoubt)
     } else if (this.own.count > 0 && this.identity !== null) {
@@ -673,8 +676,24 @@ export class Log extends EventEmitter<LogEvents> {
     if (this.cipher === null || source.own === undefined) return
     const cipher = this.cipher
     const origin = this.replicaId
-    source.payloads = plain.map((payload) => cipher.encrypt(origin, payload))
     source.own = { origin, plain }
+    if (this.sealer === null) {
+      // No links to carry a batch envelope: one envelope per event (docs/format.md).
+      source.payloads = plain.map((payload) => cipher.encrypt(origin, payload))
+      return
+    }
+    // One AEAD per linked record, cut exactly as composing cuts them (ciphertexts keep the
+    // payloads' lengths, so `payloads` stay the plaintext): its envelope goes before the record's
+    // link (segment version 3).
+    const sealed = new Map<number, SealedRecord>()
+    for (let from = 0; from < plain.length;) {
+      const to = recordEnd(plain, from, this.layout.recordSplitBytes)
+      const envelope = Buffer.allocUnsafe(BATCH_ENVELOPE_BYTES)
+      sealed.set(from, { envelope, bytes: cipher.encryptBatch(origin, plain, from, to, envelope) })
+      from = to
+    }
+    source.payloads = plain
+    source.sealed = sealed
   }
 
   /** Runs the append validators over a batch (at `ahead` events past the own count); the first rejection rejects the whole batch. */
@@ -765,7 +784,8 @@ export class Log extends EventEmitter<LogEvents> {
 
   /** Bytes of the link every record of an own batch ends with (a log with identity), else 0. */
   private linkBytes(source: BatchSource, origin: OriginState): number {
-    return source.seal === null && origin === this.own && this.sealer !== null ? LINK_BYTES : 0
+    if (source.seal !== null || origin !== this.own || this.sealer === null) return 0
+    return source.sealed === undefined ? LINK_BYTES : BATCH_ENVELOPE_BYTES + LINK_BYTES
   }
 
   /**
@@ -848,13 +868,18 @@ export class Log extends EventEmitter<LogEvents> {
     // With 'fsync', a large record's events but the last go first in a record without a link,
     // checksummed now; the link of the last event's record covers them too (`splitsTail`).
     let tailFrom = from
+    // An own encrypted record: its ciphertext and envelope (link > 0 only for own records).
+    const sealed = link > 0 ? source.sealed?.get(from) ?? null : null
+    let sealedAt = 0
     if (pipeline !== null && splitsTail(body, to - from, this.tailSplitMinBody(source, origin))) {
       tailFrom = to - 1
       this.noteRecord(origin, range, from, firstOffset)
       composeRecord(this.cache, this.checksum, source, from, tailFrom, {
         localPos: range.localPos + from, durable: this.flusher.durableCount, origin: origin.originBytes,
         originPos: range.pos + from, continues: true, sealer: null, deferredLink: null, seal: null, extensionBytes: 0,
+        envelope: null, sealed: sealed?.bytes ?? null, sealedAt: 0,
       })
+      if (sealed !== null) sealedAt = sealed.bytes.length - (source.payloads[tailFrom] as Uint8Array).length
     }
     const offset = this.cache.composedEnd
     const start = this.cache.at(offset)
@@ -873,6 +898,7 @@ export class Log extends EventEmitter<LogEvents> {
       localPos: range.localPos + tailFrom, durable: this.flusher.durableCount, origin: origin.originBytes,
       originPos: range.pos + tailFrom, continues: !last,
       sealer, deferredLink: deferred, seal: source.seal, extensionBytes: link > 0 ? link : last ? this.lastExtensionBytes(source) : 0,
+      envelope: sealed?.envelope ?? null, sealed: sealed?.bytes ?? null, sealedAt,
     })
     if (sealer !== null) origin.noteOwnLink(sealer.lastHash)
     if (pipeline !== null) {
@@ -1077,14 +1103,46 @@ export class Log extends EventEmitter<LogEvents> {
     if (from >= to) return
     const out: LogEvent[] = []
     const onSkip = this.skipReporter(options.onDamage, from, to)
+    const opener = this.batchOpener()
+    const opened: LogEvent[] = []
     for await (const cursor of scanRecords(this.readSource, this.startOffsetFor(from), onSkip)) {
-      if (cursor.header.localPos >= to) return
-      if (cursor.header.localPos + cursor.header.count <= from) continue
+      const { header } = cursor
+      if (header.localPos >= to && !(opener?.holding ?? false)) break
+      if (header.localPos + header.count <= from) continue
       out.length = 0
-      eventsOfRecord(cursor, from, to, out)
-      for (const event of out) yield this.plain(event)
-      if (cursor.header.localPos + cursor.header.count >= to) return
+      if (opener === null) {
+        eventsOfRecord(cursor, from, to, out)
+        for (const event of out) yield event
+      } else {
+        // Encrypted: whole records, so that batches open whole (core/batch-open.ts).
+        eventsOfRecord(cursor, 0, Infinity, out)
+        opened.length = 0
+        await opener.take(out, continuesBatch(cursor), opened)
+        for (const event of opened) if (event.localPos >= from && event.localPos < to) yield event
+      }
+      if (header.localPos + header.count >= to && !(opener?.holding ?? false)) return
     }
+    if (opener === null) return
+    opened.length = 0
+    opener.release(opened)
+    for (const event of opened) if (event.localPos >= from && event.localPos < to) yield event
+  }
+
+  /** With encryption, what opens stored events for reads (null without). */
+  private batchOpener(): BatchOpener | null {
+    return this.cipher === null ? null : new BatchOpener(this.cipher, (from, to) => this.storedEvents(from, to))
+  }
+
+  /** Events at local positions [from, to) as stored (payloads encrypted in an encrypted log). */
+  private async storedEvents(from: number, to: number): Promise<LogEvent[]> {
+    const out: LogEvent[] = []
+    if (from >= to) return out
+    for await (const cursor of scanRecords(this.readSource, this.startOffsetFor(from))) {
+      if (cursor.header.localPos >= to) break
+      eventsOfRecord(cursor, from, to, out)
+      if (cursor.header.localPos + cursor.header.count >= to) break
+    }
+    return out
   }
 
   /**
@@ -1104,15 +1162,37 @@ export class Log extends EventEmitter<LogEvents> {
     let offset = this.startOffsetFor(next)
     let reported = -1
     const out: LogEvent[] = []
+    const opener = this.batchOpener()
+    const opened: LogEvent[] = []
     while (!aborted()) {
       for await (const cursor of scanRecords(this.readSource, offset, onSkip)) {
         offset = cursor.offset + cursor.header.padded
         if (cursor.header.localPos + cursor.header.count <= next) continue
         out.length = 0
-        eventsOfRecord(cursor, next, Infinity, out)
-        for (const event of out) {
+        let events = out
+        if (opener === null) {
+          eventsOfRecord(cursor, next, Infinity, out)
+        } else {
+          eventsOfRecord(cursor, 0, Infinity, out)
+          opened.length = 0
+          await opener.take(out, continuesBatch(cursor), opened)
+          events = opened
+        }
+        for (const event of events) {
           if (aborted()) return
-          yield this.plain(event)
+          if (event.localPos < next) continue
+          yield event
+          next = event.localPos + 1
+        }
+      }
+      if (opener !== null && opener.holding) {
+        // A batch cut short by damage: what was held opens one by one.
+        opened.length = 0
+        opener.release(opened)
+        for (const event of opened) {
+          if (aborted()) return
+          if (event.localPos < next) continue
+          yield event
           next = event.localPos + 1
         }
       }
@@ -1184,22 +1264,6 @@ export class Log extends EventEmitter<LogEvents> {
   }
 
   /**
-   * With encryption: the event with its payload decrypted. An event whose payload is not an
-   * envelope (stored before encryption was turned on) is returned as stored; one that fails
-   * authentication is CORRUPT.
-   */
-  private plain(event: LogEvent): LogEvent {
-    if (this.cipher === null || event.payload.length === 0 || event.payload[0] !== ENVELOPE_TAG) return event
-    const plain = this.cipher.decrypt(event.origin, event.payload)
-    if (typeof plain === 'string') {
-      throw new LogError('CORRUPT', `event ${event.origin}:${event.pos} (local position ${event.localPos}) cannot be decrypted: ${plain}`,
-        { localPos: event.localPos, origin: event.origin, pos: event.pos })
-    }
-    event.payload = plain
-    return event
-  }
-
-  /**
    * Events this log holds beyond version vector `vector`, in local order. With `raw`, payloads are
    * as stored (encrypted, for sync to forward); otherwise decrypted like read().
    */
@@ -1209,16 +1273,25 @@ export class Log extends EventEmitter<LogEvents> {
     if (want.size === 0) return
     const limit = this.visibility.count
     const out: LogEvent[] = []
+    const opener = raw ? null : this.batchOpener()
+    const opened: LogEvent[] = []
     for await (const cursor of scanRecords(this.readSource, start)) {
       if (cursor.header.localPos >= limit) return
       const wanted = want.get(cursor.origin)
       if (wanted === undefined || cursor.header.originPos + cursor.header.count <= wanted.next) continue
       out.length = 0
       eventsOfRecord(cursor, 0, limit, out)
-      for (const event of out) {
+      let events = out
+      if (opener !== null) {
+        // Records of one origin's batch come together (a batch is stored whole, in local order).
+        opened.length = 0
+        await opener.take(out, continuesBatch(cursor), opened)
+        events = opened
+      }
+      for (const event of events) {
         if (event.pos < wanted.next || event.pos >= wanted.end) continue
         wanted.next = event.pos + 1
-        yield raw ? event : this.plain(event)
+        yield event
       }
       if (wanted.next >= wanted.end) {
         want.delete(cursor.origin)
@@ -1398,6 +1471,11 @@ export class Log extends EventEmitter<LogEvents> {
       this.release()
     }
   }
+}
+
+/** Whether more records of this record's batch follow it. */
+function continuesBatch(cursor: RecordCursor): boolean {
+  return (cursor.header.flags & RECORD_FLAG_CONTINUES) !== 0
 }
 
 function checkPosition(value: number, name: string): void {

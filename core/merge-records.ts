@@ -5,7 +5,7 @@
 // unsigned events in an encrypted log, the own origin, links still waiting for their seal) goes
 // event by event through Merger's general path (core/merge.ts), which decides as it always did:
 // this file only plans what is certain to pass, and a plan that meets anything unusual is no plan.
-// One difference, for encrypted logs: a signed batch has one payload opened, not each (below).
+// One difference, for encrypted logs: one batch (or one payload) per merge is opened, not each (below).
 
 import { ZERO_CHAIN, equalBytes, keyMatchesOrigin, parseSeal, signatureValid, startChainHash } from './seal.js'
 import { needsSeals } from './authenticate.js'
@@ -139,14 +139,39 @@ export async function planRecords(host: RecordPlanHost, buffer: MergeBuffer, qua
 }
 
 /**
- * An encrypted log takes signed batches whose envelopes it can open: every envelope's header (its
- * shape and a key id this log holds) and the first payload of each batch opened in full. The chain
- * hash and the origin's signature cover every byte, so no byte was altered on the way; opening one
- * payload per batch shows the origin encrypts under a key this log holds. (The general path, taken
- * by unsigned events, opens each payload.)
+ * An encrypted log takes signed batches whose envelopes it can open. Batches with a batch envelope
+ * (one AEAD each): the first opened in full, the others' key ids checked. Batches of per-event
+ * envelopes: every envelope's header (its shape and a key id this log holds) and the first payload
+ * of each batch opened in full. The chain hash and the origin's signature cover every byte, so no
+ * byte was altered on the way; one opened batch or payload shows the origin encrypts under a key
+ * this log holds. (The general path opens each batch, or each payload.)
  */
 function envelopesOpen(cipher: PayloadCipher, records: readonly RemoteRecord[], plan: RecordPlan): boolean {
+  let opened = false
+  for (const batch of plan.batches) {
+    const fields = parseSeal(batch.seal!)
+    if (typeof fields === 'string') return false
+    if (fields.envelope === null) continue
+    const origin = plan.state.origin
+    if (opened) {
+      if (cipher.batchHeaderProblem(origin, fields.envelope) !== undefined) return false
+      continue
+    }
+    const { bytes, count } = batch.framed
+    const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength)
+    const payloads: Uint8Array[] = []
+    for (let i = 0, at = 0; i < count; i++) {
+      const length = view.getUint32(at + EVENT_OFFSET_LENGTH, true)
+      payloads.push(bytes.subarray(at + EVENT_HEADER_BYTES, at + EVENT_HEADER_BYTES + length))
+      at += EVENT_HEADER_BYTES + length
+    }
+    if (typeof cipher.decryptBatch(origin, fields.envelope, payloads) === 'string') return false
+    opened = true
+  }
+  // Batches of per-event envelopes (the log's records without links, or older logs).
+  const enveloped = new Set(plan.batches.filter((batch) => { const fields = parseSeal(batch.seal!); return typeof fields !== 'string' && fields.envelope !== null }).map((batch) => batch.pos))
   const batchStarts = new Set(plan.batches.map((batch) => batch.pos))
+  let inEnvelope = false
   for (let r = 0; r < plan.rest; r++) {
     const record = records[r]!
     const view = new DataView(record.body.buffer, record.body.byteOffset, record.body.byteLength)
@@ -156,6 +181,8 @@ function envelopesOpen(cipher: PayloadCipher, records: readonly RemoteRecord[], 
       const length = view.getUint32(at + EVENT_OFFSET_LENGTH, true)
       const start = at + EVENT_HEADER_BYTES
       at = start + length
+      if (batchStarts.has(record.pos + i)) inEnvelope = enveloped.has(record.pos + i)
+      if (inEnvelope) continue
       if (length < ENVELOPE_OVERHEAD_BYTES || record.body[start] !== ENVELOPE_TAG) return false
       const keyId = view.getUint32(start + ENVELOPE_OFFSET_KEY_ID, true)
       if (batchStarts.has(record.pos + i)) {
@@ -186,6 +213,7 @@ function planSealed(host: RecordPlanHost, state: OriginState, records: readonly 
     if (fields.first !== first || fields.count !== count || !equalBytes(fields.prev, head)) return null
     const hash = startChainHash(state.originBytes, first, count, head)
     for (let k = start; k <= i; k++) hash.update(records[k]!.body)
+    if (fields.envelope !== null) hash.update(fields.envelope)
     const digest = new Uint8Array(hash.digest())
     if (!equalBytes(digest, fields.hash)) return null
     provisional.push({ pos: first, framed: frame(host, records, start, i + 1, count), seal })

@@ -112,11 +112,11 @@ export class Merger {
   }
 
   /** Index in `run` of the first event a sync validator rejects, with the rejection; -1 when all pass. */
-  private validateSync(run: readonly RemoteEvent[]): { index: number, validator: string, reason: string } {
+  private validateSync(run: readonly RemoteEvent[], opened: readonly (Uint8Array | undefined)[]): { index: number, validator: string, reason: string } {
     const event = this.validatorEvent
     for (let i = 0; i < run.length; i++) {
       const remote = run[i] as RemoteEvent
-      const plain = this.host.cipher === null ? remote.payload : this.host.cipher.decrypt(remote.origin, remote.payload)
+      const plain = this.host.cipher === null ? remote.payload : opened[i] ?? this.host.cipher.decrypt(remote.origin, remote.payload)
       event.payload = typeof plain === 'string' ? remote.payload : plain
       event.origin = remote.origin
       event.pos = remote.pos
@@ -304,7 +304,7 @@ export class Merger {
     if (verdict.equivocation !== null) this.reportEquivocation(verdict.equivocation, result)
     else if (verdict.rejectedAt < run.length) this.refuse(result, run.length - verdict.rejectedAt, verdict.reason)
     for (let i = verdict.accepted; i < verdict.pendingEnd; i++) this.buffer.hold(run[i]!, true)
-    const passed = this.validateRun(state, run.slice(0, verdict.accepted), result)
+    const passed = this.validateRun(state, run.slice(0, verdict.accepted), result, verdict.plain)
     for (const batch of verdict.batches) {
       if (batch.to > passed) break
       if (!await this.storeBatch(state, run, batch.from, batch.to, batch.seal, result, held)) break
@@ -328,9 +328,9 @@ export class Merger {
   }
 
   /** Runs the sync validators; returns how many events of `run` pass (the rest quarantine the origin). */
-  private validateRun(state: OriginState, run: RemoteEvent[], result: MergeResult): number {
+  private validateRun(state: OriginState, run: RemoteEvent[], result: MergeResult, opened: readonly (Uint8Array | undefined)[] = []): number {
     if (run.length === 0 || this.host.syncValidators.length === 0) return run.length
-    const verdict = this.validateSync(run)
+    const verdict = this.validateSync(run, opened)
     if (verdict.index < 0) return run.length
     const rejected = run[verdict.index]!
     const entry: Quarantine = { origin: state.origin, pos: rejected.pos, validator: verdict.validator, reason: verdict.reason, sinceMs: this.host.now() }

@@ -8,7 +8,7 @@ import { checkTrustOption, type TrustOption } from './trust.js'
 import { nodeStorage, type Storage } from './storage.js'
 import { LogError } from './errors.js'
 import {
-  ENVELOPE_OVERHEAD_BYTES, EVENT_HEADER_BYTES, MAX_EVENT_BYTES_LIMIT, SEAL_BYTES, PAGE_BYTES, RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES, alignUp, recordBytesPadded,
+  ENVELOPE_OVERHEAD_BYTES, EVENT_HEADER_BYTES, MAX_EVENT_BYTES_LIMIT, SEAL_BYTES_MAX, PAGE_BYTES, RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES, alignUp, recordBytesPadded,
 } from './format.js'
 
 export type Durability = 'fsync' | 'interval' | 'none'
@@ -160,7 +160,7 @@ export function resolveOptions(given: unknown): OpenOptions {
 
 export function deriveLayout(options: OpenOptions): Layout {
   // One event of maxEventBytes, encrypted, with the seal of its batch.
-  const singleEventRecord = recordBytesPadded(RECORD_HEADER_BYTES + EVENT_HEADER_BYTES + options.maxEventBytes + ENVELOPE_OVERHEAD_BYTES + SEAL_BYTES)
+  const singleEventRecord = recordBytesPadded(RECORD_HEADER_BYTES + EVENT_HEADER_BYTES + options.maxEventBytes + ENVELOPE_OVERHEAD_BYTES + SEAL_BYTES_MAX)
   const segmentDataBytes = options.segmentBytes - SEGMENT_HEADER_BYTES
   const recordSplitBytes = Math.max(
     RECORD_HEADER_BYTES + EVENT_HEADER_BYTES,

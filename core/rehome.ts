@@ -20,7 +20,7 @@ import {
 } from './format.js'
 import type { OriginMoveIntent } from './own-origin.js'
 import { RecordHeader, recordOriginHex } from './records.js'
-import { ZERO_CHAIN, extensionSeal, parseSeal, startChainHash } from './seal.js'
+import { ZERO_CHAIN, extensionSeal, parseSeal, sealBase, startChainHash } from './seal.js'
 import { SegmentReader, decodeRecordAt } from './segment-reader.js'
 import type { Segment } from './segments.js'
 import { closeSynced, type Storage } from './storage.js'
@@ -87,7 +87,7 @@ export function rehome(input: RehomeInput): RehomeResult {
             unit.push({ offset, segment, bytes, bodyStart: header.bodyStart - header.at, bodyEnd: header.bodyEnd - header.at, rewritten })
             const continues = (header.flags & RECORD_FLAG_CONTINUES) !== 0
             if (header.extensionBytes > 0 || !continues) {
-              chain = finishUnit(unit, toBytes, chain, header.extensionBytes, input.checksum, (record) => {
+              chain = finishUnit(unit, toBytes, chain, header.extensionBytes, input.checksum, intent, input.cipher, (record) => {
                 writeAllSync(input.storage, writer(record.segment), record.bytes, 0, record.bytes.length, record.offset - record.segment.start)
               })
               unit = []
@@ -124,28 +124,59 @@ function rewriteRecord(bytes: Buffer, bodyStart: number, bodyEnd: number, to: Ui
   }
 }
 
+/** Opens a unit's payloads with its batch envelope under the old origin and seals them under the new one, in place (`envelope` too). */
+function resealUnit(unit: Unit[], envelope: Uint8Array, intent: OriginMoveIntent, cipher: PayloadCipher): void {
+  const payloads: Uint8Array[] = []
+  for (const record of unit) {
+    const view = new DataView(record.bytes.buffer, record.bytes.byteOffset, record.bytes.byteLength)
+    for (let at = record.bodyStart; at < record.bodyEnd;) {
+      const length = view.getUint32(at + EVENT_OFFSET_LENGTH, true)
+      payloads.push(record.bytes.subarray(at + EVENT_HEADER_BYTES, at + EVENT_HEADER_BYTES + length))
+      at += EVENT_HEADER_BYTES + length
+    }
+  }
+  const plain = cipher.decryptBatch(intent.from, envelope, payloads)
+  if (typeof plain === 'string') return // not ours to open (another key): moved as stored, like a per-event envelope
+  const views: Uint8Array[] = []
+  for (let i = 0, at = 0; i < payloads.length; i++) {
+    views.push(plain.subarray(at, at + payloads[i]!.length))
+    at += payloads[i]!.length
+  }
+  const sealed = cipher.encryptBatch(intent.to, views, 0, views.length, envelope)
+  for (let i = 0, at = 0; i < payloads.length; i++) {
+    payloads[i]!.set(sealed.subarray(at, at + payloads[i]!.length))
+    at += payloads[i]!.length
+  }
+}
+
 /**
  * Ends a unit (the records one link covers): its link, when it has one, gets the new origin's
  * first position, the chain's previous hash and the hash of the unit's events; every record
  * rewritten gets its checksum and is written. Returns the chain head after it.
  */
-function finishUnit(unit: Unit[], to: Uint8Array, prev: Uint8Array, extensionBytes: number, checksum: Checksum, write: (record: Unit) => void): Uint8Array {
+function finishUnit(unit: Unit[], to: Uint8Array, prev: Uint8Array, extensionBytes: number, checksum: Checksum, intent: OriginMoveIntent,
+  cipher: PayloadCipher | null, write: (record: Unit) => void): Uint8Array {
   const last = unit[unit.length - 1]!
   const seal = extensionBytes === 0 ? null : extensionSeal(last.bytes, last.bodyEnd, extensionBytes)
   let head = prev
   if (seal !== null) {
     const fields = parseSeal(seal)
     if (typeof fields === 'string') throw new LogError('CORRUPT', `moving own events: a link does not read back (${fields})`)
+    const rewritten = unit.some((record) => record.rewritten)
+    // A batch envelope: the unit's payloads opened under the old origin and sealed again under the new one (same lengths, a new nonce).
+    if (fields.envelope !== null && rewritten && cipher !== null) resealUnit(unit, fields.envelope, intent, cipher)
     const firstBytes = unit[0]!.bytes
     const first = readU64(new DataView(firstBytes.buffer, firstBytes.byteOffset, firstBytes.byteLength), RECORD_OFFSET_ORIGIN_POS)
     const hash = startChainHash(to, first, fields.count, prev)
     for (const record of unit) hash.update(record.bytes.subarray(record.bodyStart, record.bodyEnd))
+    if (fields.envelope !== null) hash.update(fields.envelope)
     head = new Uint8Array(hash.digest())
-    if (unit.some((record) => record.rewritten)) {
+    if (rewritten) {
       const view = new DataView(last.bytes.buffer, last.bytes.byteOffset, last.bytes.byteLength)
-      writeU64(view, last.bodyEnd + SEAL_OFFSET_FIRST, first)
-      last.bytes.set(prev, last.bodyEnd + SEAL_OFFSET_PREV)
-      last.bytes.set(head, last.bodyEnd + SEAL_OFFSET_HASH)
+      const at = last.bodyEnd + sealBase(seal)
+      writeU64(view, at + SEAL_OFFSET_FIRST, first)
+      last.bytes.set(prev, at + SEAL_OFFSET_PREV)
+      last.bytes.set(head, at + SEAL_OFFSET_HASH)
       last.rewritten = true
     }
   }

@@ -5,11 +5,15 @@
 // record: one hash pass per batch, no signature. The origin signs when it sends: the last link of
 // each sync message becomes a *seal* (link + public key + Ed25519 signature of the chain hash),
 // which vouches for every batch before it in the chain. Receivers store links and seals as they
-// come, so relays forward the origin's signatures unchanged (docs/security.md).
+// come, so relays forward the origin's signatures unchanged (docs/security.md). In an encrypted
+// log, a link or seal may start with the 40-byte batch envelope of its batch (segment version 3,
+// core/crypt.ts): the chain hash then covers the envelope after the events, so relays without the
+// key check it too.
 
 import crypto from 'node:crypto'
 import {
-  CHAIN_DOMAIN, CHAIN_HASH_BYTES, CHAIN_PREFIX_BYTES, EVENT_HEADER_BYTES, LINK_BYTES, LINK_KIND, PUBLIC_KEY_BYTES, REPLICA_ID_BYTES,
+  BATCH_ENVELOPE_BYTES, BATCH_ENVELOPE_OFFSET_RESERVED, BATCH_ENVELOPE_OFFSET_VERSION, BATCH_ENVELOPE_OFFSET_ZERO, BATCH_ENVELOPE_TAG,
+  BATCH_ENVELOPE_VERSION, CHAIN_DOMAIN, CHAIN_HASH_BYTES, CHAIN_PREFIX_BYTES, EVENT_HEADER_BYTES, LINK_BYTES, LINK_KIND, PUBLIC_KEY_BYTES, REPLICA_ID_BYTES,
   SEAL_BYTES, SEAL_KIND, SEAL_OFFSET_COUNT, SEAL_OFFSET_FIRST, SEAL_OFFSET_HASH, SEAL_OFFSET_KEY, SEAL_OFFSET_KIND,
   SEAL_OFFSET_PREV, SEAL_OFFSET_RESERVED, SEAL_OFFSET_SIGNATURE, SEAL_OFFSET_VERSION, SEAL_VERSION, SIGNATURE_BYTES,
   bytesToHex, readU64, writeU64,
@@ -21,6 +25,8 @@ export const ZERO_CHAIN = new Uint8Array(CHAIN_HASH_BYTES)
 /** A link's or seal's fields, as views into its bytes; key and signature are null for a link. */
 export interface SealFields {
   signed: boolean
+  /** The batch envelope before the link fields (an encrypted batch, segment version 3), else null. */
+  envelope: Uint8Array | null
   count: number
   first: number
   prev: Uint8Array
@@ -35,39 +41,65 @@ export interface SealFields {
  * only by repairs, in segments of version 2: docs/format.md). parseSeal checks the rest.
  */
 export function extensionSeal(bytes: Uint8Array, at: number, length: number): Uint8Array | null {
-  const size = length >= LINK_BYTES && bytes[at] === LINK_KIND ? LINK_BYTES : length >= SEAL_BYTES && bytes[at] === SEAL_KIND ? SEAL_BYTES : 0
-  if (size === 0) return null
+  const base = bytes[at] === BATCH_ENVELOPE_TAG ? BATCH_ENVELOPE_BYTES : 0
+  const kind = bytes[at + base]
+  const size = kind === LINK_KIND ? base + LINK_BYTES : kind === SEAL_KIND ? base + SEAL_BYTES : 0
+  if (size === 0 || size > length) return null
   for (let i = at + size; i < at + length; i++) if (bytes[i] !== 0) return null
   return bytes.subarray(at, at + size)
 }
 
 /** Parses a link or a seal; returns a reason instead when the bytes are neither. */
 export function parseSeal(bytes: Uint8Array): SealFields | string {
-  if (!(bytes instanceof Uint8Array) || (bytes.length !== LINK_BYTES && bytes.length !== SEAL_BYTES)) return `a link is ${LINK_BYTES} bytes and a seal ${SEAL_BYTES}`
-  const signed = bytes.length === SEAL_BYTES
+  if (!(bytes instanceof Uint8Array)) return `a link is ${LINK_BYTES} bytes and a seal ${SEAL_BYTES}`
+  const base = sealBase(bytes)
+  const size = bytes.length - base
+  if (size !== LINK_BYTES && size !== SEAL_BYTES) {
+    return `a link is ${LINK_BYTES} bytes and a seal ${SEAL_BYTES} (${BATCH_ENVELOPE_BYTES} more with a batch envelope)`
+  }
+  const signed = size === SEAL_BYTES
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength)
-  if (bytes[SEAL_OFFSET_KIND] !== (signed ? SEAL_KIND : LINK_KIND) || bytes[SEAL_OFFSET_VERSION] !== SEAL_VERSION) return 'unknown seal kind or version'
-  if (view.getUint16(SEAL_OFFSET_RESERVED, true) !== 0) return 'seal reserved field is not zero'
-  const count = view.getUint32(SEAL_OFFSET_COUNT, true)
-  const first = readU64(view, SEAL_OFFSET_FIRST)
+  if (base > 0) {
+    if (bytes[BATCH_ENVELOPE_OFFSET_VERSION] !== BATCH_ENVELOPE_VERSION) return 'unknown batch envelope version'
+    if (view.getUint16(BATCH_ENVELOPE_OFFSET_RESERVED, true) !== 0 || view.getUint32(BATCH_ENVELOPE_OFFSET_ZERO, true) !== 0) return 'batch envelope reserved bytes are not zero'
+  }
+  if (bytes[base + SEAL_OFFSET_KIND] !== (signed ? SEAL_KIND : LINK_KIND) || bytes[base + SEAL_OFFSET_VERSION] !== SEAL_VERSION) return 'unknown seal kind or version'
+  if (view.getUint16(base + SEAL_OFFSET_RESERVED, true) !== 0) return 'seal reserved field is not zero'
+  const count = view.getUint32(base + SEAL_OFFSET_COUNT, true)
+  const first = readU64(view, base + SEAL_OFFSET_FIRST)
   if (count === 0 || first < 0) return 'seal count or first position out of range'
   return {
     signed, count, first,
-    prev: bytes.subarray(SEAL_OFFSET_PREV, SEAL_OFFSET_PREV + CHAIN_HASH_BYTES),
-    hash: bytes.subarray(SEAL_OFFSET_HASH, SEAL_OFFSET_HASH + CHAIN_HASH_BYTES),
-    publicKey: signed ? bytes.subarray(SEAL_OFFSET_KEY, SEAL_OFFSET_KEY + PUBLIC_KEY_BYTES) : null,
-    signature: signed ? bytes.subarray(SEAL_OFFSET_SIGNATURE, SEAL_OFFSET_SIGNATURE + SIGNATURE_BYTES) : null,
+    envelope: base > 0 ? bytes.subarray(0, base) : null,
+    prev: bytes.subarray(base + SEAL_OFFSET_PREV, base + SEAL_OFFSET_PREV + CHAIN_HASH_BYTES),
+    hash: bytes.subarray(base + SEAL_OFFSET_HASH, base + SEAL_OFFSET_HASH + CHAIN_HASH_BYTES),
+    publicKey: signed ? bytes.subarray(base + SEAL_OFFSET_KEY, base + SEAL_OFFSET_KEY + PUBLIC_KEY_BYTES) : null,
+    signature: signed ? bytes.subarray(base + SEAL_OFFSET_SIGNATURE, base + SEAL_OFFSET_SIGNATURE + SIGNATURE_BYTES) : null,
   }
+}
+
+/** Where a link's or seal's own fields start in `bytes`: after its batch envelope, when it has one. */
+export function sealBase(bytes: Uint8Array): number {
+  return bytes.length > 0 && bytes[0] === BATCH_ENVELOPE_TAG ? BATCH_ENVELOPE_BYTES : 0
+}
+
+/** The link of a seal (the same envelope, if any, then the link fields): repairs store seals as links to fit. */
+export function linkOfSeal(seal: Uint8Array): Uint8Array {
+  const base = sealBase(seal)
+  const link = new Uint8Array(seal.subarray(0, base + LINK_BYTES)) // a copy: the seal may be the sender's buffer
+  link[base + SEAL_OFFSET_KIND] = LINK_KIND
+  return link
 }
 
 /** The seal of a link: the link's fields, `publicKey`, and the signature of its chain hash. */
 export function signLink(link: Uint8Array, privateKey: crypto.KeyObject, publicKey: Uint8Array): Uint8Array {
   // A Buffer: CBOR encoders write it as a plain byte string (a Uint8Array gets a typed-array tag).
-  const seal = Buffer.alloc(SEAL_BYTES)
-  seal.set(link.subarray(0, LINK_BYTES))
-  seal[SEAL_OFFSET_KIND] = SEAL_KIND
-  seal.set(publicKey, SEAL_OFFSET_KEY)
-  seal.set(crypto.sign(null, link.subarray(SEAL_OFFSET_HASH, SEAL_OFFSET_HASH + CHAIN_HASH_BYTES), privateKey), SEAL_OFFSET_SIGNATURE)
+  const base = sealBase(link)
+  const seal = Buffer.alloc(base + SEAL_BYTES)
+  seal.set(link.subarray(0, base + LINK_BYTES))
+  seal[base + SEAL_OFFSET_KIND] = SEAL_KIND
+  seal.set(publicKey, base + SEAL_OFFSET_KEY)
+  seal.set(crypto.sign(null, link.subarray(base + SEAL_OFFSET_HASH, base + SEAL_OFFSET_HASH + CHAIN_HASH_BYTES), privateKey), base + SEAL_OFFSET_SIGNATURE)
   return seal
 }
 
@@ -154,9 +186,12 @@ function writeLink(target: Uint8Array, at: number, count: number, first: number,
   target.set(hash, at + SEAL_OFFSET_HASH)
 }
 
-/** The chain hash of remote events (one whole batch, in order), as the origin computed it. */
+/**
+ * The chain hash of remote events (one whole batch, in order), as the origin computed it; with
+ * the batch envelope of its link or seal, when it has one (hashed after the events).
+ */
 export function chainHashOf(origin: Uint8Array, first: number, prev: Uint8Array,
-  events: readonly { time: number, payload: Uint8Array }[]): Uint8Array {
+  events: readonly { time: number, payload: Uint8Array }[], envelope: Uint8Array | null = null): Uint8Array {
   const hash = startChainHash(origin, first, events.length, prev)
   const header = Buffer.alloc(EVENT_HEADER_BYTES)
   for (const event of events) {
@@ -166,6 +201,7 @@ export function chainHashOf(origin: Uint8Array, first: number, prev: Uint8Array,
     hash.update(header)
     hash.update(event.payload)
   }
+  if (envelope !== null) hash.update(envelope)
   return new Uint8Array(hash.digest())
 }
 

@@ -12,7 +12,7 @@ import { assert } from './assert.js'
 import type { Checksum } from './checksum.js'
 import { LogError } from './errors.js'
 import {
-  FORMAT_VERSION, REPLICA_ID_BYTES, SEGMENT_VERSIONS_READ, SEGMENT_HEADER_BYTES, SEGMENT_HEADER_USED_BYTES, SEGMENT_MAGIC,
+  FORMAT_VERSION, REPLICA_ID_BYTES, SEGMENT_VERSION_BATCH_ENVELOPES, SEGMENT_VERSIONS_READ, SEGMENT_HEADER_BYTES, SEGMENT_HEADER_USED_BYTES, SEGMENT_MAGIC,
   SEGMENT_OFFSET_CHECKSUM, SEGMENT_OFFSET_CREATED_MS, SEGMENT_OFFSET_FIRST_LOCAL_POS, SEGMENT_OFFSET_FLAGS,
   SEGMENT_OFFSET_HEADER_BYTES, SEGMENT_OFFSET_INDEX, SEGMENT_OFFSET_MAGIC, SEGMENT_OFFSET_REPLICA,
   SEGMENT_OFFSET_SIZE, SEGMENT_OFFSET_START, SEGMENT_OFFSET_VERSION, parseSegmentFileName, readU64,
@@ -31,14 +31,14 @@ export interface Segment {
   readonly firstLocalPos: number
   /** Global offset just past the last record (all that is committed in the current segment). */
   dataEnd: number
-  /** The header's version: FORMAT_VERSION, or SEGMENT_VERSION_REPAIRED once a repair wrote a HOLE or fill into it (absent: FORMAT_VERSION). */
+  /** The header's version (docs/format.md): 1, 2 once a repair wrote a HOLE or fill into it, 3 (what this build creates, and its writable opens mark the last segment). */
   version?: number
   /** A stand-in for segment files that are missing (recovery fences its whole range; nothing reads it). */
   missing?: boolean
 }
 
 export interface SegmentHeader {
-  /** FORMAT_VERSION (default) or SEGMENT_VERSION_REPAIRED. */
+  /** 1, 2 or 3 (SEGMENT_VERSION_BATCH_ENVELOPES, the default). */
   version?: number
   index: number
   start: number
@@ -55,7 +55,7 @@ export function encodeSegmentHeader(header: SegmentHeader, checksum: Checksum): 
   const page = Buffer.alloc(SEGMENT_HEADER_BYTES)
   const view = new DataView(page.buffer, page.byteOffset, page.byteLength)
   page.write(SEGMENT_MAGIC, SEGMENT_OFFSET_MAGIC, 'latin1')
-  view.setUint16(SEGMENT_OFFSET_VERSION, header.version ?? FORMAT_VERSION, true)
+  view.setUint16(SEGMENT_OFFSET_VERSION, header.version ?? SEGMENT_VERSION_BATCH_ENVELOPES, true)
   view.setUint16(SEGMENT_OFFSET_HEADER_BYTES, SEGMENT_HEADER_BYTES, true)
   view.setUint32(SEGMENT_OFFSET_FLAGS, 0, true)
   writeU64(view, SEGMENT_OFFSET_INDEX, header.index)
@@ -129,7 +129,32 @@ export function createSegmentFile(storage: Storage, directory: string, header: S
   storage.fsyncDirectorySync(directory)
   return {
     index: header.index, name, path: filePath, start: header.start, size: header.size,
-    firstLocalPos: header.firstLocalPos, dataEnd: header.start + SEGMENT_HEADER_BYTES,
+    firstLocalPos: header.firstLocalPos, dataEnd: header.start + SEGMENT_HEADER_BYTES, version: header.version ?? SEGMENT_VERSION_BATCH_ENVELOPES,
+  }
+}
+
+/**
+ * Rewrites the header of `segment` to say `version` (its other fields as they are on disk) and
+ * syncs it, before bytes that need that version go in: a repair's HOLE or fill (version 2), or
+ * batch envelopes (version 3, each version allowing what the ones before it do).
+ */
+export function raiseSegmentVersion(storage: Storage, segment: Segment, version: number, checksum: Checksum): void {
+  if ((segment.version ?? FORMAT_VERSION) >= version) return
+  const fd = storage.openSync(segment.path, 'write')
+  try {
+    const page = Buffer.alloc(SEGMENT_HEADER_BYTES)
+    storage.readSync(fd, page, 0, page.length, 0)
+    const view = new DataView(page.buffer, page.byteOffset, page.byteLength)
+    const u64 = (at: number): number => view.getUint32(at, true) + view.getUint32(at + 4, true) * 0x1_0000_0000
+    const header: SegmentHeader = {
+      index: u64(16), start: u64(24), size: u64(32), firstLocalPos: u64(40), replica: new Uint8Array(page.subarray(48, 64)), createdMs: u64(64), version,
+    }
+    const encoded = encodeSegmentHeader(header, checksum)
+    writeAllSync(storage, fd, encoded, 0, encoded.length, 0)
+    storage.fdatasyncSync(fd)
+    segment.version = version
+  } finally {
+    closeSynced(storage, fd)
   }
 }
 

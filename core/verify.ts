@@ -204,6 +204,7 @@ function checkLink(reader: SegmentReader, batchStart: number, last: number, chec
     offset += header.padded
   }
   if (events !== fields.count) return `link counts ${fields.count} events, the batch has ${events}`
+  if (fields.envelope !== null) hash.update(fields.envelope)
   const digest = new Uint8Array(hash.digest())
   if (!equalBytes(digest, fields.hash)) return 'events do not hash to their link (altered)'
   if (fields.signed && (!keyMatchesOrigin(fields, originBytes) || !signatureValid(fields, digest))) return 'seal is not signed by the origin\'s key'

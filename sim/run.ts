@@ -426,7 +426,14 @@ export async function runSimulation(options: SimOptions): Promise<SimResult> {
         publicKey.copy(fake, 80)
         crypto.sign(null, fake.subarray(48, 80), rogueKey).copy(fake, 112)
       }
-      const link = prng.chance(0.8) ? [fake] : []
+      // Sometimes behind a made-up batch envelope (tag 0xE2, version 1, random key id, nonce and tag), as encrypted logs send them.
+      const envelope = Buffer.alloc(40)
+      envelope[0] = 0xe2
+      envelope[1] = 1
+      Buffer.from(prng.bytes(32)).copy(envelope, 4)
+      envelope.fill(0, 36)
+      const sent = prng.chance(0.3) ? Buffer.concat([envelope, fake]) : fake
+      const link = prng.chance(0.8) ? [sent] : []
       const payload = prng.chance(0.2) ? Buffer.from(prng.bytes(1 + prng.int(64)))
         : Buffer.from(encode({
           v: PROTOCOL_VERSION, k: 'e', s: rogueId, o: victim.id, ...(prng.chance(0.5) ? { sl: true } : {}),

@@ -7,7 +7,7 @@
 
 import zlib from 'node:zlib'
 import { decode, encode } from 'cbor-x'
-import { EVENT_HEADER_BYTES, LINK_BYTES, SEAL_BYTES, checkFraming, type VersionVector } from '../core/index.js'
+import { BATCH_ENVELOPE_BYTES, EVENT_HEADER_BYTES, LINK_BYTES, SEAL_BYTES, checkFraming, type VersionVector } from '../core/index.js'
 
 export const PROTOCOL_VERSION = 2
 /** Most origins accepted in one version vector. */
@@ -258,10 +258,11 @@ function flag(value: unknown, what: string): boolean {
 }
 
 function sealBytes(value: unknown, what: string): Uint8Array {
-  if (!(value instanceof Uint8Array) || (value.length !== SEAL_BYTES && value.length !== LINK_BYTES)) {
-    throw new ProtocolError(`${what} is not a link of ${LINK_BYTES} bytes or a seal of ${SEAL_BYTES}`)
+  const size = value instanceof Uint8Array ? value.length : -1
+  if (size !== SEAL_BYTES && size !== LINK_BYTES && size !== BATCH_ENVELOPE_BYTES + SEAL_BYTES && size !== BATCH_ENVELOPE_BYTES + LINK_BYTES) {
+    throw new ProtocolError(`${what} is not a link of ${LINK_BYTES} bytes or a seal of ${SEAL_BYTES} (${BATCH_ENVELOPE_BYTES} more with a batch envelope)`)
   }
-  return value
+  return value as Uint8Array
 }
 
 /** Bytes as a Buffer view: cbor-x writes a Buffer as a plain byte string, a bare Uint8Array with a typed-array tag. */

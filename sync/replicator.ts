@@ -20,7 +20,7 @@ import { EventEmitter } from 'node:events'
 import type { IPublishPacket } from 'mqtt'
 import type { Subscriber, SyncClient, SyncConnection } from './connection.js'
 import type { Clock, TimerHandle } from './clock.js'
-import { EVENT_HEADER_BYTES, SEAL_BYTES, type Log, type LogRecord, type MergeResult, type Quarantine, type VersionVector } from '../core/index.js'
+import { EVENT_HEADER_BYTES, SEAL_BYTES_MAX, type Log, type LogRecord, type MergeResult, type Quarantine, type VersionVector } from '../core/index.js'
 import {
   COMPRESSION_DEFLATE_RAW, HOLES_ANNOUNCED_MAX, INFLATED_BYTES_MAX, MESSAGE_EVENTS_MAX, MESSAGE_FRAMING_BYTES, MESSAGE_RECORDS_MAX, RECORD_FRAMING_BYTES, ProtocolError, decodeMessage, encodeMessage, type Hole,
   type Message, type WireRecord, packRecords, unpackRecords,
@@ -631,7 +631,7 @@ export class Replicator extends EventEmitter<SyncEvents> implements Subscriber {
     let events = 0
     let sealed = false
     // Each message starts with room for its framing and for its last link becoming a seal when signed.
-    const EMPTY_MESSAGE_BYTES = MESSAGE_FRAMING_BYTES + SEAL_BYTES
+    const EMPTY_MESSAGE_BYTES = MESSAGE_FRAMING_BYTES + SEAL_BYTES_MAX
     let bytes = EMPTY_MESSAGE_BYTES
     let sentFrom = from
     /** Compressed bytes per uncompressed byte of this stream's last compressed message (1 until one is). */
@@ -718,16 +718,16 @@ export class Replicator extends EventEmitter<SyncEvents> implements Subscriber {
         const keep = Math.min(stored.count, durable - stored.localPos, upTo - stored.pos)
         const whole = keep === stored.count
         const record: WireRecord = whole ? { pos: stored.pos, count: stored.count, body: stored.body, ...(stored.seal === undefined ? {} : { seal: stored.seal }) } : clip(stored, keep)
-        const size = record.body.length + RECORD_FRAMING_BYTES + SEAL_BYTES + SEAL_FRAMING_BYTES
+        const size = record.body.length + RECORD_FRAMING_BYTES + SEAL_BYTES_MAX + SEAL_FRAMING_BYTES
         if (size + MESSAGE_FRAMING_BYTES <= budget) {
           await add(record, whole ? stored : null)
           continue
         }
         // Larger than a message: in pieces of whole events (the link or seal on the last), and an
         // event too large for a message alone, in fragments.
-        for (const piece of pieces(record, budget - MESSAGE_FRAMING_BYTES - RECORD_FRAMING_BYTES - SEAL_BYTES - SEAL_FRAMING_BYTES)) {
+        for (const piece of pieces(record, budget - MESSAGE_FRAMING_BYTES - RECORD_FRAMING_BYTES - SEAL_BYTES_MAX - SEAL_FRAMING_BYTES)) {
           if (this.closed) break
-          if (piece.body.length + RECORD_FRAMING_BYTES + SEAL_BYTES + SEAL_FRAMING_BYTES + MESSAGE_FRAMING_BYTES <= budget) {
+          if (piece.body.length + RECORD_FRAMING_BYTES + SEAL_BYTES_MAX + SEAL_FRAMING_BYTES + MESSAGE_FRAMING_BYTES <= budget) {
             await add(piece, piece.seal !== undefined && whole ? stored : null)
             continue
           }
@@ -751,7 +751,7 @@ export class Replicator extends EventEmitter<SyncEvents> implements Subscriber {
     const time = view.getUint32(4, true) + view.getUint32(8, true) * 0x1_0000_0000
     const payload = record.body.subarray(EVENT_HEADER_BYTES)
     // Room for the link or seal the last piece carries.
-    const piece = budget - MESSAGE_FRAMING_BYTES - SEAL_BYTES - SEAL_FRAMING_BYTES
+    const piece = budget - MESSAGE_FRAMING_BYTES - SEAL_BYTES_MAX - SEAL_FRAMING_BYTES
     for (let offset = 0; offset < payload.length && !this.closed; offset += piece) {
       const last = offset + piece >= payload.length
       const seal = last && record.seal !== undefined ? await this.log.signSeal((source ?? { origin, seal: record.seal }) as { origin: string, seal: Uint8Array }) : null

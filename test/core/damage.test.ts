@@ -38,7 +38,7 @@ function flip(file: string, at: number): void {
   fs.writeFileSync(file, bytes)
 }
 
-t.test('a range whose events live elsewhere is repaired at once with a HOLE: verify lists it as repaired, and the segment says version 2', async (t) => {
+t.test('a range whose events live elsewhere is repaired at once with a HOLE: verify lists it as repaired, and the segment says a version that allows it', async (t) => {
   const dir = tempDir(t)
   const peer = await openLog(tempDir(t), SMALL)
   t.teardown(() => peer.close())
@@ -66,7 +66,7 @@ t.test('a range whose events live elsewhere is repaired at once with a HOLE: ver
   t.ok(report.ok, 'verify: no damage')
   t.equal(report.repaired.length, 1, 'one repaired range')
   t.equal(report.repaired[0]?.positions, 10, 'holding the ten local positions')
-  t.equal(fs.readFileSync(segment).readUInt16LE(8), 2, 'the segment header says version 2')
+  t.ok(fs.readFileSync(segment).readUInt16LE(8) >= 2, 'the segment header says a version that allows HOLE records (2; 3, which this build writes, allows them too)')
   await offer(peer, log, peer.replicaId, 0)
   t.equal(log.versionVector()[peer.replicaId], 10, 'the events come back at the end of the log')
   const texts = (await collect(log.read())).map((e) => text(e.payload))

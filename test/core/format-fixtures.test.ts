@@ -53,13 +53,15 @@ for (const version of ['v1', 'v2']) {
   })
 }
 
-t.test('the v1 golden log with payload encryption (one envelope per event) reads back, syncs and keeps its secrets', async (t) => {
-  const source = path.join(FIXTURES, 'v1-encrypted')
+for (const version of ['v1', 'v3']) t.test(`the ${version} golden log with payload encryption (${version === 'v1' ? 'one envelope per event' : 'one batch envelope per linked record'}) reads back, syncs and keeps its secrets`, async (t) => {
+  const source = path.join(FIXTURES, `${version}-encrypted`)
   const expected = JSON.parse(fs.readFileSync(path.join(source, 'expected.json'), 'utf8')) as Expected
   const [id, hex] = fs.readFileSync(path.join(source, 'log.key'), 'utf8').trim().split(' ')
   const encryption = { keys: [{ id: Number(id), key: new Uint8Array(Buffer.from(hex!, 'hex')) }] }
-  const dir = path.join(tempDir(t), 'v1-encrypted')
+  const dir = path.join(tempDir(t), `${version}-encrypted`)
   fs.cpSync(source, dir, { recursive: true })
+  const segment = path.join(dir, '000000000000.seg')
+  t.equal(fs.readFileSync(segment).readUInt16LE(8), version === 'v1' ? 1 : 3, 'the segment header says its version')
   for (const readOnly of [true, false]) {
     const log = await openLog(dir, { ...OPTIONS, readOnly, encryption })
     const events = (await collect(log.read())).map((e) => ({ localPos: e.localPos, origin: e.origin, pos: e.pos, time: e.time, text: Buffer.from(e.payload).toString('latin1') }))
@@ -69,7 +71,9 @@ t.test('the v1 golden log with payload encryption (one envelope per event) reads
   }
   const without = await openLog(dir, { ...OPTIONS, readOnly: true })
   const stored = await collect(without.read())
-  t.ok(stored.length === expected.events.length && stored.every((e) => e.payload[0] === 0xe1 && !Buffer.from(e.payload).toString('latin1').includes('secret')), 'without the key: envelopes, no plaintext')
+  t.ok(stored.length === expected.events.length && stored.every((e) => !Buffer.from(e.payload).toString('latin1').includes('secret')), 'without the key: no plaintext')
+  if (version === 'v1') t.ok(stored.every((e) => e.payload[0] === 0xe1), 'one envelope per event')
+  else t.ok(stored.filter((e) => e.seal !== undefined).every((e) => e.seal![0] === 0xe2), 'each link starts with its batch envelope')
   await without.close()
   // Its records still go to a new replica as they are (sync v2's path) and decrypt there.
   const log = await openLog(dir, { ...OPTIONS, encryption })

@@ -69,8 +69,12 @@ t.test('nonces never repeat: each open starts a new epoch, so events lost in a c
   }
   const log = await openLog(dir, { encryption: { keys: [KEY_1] } })
   t.teardown(() => log.close())
-  for (const event of await raw(log)) nonces.add(Buffer.from(event.payload.subarray(5, 17)).toString('hex'))
-  t.equal(nonces.size, events, `${events} events, ${nonces.size} distinct nonces`)
+  // One batch envelope per linked record (docs/format.md), its nonce at bytes 8 to 20: two records per open.
+  const envelopes = (await raw(log)).filter((event) => event.seal !== undefined).map((event) => Buffer.from(event.seal!))
+  t.equal(envelopes.length, events / 3 * 2, 'each record carries its batch envelope')
+  t.ok(envelopes.every((envelope) => envelope[0] === 0xe2))
+  for (const envelope of envelopes) nonces.add(envelope.subarray(8, 20).toString('hex'))
+  t.equal(nonces.size, envelopes.length, `${events} events in ${envelopes.length} records, ${nonces.size} distinct nonces`)
   t.equal(fs.readFileSync(path.join(dir, 'nonce-epoch'), 'latin1').trim(), '5', 'the epoch is persisted and raised per open')
 })
 
@@ -82,7 +86,7 @@ t.test('key rotation: new events use the newest key, old ones stay readable; a m
   log = await openLog(dir, { encryption: { keys: [KEY_1, KEY_2] } })
   await log.append(payload('under key 2'))
   const events = await raw(log)
-  t.same(events.map((e) => Buffer.from(e.payload).readUInt32LE(1)), [1, 2], 'key ids in the envelopes')
+  t.same(events.map((e) => Buffer.from(e.seal!).readUInt32LE(4)), [1, 2], 'key ids in the batch envelopes')
   t.same((await collect(log.read())).map((e) => text(e.payload)), ['under key 1', 'under key 2'])
   await log.close()
   log = await openLog(dir, { encryption: { keys: [KEY_2] } })
