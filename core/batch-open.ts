@@ -7,8 +7,8 @@
 
 import type { PayloadCipher } from './crypt.js'
 import { LogError } from './errors.js'
-import { ENVELOPE_TAG } from './format.js'
-import type { LogEvent } from './reader.js'
+import { ENVELOPE_TAG, RECORD_FLAG_CONTINUES } from './format.js'
+import { eventsOfRecord, type LogEvent, type RecordCursor } from './reader.js'
 import { parseSeal } from './seal.js'
 
 export class BatchOpener {
@@ -75,13 +75,26 @@ export class BatchOpener {
       }
       return
     }
-    if (continues && last.seal === undefined) {
-      for (const event of events) pending.push(event)
-      return
-    }
     for (const event of events) pending.push(event)
-    this.release(out)
+    // The batch ended without a batch envelope: one by one.
+    if (!continues || last.seal !== undefined) this.release(out)
   }
+
+  /**
+   * Takes the stored record at `cursor` (its events up to local position `to`) and returns those
+   * now in plaintext, in order, from any local position (the caller keeps what it wants). The
+   * array is reused by the next call.
+   */
+  async takeRecord(cursor: RecordCursor, to = Infinity): Promise<LogEvent[]> {
+    this.stored.length = 0
+    eventsOfRecord(cursor, 0, to, this.stored)
+    this.opened.length = 0
+    await this.take(this.stored, (cursor.header.flags & RECORD_FLAG_CONTINUES) !== 0, this.opened)
+    return this.opened
+  }
+
+  private readonly stored: LogEvent[] = []
+  private readonly opened: LogEvent[] = []
 
   /** The events held (their batch ended without a batch envelope, or the read ends): one by one. */
   release(out: LogEvent[]): void {

@@ -64,7 +64,7 @@ export class PayloadCipher {
   private readonly current: number
   private readonly subkeys = new Map<string, Buffer>()
   private counter = 0
-
+  /** Payloads of a batch gathered into one run for its AEAD (grown as needed, kept). */
   constructor(options: EncryptionOptions, private readonly epoch: number) {
     for (const entry of options.keys) this.keys.set(entry.id, entry.key)
     this.current = options.current ?? Math.max(...this.keys.keys())
@@ -89,10 +89,7 @@ export class PayloadCipher {
     const out = Buffer.allocUnsafe(payload.length + ENVELOPE_OVERHEAD_BYTES)
     out[ENVELOPE_OFFSET_TAG] = ENVELOPE_TAG
     out.writeUInt32LE(this.current, ENVELOPE_OFFSET_KEY_ID)
-    out.writeUInt32LE(this.epoch, ENVELOPE_OFFSET_NONCE)
-    out.writeUInt32LE(this.counter % 0x1_0000_0000, ENVELOPE_OFFSET_NONCE + 4)
-    out.writeUInt32LE(Math.floor(this.counter / 0x1_0000_0000), ENVELOPE_OFFSET_NONCE + 8)
-    this.counter++
+    this.nextNonce(out, ENVELOPE_OFFSET_NONCE)
     const nonce = out.subarray(ENVELOPE_OFFSET_NONCE, ENVELOPE_HEADER_BYTES)
     const cipher = crypto.createCipheriv(CIPHER, this.subkey(this.current, origin)!, nonce, { authTagLength: ENVELOPE_AUTH_TAG_BYTES }) as unknown as crypto.CipherGCM
     cipher.setAAD(out.subarray(0, ENVELOPE_OFFSET_NONCE))
@@ -101,6 +98,21 @@ export class PayloadCipher {
     cipher.final()
     cipher.getAuthTag().copy(out, ENVELOPE_HEADER_BYTES + payload.length)
     return out
+  }
+
+  /** Writes the next nonce (epoch u32, counter u64) at `at` in `target`: never the same twice under one key (top of this file). */
+  private nextNonce(target: Uint8Array, at: number): void {
+    const view = new DataView(target.buffer, target.byteOffset, target.byteLength)
+    view.setUint32(at, this.epoch, true)
+    view.setUint32(at + 4, this.counter % 0x1_0000_0000, true)
+    view.setUint32(at + 8, Math.floor(this.counter / 0x1_0000_0000), true)
+    this.counter++
+  }
+
+  /** The subkey a batch envelope of `origin` names, or why this log cannot open it. */
+  private batchSubkey(origin: string, envelope: Uint8Array): Buffer | string {
+    const keyId = new DataView(envelope.buffer, envelope.byteOffset, envelope.byteLength).getUint32(BATCH_ENVELOPE_OFFSET_KEY_ID, true)
+    return this.subkey(keyId, origin) ?? `batch is encrypted with key id ${keyId}, which this log does not have`
   }
 
   /** Gathers payloads into the scratch buffer (grown as needed, kept); returns their total length. */
@@ -129,12 +141,8 @@ export class PayloadCipher {
     envelope.fill(0, 0, BATCH_ENVELOPE_BYTES)
     envelope[0] = BATCH_ENVELOPE_TAG
     envelope[BATCH_ENVELOPE_OFFSET_VERSION] = BATCH_ENVELOPE_VERSION
-    const view = new DataView(envelope.buffer, envelope.byteOffset, BATCH_ENVELOPE_BYTES)
-    view.setUint32(BATCH_ENVELOPE_OFFSET_KEY_ID, this.current, true)
-    view.setUint32(BATCH_ENVELOPE_OFFSET_NONCE, this.epoch, true)
-    view.setUint32(BATCH_ENVELOPE_OFFSET_NONCE + 4, this.counter % 0x1_0000_0000, true)
-    view.setUint32(BATCH_ENVELOPE_OFFSET_NONCE + 8, Math.floor(this.counter / 0x1_0000_0000), true)
-    this.counter++
+    new DataView(envelope.buffer, envelope.byteOffset, BATCH_ENVELOPE_BYTES).setUint32(BATCH_ENVELOPE_OFFSET_KEY_ID, this.current, true)
+    this.nextNonce(envelope, BATCH_ENVELOPE_OFFSET_NONCE)
     const nonce = envelope.subarray(BATCH_ENVELOPE_OFFSET_NONCE, BATCH_ENVELOPE_OFFSET_NONCE + ENVELOPE_NONCE_BYTES)
     const cipher = crypto.createCipheriv(CIPHER, this.subkey(this.current, origin)!, nonce, { authTagLength: ENVELOPE_AUTH_TAG_BYTES }) as unknown as crypto.CipherGCM
     cipher.setAAD(envelope.subarray(0, BATCH_ENVELOPE_AAD_BYTES))
@@ -146,8 +154,8 @@ export class PayloadCipher {
 
   /** Why a batch envelope by `origin` cannot be opened, judged from its key id alone; undefined when it may. */
   batchHeaderProblem(origin: string, envelope: Uint8Array): string | undefined {
-    const keyId = new DataView(envelope.buffer, envelope.byteOffset, envelope.byteLength).getUint32(BATCH_ENVELOPE_OFFSET_KEY_ID, true)
-    return this.subkey(keyId, origin) === undefined ? `batch is encrypted with key id ${keyId}, which this log does not have` : undefined
+    const subkey = this.batchSubkey(origin, envelope)
+    return typeof subkey === 'string' ? subkey : undefined
   }
 
   /**
@@ -155,11 +163,10 @@ export class PayloadCipher {
    * concatenated, as one new buffer (each payload keeps its length); or a reason it cannot be opened.
    */
   decryptBatch(origin: string, envelope: Uint8Array, sealed: readonly Uint8Array[]): Buffer | string {
-    const problem = this.batchHeaderProblem(origin, envelope)
-    if (problem !== undefined) return problem
-    const keyId = new DataView(envelope.buffer, envelope.byteOffset, envelope.byteLength).getUint32(BATCH_ENVELOPE_OFFSET_KEY_ID, true)
+    const subkey = this.batchSubkey(origin, envelope)
+    if (typeof subkey === 'string') return subkey
     const total = this.gather(sealed, 0, sealed.length)
-    const decipher = crypto.createDecipheriv(CIPHER, this.subkey(keyId, origin)!, envelope.subarray(BATCH_ENVELOPE_OFFSET_NONCE, BATCH_ENVELOPE_OFFSET_NONCE + ENVELOPE_NONCE_BYTES),
+    const decipher = crypto.createDecipheriv(CIPHER, subkey, envelope.subarray(BATCH_ENVELOPE_OFFSET_NONCE, BATCH_ENVELOPE_OFFSET_NONCE + ENVELOPE_NONCE_BYTES),
       { authTagLength: ENVELOPE_AUTH_TAG_BYTES }) as unknown as crypto.DecipherGCM
     decipher.setAAD(envelope.subarray(0, BATCH_ENVELOPE_AAD_BYTES))
     decipher.setAuthTag(envelope.subarray(BATCH_ENVELOPE_OFFSET_AUTH_TAG, BATCH_ENVELOPE_OFFSET_AUTH_TAG + ENVELOPE_AUTH_TAG_BYTES))

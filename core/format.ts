@@ -139,11 +139,8 @@ export const BATCH_ENVELOPE_OFFSET_AUTH_TAG = 20 // 16 bytes, Poly1305 tag
 export const BATCH_ENVELOPE_OFFSET_ZERO = 36 //    4 bytes, 0
 /** Authenticated, not encrypted: tag, version, reserved and key id. */
 export const BATCH_ENVELOPE_AAD_BYTES = 8
-/** A link or a seal with its batch envelope before it. */
-export const SEALED_LINK_BYTES = BATCH_ENVELOPE_BYTES + LINK_BYTES
-export const SEALED_SEAL_BYTES = BATCH_ENVELOPE_BYTES + SEAL_BYTES
-/** The largest extension a batch's last record carries (a seal with its envelope). */
-export const SEAL_BYTES_MAX = SEALED_SEAL_BYTES
+/** The largest link or seal: a seal with its batch envelope before it (a link with one is BATCH_ENVELOPE_BYTES + LINK_BYTES). */
+export const SEAL_BYTES_MAX = BATCH_ENVELOPE_BYTES + SEAL_BYTES
 
 // The replica file.
 export const REPLICA_MAGIC = 'ILOGREPL'
@@ -202,7 +199,7 @@ assert(CHAIN_DOMAIN.length === 8 && CHAIN_PREFIX_BYTES === 68, 'chain prefix lay
 assert(ENVELOPE_OFFSET_NONCE + ENVELOPE_NONCE_BYTES === ENVELOPE_HEADER_BYTES, 'envelope header fields')
 assert(BATCH_ENVELOPE_OFFSET_NONCE + ENVELOPE_NONCE_BYTES === BATCH_ENVELOPE_OFFSET_AUTH_TAG &&
   BATCH_ENVELOPE_OFFSET_AUTH_TAG + ENVELOPE_AUTH_TAG_BYTES === BATCH_ENVELOPE_OFFSET_ZERO && BATCH_ENVELOPE_OFFSET_ZERO + 4 === BATCH_ENVELOPE_BYTES &&
-  BATCH_ENVELOPE_BYTES % RECORD_ALIGN_BYTES === 0 && SEALED_SEAL_BYTES <= EXTENSION_BYTES_LIMIT, 'batch envelope fields')
+  BATCH_ENVELOPE_BYTES % RECORD_ALIGN_BYTES === 0 && SEAL_BYTES_MAX <= EXTENSION_BYTES_LIMIT, 'batch envelope fields')
 assert(![SEAL_KIND, LINK_KIND].includes(BATCH_ENVELOPE_TAG), 'an extension\'s first byte tells an envelope from a link or seal')
 assert(HOLE_BYTES_MAX % RECORD_ALIGN_BYTES === 0 && HOLE_BYTES_MAX <= 0xffff_ffff, 'a HOLE length fits its u32 and keeps records aligned')
 

@@ -27,7 +27,7 @@ import { allocateArena } from './direct-io.js'
 import { LogError, isLogError, isNoSpace } from './errors.js'
 import { Flusher, type CommitPoint } from './flusher.js'
 import {
-  BATCH_ENVELOPE_BYTES, FILE_NAME_REPLICA, RECORD_FLAG_CONTINUES, SEGMENT_VERSION_BATCH_ENVELOPES, LINK_BYTES, PAGE_BYTES, RECORD_HEADER_BYTES, RECORD_OFFSET_LENGTH, SEGMENT_HEADER_BYTES,
+  BATCH_ENVELOPE_BYTES, FILE_NAME_REPLICA, SEGMENT_VERSION_BATCH_ENVELOPES, LINK_BYTES, PAGE_BYTES, RECORD_HEADER_BYTES, RECORD_OFFSET_LENGTH, SEGMENT_HEADER_BYTES,
   alignDown, alignUp, isReplicaIdHex,
 } from './format.js'
 import { HeadCache } from './head-cache.js'
@@ -39,7 +39,7 @@ import { Merger, checkRemoteEvents, type MergeOptions, type MergeResult, type Qu
 import { deriveLayout, resolveOptions, type Layout, type OpenOptions } from './options.js'
 import { checkRemoteRecords, type RemoteRecord } from './merge-records.js'
 import { BatchOpener } from './batch-open.js'
-import { eventsOfRecord, recordOf, scanRecords, type LogEvent, type LogRecord, type ReadSource, type RecordCursor } from './reader.js'
+import { eventsOfRecord, recordOf, scanRecords, type LogEvent, type LogRecord, type ReadSource } from './reader.js'
 import { originStateFor, recover, type Truncation } from './recovery.js'
 import { loadOrCreateReplica } from './replica.js'
 import { createSegmentFile, decodeSegmentHeader, listSegmentFiles, raiseSegmentVersion, type Segment, type SegmentTable } from './segments.js'
@@ -1103,29 +1103,21 @@ export class Log extends EventEmitter<LogEvents> {
     if (from >= to) return
     const out: LogEvent[] = []
     const onSkip = this.skipReporter(options.onDamage, from, to)
+    // Encrypted: whole records, so that batches open whole (core/batch-open.ts).
     const opener = this.batchOpener()
-    const opened: LogEvent[] = []
     for await (const cursor of scanRecords(this.readSource, this.startOffsetFor(from), onSkip)) {
       const { header } = cursor
       if (header.localPos >= to && !(opener?.holding ?? false)) break
       if (header.localPos + header.count <= from) continue
       out.length = 0
-      if (opener === null) {
-        eventsOfRecord(cursor, from, to, out)
-        for (const event of out) yield event
-      } else {
-        // Encrypted: whole records, so that batches open whole (core/batch-open.ts).
-        eventsOfRecord(cursor, 0, Infinity, out)
-        opened.length = 0
-        await opener.take(out, continuesBatch(cursor), opened)
-        for (const event of opened) if (event.localPos >= from && event.localPos < to) yield event
-      }
+      if (opener === null) eventsOfRecord(cursor, from, to, out)
+      const events = opener === null ? out : await opener.takeRecord(cursor)
+      for (const event of events) if (event.localPos >= from && event.localPos < to) yield event
       if (header.localPos + header.count >= to && !(opener?.holding ?? false)) return
     }
     if (opener === null) return
-    opened.length = 0
-    opener.release(opened)
-    for (const event of opened) if (event.localPos >= from && event.localPos < to) yield event
+    opener.release(out)
+    for (const event of out) if (event.localPos >= from && event.localPos < to) yield event
   }
 
   /** With encryption, what opens stored events for reads (null without). */
@@ -1163,21 +1155,13 @@ export class Log extends EventEmitter<LogEvents> {
     let reported = -1
     const out: LogEvent[] = []
     const opener = this.batchOpener()
-    const opened: LogEvent[] = []
     while (!aborted()) {
       for await (const cursor of scanRecords(this.readSource, offset, onSkip)) {
         offset = cursor.offset + cursor.header.padded
         if (cursor.header.localPos + cursor.header.count <= next) continue
         out.length = 0
-        let events = out
-        if (opener === null) {
-          eventsOfRecord(cursor, next, Infinity, out)
-        } else {
-          eventsOfRecord(cursor, 0, Infinity, out)
-          opened.length = 0
-          await opener.take(out, continuesBatch(cursor), opened)
-          events = opened
-        }
+        if (opener === null) eventsOfRecord(cursor, next, Infinity, out)
+        const events = opener === null ? out : await opener.takeRecord(cursor)
         for (const event of events) {
           if (aborted()) return
           if (event.localPos < next) continue
@@ -1187,9 +1171,9 @@ export class Log extends EventEmitter<LogEvents> {
       }
       if (opener !== null && opener.holding) {
         // A batch cut short by damage: what was held opens one by one.
-        opened.length = 0
-        opener.release(opened)
-        for (const event of opened) {
+        out.length = 0
+        opener.release(out)
+        for (const event of out) {
           if (aborted()) return
           if (event.localPos < next) continue
           yield event
@@ -1273,21 +1257,15 @@ export class Log extends EventEmitter<LogEvents> {
     if (want.size === 0) return
     const limit = this.visibility.count
     const out: LogEvent[] = []
+    // Records of one origin's batch come together (a batch is stored whole, in local order).
     const opener = raw ? null : this.batchOpener()
-    const opened: LogEvent[] = []
     for await (const cursor of scanRecords(this.readSource, start)) {
       if (cursor.header.localPos >= limit) return
       const wanted = want.get(cursor.origin)
       if (wanted === undefined || cursor.header.originPos + cursor.header.count <= wanted.next) continue
       out.length = 0
-      eventsOfRecord(cursor, 0, limit, out)
-      let events = out
-      if (opener !== null) {
-        // Records of one origin's batch come together (a batch is stored whole, in local order).
-        opened.length = 0
-        await opener.take(out, continuesBatch(cursor), opened)
-        events = opened
-      }
+      if (opener === null) eventsOfRecord(cursor, 0, limit, out)
+      const events = opener === null ? out : await opener.takeRecord(cursor, limit)
       for (const event of events) {
         if (event.pos < wanted.next || event.pos >= wanted.end) continue
         wanted.next = event.pos + 1
@@ -1471,11 +1449,6 @@ export class Log extends EventEmitter<LogEvents> {
       this.release()
     }
   }
-}
-
-/** Whether more records of this record's batch follow it. */
-function continuesBatch(cursor: RecordCursor): boolean {
-  return (cursor.header.flags & RECORD_FLAG_CONTINUES) !== 0
 }
 
 function checkPosition(value: number, name: string): void {

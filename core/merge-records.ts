@@ -133,7 +133,7 @@ export async function planRecords(host: RecordPlanHost, buffer: MergeBuffer, qua
     return planUnsigned(host, state, records)
   }
   const plan = planSealed(host, state, records)
-  if (plan === null || (host.cipher !== null && !envelopesOpen(host.cipher, records, plan))) return null
+  if (plan === null || (host.cipher !== null && !envelopesOpen(host.cipher, plan))) return null
   // Validators see only what authenticated, as on the general path (which quarantines on a rejection).
   return validatorsPass(host, validatorEvent, records, plan.rest) ? plan : null
 }
@@ -146,48 +146,40 @@ export async function planRecords(host: RecordPlanHost, buffer: MergeBuffer, qua
  * byte was altered on the way; one opened batch or payload shows the origin encrypts under a key
  * this log holds. (The general path opens each batch, or each payload.)
  */
-function envelopesOpen(cipher: PayloadCipher, records: readonly RemoteRecord[], plan: RecordPlan): boolean {
+function envelopesOpen(cipher: PayloadCipher, plan: RecordPlan): boolean {
+  const origin = plan.state.origin
   let opened = false
   for (const batch of plan.batches) {
     const fields = parseSeal(batch.seal!)
     if (typeof fields === 'string') return false
-    if (fields.envelope === null) continue
-    const origin = plan.state.origin
-    if (opened) {
-      if (cipher.batchHeaderProblem(origin, fields.envelope) !== undefined) return false
-      continue
-    }
     const { bytes, count } = batch.framed
     const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength)
-    const payloads: Uint8Array[] = []
-    for (let i = 0, at = 0; i < count; i++) {
-      const length = view.getUint32(at + EVENT_OFFSET_LENGTH, true)
-      payloads.push(bytes.subarray(at + EVENT_HEADER_BYTES, at + EVENT_HEADER_BYTES + length))
-      at += EVENT_HEADER_BYTES + length
+    if (fields.envelope !== null) {
+      if (opened) {
+        if (cipher.batchHeaderProblem(origin, fields.envelope) !== undefined) return false
+        continue
+      }
+      const payloads: Uint8Array[] = []
+      for (let i = 0, at = 0; i < count; i++) {
+        const length = view.getUint32(at + EVENT_OFFSET_LENGTH, true)
+        payloads.push(bytes.subarray(at + EVENT_HEADER_BYTES, at + EVENT_HEADER_BYTES + length))
+        at += EVENT_HEADER_BYTES + length
+      }
+      if (typeof cipher.decryptBatch(origin, fields.envelope, payloads) === 'string') return false
+      opened = true
+      continue
     }
-    if (typeof cipher.decryptBatch(origin, fields.envelope, payloads) === 'string') return false
-    opened = true
-  }
-  // Batches of per-event envelopes (the log's records without links, or older logs).
-  const enveloped = new Set(plan.batches.filter((batch) => { const fields = parseSeal(batch.seal!); return typeof fields !== 'string' && fields.envelope !== null }).map((batch) => batch.pos))
-  const batchStarts = new Set(plan.batches.map((batch) => batch.pos))
-  let inEnvelope = false
-  for (let r = 0; r < plan.rest; r++) {
-    const record = records[r]!
-    const view = new DataView(record.body.buffer, record.body.byteOffset, record.body.byteLength)
-    let at = 0
+    // Per-event envelopes (an origin without batch envelopes, or an older log): the first opened, the others' headers checked.
     let keyChecked = -1
-    for (let i = 0; i < record.count; i++) {
+    for (let i = 0, at = 0; i < count; i++) {
       const length = view.getUint32(at + EVENT_OFFSET_LENGTH, true)
       const start = at + EVENT_HEADER_BYTES
       at = start + length
-      if (batchStarts.has(record.pos + i)) inEnvelope = enveloped.has(record.pos + i)
-      if (inEnvelope) continue
-      if (length < ENVELOPE_OVERHEAD_BYTES || record.body[start] !== ENVELOPE_TAG) return false
+      if (length < ENVELOPE_OVERHEAD_BYTES || bytes[start] !== ENVELOPE_TAG) return false
       const keyId = view.getUint32(start + ENVELOPE_OFFSET_KEY_ID, true)
-      if (batchStarts.has(record.pos + i)) {
-        if (typeof cipher.decrypt(record.origin, record.body.subarray(start, at)) === 'string') return false
-      } else if (keyId !== keyChecked && cipher.headerProblem(record.origin, record.body.subarray(start, at)) !== undefined) {
+      if (i === 0) {
+        if (typeof cipher.decrypt(origin, bytes.subarray(start, at)) === 'string') return false
+      } else if (keyId !== keyChecked && cipher.headerProblem(origin, bytes.subarray(start, at)) !== undefined) {
         return false
       }
       keyChecked = keyId
