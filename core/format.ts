@@ -21,7 +21,13 @@ export const SEGMENT_VERSION_REPAIRED = 2
  * Version 3 allows everything version 2 does. A writable open marks the last segment version 3.
  */
 export const SEGMENT_VERSION_BATCH_ENVELOPES = 3
-export const SEGMENT_VERSIONS_READ: readonly number[] = [FORMAT_VERSION, SEGMENT_VERSION_REPAIRED, SEGMENT_VERSION_BATCH_ENVELOPES]
+/**
+ * A segment written by a log with stored compression (`storedCompression`) says version 4: it may
+ * hold records whose body is deflated (RECORD_FLAG_DEFLATED), which a reader of versions 1 to 3
+ * would take for damage. Version 4 allows everything version 3 does.
+ */
+export const SEGMENT_VERSION_DEFLATED = 4
+export const SEGMENT_VERSIONS_READ: readonly number[] = [FORMAT_VERSION, SEGMENT_VERSION_REPAIRED, SEGMENT_VERSION_BATCH_ENVELOPES, SEGMENT_VERSION_DEFLATED]
 
 /** Unit of every write: offsets and lengths of writes are multiples of this. */
 export const PAGE_BYTES = 4096
@@ -54,7 +60,7 @@ export const RECORD_OFFSET_KIND = 12 //        u8
 export const RECORD_OFFSET_FLAGS = 13 //       u8
 export const RECORD_OFFSET_EXTENSION = 14 //   u16, extension bytes after the body (0 in v1)
 export const RECORD_OFFSET_COUNT = 16 //       u32, events in the record, >= 1
-export const RECORD_OFFSET_RESERVED = 20 //    u32, 0
+export const RECORD_OFFSET_RESERVED = 20 //    u32, 0; the inflated body bytes of a DEFLATED record
 export const RECORD_OFFSET_LOCAL_POS = 24 //   u64, local position of the first event
 export const RECORD_OFFSET_DURABLE = 32 //     u64, events of this log known durable when written
 export const RECORD_OFFSET_ORIGIN = 40 //      16 bytes, origin replica id
@@ -71,7 +77,16 @@ export const RECORD_KIND_HOLE = 2
 export const HOLE_BYTES_MAX = 1 << 20
 /** More records of the same atomic batch follow this one. */
 export const RECORD_FLAG_CONTINUES = 0x01
-export const RECORD_FLAGS_KNOWN = RECORD_FLAG_CONTINUES
+/**
+ * The record's body is stored deflated (segment version 4): bytes [64, length - extension_bytes)
+ * are one raw deflate stream (RFC 1951) of the events as an undeflated record frames them, and the
+ * `reserved` field holds that framed size. The checksum covers the bytes as stored; links, chain
+ * hashes and sync see the events as if they were stored plain.
+ */
+export const RECORD_FLAG_DEFLATED = 0x02
+export const RECORD_FLAGS_KNOWN = RECORD_FLAG_CONTINUES | RECORD_FLAG_DEFLATED
+/** A record body smaller than this is stored plain even with stored compression (zlib's set-up costs about 20 us a call). */
+export const DEFLATE_MIN_BODY_BYTES = 4096
 
 // Event header inside a record body, followed by the payload bytes.
 export const EVENT_HEADER_BYTES = 12

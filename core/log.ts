@@ -27,7 +27,7 @@ import { allocateArena } from './direct-io.js'
 import { LogError, isLogError, isNoSpace } from './errors.js'
 import { Flusher, type CommitPoint } from './flusher.js'
 import {
-  BATCH_ENVELOPE_BYTES, FILE_NAME_REPLICA, SEGMENT_VERSION_BATCH_ENVELOPES, LINK_BYTES, PAGE_BYTES, RECORD_HEADER_BYTES, RECORD_OFFSET_LENGTH, SEGMENT_HEADER_BYTES,
+  BATCH_ENVELOPE_BYTES, FILE_NAME_REPLICA, SEGMENT_VERSION_BATCH_ENVELOPES, SEGMENT_VERSION_DEFLATED, LINK_BYTES, PAGE_BYTES, RECORD_HEADER_BYTES, RECORD_OFFSET_LENGTH, SEGMENT_HEADER_BYTES,
   alignDown, alignUp, isReplicaIdHex,
 } from './format.js'
 import { HeadCache } from './head-cache.js'
@@ -178,6 +178,11 @@ export class Log extends EventEmitter<LogEvents> {
   private identity: Identity | null
   private readonly trust: TrustPolicy
   private readonly cipher: PayloadCipher | null
+  /**
+   * Stores record bodies deflated (option storedCompression; not with encryption, whose bodies
+   * do not compress): own links are then hashed here, before the body is deflated, not on the worker.
+   */
+  private readonly deflate: boolean
 
   /** Use openLog. */
   constructor(init: {
@@ -191,6 +196,7 @@ export class Log extends EventEmitter<LogEvents> {
     this.sealer = init.identity === null ? null : new BatchSealer(init.identity.replicaIdBytes)
     this.trust = init.trust
     this.cipher = init.cipher
+    this.deflate = init.options.storedCompression === 'deflate-raw' && init.cipher === null
     this.appendValidators = init.validators.append
     this.directory = init.directory
     this.options = init.options
@@ -343,7 +349,7 @@ export class Log extends EventEmitter<LogEvents> {
    */
   private usePipeline(identity: Identity | null): void {
     void this.pipeline?.stop()
-    const pipeline = identity === null ? null : new SealPipeline(this.cache.memory, identity.replicaIdBytes, this.checksum, this.options.durability === 'fsync' ? 'flusher' : 'worker')
+    const pipeline = identity === null || this.deflate ? null : new SealPipeline(this.cache.memory, identity.replicaIdBytes, this.checksum, this.options.durability === 'fsync' ? 'flusher' : 'worker')
     this.pipeline = pipeline
     // Writing around the fields still to hash pays only when the hash runs in settle (beside the
     // write); with the worker it splits the large writes of 'interval' for nothing (bench: 0.77
@@ -388,7 +394,7 @@ export class Log extends EventEmitter<LogEvents> {
    */
   async settleOwnOrigin(): Promise<void> {
     // What this build writes may need version 3 (batch envelopes): the segment it writes into says so first.
-    raiseSegmentVersion(this.storage, this.cache.segment, SEGMENT_VERSION_BATCH_ENVELOPES, this.checksum)
+    raiseSegmentVersion(this.storage, this.cache.segment, this.segmentVersion(), this.checksum)
     if (this.ownDoubt !== null) {
       this.moveOrigin(this.ownDoubt)
     } else if (this.own.count > 0 && this.identity !== null) {
@@ -552,7 +558,7 @@ export class Log extends EventEmitter<LogEvents> {
       const { header } = cursor
       if (header.originPos >= end) return null
       if (header.originPos + header.count !== end) continue
-      const link = header.extensionBytes === 0 ? null : extensionSeal(cursor.bytes, header.bodyEnd, header.extensionBytes)
+      const link = header.extensionBytes === 0 ? null : extensionSeal(cursor.bytes, header.extensionAt, header.extensionBytes)
       if (link === null) return null
       return { link: new Uint8Array(link), localEnd: header.localPos + header.count }
     }
@@ -782,6 +788,11 @@ export class Log extends EventEmitter<LogEvents> {
     })
   }
 
+  /** The version of the segments this log writes: 4 when it may store deflated bodies, else 3 (docs/format.md). */
+  private segmentVersion(): number {
+    return this.deflate ? SEGMENT_VERSION_DEFLATED : SEGMENT_VERSION_BATCH_ENVELOPES
+  }
+
   /** Bytes of the link every record of an own batch ends with (a log with identity), else 0. */
   private linkBytes(source: BatchSource, origin: OriginState): number {
     if (source.seal !== null || origin !== this.own || this.sealer === null) return 0
@@ -819,7 +830,9 @@ export class Log extends EventEmitter<LogEvents> {
       from = to
     }
     // The room and segment checks relied on it (core/composer.ts batchBytes, split records included).
-    assert(this.cache.composedEnd - this.committedEnd === bytes, 'a batch takes the bytes batchBytes said')
+    // (At most: a deflated body takes less.)
+    const taken = this.cache.composedEnd - this.committedEnd
+    assert(taken === bytes || (this.deflate && taken < bytes), 'a batch takes the bytes batchBytes said')
     this.endSeal(source, origin, range)
     this.commit(origin, range.count, lastOffset, source.own !== undefined)
     return range
@@ -838,7 +851,8 @@ export class Log extends EventEmitter<LogEvents> {
       if (this.flusher.failure !== null) throw this.flusher.failure
       const before = this.cache.composedEnd
       lastOffset = this.composeOne(source, origin, range, from, to)
-      assert(this.cache.composedEnd - before === bytes, 'a record takes the bytes batchBytes said')
+      const taken = this.cache.composedEnd - before
+      assert(taken === bytes || (this.deflate && taken < bytes), 'a record takes the bytes batchBytes said')
       from = to
     }
     this.endSeal(source, origin, range)
@@ -877,7 +891,7 @@ export class Log extends EventEmitter<LogEvents> {
       composeRecord(this.cache, this.checksum, source, from, tailFrom, {
         localPos: range.localPos + from, durable: this.flusher.durableCount, origin: origin.originBytes,
         originPos: range.pos + from, continues: true, sealer: null, deferredLink: null, seal: null, extensionBytes: 0,
-        envelope: null, sealed: sealed?.bytes ?? null, sealedAt: 0,
+        envelope: null, sealed: sealed?.bytes ?? null, sealedAt: 0, deflate: this.deflate,
       })
       if (sealed !== null) sealedAt = sealed.bytes.length - (source.payloads[tailFrom] as Uint8Array).length
     }
@@ -898,7 +912,7 @@ export class Log extends EventEmitter<LogEvents> {
       localPos: range.localPos + tailFrom, durable: this.flusher.durableCount, origin: origin.originBytes,
       originPos: range.pos + tailFrom, continues: !last,
       sealer, deferredLink: deferred, seal: source.seal, extensionBytes: link > 0 ? link : last ? this.lastExtensionBytes(source) : 0,
-      envelope: sealed?.envelope ?? null, sealed: sealed?.bytes ?? null, sealedAt,
+      envelope: sealed?.envelope ?? null, sealed: sealed?.bytes ?? null, sealedAt, deflate: this.deflate,
     })
     if (sealer !== null) origin.noteOwnLink(sealer.lastHash)
     if (pipeline !== null) {
@@ -968,7 +982,7 @@ export class Log extends EventEmitter<LogEvents> {
     try {
       segment = createSegmentFile(this.storage, this.directory, {
         index: old.index + 1, start: old.start + old.size, size: this.options.segmentBytes,
-        firstLocalPos: this.committedCount, replica: this.own.originBytes, createdMs: this.options.now(),
+        firstLocalPos: this.committedCount, replica: this.own.originBytes, createdMs: this.options.now(), version: this.segmentVersion(),
       }, this.checksum)
       fd = this.openWriteDescriptor(segment)
     } catch (error) {

@@ -28,6 +28,9 @@ export interface LogWarning {
   bytes?: number
 }
 
+/** How record bodies are stored (OpenOptions.storedCompression). */
+export type StoredCompression = 'none' | 'deflate-raw'
+
 export interface OpenOptions {
   /** 'fsync' (default): an append resolves once on disk; concurrent appends share one fdatasync.
    *  'interval': flushed at most intervalMs later. 'none': flushed when the cache fills and on close. */
@@ -68,6 +71,11 @@ export interface OpenOptions {
   trust: TrustOption | undefined
   /** Payload encryption with shared log keys (ChaCha20-Poly1305); null (default) for none. */
   encryption: EncryptionOptions | null
+  /** Stored compression: 'deflate-raw' stores record bodies of 4 KiB and more deflated (level 1)
+   *  when that saves an eighth (segment version 4, docs/format.md); 'none' (default) stores them
+   *  plain. A log with encryption stores plain (ciphertext does not compress). Logs read either
+   *  way whatever this says. */
+  storedCompression: StoredCompression
   /** Where the files live: the real file system (default), or another implementation of
    *  core/storage.ts (the simulator's in-memory disk). */
   storage: Storage
@@ -95,6 +103,7 @@ export const DEFAULT_OPTIONS: Readonly<OpenOptions> = {
   identity: true,
   trust: undefined,
   encryption: null,
+  storedCompression: 'none',
   storage: nodeStorage,
   readOnly: false,
 }
@@ -132,6 +141,7 @@ const CHECKS: Record<keyof OpenOptions, [Checker, string]> = {
     Object.keys(v).every((key) => key === 'append' || key === 'sync') &&
     Object.values(v).every((list) => list === undefined || Array.isArray(list)), '{ append?: [...], sync?: [...] }'],
   identity: [(v) => typeof v === 'boolean', 'true or false'],
+  storedCompression: [(v) => v === 'none' || v === 'deflate-raw', `'none' or 'deflate-raw'`],
   trust: [checkTrustOption, `'off', 'open' or a list of public keys (64 lowercase hex characters each)`],
   encryption: [checkEncryptionOption, '{ keys: [{ id, key: 32-byte Uint8Array }, ...], current?: id } or null'],
   storage: [(v) => typeof v === 'object' && v !== null && STORAGE_METHODS.every((name) => typeof (v as Record<string, unknown>)[name] === 'function'),

@@ -16,7 +16,7 @@ import {
   EVENT_OFFSET_TIME, readU64,
 } from './format.js'
 import type { HeadCache } from './head-cache.js'
-import { RecordHeader, decodeRecord, recordOriginHex } from './records.js'
+import { RecordHeader, bodyOf, decodeRecord, recordOriginHex } from './records.js'
 import { extensionSeal } from './seal.js'
 import type { Segment, SegmentTable } from './segments.js'
 import type { Storage } from './storage.js'
@@ -197,7 +197,8 @@ export async function* scanRecords(source: ReadSource, start: number, onSkip?: (
 
 /** Appends to `out` the events of a record with local positions in [from, to). */
 export function eventsOfRecord(cursor: RecordCursor, from: number, to: number, out: LogEvent[]): void {
-  const { bytes, view, header } = cursor
+  const { header } = cursor
+  const { bytes, view } = bodyOf(cursor.bytes, cursor.view, header)
   let at = header.bodyStart
   for (let i = 0; i < header.count; i++) {
     const length = view.getUint32(at + EVENT_OFFSET_LENGTH, true)
@@ -211,7 +212,7 @@ export function eventsOfRecord(cursor: RecordCursor, from: number, to: number, o
         payload: bytes.subarray(at + EVENT_HEADER_BYTES, at + EVENT_HEADER_BYTES + length),
       }
       if (i === header.count - 1 && header.extensionBytes > 0) {
-        const seal = extensionSeal(bytes, header.bodyEnd, header.extensionBytes)
+        const seal = extensionSeal(cursor.bytes, header.extensionAt, header.extensionBytes)
         if (seal !== null) event.seal = seal
       }
       out.push(event)
@@ -222,7 +223,8 @@ export function eventsOfRecord(cursor: RecordCursor, from: number, to: number, o
 
 /** The events of a record with origin positions in [from, to), as a LogRecord (null: none of them). */
 export function recordOf(cursor: RecordCursor, from: number, to: number): LogRecord | null {
-  const { bytes, view, header } = cursor
+  const { header } = cursor
+  const { bytes, view } = bodyOf(cursor.bytes, cursor.view, header)
   const first = Math.max(from, header.originPos)
   const end = Math.min(to, header.originPos + header.count)
   if (first >= end) return null
@@ -234,7 +236,7 @@ export function recordOf(cursor: RecordCursor, from: number, to: number): LogRec
   }
   const record: LogRecord = { origin: cursor.origin, pos: first, localPos: header.localPos + first - header.originPos, count: end - first, body: bytes.subarray(start, at) }
   if (end === header.originPos + header.count && header.extensionBytes > 0) {
-    const seal = extensionSeal(bytes, header.bodyEnd, header.extensionBytes)
+    const seal = extensionSeal(cursor.bytes, header.extensionAt, header.extensionBytes)
     if (seal !== null) record.seal = seal as Buffer
   }
   return record

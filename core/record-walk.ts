@@ -8,7 +8,7 @@ import type { Fences } from './damage.js'
 import { EVENT_HEADER_BYTES, EVENT_OFFSET_LENGTH, EVENT_OFFSET_TIME, RECORD_FLAG_CONTINUES, RECORD_KIND_EVENTS, SEGMENT_HEADER_BYTES, readU64 } from './format.js'
 import type { LocalIndex, OriginState } from './indexes.js'
 import type { RemoteEvent } from './merge-buffer.js'
-import { RecordHeader, recordOriginHex } from './records.js'
+import { RecordHeader, bodyOf, recordOriginHex } from './records.js'
 import { extensionSeal } from './seal.js'
 import { SegmentReader, decodeRecordAt } from './segment-reader.js'
 import type { Segment, SegmentTable } from './segments.js'
@@ -86,7 +86,7 @@ export class RecordWalk {
     if (decodeRecordAt(reader, offset - segment.start, this.checksum, this.header) !== 'ok') return null
     const header = this.header
     const events = header.kind === RECORD_KIND_EVENTS
-    const seal = events && header.extensionBytes > 0 ? extensionSeal(reader.bytes, header.bodyEnd, header.extensionBytes) : null
+    const seal = events && header.extensionBytes > 0 ? extensionSeal(reader.bytes, header.extensionAt, header.extensionBytes) : null
     return {
       offset, end: offset + header.padded, kind: header.kind, origin: events ? recordOriginHex(reader.bytes, header) : '',
       localPos: header.localPos, originPos: header.originPos, count: header.count, durable: header.durable,
@@ -101,13 +101,14 @@ export class RecordWalk {
     if (step === null || step === 'end' || step.kind !== RECORD_KIND_EVENTS) return null
     const reader = this.readerOf(this.table.findForRead(offset))
     const header = this.header
+    const { bytes, view } = bodyOf(reader.bytes, reader.view, header)
     const events: RemoteEvent[] = []
     let at = header.bodyStart
     for (let i = 0; i < header.count; i++) {
-      const length = reader.view.getUint32(at + EVENT_OFFSET_LENGTH, true)
+      const length = view.getUint32(at + EVENT_OFFSET_LENGTH, true)
       const event: RemoteEvent = {
-        origin: step.origin, pos: header.originPos + i, time: readU64(reader.view, at + EVENT_OFFSET_TIME),
-        payload: new Uint8Array(reader.bytes.subarray(at + EVENT_HEADER_BYTES, at + EVENT_HEADER_BYTES + length)),
+        origin: step.origin, pos: header.originPos + i, time: readU64(view, at + EVENT_OFFSET_TIME),
+        payload: new Uint8Array(bytes.subarray(at + EVENT_HEADER_BYTES, at + EVENT_HEADER_BYTES + length)),
       }
       if (i === header.count - 1 && step.seal !== null) event.seal = step.seal
       events.push(event)

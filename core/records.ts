@@ -3,9 +3,10 @@
 // and checksum all agree; every failure returns a reason instead of throwing, so that the caller
 // decides (recovery: the decision table; reads: CORRUPT).
 
+import zlib from 'node:zlib'
 import type { Checksum } from './checksum.js'
 import {
-  EVENT_HEADER_BYTES, EVENT_OFFSET_LENGTH, MAX_EVENT_BYTES_LIMIT, RECORD_BYTES_LIMIT, EVENT_OFFSET_TIME, RECORD_FLAGS_KNOWN, RECORD_HEADER_BYTES,
+  EVENT_HEADER_BYTES, EVENT_OFFSET_LENGTH, MAX_EVENT_BYTES_LIMIT, RECORD_BYTES_LIMIT, EVENT_OFFSET_TIME, RECORD_FLAGS_KNOWN, RECORD_FLAG_DEFLATED, RECORD_HEADER_BYTES,
   RECORD_KIND_EVENTS, RECORD_KIND_HOLE, HOLE_BYTES_MAX, RECORD_OFFSET_CHECKSUM, RECORD_OFFSET_COUNT, RECORD_OFFSET_DURABLE,
   RECORD_OFFSET_EXTENSION, RECORD_OFFSET_FLAGS, RECORD_OFFSET_KIND, RECORD_OFFSET_LENGTH,
   RECORD_OFFSET_LOCAL_POS, RECORD_OFFSET_ORIGIN, RECORD_OFFSET_ORIGIN_POS, RECORD_OFFSET_RESERVED,
@@ -26,8 +27,21 @@ export class RecordHeader {
   localPos = 0
   durable = 0
   originPos = 0
+  /**
+   * Where the events are framed: [bodyStart, bodyEnd) of the buffer decoded from, or of `body`
+   * when the record is stored deflated (then `body` is its inflated events, a fresh buffer).
+   */
   bodyStart = 0
   bodyEnd = 0
+  body: Buffer | null = null
+  bodyView: DataView | null = null
+  /** Where the extension area starts in the buffer decoded from (`bodyEnd` unless deflated). */
+  extensionAt = 0
+}
+
+/** The bytes and view that hold a decoded record's framed events: the buffer decoded from, or the inflated body. */
+export function bodyOf(bytes: Buffer, view: DataView, header: RecordHeader): { bytes: Buffer, view: DataView } {
+  return header.body === null ? { bytes, view } : { bytes: header.body, view: header.bodyView! }
 }
 
 /** Outcome of decodeRecord: the header is filled only for 'ok'. */
@@ -54,29 +68,53 @@ export function decodeRecord(
   if (bytes[at + RECORD_OFFSET_KIND] !== RECORD_KIND_EVENTS) return `record kind ${bytes[at + RECORD_OFFSET_KIND]} is unknown`
   const flags = bytes[at + RECORD_OFFSET_FLAGS] as number
   if ((flags & ~RECORD_FLAGS_KNOWN) !== 0) return `record flags ${flags} are unknown`
-  if (view.getUint32(at + RECORD_OFFSET_RESERVED, true) !== 0) return 'record reserved field is not zero'
+  const deflated = (flags & RECORD_FLAG_DEFLATED) !== 0
+  const inflatedBytes = view.getUint32(at + RECORD_OFFSET_RESERVED, true)
+  if (!deflated && inflatedBytes !== 0) return 'record reserved field is not zero'
   const count = view.getUint32(at + RECORD_OFFSET_COUNT, true)
   const extensionBytes = view.getUint16(at + RECORD_OFFSET_EXTENSION, true)
-  if (count === 0 || RECORD_HEADER_BYTES + count * EVENT_HEADER_BYTES + extensionBytes > length) {
+  if (count === 0 || RECORD_HEADER_BYTES + (deflated ? 1 : count * EVENT_HEADER_BYTES) + extensionBytes > length) {
     return `record event count ${count} does not fit its length ${length}`
+  }
+  if (deflated && (inflatedBytes < count * EVENT_HEADER_BYTES || inflatedBytes > RECORD_BYTES_LIMIT)) {
+    return `deflated record of ${count} events claims ${inflatedBytes} bytes of events`
   }
   const localPos = readU64(view, at + RECORD_OFFSET_LOCAL_POS)
   const durable = readU64(view, at + RECORD_OFFSET_DURABLE)
   const originPos = readU64(view, at + RECORD_OFFSET_ORIGIN_POS)
   if (localPos < 0 || durable < 0 || originPos < 0) return 'record position out of range'
   if (at + length > end) return 'short'
-  const bodyEnd = at + length - extensionBytes
+  const extensionAt = at + length - extensionBytes
+  let body: Buffer | null = null
+  let bodyView = view
+  let bodyStart = at + RECORD_HEADER_BYTES
+  let bodyEnd = extensionAt
+  if (deflated) {
+    // The checksum first: it is cheaper than inflating, and says whether the stored bytes are the ones written.
+    if (checksum !== null && view.getBigUint64(at + RECORD_OFFSET_CHECKSUM, true) !== checksum(bytes.subarray(at + 8, at + length))) {
+      return 'record checksum mismatch'
+    }
+    try {
+      body = zlib.inflateRawSync(bytes.subarray(bodyStart, extensionAt), { maxOutputLength: Math.max(1, inflatedBytes) })
+    } catch (error) {
+      return `deflated record body does not inflate to ${inflatedBytes} bytes (${(error as Error).message})`
+    }
+    if (body.length !== inflatedBytes) return `deflated record body inflates to ${body.length} bytes, not ${inflatedBytes}`
+    bodyView = new DataView(body.buffer, body.byteOffset, body.byteLength)
+    bodyStart = 0
+    bodyEnd = body.length
+  }
   // Event framing must tile the body exactly.
-  let cursor = at + RECORD_HEADER_BYTES
+  let cursor = bodyStart
   for (let i = 0; i < count; i++) {
     if (cursor + EVENT_HEADER_BYTES > bodyEnd) return `event ${i} header overruns the record`
-    const payloadLength = view.getUint32(cursor + EVENT_OFFSET_LENGTH, true)
+    const payloadLength = bodyView.getUint32(cursor + EVENT_OFFSET_LENGTH, true)
     if (payloadLength > MAX_EVENT_BYTES_LIMIT) return `event ${i} claims ${payloadLength} bytes`
-    if (readU64(view, cursor + EVENT_OFFSET_TIME) < 0) return `event ${i} time out of range`
+    if (readU64(bodyView, cursor + EVENT_OFFSET_TIME) < 0) return `event ${i} time out of range`
     cursor += EVENT_HEADER_BYTES + payloadLength
   }
   if (cursor !== bodyEnd) return 'record events do not tile its body'
-  if (checksum !== null &&
+  if (!deflated && checksum !== null &&
     view.getBigUint64(at + RECORD_OFFSET_CHECKSUM, true) !== checksum(bytes.subarray(at + 8, at + length))) {
     return 'record checksum mismatch'
   }
@@ -90,8 +128,11 @@ export function decodeRecord(
   header.localPos = localPos
   header.durable = durable
   header.originPos = originPos
-  header.bodyStart = at + RECORD_HEADER_BYTES
+  header.bodyStart = bodyStart
   header.bodyEnd = bodyEnd
+  header.body = body
+  header.bodyView = body === null ? null : bodyView
+  header.extensionAt = extensionAt
   return 'ok'
 }
 
@@ -122,6 +163,9 @@ function decodeHole(bytes: Uint8Array, view: DataView, at: number, end: number, 
   header.originPos = 0
   header.bodyStart = at + RECORD_HEADER_BYTES
   header.bodyEnd = at + RECORD_HEADER_BYTES
+  header.body = null
+  header.bodyView = null
+  header.extensionAt = at + RECORD_HEADER_BYTES
   return 'ok'
 }
 

@@ -45,7 +45,17 @@ export interface RehomeResult {
 }
 
 /** One record waiting for the link that ends its unit (a split pair's first record). */
-interface Unit { offset: number, segment: Segment, bytes: Buffer, bodyStart: number, bodyEnd: number, rewritten: boolean }
+interface Unit {
+  offset: number
+  segment: Segment
+  /** The record as stored (rewritten in place: header, link, and payloads when they are encrypted). */
+  bytes: Buffer
+  /** Its framed events: a view into `bytes`, or the inflated body of a deflated record (read only). */
+  events: Buffer
+  /** Where its extension starts in `bytes`. */
+  extensionAt: number
+  rewritten: boolean
+}
 
 export function rehome(input: RehomeInput): RehomeResult {
   const { intent } = input
@@ -81,10 +91,16 @@ export function rehome(input: RehomeInput): RehomeResult {
             const bytes = Buffer.from(reader.bytes.subarray(header.at, header.at + header.length))
             const rewritten = origin === intent.from
             const pos = rewritten ? header.originPos - intent.fromPos : header.originPos
-            if (rewritten) rewriteRecord(bytes, header.bodyStart - header.at, header.bodyEnd - header.at, toBytes, pos, intent, input.cipher)
+            if (header.body !== null && rewritten && input.cipher !== null) {
+              // Never written (a log with encryption stores its bodies plain): its payloads could not be sealed again in place.
+              throw new LogError('CORRUPT', `moving own events to origin ${intent.to}: segment ${segment.name} holds a deflated record of encrypted events at offset ${offset - segment.start}`,
+                { segment: segment.name, offset: offset - segment.start })
+            }
+            const events = header.body ?? bytes.subarray(header.bodyStart - header.at, header.bodyEnd - header.at)
+            if (rewritten) rewriteRecord(bytes, events, toBytes, pos, intent, input.cipher)
             input.onRecord?.(pos, offset)
             next = pos + header.count
-            unit.push({ offset, segment, bytes, bodyStart: header.bodyStart - header.at, bodyEnd: header.bodyEnd - header.at, rewritten })
+            unit.push({ offset, segment, bytes, events, extensionAt: header.extensionAt - header.at, rewritten })
             const continues = (header.flags & RECORD_FLAG_CONTINUES) !== 0
             if (header.extensionBytes > 0 || !continues) {
               chain = finishUnit(unit, toBytes, chain, header.extensionBytes, input.checksum, intent, input.cipher, (record) => {
@@ -107,14 +123,14 @@ export function rehome(input: RehomeInput): RehomeResult {
 }
 
 /** The new origin, position and payloads of one record (its link and checksum come with its unit). */
-function rewriteRecord(bytes: Buffer, bodyStart: number, bodyEnd: number, to: Uint8Array, pos: number, intent: OriginMoveIntent, cipher: PayloadCipher | null): void {
+function rewriteRecord(bytes: Buffer, events: Buffer, to: Uint8Array, pos: number, intent: OriginMoveIntent, cipher: PayloadCipher | null): void {
   bytes.set(to.subarray(0, REPLICA_ID_BYTES), RECORD_OFFSET_ORIGIN)
-  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength)
-  writeU64(view, RECORD_OFFSET_ORIGIN_POS, pos)
+  writeU64(new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength), RECORD_OFFSET_ORIGIN_POS, pos)
   if (cipher === null) return
-  for (let at = bodyStart; at < bodyEnd;) {
+  const view = new DataView(events.buffer, events.byteOffset, events.byteLength)
+  for (let at = 0; at < events.length;) {
     const length = view.getUint32(at + EVENT_OFFSET_LENGTH, true)
-    const payload = bytes.subarray(at + EVENT_HEADER_BYTES, at + EVENT_HEADER_BYTES + length)
+    const payload = events.subarray(at + EVENT_HEADER_BYTES, at + EVENT_HEADER_BYTES + length)
     const plain = cipher.decrypt(intent.from, payload)
     if (typeof plain !== 'string') {
       const sealed = cipher.encrypt(intent.to, plain)
@@ -128,10 +144,10 @@ function rewriteRecord(bytes: Buffer, bodyStart: number, bodyEnd: number, to: Ui
 function resealUnit(unit: Unit[], envelope: Uint8Array, intent: OriginMoveIntent, cipher: PayloadCipher): void {
   const payloads: Uint8Array[] = []
   for (const record of unit) {
-    const view = new DataView(record.bytes.buffer, record.bytes.byteOffset, record.bytes.byteLength)
-    for (let at = record.bodyStart; at < record.bodyEnd;) {
+    const view = new DataView(record.events.buffer, record.events.byteOffset, record.events.byteLength)
+    for (let at = 0; at < record.events.length;) {
       const length = view.getUint32(at + EVENT_OFFSET_LENGTH, true)
-      payloads.push(record.bytes.subarray(at + EVENT_HEADER_BYTES, at + EVENT_HEADER_BYTES + length))
+      payloads.push(record.events.subarray(at + EVENT_HEADER_BYTES, at + EVENT_HEADER_BYTES + length))
       at += EVENT_HEADER_BYTES + length
     }
   }
@@ -157,7 +173,7 @@ function resealUnit(unit: Unit[], envelope: Uint8Array, intent: OriginMoveIntent
 function finishUnit(unit: Unit[], to: Uint8Array, prev: Uint8Array, extensionBytes: number, checksum: Checksum, intent: OriginMoveIntent,
   cipher: PayloadCipher | null, write: (record: Unit) => void): Uint8Array {
   const last = unit[unit.length - 1]!
-  const seal = extensionBytes === 0 ? null : extensionSeal(last.bytes, last.bodyEnd, extensionBytes)
+  const seal = extensionBytes === 0 ? null : extensionSeal(last.bytes, last.extensionAt, extensionBytes)
   let head = prev
   if (seal !== null) {
     const fields = parseSeal(seal)
@@ -168,12 +184,12 @@ function finishUnit(unit: Unit[], to: Uint8Array, prev: Uint8Array, extensionByt
     const firstBytes = unit[0]!.bytes
     const first = readU64(new DataView(firstBytes.buffer, firstBytes.byteOffset, firstBytes.byteLength), RECORD_OFFSET_ORIGIN_POS)
     const hash = startChainHash(to, first, fields.count, prev)
-    for (const record of unit) hash.update(record.bytes.subarray(record.bodyStart, record.bodyEnd))
+    for (const record of unit) hash.update(record.events)
     if (fields.envelope !== null) hash.update(fields.envelope)
     head = new Uint8Array(hash.digest())
     if (rewritten) {
       const view = new DataView(last.bytes.buffer, last.bytes.byteOffset, last.bytes.byteLength)
-      const at = last.bodyEnd + sealBase(seal)
+      const at = last.extensionAt + sealBase(seal)
       writeU64(view, at + SEAL_OFFSET_FIRST, first)
       last.bytes.set(prev, at + SEAL_OFFSET_PREV)
       last.bytes.set(head, at + SEAL_OFFSET_HASH)

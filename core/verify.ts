@@ -12,7 +12,7 @@ import {
   RECORD_ALIGN_BYTES, RECORD_FLAG_CONTINUES, RECORD_HEADER_BYTES, RECORD_KIND_EVENTS, RECORD_KIND_HOLE, RECORD_OFFSET_KIND, RECORD_OFFSET_LENGTH,
   SEGMENT_HEADER_BYTES,
 } from './format.js'
-import { RecordHeader, recordOriginHex } from './records.js'
+import { RecordHeader, bodyOf, recordOriginHex } from './records.js'
 import { ZERO_CHAIN, equalBytes, extensionSeal, keyMatchesOrigin, parseSeal, signatureValid, startChainHash } from './seal.js'
 import type { Truncation } from './recovery.js'
 import { SegmentReader, RECOVERY_CHUNK_BYTES, decodeRecordAt } from './segment-reader.js'
@@ -185,8 +185,7 @@ function firstNonZero(reader: SegmentReader, from: number, segment: Segment): nu
  */
 function checkLink(reader: SegmentReader, batchStart: number, last: number, checksum: Checksum, header: RecordHeader,
   origin: string, chains: Map<string, Uint8Array>): string | undefined {
-  const at = header.bodyEnd
-  const seal = extensionSeal(reader.bytes, at, header.extensionBytes)
+  const seal = extensionSeal(reader.bytes, header.extensionAt, header.extensionBytes)
   if (seal === null) return undefined // an extension of another kind: skipped, as v1 readers do
   const fields = parseSeal(Buffer.from(seal))
   if (typeof fields === 'string') return `bad link: ${fields}`
@@ -199,7 +198,7 @@ function checkLink(reader: SegmentReader, batchStart: number, last: number, chec
   let events = 0
   for (let offset = batchStart; offset <= last;) {
     if (decodeRecordAt(reader, offset, checksum, header) !== 'ok') return 'batch unreadable while checking its link'
-    hash.update(reader.bytes.subarray(header.bodyStart, header.bodyEnd))
+    hash.update(bodyOf(reader.bytes, reader.view, header).bytes.subarray(header.bodyStart, header.bodyEnd))
     events += header.count
     offset += header.padded
   }

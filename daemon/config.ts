@@ -24,6 +24,8 @@ export interface DaemonConfig {
   maxMessageBytes: number
   /** Compression of the sync events messages sent (docs/sync.md). Default 'deflate-raw'. */
   compression: 'deflate-raw' | 'none'
+  /** How the logs store record bodies (core option storedCompression, docs/format.md). Default 'none'. */
+  storedCompression: 'deflate-raw' | 'none'
   /** MQTT client id of the daemon's connection (default: a random one); with mosquitto's
    *  use_username_as_clientid, set it to the username (docs/security-broker.md). */
   clientId: string | null
@@ -64,6 +66,7 @@ export const DEFAULT_CONFIG: Omit<DaemonConfig, 'data' | 'socket'> = {
   announceIntervalMs: 5000,
   maxMessageBytes: 256 << 10,
   compression: 'deflate-raw',
+  storedCompression: 'none',
   clientId: null,
   username: null,
   password: null,
@@ -82,7 +85,7 @@ type Kind = 'string' | 'port' | 'integer' | 'names' | 'durability' | 'compressio
 
 const KEYS: Record<keyof DaemonConfig, Kind> = {
   data: 'string', socket: 'string', broker: 'string', brokerPort: 'port', logs: 'names', durability: 'durability',
-  intervalMs: 'integer', topicPrefix: 'string', announceIntervalMs: 'integer', maxMessageBytes: 'integer', compression: 'compression',
+  intervalMs: 'integer', topicPrefix: 'string', announceIntervalMs: 'integer', maxMessageBytes: 'integer', compression: 'compression', storedCompression: 'compression',
   clientId: 'nullable-string', username: 'nullable-string', password: 'nullable-string', ca: 'nullable-string', cert: 'nullable-string', key: 'nullable-string',
   validators: 'validators', trust: 'trust', encryptionKeyFile: 'nullable-string', init: 'boolean', clientStallMs: 'integer', syncSummaryMs: 'integer',
 }

@@ -102,6 +102,7 @@ export async function serve(config: DaemonConfig, logger: Logger = journalLogger
     for (const name of config.logs) {
       const log: Log = await openLog(logDirectory(config, name), {
         durability: config.durability,
+        storedCompression: config.storedCompression,
         intervalMs: config.intervalMs,
         validators: { append: validatorSpecs(config.validators.append), sync: validatorSpecs(config.validators.sync) },
         onWarning: (warning: LogWarning) => logger('warning', `log ${name}: ${warning.message}`),

@@ -1,8 +1,9 @@
-// Golden logs of both segment versions (test/fixtures/format, made by make.mjs there): this build
+// Golden logs of every segment version (test/fixtures/format, made by make*.mjs there): this build
 // reads them as they were written, read-only and writable, and verify finds them whole. v2 holds
 // a HOLE record and a record with extension fill, as repairs write them (docs/format.md). And a
 // v1 log with payload encryption as today's build writes it (make-encrypted.mjs): one envelope
-// per event, kept for the day encryption moves to one envelope per record.
+// per event, kept for the day encryption moves to one envelope per record. v4-deflated holds
+// deflated records (stored compression) beside plain ones.
 
 import t from 'tap'
 import fs from 'node:fs'
@@ -10,6 +11,7 @@ import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { openLog, type RemoteRecord } from '../../index.js'
 import { collect, tempDir } from '../helpers/temp.js'
+import { recordExtents } from '../helpers/format-walk.js'
 
 const FIXTURES = fileURLToPath(new URL('../fixtures/format', import.meta.url))
 const OPTIONS = { segmentBytes: 1 << 20, cacheBytes: 1 << 20, maxEventBytes: 96 << 10 }
@@ -19,14 +21,14 @@ interface Expected {
   repaired: { segment: string, offset: number, bytes: number, positions: number }[]
 }
 
-for (const version of ['v1', 'v2']) {
+for (const version of ['v1', 'v2', 'v4-deflated']) {
   t.test(`the ${version} golden log reads back as written, read-only and writable`, async (t) => {
     const source = path.join(FIXTURES, version)
     const expected = JSON.parse(fs.readFileSync(path.join(source, 'expected.json'), 'utf8')) as Expected
     const dir = path.join(tempDir(t), version)
     fs.cpSync(source, dir, { recursive: true })
     const segment = path.join(dir, '000000000000.seg')
-    t.equal(fs.readFileSync(segment).readUInt16LE(8), version === 'v1' ? 1 : 2, 'the segment header says its version')
+    t.equal(fs.readFileSync(segment).readUInt16LE(8), version === 'v1' ? 1 : version === 'v2' ? 2 : 4, 'the segment header says its version')
     for (const readOnly of [true, false]) {
       const warnings: string[] = []
       const log = await openLog(dir, { ...OPTIONS, readOnly, onWarning: (w) => { warnings.push(w.code) } })
@@ -37,6 +39,11 @@ for (const version of ['v1', 'v2']) {
       t.ok(report.ok, 'verify finds it whole')
       t.same(report.repaired, expected.repaired, 'and lists the ranges repairs rewrote')
       await log.close()
+    }
+    if (version === 'v4-deflated') {
+      const records = recordExtents(fs.readFileSync(segment))
+      t.ok(records.some((record) => (record.flags & 0x02) !== 0 && record.extensionBytes === 176), 'v4 holds a merged batch deflated, with its seal')
+      t.ok(records.some((record) => (record.flags & 0x02) === 0), 'and plain records beside the deflated ones')
     }
     if (version === 'v2') {
       t.ok(expected.repaired.length > 0 && expected.repaired.every((range) => range.positions > 0), 'v2 holds a HOLE')

@@ -25,3 +25,32 @@ export function batchExtents(segment: Uint8Array): BatchExtent[] {
   }
   return batches
 }
+
+/** One record of a segment file, as docs/format.md lays it out. */
+export interface RecordExtent {
+  offset: number
+  length: number
+  kind: number
+  flags: number
+  extensionBytes: number
+  count: number
+  /** The reserved field: the inflated body's bytes for a deflated record (flag 0x02), else 0. */
+  reserved: number
+}
+
+/** Every record of a segment file, in order. */
+export function recordExtents(segment: Uint8Array): RecordExtent[] {
+  const view = new DataView(segment.buffer, segment.byteOffset, segment.byteLength)
+  const records: RecordExtent[] = []
+  let offset = SEGMENT_HEADER_BYTES
+  while (offset + 64 <= segment.length) {
+    const length = view.getUint32(offset + 8, true)
+    if (length === 0) break
+    records.push({
+      offset, length, kind: view.getUint8(offset + 12), flags: view.getUint8(offset + 13), extensionBytes: view.getUint16(offset + 14, true),
+      count: view.getUint32(offset + 16, true), reserved: view.getUint32(offset + 20, true),
+    })
+    offset += Math.ceil(length / 8) * 8
+  }
+  return records
+}

@@ -1,7 +1,7 @@
 // What sync sends for a log: its events beyond a version vector as stored (links, seals,
 // ciphertext), with the last link of the log's own events signed, as each sync message is.
 
-import type { Log, LogEvent, RemoteEvent } from '../../index.js'
+import type { Log, LogEvent, RemoteEvent, RemoteRecord } from '../../index.js'
 import { collect } from './temp.js'
 
 export function remoteOf(events: readonly LogEvent[]): RemoteEvent[] {
@@ -22,4 +22,17 @@ export async function signLast(log: Log, events: RemoteEvent[]): Promise<RemoteE
     break
   }
   return events
+}
+
+/** The records as stored beyond `vector`, with the last own link signed (what one sync v2 message would carry). */
+export async function signedRecordsSince(log: Log, vector = {}): Promise<RemoteRecord[]> {
+  const records: RemoteRecord[] = (await collect(log.recordsSince(vector)))
+    .map((record) => ({ origin: record.origin, pos: record.pos, count: record.count, body: record.body, ...(record.seal === undefined ? {} : { seal: record.seal }) }))
+  for (let i = records.length - 1; i >= 0; i--) {
+    const record = records[i]!
+    if (record.seal === undefined || record.origin !== log.replicaId) continue
+    record.seal = await log.signSeal({ origin: record.origin, seal: record.seal })
+    break
+  }
+  return records
 }
