@@ -14,6 +14,7 @@
 // its own). Peers that send other events than the ones held: the chain check refuses them.
 // Memory: events waiting for a repair are held up to HEAL_BUFFER_BYTES_MAX.
 
+import zlib from 'node:zlib'
 import type { Checksum } from './checksum.js'
 import type { Fence } from './damage.js'
 import {
@@ -21,7 +22,7 @@ import {
   RECORD_FLAG_CONTINUES, RECORD_HEADER_BYTES, RECORD_KIND_EVENTS, RECORD_KIND_HOLE, RECORD_OFFSET_CHECKSUM, RECORD_OFFSET_COUNT,
   RECORD_OFFSET_DURABLE, RECORD_OFFSET_EXTENSION, RECORD_OFFSET_FLAGS, RECORD_OFFSET_KIND, RECORD_OFFSET_LENGTH,
   RECORD_OFFSET_LOCAL_POS, RECORD_OFFSET_ORIGIN, RECORD_OFFSET_ORIGIN_POS, SEAL_BYTES, SEAL_BYTES_MAX,
-  SEGMENT_VERSION_REPAIRED, recordBytesPadded, writeU64,
+  SEGMENT_VERSION_REPAIRED, recordBytesPadded, writeU64, DEFLATE_MIN_BODY_BYTES, RECORD_FLAG_DEFLATED, RECORD_OFFSET_RESERVED, SEGMENT_VERSION_DEFLATED,
 } from './format.js'
 import type { OriginState } from './indexes.js'
 import type { RemoteEvent } from './merge-buffer.js'
@@ -159,7 +160,7 @@ export class Healer {
     const durable = this.durableBefore(walk, fence)
     const composed = composeRegion(runs, fence, end.offset, elsewhere, durable, this.host.checksum)
     if (typeof composed === 'string') return outcome(composed)
-    this.write(segment, fence.regionStart - segment.start, composed.bytes, composed.usesRepairs)
+    this.write(segment, fence.regionStart - segment.start, composed.bytes, composed.usesRepairs, composed.deflated)
     this.host.rewritten(segment, fence.regionStart, composed.bytes)
     this.forget(fence)
     return { healed: true, reason: '', events: total, start: fence.regionStart, end: end.offset }
@@ -296,11 +297,14 @@ export class Healer {
     return durable
   }
 
-  /** Writes the region (and first the segment header at version 2, when the region uses HOLE records or fill). */
-  private write(segment: Segment, fileOffset: number, bytes: Buffer, usesRepairs: boolean): void {
+  /**
+   * Writes the region (and first the segment header at version 2, when the region uses HOLE
+   * records or fill, or 4 when it holds deflated records).
+   */
+  private write(segment: Segment, fileOffset: number, bytes: Buffer, usesRepairs: boolean, deflated: boolean): void {
     const fd = this.host.storage.openSync(segment.path, 'write')
     try {
-      if (usesRepairs) raiseSegmentVersion(this.host.storage, segment, SEGMENT_VERSION_REPAIRED, this.host.checksum)
+      if (usesRepairs || deflated) raiseSegmentVersion(this.host.storage, segment, deflated ? SEGMENT_VERSION_DEFLATED : SEGMENT_VERSION_REPAIRED, this.host.checksum)
       writeAllSync(this.host.storage, fd, bytes, 0, bytes.length, fileOffset)
       this.host.storage.fdatasyncSync(fd)
     } finally {
@@ -310,8 +314,32 @@ export class Healer {
 }
 
 
-/** One record to compose: events [from, to) of a run, with an extension (link or seal, and fill) on the last record of a batch. */
-interface Planned { run: Run, from: number, to: number, continues: boolean, seal: Uint8Array | null, fill: number }
+/**
+ * One record to compose: events [from, to) of a run, with an extension (link or seal, and fill)
+ * on the last record of a batch; `deflated` is its body deflated, when the region needs that.
+ */
+interface Planned { run: Run, from: number, to: number, continues: boolean, seal: Uint8Array | null, fill: number, deflated: Buffer | null }
+
+function framedBodyBytes(record: Planned): number {
+  let bytes = 0
+  for (let i = record.from; i < record.to; i++) bytes += EVENT_HEADER_BYTES + record.run.events[i]!.payload.length
+  return bytes
+}
+
+/** The events of a planned record framed as a record body frames them. */
+function framedBody(record: Planned): Buffer {
+  const body = Buffer.alloc(framedBodyBytes(record))
+  const view = new DataView(body.buffer, body.byteOffset, body.byteLength)
+  let cursor = 0
+  for (let i = record.from; i < record.to; i++) {
+    const event = record.run.events[i]!
+    view.setUint32(cursor + EVENT_OFFSET_LENGTH, event.payload.length, true)
+    writeU64(view, cursor + EVENT_OFFSET_TIME, event.time)
+    body.set(event.payload, cursor + EVENT_HEADER_BYTES)
+    cursor += EVENT_HEADER_BYTES + event.payload.length
+  }
+  return body
+}
 
 /**
  * Composes the region: each run's events in order, one record per link (the fewest records the
@@ -322,7 +350,7 @@ interface Planned { run: Run, from: number, to: number, continues: boolean, seal
  * size, or a reason.
  */
 export function composeRegion(runs: readonly Run[], fence: Fence, regionEnd: number, elsewhere: number, durable: number,
-  checksum: Checksum): { bytes: Buffer, usesRepairs: boolean } | string {
+  checksum: Checksum): { bytes: Buffer, usesRepairs: boolean, deflated: boolean } | string {
   const splitBytes = REPAIR_RECORD_BYTES_MAX
   const size = regionEnd - fence.regionStart
   const plan: Planned[] = []
@@ -333,22 +361,33 @@ export function composeRegion(runs: readonly Run[], fence: Fence, regionEnd: num
       const event = run.events[i]!
       const eventBytes = EVENT_HEADER_BYTES + event.payload.length
       if (i > from && bytes + eventBytes > splitBytes) {
-        plan.push({ run, from, to: i, continues: true, seal: null, fill: 0 })
+        plan.push({ run, from, to: i, continues: true, seal: null, fill: 0, deflated: null })
         from = i
         bytes = RECORD_HEADER_BYTES
       }
       bytes += eventBytes
       if (event.seal !== undefined || i === run.events.length - 1) {
-        plan.push({ run, from, to: i + 1, continues: event.seal === undefined && i < run.events.length - 1, seal: event.seal ?? null, fill: 0 })
+        plan.push({ run, from, to: i + 1, continues: event.seal === undefined && i < run.events.length - 1, seal: event.seal ?? null, fill: 0, deflated: null })
         from = i + 1
         bytes = RECORD_HEADER_BYTES
       }
     }
   }
   const recordBytes = (record: Planned): number => {
-    let body = 0
-    for (let i = record.from; i < record.to; i++) body += EVENT_HEADER_BYTES + record.run.events[i]!.payload.length
+    const body = record.deflated?.length ?? framedBodyBytes(record)
     return recordBytesPadded(RECORD_HEADER_BYTES + body + (record.seal?.length ?? 0) + record.fill)
+  }
+  const room = (): number => size - plan.reduce((sum, record) => sum + recordBytes(record), 0) - (elsewhere > 0 ? RECORD_HEADER_BYTES : 0)
+  // A range that held deflated records (stored compression) does not take its events plain: their
+  // bodies deflated as the log stores them (level 1, then 9 if that is still too much).
+  for (const level of [1, 9]) {
+    if (room() >= 0) break
+    for (const record of plan) {
+      const body = framedBody(record)
+      if (body.length < DEFLATE_MIN_BODY_BYTES) continue
+      const deflated = zlib.deflateRawSync(body, { level })
+      record.deflated = deflated.length <= body.length - (body.length >> 3) ? deflated : null
+    }
   }
   let used = plan.reduce((sum, record) => sum + recordBytes(record), 0)
   // Seals as links, where the region is too small for them (the chain needs the link, not the signature).
@@ -381,7 +420,11 @@ export function composeRegion(runs: readonly Run[], fence: Fence, regionEnd: num
   for (const record of plan) {
     const start = at
     let cursor = start + RECORD_HEADER_BYTES
-    for (let i = record.from; i < record.to; i++) {
+    if (record.deflated !== null) {
+      bytes.set(record.deflated, cursor)
+      cursor += record.deflated.length
+    }
+    for (let i = record.deflated === null ? record.from : record.to; i < record.to; i++) {
       const event = record.run.events[i]!
       view.setUint32(cursor + EVENT_OFFSET_LENGTH, event.payload.length, true)
       writeU64(view, cursor + EVENT_OFFSET_TIME, event.time)
@@ -391,8 +434,10 @@ export function composeRegion(runs: readonly Run[], fence: Fence, regionEnd: num
     const extension = (record.seal?.length ?? 0) + record.fill
     if (record.seal !== null) bytes.set(record.seal, cursor)
     cursor += extension
-    writeRecordHeader(view, start, cursor - start, RECORD_KIND_EVENTS, record.continues ? RECORD_FLAG_CONTINUES : 0, extension, record.to - record.from,
+    writeRecordHeader(view, start, cursor - start, RECORD_KIND_EVENTS,
+      (record.continues ? RECORD_FLAG_CONTINUES : 0) | (record.deflated === null ? 0 : RECORD_FLAG_DEFLATED), extension, record.to - record.from,
       localPos, durable, record.run.state.originBytes, record.run.events[record.from]!.pos)
+    if (record.deflated !== null) view.setUint32(start + RECORD_OFFSET_RESERVED, framedBodyBytes(record), true)
     view.setBigUint64(start + RECORD_OFFSET_CHECKSUM, checksum(bytes.subarray(start + 8, cursor)), true)
     localPos += record.to - record.from
     at += recordBytesPadded(cursor - start)
@@ -412,7 +457,7 @@ export function composeRegion(runs: readonly Run[], fence: Fence, regionEnd: num
     holes -= piece
   }
   if (at !== size) return `composed ${at} bytes for a range of ${size}`
-  return { bytes, usesRepairs: filled || holed }
+  return { bytes, usesRepairs: filled || holed, deflated: plan.some((record) => record.deflated !== null) }
 }
 
 function writeRecordHeader(view: DataView, at: number, length: number, kind: number, flags: number, extension: number, count: number,

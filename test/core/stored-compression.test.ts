@@ -146,3 +146,40 @@ t.test('a log with encryption stores its bodies plain even with storedCompressio
 t.test('storedCompression takes only its two values', async (t) => {
   await t.rejects(openLog(tempDir(t), { storedCompression: 'zstd' as never }), { code: 'INVALID_ARGUMENT' })
 })
+
+t.test('a damaged range of deflated records is repaired in place from a peer\'s events, deflated again to fit', async (t) => {
+  const options = { segmentBytes: 1 << 20, cacheBytes: 1 << 20, maxEventBytes: 4096, checkpointIntervalBytes: 1 << 30, storedCompression: 'deflate-raw' as const }
+  const origin = await openLog(tempDir(t), { durability: 'interval' })
+  t.teardown(() => origin.close())
+  const batch = readings(0, 2000)
+  await origin.appendBatch(batch.slice(0, 1000))
+  await origin.appendBatch(batch.slice(1000))
+  await origin.flush()
+  const dir = tempDir(t)
+  let log = await openLog(dir, options)
+  await log.append(readings(9000, 1)[0]!)
+  t.equal((await log.mergeRecords(await signedRecordsSince(origin), { remote: true, sealed: true })).added, 2000)
+  await log.append(readings(9001, 1)[0]!)
+  await log.close()
+  const file = path.join(dir, SEGMENT)
+  // The origin's first batch: its second goes on after it, so the repair needs the events back.
+  const merged = recordExtents(fs.readFileSync(file)).find((record) => record.count > 1)!
+  t.ok(merged.count === 1000 && (merged.flags & DEFLATED) !== 0, 'the merged batches are stored deflated')
+  const bytes = fs.readFileSync(file)
+  bytes[merged.offset + 64 + 40]! ^= 0x20
+  fs.writeFileSync(file, bytes)
+  log = await openLog(dir, { ...options, onWarning: () => undefined })
+  t.teardown(() => log.close())
+  t.ok((await collect(log.read())).length < 2002, 'reads go around the damaged record')
+  t.ok(log.damage().length > 0, 'it is fenced off')
+  await log.mergeRecords(await signedRecordsSince(origin), { remote: true, sealed: true })
+  for (let i = 0; i < 20 && log.damage().length > 0; i++) await new Promise((resolve) => setImmediate(resolve))
+  await log.flush()
+  t.same(log.damage(), [], 'the peer\'s events fill the range again')
+  t.same(await payloads(log, origin.replicaId), hex(batch), 'every event of the batch reads back')
+  const report = await log.verify()
+  t.ok(report.ok, 'verify checks the rewritten records and their link')
+  t.equal(report.repaired.length, 0, 'the events took their old place: no HOLE, no fill')
+  const rewritten = recordExtents(fs.readFileSync(file)).filter((record) => record.count > 1)
+  t.ok(rewritten.length > 0 && rewritten.every((record) => (record.flags & DEFLATED) !== 0), 'and they are stored deflated again')
+})
