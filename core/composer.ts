@@ -10,7 +10,7 @@ import {
   RECORD_KIND_EVENTS, RECORD_OFFSET_CHECKSUM, RECORD_OFFSET_COUNT, RECORD_OFFSET_DURABLE, RECORD_OFFSET_EXTENSION,
   RECORD_OFFSET_FLAGS, RECORD_OFFSET_KIND, RECORD_OFFSET_LENGTH, RECORD_OFFSET_LOCAL_POS, RECORD_OFFSET_ORIGIN,
   RECORD_OFFSET_ORIGIN_POS, RECORD_OFFSET_RESERVED, PAGE_BYTES, alignUp, recordBytesPadded, writeU64,
-  DEFLATE_MIN_BODY_BYTES, RECORD_FLAG_DEFLATED,
+  DEFLATE_MAX_BODY_BYTES, DEFLATE_MIN_BODY_BYTES, RECORD_FLAG_DEFLATED,
 } from './format.js'
 import type { HeadCache } from './head-cache.js'
 import { type BatchSealer, writeLinkFields } from './seal.js'
@@ -324,14 +324,15 @@ export function composeRecord(cache: HeadCache, checksum: Checksum, source: Batc
 /**
  * Deflates the body of the record of `length` bytes composed at `start` in place, its extension
  * moved down after the deflated bytes; returns the record's new length, or 0 when it stays plain
- * (a body under DEFLATE_MIN_BODY_BYTES, or one that does not get under 7/8 of its size). Level 1:
- * on sensor readings it gives 12% of the framed size at about 80 ns an event here (docs/format.md).
+ * (a body under DEFLATE_MIN_BODY_BYTES or over DEFLATE_MAX_BODY_BYTES, or one that does not get
+ * under 7/8 of its size). Level 1: on batches of sensor readings it gives 7% to 12% of the framed
+ * size at about 80 ns an event here (TODO.md, issue 20).
  */
 function deflateBody(memory: Uint8Array, start: number, length: number, extensionBytes: number): number {
   const bodyStart = start + RECORD_HEADER_BYTES
   const extensionAt = start + length - extensionBytes
   const plain = extensionAt - bodyStart
-  if (plain < DEFLATE_MIN_BODY_BYTES) return 0
+  if (plain < DEFLATE_MIN_BODY_BYTES || plain > DEFLATE_MAX_BODY_BYTES) return 0
   const packed = zlib.deflateRawSync(memory.subarray(bodyStart, extensionAt), { level: 1 })
   if (packed.length > plain - (plain >> 3)) return 0
   memory.copyWithin(bodyStart + packed.length, extensionAt, extensionAt + extensionBytes)

@@ -87,6 +87,12 @@ export const RECORD_FLAG_DEFLATED = 0x02
 export const RECORD_FLAGS_KNOWN = RECORD_FLAG_CONTINUES | RECORD_FLAG_DEFLATED
 /** A record body smaller than this is stored plain even with stored compression (zlib's set-up costs about 20 us a call). */
 export const DEFLATE_MIN_BODY_BYTES = 4096
+/**
+ * A record body larger than this is stored plain: readers refuse a DEFLATED record that claims
+ * more, so that a damaged or hostile header cannot make a read inflate hundreds of MiB. Records
+ * split at 256 KiB; only a single event larger than 1 MiB stays plain for it.
+ */
+export const DEFLATE_MAX_BODY_BYTES = 1 << 20
 
 // Event header inside a record body, followed by the payload bytes.
 export const EVENT_HEADER_BYTES = 12

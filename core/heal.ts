@@ -22,7 +22,7 @@ import {
   RECORD_FLAG_CONTINUES, RECORD_HEADER_BYTES, RECORD_KIND_EVENTS, RECORD_KIND_HOLE, RECORD_OFFSET_CHECKSUM, RECORD_OFFSET_COUNT,
   RECORD_OFFSET_DURABLE, RECORD_OFFSET_EXTENSION, RECORD_OFFSET_FLAGS, RECORD_OFFSET_KIND, RECORD_OFFSET_LENGTH,
   RECORD_OFFSET_LOCAL_POS, RECORD_OFFSET_ORIGIN, RECORD_OFFSET_ORIGIN_POS, SEAL_BYTES, SEAL_BYTES_MAX,
-  SEGMENT_VERSION_REPAIRED, recordBytesPadded, writeU64, DEFLATE_MIN_BODY_BYTES, RECORD_FLAG_DEFLATED, RECORD_OFFSET_RESERVED, SEGMENT_VERSION_DEFLATED,
+  SEGMENT_VERSION_REPAIRED, recordBytesPadded, writeU64, DEFLATE_MAX_BODY_BYTES, DEFLATE_MIN_BODY_BYTES, RECORD_FLAG_DEFLATED, RECORD_OFFSET_RESERVED, SEGMENT_VERSION_DEFLATED,
 } from './format.js'
 import type { OriginState } from './indexes.js'
 import type { RemoteEvent } from './merge-buffer.js'
@@ -384,7 +384,7 @@ export function composeRegion(runs: readonly Run[], fence: Fence, regionEnd: num
     if (room() >= 0) break
     for (const record of plan) {
       const body = framedBody(record)
-      if (body.length < DEFLATE_MIN_BODY_BYTES) continue
+      if (body.length < DEFLATE_MIN_BODY_BYTES || body.length > DEFLATE_MAX_BODY_BYTES) continue
       const deflated = zlib.deflateRawSync(body, { level })
       record.deflated = deflated.length <= body.length - (body.length >> 3) ? deflated : null
     }

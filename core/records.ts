@@ -4,9 +4,10 @@
 // decides (recovery: the decision table; reads: CORRUPT).
 
 import zlib from 'node:zlib'
+import { assert } from './assert.js'
 import type { Checksum } from './checksum.js'
 import {
-  EVENT_HEADER_BYTES, EVENT_OFFSET_LENGTH, MAX_EVENT_BYTES_LIMIT, RECORD_BYTES_LIMIT, EVENT_OFFSET_TIME, RECORD_FLAGS_KNOWN, RECORD_FLAG_DEFLATED, RECORD_HEADER_BYTES,
+  EVENT_HEADER_BYTES, EVENT_OFFSET_LENGTH, MAX_EVENT_BYTES_LIMIT, RECORD_BYTES_LIMIT, EVENT_OFFSET_TIME, RECORD_FLAGS_KNOWN, RECORD_FLAG_DEFLATED, RECORD_HEADER_BYTES, DEFLATE_MAX_BODY_BYTES,
   RECORD_KIND_EVENTS, RECORD_KIND_HOLE, HOLE_BYTES_MAX, RECORD_OFFSET_CHECKSUM, RECORD_OFFSET_COUNT, RECORD_OFFSET_DURABLE,
   RECORD_OFFSET_EXTENSION, RECORD_OFFSET_FLAGS, RECORD_OFFSET_KIND, RECORD_OFFSET_LENGTH,
   RECORD_OFFSET_LOCAL_POS, RECORD_OFFSET_ORIGIN, RECORD_OFFSET_ORIGIN_POS, RECORD_OFFSET_RESERVED,
@@ -41,6 +42,7 @@ export class RecordHeader {
 
 /** The bytes and view that hold a decoded record's framed events: the buffer decoded from, or the inflated body. */
 export function bodyOf(bytes: Buffer, view: DataView, header: RecordHeader): { bytes: Buffer, view: DataView } {
+  assert(header.bodyStart >= 0, 'a deflated record decoded without inflating has no body to read')
   return header.body === null ? { bytes, view } : { bytes: header.body, view: header.bodyView! }
 }
 
@@ -54,7 +56,7 @@ export type DecodeResult = 'ok' | 'zero' | 'short' | string
  */
 export function decodeRecord(
   bytes: Uint8Array, view: DataView, at: number, end: number,
-  checksum: Checksum | null, header: RecordHeader,
+  checksum: Checksum | null, header: RecordHeader, inflate = true,
 ): DecodeResult {
   if (at + RECORD_HEADER_BYTES > end) return isZero(bytes, at, end) ? 'zero' : 'short'
   const length = view.getUint32(at + RECORD_OFFSET_LENGTH, true)
@@ -76,7 +78,7 @@ export function decodeRecord(
   if (count === 0 || RECORD_HEADER_BYTES + (deflated ? 1 : count * EVENT_HEADER_BYTES) + extensionBytes > length) {
     return `record event count ${count} does not fit its length ${length}`
   }
-  if (deflated && (inflatedBytes < count * EVENT_HEADER_BYTES || inflatedBytes > RECORD_BYTES_LIMIT)) {
+  if (deflated && (inflatedBytes < count * EVENT_HEADER_BYTES || inflatedBytes > DEFLATE_MAX_BODY_BYTES)) {
     return `deflated record of ${count} events claims ${inflatedBytes} bytes of events`
   }
   const localPos = readU64(view, at + RECORD_OFFSET_LOCAL_POS)
@@ -94,12 +96,27 @@ export function decodeRecord(
     if (checksum !== null && view.getBigUint64(at + RECORD_OFFSET_CHECKSUM, true) !== checksum(bytes.subarray(at + 8, at + length))) {
       return 'record checksum mismatch'
     }
+    if (!inflate && checksum !== null) {
+      // Header fields only (recovery's scan): the checksum vouches for the bytes; reads inflate and check the framing.
+      fillHeader(header, at, length, flags, extensionBytes, count, localPos, durable, originPos)
+      header.bodyStart = -1
+      header.bodyEnd = -1
+      header.body = null
+      header.bodyView = null
+      header.extensionAt = extensionAt
+      return 'ok'
+    }
+    let consumed: number
     try {
-      body = zlib.inflateRawSync(bytes.subarray(bodyStart, extensionAt), { maxOutputLength: Math.max(1, inflatedBytes) })
+      const inflated = zlib.inflateRawSync(bytes.subarray(bodyStart, extensionAt), { maxOutputLength: inflatedBytes, info: true }) as unknown as
+        { buffer: Buffer, engine: { bytesWritten: number } }
+      body = inflated.buffer
+      consumed = inflated.engine.bytesWritten
     } catch (error) {
       return `deflated record body does not inflate to ${inflatedBytes} bytes (${(error as Error).message})`
     }
     if (body.length !== inflatedBytes) return `deflated record body inflates to ${body.length} bytes, not ${inflatedBytes}`
+    if (consumed !== extensionAt - bodyStart) return `deflated record body has ${extensionAt - bodyStart - consumed} bytes after its deflate stream`
     bodyView = new DataView(body.buffer, body.byteOffset, body.byteLength)
     bodyStart = 0
     bodyEnd = body.length
@@ -118,6 +135,17 @@ export function decodeRecord(
     view.getBigUint64(at + RECORD_OFFSET_CHECKSUM, true) !== checksum(bytes.subarray(at + 8, at + length))) {
     return 'record checksum mismatch'
   }
+  fillHeader(header, at, length, flags, extensionBytes, count, localPos, durable, originPos)
+  header.bodyStart = bodyStart
+  header.bodyEnd = bodyEnd
+  header.body = body
+  header.bodyView = body === null ? null : bodyView
+  header.extensionAt = extensionAt
+  return 'ok'
+}
+
+function fillHeader(header: RecordHeader, at: number, length: number, flags: number, extensionBytes: number, count: number,
+  localPos: number, durable: number, originPos: number): void {
   header.kind = RECORD_KIND_EVENTS
   header.at = at
   header.length = length
@@ -128,12 +156,6 @@ export function decodeRecord(
   header.localPos = localPos
   header.durable = durable
   header.originPos = originPos
-  header.bodyStart = bodyStart
-  header.bodyEnd = bodyEnd
-  header.body = body
-  header.bodyView = body === null ? null : bodyView
-  header.extensionAt = extensionAt
-  return 'ok'
 }
 
 /** A HOLE record (RECORD_KIND_HOLE): a header, then zeros up to `length`, a multiple of 8. */

@@ -375,8 +375,9 @@ class Recovery {
     return undefined
   }
 
+  /** Header fields only: a deflated record is not inflated (its checksum vouches for it; reads check its framing). */
   private decodeAt(reader: SegmentReader, fileOffset: number): DecodeResult {
-    return decodeRecordAt(reader, fileOffset, this.context.checksum, this.header)
+    return decodeRecordAt(reader, fileOffset, this.context.checksum, this.header, false)
   }
 
   private scanSegment(segment: Segment, startOffset: number): void {

@@ -14,7 +14,7 @@ import type { Checksum } from './checksum.js'
 import type { PayloadCipher } from './crypt.js'
 import { LogError } from './errors.js'
 import {
-  EVENT_HEADER_BYTES, EVENT_OFFSET_LENGTH, RECORD_FLAG_CONTINUES, RECORD_KIND_EVENTS, RECORD_OFFSET_CHECKSUM, RECORD_OFFSET_ORIGIN,
+  ENVELOPE_TAG, EVENT_HEADER_BYTES, EVENT_OFFSET_LENGTH, RECORD_FLAG_CONTINUES, RECORD_KIND_EVENTS, RECORD_OFFSET_CHECKSUM, RECORD_OFFSET_ORIGIN,
   RECORD_OFFSET_ORIGIN_POS, REPLICA_ID_BYTES, SEAL_OFFSET_FIRST, SEAL_OFFSET_HASH, SEAL_OFFSET_PREV, SEGMENT_HEADER_BYTES, readU64,
   writeU64,
 } from './format.js'
@@ -52,6 +52,7 @@ interface Unit {
   bytes: Buffer
   /** Its framed events: a view into `bytes`, or the inflated body of a deflated record (read only). */
   events: Buffer
+  deflated: boolean
   /** Where its extension starts in `bytes`. */
   extensionAt: number
   rewritten: boolean
@@ -91,16 +92,18 @@ export function rehome(input: RehomeInput): RehomeResult {
             const bytes = Buffer.from(reader.bytes.subarray(header.at, header.at + header.length))
             const rewritten = origin === intent.from
             const pos = rewritten ? header.originPos - intent.fromPos : header.originPos
-            if (header.body !== null && rewritten && input.cipher !== null) {
-              // Never written (a log with encryption stores its bodies plain): its payloads could not be sealed again in place.
+            const deflated = header.body !== null
+            const events = header.body ?? bytes.subarray(header.bodyStart - header.at, header.bodyEnd - header.at)
+            if (deflated && rewritten && input.cipher !== null && holdsEnvelopes(events)) {
+              // Never written (a log with encryption stores its bodies plain): encrypted payloads of a deflated body could not be sealed again in place.
               throw new LogError('CORRUPT', `moving own events to origin ${intent.to}: segment ${segment.name} holds a deflated record of encrypted events at offset ${offset - segment.start}`,
                 { segment: segment.name, offset: offset - segment.start })
             }
-            const events = header.body ?? bytes.subarray(header.bodyStart - header.at, header.bodyEnd - header.at)
-            if (rewritten) rewriteRecord(bytes, events, toBytes, pos, intent, input.cipher)
+            // A deflated body holds plaintext (checked above): only its header and link change.
+            if (rewritten) rewriteRecord(bytes, events, toBytes, pos, intent, deflated ? null : input.cipher)
             input.onRecord?.(pos, offset)
             next = pos + header.count
-            unit.push({ offset, segment, bytes, events, extensionAt: header.extensionAt - header.at, rewritten })
+            unit.push({ offset, segment, bytes, events, deflated, extensionAt: header.extensionAt - header.at, rewritten })
             const continues = (header.flags & RECORD_FLAG_CONTINUES) !== 0
             if (header.extensionBytes > 0 || !continues) {
               chain = finishUnit(unit, toBytes, chain, header.extensionBytes, input.checksum, intent, input.cipher, (record) => {
@@ -120,6 +123,16 @@ export function rehome(input: RehomeInput): RehomeResult {
     for (const fd of writers.values()) closeSynced(input.storage, fd)
   }
   return { events: next, chain }
+}
+
+/** Whether framed events hold a payload that is a per-event envelope (ENVELOPE_TAG first). */
+function holdsEnvelopes(events: Buffer): boolean {
+  for (let at = 0; at < events.length;) {
+    const length = events.readUInt32LE(at + EVENT_OFFSET_LENGTH)
+    if (length > 0 && events[at + EVENT_HEADER_BYTES] === ENVELOPE_TAG) return true
+    at += EVENT_HEADER_BYTES + length
+  }
+  return false
 }
 
 /** The new origin, position and payloads of one record (its link and checksum come with its unit). */
@@ -180,7 +193,10 @@ function finishUnit(unit: Unit[], to: Uint8Array, prev: Uint8Array, extensionByt
     if (typeof fields === 'string') throw new LogError('CORRUPT', `moving own events: a link does not read back (${fields})`)
     const rewritten = unit.some((record) => record.rewritten)
     // A batch envelope: the unit's payloads opened under the old origin and sealed again under the new one (same lengths, a new nonce).
-    if (fields.envelope !== null && rewritten && cipher !== null) resealUnit(unit, fields.envelope, intent, cipher)
+    if (fields.envelope !== null && rewritten && cipher !== null) {
+      if (unit.some((record) => record.deflated)) throw new LogError('CORRUPT', 'moving own events: a batch with a batch envelope is stored deflated (never written so)')
+      resealUnit(unit, fields.envelope, intent, cipher)
+    }
     const firstBytes = unit[0]!.bytes
     const first = readU64(new DataView(firstBytes.buffer, firstBytes.byteOffset, firstBytes.byteLength), RECORD_OFFSET_ORIGIN_POS)
     const hash = startChainHash(to, first, fields.count, prev)

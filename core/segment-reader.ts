@@ -53,15 +53,15 @@ export class SegmentReader {
 }
 
 /** Decodes the record at file offset `fileOffset` of the reader's segment, reading as much as it claims. */
-export function decodeRecordAt(reader: SegmentReader, fileOffset: number, checksum: Checksum, header: RecordHeader): DecodeResult {
+export function decodeRecordAt(reader: SegmentReader, fileOffset: number, checksum: Checksum, header: RecordHeader, inflate = true): DecodeResult {
   if (fileOffset + RECORD_HEADER_BYTES > reader.segment.size) return 'zero'
   let at = reader.ensure(fileOffset, RECORD_HEADER_BYTES)
-  let result = decodeRecord(reader.bytes, reader.view, at, reader.chunkLength, checksum, header)
+  let result = decodeRecord(reader.bytes, reader.view, at, reader.chunkLength, checksum, header, inflate)
   if (result === 'short') {
     const length = reader.view.getUint32(at + RECORD_OFFSET_LENGTH, true)
     if (length > RECORD_BYTES_LIMIT || fileOffset + length > reader.segment.size) return 'record runs past the end of its segment'
     at = reader.ensure(fileOffset, length)
-    result = decodeRecord(reader.bytes, reader.view, at, reader.chunkLength, checksum, header)
+    result = decodeRecord(reader.bytes, reader.view, at, reader.chunkLength, checksum, header, inflate)
     if (result === 'short') return 'record runs past the end of its segment'
   }
   return result

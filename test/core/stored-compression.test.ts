@@ -5,12 +5,14 @@
 import fs from 'node:fs'
 import path from 'node:path'
 import crypto from 'node:crypto'
+import zlib from 'node:zlib'
 import t from 'tap'
 import { encode } from 'cbor-x'
 import { openLog, type Log } from '../../index.js'
 import { collect, tempDir } from '../helpers/temp.js'
 import { recordExtents } from '../helpers/format-walk.js'
 import { signedRecordsSince } from '../helpers/sealed.js'
+import { RecordHeader, decodeRecord } from '../../core/records.js'
 
 const DEFLATED = 0x02
 const SEGMENT = '000000000000.seg'
@@ -182,4 +184,30 @@ t.test('a damaged range of deflated records is repaired in place from a peer\'s 
   t.equal(report.repaired.length, 0, 'the events took their old place: no HOLE, no fill')
   const rewritten = recordExtents(fs.readFileSync(file)).filter((record) => record.count > 1)
   t.ok(rewritten.length > 0 && rewritten.every((record) => (record.flags & DEFLATED) !== 0), 'and they are stored deflated again')
+})
+
+t.test('a deflated record that lies about its body is refused with a reason, never inflated past its bound', async (t) => {
+  const events = Buffer.concat(readings(0, 100).map((reading) => {
+    const header = Buffer.alloc(12)
+    header.writeUInt32LE(reading.length, 0)
+    return Buffer.concat([header, reading])
+  }))
+  const record = (stream: Buffer, reserved: number): Buffer => {
+    const bytes = Buffer.alloc(64 + stream.length)
+    bytes.writeUInt32LE(bytes.length, 8)
+    bytes[12] = 1 // EVENTS
+    bytes[13] = DEFLATED
+    bytes.writeUInt32LE(100, 16)
+    bytes.writeUInt32LE(reserved, 20)
+    stream.copy(bytes, 64)
+    return bytes
+  }
+  const decode = (bytes: Buffer): string => decodeRecord(bytes, new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength), 0, bytes.length, null, new RecordHeader())
+  const stream = zlib.deflateRawSync(events)
+  t.equal(decode(record(stream, events.length)), 'ok', 'the honest record decodes')
+  t.match(decode(record(Buffer.concat([stream, Buffer.from('trailing')]), events.length)), /8 bytes after its deflate stream/, 'bytes after the stream')
+  t.match(decode(record(stream, events.length - 1)), /does not inflate to/, 'a body larger than it says')
+  t.match(decode(record(stream, events.length + 1)), /inflates to \d+ bytes, not/, 'a body smaller than it says')
+  t.match(decode(record(stream, (1 << 20) + 1)), /claims 1048577 bytes/, 'more than 1 MiB is refused before inflating')
+  t.match(decode(record(Buffer.from('not a deflate stream at all'), events.length)), /does not inflate/, 'not deflate at all')
 })
