@@ -57,6 +57,8 @@ export interface FlusherHost {
   commitPoint(): CommitPoint
   /** Called after an fdatasync made `point` durable. */
   onDurable(point: CommitPoint): void
+  /** How long that fdatasync took, in seconds (for metrics). */
+  onSynced(seconds: number): void
   /** The flusher stalled on a full disk (called once per stall). */
   onNoSpace(error: LogError): void
   /** A round got through after a stall. */
@@ -187,7 +189,9 @@ export class Flusher {
         if (sync && this.durableCount < point.count) {
           const written = this.writtenEnd
           syncing = true
+          const started = performance.now()
           await fdatasyncAsync(this.storage, this.fd)
+          this.host.onSynced((performance.now() - started) / 1000)
           syncing = false
           this.syncedEnd = written
           this.durableCount = point.count

@@ -104,6 +104,8 @@ export interface LogEvents {
   quarantine: [Quarantine]
   /** Events up to this local length are now durable (after each fdatasync). */
   durable: [number]
+  /** An fdatasync of the log took this many seconds (before its 'durable'). */
+  fsync: [number]
   /** An origin's key signed two histories; the origin is quarantined. */
   equivocation: [Equivocation]
   /** This log appends under a new origin id from now on (core/own-origin.ts says when and why). */
@@ -279,6 +281,7 @@ export class Log extends EventEmitter<LogEvents> {
     this.flusher = new Flusher(this.storage, this.cache, fd, {
       commitPoint: () => this.commitPoint(),
       onDurable: (point) => this.onDurable(point as CommitState),
+      onSynced: (seconds) => this.emit('fsync', seconds),
       onNoSpace: (error) => this.space.stalled(error),
       onSpace: () => this.space.cleared(),
     }, this.committedEnd, this.committedCount)

@@ -24,6 +24,9 @@ export interface DaemonConfig {
   maxMessageBytes: number
   /** Compression of the sync events messages sent (docs/sync.md). Default 'deflate-raw'. */
   compression: 'deflate-raw' | 'none'
+  /** Prometheus metrics over HTTP (docs/metrics.md): null (default) for none, else where to listen
+   *  ('host:port', ':port' or a port: 127.0.0.1 unless a host is named). */
+  metrics: { listen: string } | null
   /** How the logs store record bodies (core option storedCompression, docs/format.md). Default 'none'. */
   storedCompression: 'deflate-raw' | 'none'
   /** MQTT client id of the daemon's connection (default: a random one); with mosquitto's
@@ -52,6 +55,17 @@ export interface DaemonConfig {
   syncSummaryMs: number
 }
 
+/** Parses `host:port`, `:port` or a port number; the host defaults to 127.0.0.1. Returns null when it is neither. */
+export function parseListen(value: unknown): { host: string, port: number } | null {
+  const text = typeof value === 'number' ? `:${value}` : value
+  if (typeof text !== 'string') return null
+  const match = /^(?:\[([0-9a-fA-F:]+)\]|([^:[\]]*)):(\d{1,5})$/.exec(text)
+  if (match === null) return null
+  const port = Number(match[3])
+  if (port > 65535) return null
+  return { host: match[1] ?? (match[2] === '' || match[2] === undefined ? '127.0.0.1' : match[2]), port }
+}
+
 export class ConfigError extends Error {
   override name = 'ConfigError'
 }
@@ -67,6 +81,7 @@ export const DEFAULT_CONFIG: Omit<DaemonConfig, 'data' | 'socket'> = {
   maxMessageBytes: 256 << 10,
   compression: 'deflate-raw',
   storedCompression: 'none',
+  metrics: null,
   clientId: null,
   username: null,
   password: null,
@@ -81,11 +96,11 @@ export const DEFAULT_CONFIG: Omit<DaemonConfig, 'data' | 'socket'> = {
   syncSummaryMs: 5 * 60_000,
 }
 
-type Kind = 'string' | 'port' | 'integer' | 'names' | 'durability' | 'compression' | 'nullable-string' | 'validators' | 'trust' | 'boolean'
+type Kind = 'string' | 'port' | 'integer' | 'names' | 'durability' | 'compression' | 'metrics' | 'nullable-string' | 'validators' | 'trust' | 'boolean'
 
 const KEYS: Record<keyof DaemonConfig, Kind> = {
   data: 'string', socket: 'string', broker: 'string', brokerPort: 'port', logs: 'names', durability: 'durability',
-  intervalMs: 'integer', topicPrefix: 'string', announceIntervalMs: 'integer', maxMessageBytes: 'integer', compression: 'compression', storedCompression: 'compression',
+  intervalMs: 'integer', topicPrefix: 'string', announceIntervalMs: 'integer', maxMessageBytes: 'integer', compression: 'compression', storedCompression: 'compression', metrics: 'metrics',
   clientId: 'nullable-string', username: 'nullable-string', password: 'nullable-string', ca: 'nullable-string', cert: 'nullable-string', key: 'nullable-string',
   validators: 'validators', trust: 'trust', encryptionKeyFile: 'nullable-string', init: 'boolean', clientStallMs: 'integer', syncSummaryMs: 'integer',
 }
@@ -120,6 +135,11 @@ function check(key: keyof DaemonConfig, value: unknown, where: string): unknown 
       return value === 'fsync' || value === 'interval' || value === 'none' ? value : fail(`'fsync', 'interval' or 'none'`)
     case 'compression':
       return value === 'deflate-raw' || value === 'none' ? value : fail(`'deflate-raw' or 'none'`)
+    case 'metrics': {
+      if (value === null) return null
+      const listen = typeof value === 'object' && !Array.isArray(value) && Object.keys(value as object).every((k) => k === 'listen') ? (value as { listen?: unknown }).listen : undefined
+      return parseListen(listen) === null ? fail(`null or { "listen": "host:port" } (":port" or a port listens on 127.0.0.1)`) : { listen: typeof listen === 'number' ? `:${listen}` : String(listen) }
+    }
     case 'names':
       return Array.isArray(value) && value.length > 0 && value.every((n) => typeof n === 'string' && LOG_NAME.test(n)) && new Set(value).size === value.length
         ? value : fail('a non-empty list of distinct log names (A-Z a-z 0-9 _ . -)')

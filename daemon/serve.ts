@@ -10,8 +10,8 @@ import path from 'node:path'
 import { openLog, LogError, type Log, type LogWarning } from '../core/index.js'
 import { startBroker, startSync, type BrokerHandle } from '../sync/index.js'
 import type { ValidatorSpec } from '../validators/index.js'
-import { ConfigError, logDirectory, readEncryptionKeys, type DaemonConfig } from './config.js'
-import { LocalApiServer, type Logger, type ServedLog } from './server.js'
+import { ConfigError, logDirectory, parseListen, readEncryptionKeys, type DaemonConfig } from './config.js'
+import { LocalApiServer, newServedCounts, type Logger, type ServedLog } from './server.js'
 import { SyncJournal } from './sync-journal.js'
 
 /** How often the journal checks whether each log's sync is connected. */
@@ -21,6 +21,8 @@ export interface Daemon {
   readonly config: DaemonConfig
   readonly logs: ReadonlyMap<string, ServedLog>
   readonly brokerUrl: string | null
+  /** Where Prometheus scrapes this daemon (config metrics), or null. */
+  readonly metricsUrl: string | null
   close(): Promise<void>
 }
 
@@ -90,8 +92,10 @@ export async function serve(config: DaemonConfig, logger: Logger = journalLogger
   let broker: BrokerHandle | null = null
   let server: LocalApiServer | null = null
   let watcher: NodeJS.Timeout | null = null
+  let metrics: { close(): Promise<void> } | null = null
   const closeAll = async (): Promise<void> => {
     if (watcher !== null) clearInterval(watcher)
+    await metrics?.close().catch(() => undefined)
     await server?.close().catch(() => undefined)
     for (const served of logs.values()) await served.sync?.close().catch(() => undefined)
     for (const served of logs.values()) await served.log.close().catch(() => undefined)
@@ -109,7 +113,7 @@ export async function serve(config: DaemonConfig, logger: Logger = journalLogger
         ...(config.trust === null ? {} : { trust: config.trust }),
         encryption,
       })
-      logs.set(name, { name, log, sync: undefined })
+      logs.set(name, { name, log, sync: undefined, counts: newServedCounts() })
       logger('info', `log ${name} open: replica ${log.replicaId}, ${log.length} events, O_DIRECT ${log.direct}`)
       const security = log.securityStatus()
       logger(security.trust === 'off' ? 'warning' : 'info', `log ${name}: public key ${security.publicKey ?? 'none (unsigned log)'}, trust ${security.trust}` +
@@ -135,6 +139,17 @@ export async function serve(config: DaemonConfig, logger: Logger = journalLogger
     await listening.listen() // LOCKED while another daemon listens there: its socket file stays
     server = listening
     logger('info', `local API listening on ${config.socket}`)
+    let metricsUrl: string | null = null
+    if (config.metrics !== null) {
+      const where = parseListen(config.metrics.listen)!
+      // Loaded only when asked for: prom-client stays out of processes that only use the client.
+      const { MetricsServer } = await import('./metrics.js')
+      const endpoint = new MetricsServer({ logs, socketClients: () => listening.clientCount, now: () => Date.now() })
+      metrics = endpoint
+      const address = await endpoint.listen(where.host, where.port)
+      metricsUrl = `http://${address.host.includes(':') ? `[${address.host}]` : address.host}:${address.port}/metrics`
+      logger('info', `metrics on ${metricsUrl}`)
+    }
     if (brokerUrl !== null) {
       const read = (file: string | null): Buffer | undefined => (file === null ? undefined : fs.readFileSync(file))
       const journals: [ServedLog, SyncJournal][] = []
@@ -165,6 +180,7 @@ export async function serve(config: DaemonConfig, logger: Logger = journalLogger
       config,
       logs,
       brokerUrl,
+      metricsUrl,
       close: () => {
         closing ??= (async () => {
           await closeAll()

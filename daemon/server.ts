@@ -9,7 +9,7 @@
 
 import fs from 'node:fs'
 import net from 'node:net'
-import { LogError, type DamagedRange, type Log, type LogEvent } from '../core/index.js'
+import { LogError, isLogError, type DamagedRange, type Log, type LogEvent } from '../core/index.js'
 import type { SyncHandle } from '../sync/index.js'
 import { diskUse } from './disk-use.js'
 import { FRAME_BYTES_MAX, FrameError, FrameReader, TurnWriter, encodeFrame } from './frames.js'
@@ -19,6 +19,20 @@ export interface ServedLog {
   name: string
   log: Log
   sync: SyncHandle | undefined
+  /** What the local API counts for the metrics (daemon/metrics.ts). */
+  counts: ServedCounts
+}
+
+/** What the daemon counts itself for the metrics (per log), beside what the log and sync report. */
+export interface ServedCounts {
+  appendedEvents: number
+  appendedBytes: number
+  /** Appends refused, by error code (VALIDATION for a validator's rejection). */
+  refused: Map<string, number>
+}
+
+export function newServedCounts(): ServedCounts {
+  return { appendedEvents: 0, appendedBytes: 0, refused: new Map() }
 }
 
 /** Events per streamed chunk, at most. */
@@ -109,6 +123,10 @@ class Client implements PoolOwner {
 export class LocalApiServer {
   private readonly server: net.Server
   private readonly clients = new Set<Client>()
+  /** Local API connections open now. */
+  get clientCount(): number {
+    return this.clients.size
+  }
   private readonly limits: ServerLimits
   private readonly frameBytesMax: number
   private readonly sendPool: SendPool
@@ -408,14 +426,18 @@ export class LocalApiServer {
     const log = served.log
     switch (op) {
       case 'append': {
-        const result = await log.append(bytes(frame['payload'], 'payload'))
+        const payload = bytes(frame['payload'], 'payload')
+        const result = await counted(served.counts, 1, payload.length, log.append(payload))
         send({ id, ok: true, result })
         return
       }
       case 'appendBatch': {
         const payloads = frame['payloads']
         if (!Array.isArray(payloads)) throw new LogError('INVALID_ARGUMENT', 'appendBatch: payloads must be a list of byte strings')
-        const range = await log.appendBatchRange(payloads.map((p, i) => bytes(p, `payload ${i}`)))
+        const list = payloads.map((p, i) => bytes(p, `payload ${i}`))
+        let total = 0
+        for (const payload of list) total += payload.length
+        const range = await counted(served.counts, list.length, total, log.appendBatchRange(list))
         send({ id, ok: true, result: range })
         return
       }
@@ -596,4 +618,18 @@ async function removeStaleSocket(socketPath: string): Promise<void> {
   })
   if (live) throw new LogError('LOCKED', `another daemon is listening on ${socketPath}`, { path: socketPath })
   fs.rmSync(socketPath, { force: true })
+}
+
+/** Counts an append for the metrics: its events and bytes once it is in, its error code when refused. */
+async function counted<T>(counts: ServedCounts, events: number, bytes: number, append: Promise<T>): Promise<T> {
+  try {
+    const result = await append
+    counts.appendedEvents += events
+    counts.appendedBytes += bytes
+    return result
+  } catch (error) {
+    const code = isLogError(error) ? error.code : 'ERROR'
+    counts.refused.set(code, (counts.refused.get(code) ?? 0) + 1)
+    throw error
+  }
 }

@@ -1,0 +1,222 @@
+// Prometheus metrics of a running daemon (docs/metrics.md): plain HTTP, off unless the config
+// names `metrics.listen`, on loopback unless it names another host. Every figure is read when
+// Prometheus scrapes, from the logs, their sync and the local API server: nothing is sampled in
+// the background but the disk growth behind the time-to-full estimate, a few samples per log.
+
+import fs from 'node:fs'
+import http from 'node:http'
+import { Counter, Gauge, Histogram, Registry } from 'prom-client'
+import { diskUse } from './disk-use.js'
+import type { ServedLog } from './server.js'
+
+/** Series per log for per-peer and per-origin figures, at most: a fleet's origins beyond it are summed in no series (docs/metrics.md). */
+export const METRICS_LABELS_MAX = 1000
+/** The disk growth behind the time-to-full estimate: samples kept per log, and how far back they reach. */
+const GROWTH_SAMPLES_MAX = 64
+const GROWTH_WINDOW_MS = 10 * 60_000
+/** Buckets of the fsync latency histogram, in seconds. */
+const FSYNC_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5]
+
+export interface MetricsSource {
+  logs: Map<string, ServedLog>
+  /** Local API connections open now. */
+  socketClients(): number
+  now(): number
+}
+
+export class MetricsServer {
+  readonly registry = new Registry()
+  private server: http.Server | null = null
+  private readonly growth = new Map<string, { at: number, bytes: number }[]>()
+  /** When each peer last held everything this log held (ms), by log and peer. */
+  private readonly caughtUp = new Map<string, number>()
+  private readonly fsync: Histogram<'log'>
+  private readonly detach: (() => void)[] = []
+
+  constructor(source: MetricsSource) {
+    const registers = [this.registry]
+    const perLog = <T>(each: (served: ServedLog) => T, set: (served: ServedLog, value: T) => void) => (): void => {
+      for (const served of source.logs.values()) set(served, each(served))
+    }
+    const gauge = (name: string, help: string, labelNames: string[], collect: (this: Gauge) => void): void => {
+      new Gauge({ name, help, labelNames, registers, collect() { this.reset(); collect.call(this) } })
+    }
+    const counter = (name: string, help: string, labelNames: string[], collect: (this: Counter) => void): void => {
+      // Counted elsewhere (the log, sync, the server) from the daemon's start: set to that total at each scrape.
+      new Counter({ name, help, labelNames, registers, collect() { this.reset(); collect.call(this) } })
+    }
+    const sync = (served: ServedLog) => served.sync?.status() ?? null
+
+    gauge('interlog_log_events', 'Events the log holds (all origins).', ['log'], function () {
+      perLog((s) => s.log.length, (s, v) => this.set({ log: s.name }, v))()
+    })
+    gauge('interlog_log_durable_events', 'Events of the log known to be on disk.', ['log'], function () {
+      perLog((s) => s.log.durableLength, (s, v) => this.set({ log: s.name }, v))()
+    })
+    counter('interlog_appended_events_total', 'Events appended through the local API since the daemon started.', ['log'], function () {
+      for (const s of source.logs.values()) this.inc({ log: s.name }, s.counts.appendedEvents)
+    })
+    counter('interlog_appended_bytes_total', 'Payload bytes appended through the local API since the daemon started.', ['log'], function () {
+      for (const s of source.logs.values()) this.inc({ log: s.name }, s.counts.appendedBytes)
+    })
+    counter('interlog_appends_refused_total', 'Appends refused through the local API, by error code (VALIDATION: a validator rejected it).', ['log', 'code'], function () {
+      for (const s of source.logs.values()) for (const [code, count] of s.counts.refused) this.inc({ log: s.name, code }, count)
+    })
+    this.fsync = new Histogram({ name: 'interlog_fsync_seconds', help: 'Time of each fdatasync of the log (the wait of a durable append).', labelNames: ['log'], buckets: FSYNC_BUCKETS, registers })
+    for (const served of source.logs.values()) {
+      const onSync = (seconds: number): void => this.fsync.observe({ log: served.name }, seconds)
+      served.log.on('fsync', onSync)
+      this.detach.push(() => served.log.off('fsync', onSync))
+    }
+    gauge('interlog_disk_used_bytes', 'Bytes the log directory takes on disk (allocated blocks).', ['log'], function () {
+      for (const s of source.logs.values()) this.set({ log: s.name }, diskUse(s.log.directory).bytes)
+    })
+    gauge('interlog_disk_free_bytes', 'Bytes free for the daemon on the file system of the log.', ['log'], function () {
+      for (const s of source.logs.values()) this.set({ log: s.name }, freeBytes(s.log.directory))
+    })
+    const growth = this.growth
+    gauge('interlog_disk_full_seconds', 'Estimated seconds until the file system of the log is full, from its growth over the last ten minutes of scrapes (+Inf while it does not grow).', ['log'], function () {
+      for (const s of source.logs.values()) this.set({ log: s.name }, fullSeconds(growth, s, source.now()))
+    })
+    gauge('interlog_sync_connected', '1 while sync is connected to its broker, else 0 (no series without a broker).', ['log'], function () {
+      for (const s of source.logs.values()) { const st = sync(s); if (st !== null) this.set({ log: s.name }, st.connected ? 1 : 0) }
+    })
+    counter('interlog_sync_events_sent_total', 'Events sync sent to peers since the daemon started.', ['log'], function () {
+      for (const s of source.logs.values()) { const st = sync(s); if (st !== null) this.inc({ log: s.name }, st.eventsSent) }
+    })
+    counter('interlog_sync_events_received_total', 'Events sync received and stored since the daemon started.', ['log'], function () {
+      for (const s of source.logs.values()) { const st = sync(s); if (st !== null) this.inc({ log: s.name }, st.eventsReceived) }
+    })
+    counter('interlog_sync_messages_dropped_total', 'Sync messages dropped as malformed, oversized or from an older protocol.', ['log'], function () {
+      for (const s of source.logs.values()) { const st = sync(s); if (st !== null) this.inc({ log: s.name }, st.messagesDropped) }
+    })
+    counter('interlog_events_forged_total', 'Remote events refused as forged, altered or replayed (docs/security.md).', ['log'], function () {
+      for (const s of source.logs.values()) this.inc({ log: s.name }, s.log.securityStatus().forged)
+    })
+    gauge('interlog_equivocations', 'Origins seen signing two histories.', ['log'], function () {
+      for (const s of source.logs.values()) this.set({ log: s.name }, s.log.securityStatus().equivocations.length)
+    })
+    gauge('interlog_quarantined_origins', 'Origins whose events merge no longer takes (a validator or an equivocation).', ['log'], function () {
+      for (const s of source.logs.values()) this.set({ log: s.name }, s.log.quarantined().length)
+    })
+    gauge('interlog_damaged_ranges', 'Ranges of the log fenced off as damaged and not repaired yet.', ['log'], function () {
+      for (const s of source.logs.values()) this.set({ log: s.name }, s.log.damage().length)
+    })
+    gauge('interlog_no_space', '1 while writes wait for disk space (NO_SPACE), else 0.', ['log'], function () {
+      for (const s of source.logs.values()) this.set({ log: s.name }, s.log.noSpace ? 1 : 0)
+    })
+    const caughtUp = this.caughtUp
+    gauge('interlog_peer_online', '1 while a peer of the log is online, else 0.', ['log', 'peer'], function () {
+      for (const s of source.logs.values()) for (const peer of peersOf(s)) this.set({ log: s.name, peer: peer.replica }, peer.online ? 1 : 0)
+    })
+    gauge('interlog_peer_lag_events', 'Events this log holds that the peer does not (by the vector it last announced).', ['log', 'peer'], function () {
+      for (const s of source.logs.values()) {
+        const ours = s.log.versionVector()
+        for (const peer of peersOf(s)) this.set({ log: s.name, peer: peer.replica }, lagOf(ours, peer.vector))
+      }
+    })
+    gauge('interlog_peer_lag_seconds', 'Seconds since the peer last held everything this log held (0 while it does).', ['log', 'peer'], function () {
+      const now = source.now()
+      for (const s of source.logs.values()) {
+        const ours = s.log.versionVector()
+        for (const peer of peersOf(s)) {
+          const key = `${s.name}\u0000${peer.replica}`
+          if (lagOf(ours, peer.vector) === 0 || !caughtUp.has(key)) caughtUp.set(key, now)
+          this.set({ log: s.name, peer: peer.replica }, (now - caughtUp.get(key)!) / 1000)
+        }
+        if (caughtUp.size > METRICS_LABELS_MAX * source.logs.size) caughtUp.delete(caughtUp.keys().next().value as string)
+      }
+    })
+    gauge('interlog_origin_lag_events', 'Events of an origin that an online peer holds and this log does not yet.', ['log', 'origin'], function () {
+      for (const s of source.logs.values()) {
+        const ours = s.log.versionVector()
+        const behind = new Map<string, number>()
+        for (const peer of peersOf(s)) {
+          if (!peer.online) continue
+          for (const [origin, count] of Object.entries(peer.vector)) {
+            const lag = count - (ours[origin] ?? 0)
+            if (lag > (behind.get(origin) ?? 0)) behind.set(origin, lag)
+          }
+        }
+        let series = 0
+        for (const [origin, lag] of behind) if (series++ < METRICS_LABELS_MAX) this.set({ log: s.name, origin }, lag)
+        for (const origin of Object.keys(ours)) if (!behind.has(origin) && series++ < METRICS_LABELS_MAX) this.set({ log: s.name, origin }, 0)
+      }
+    })
+    gauge('interlog_consumer_lag_events', 'Events after a durable consumer\'s committed position.', ['log', 'consumer'], function () {
+      for (const s of source.logs.values()) for (const consumer of s.log.consumers()) this.set({ log: s.name, consumer: consumer.name }, consumer.lag)
+    })
+    gauge('interlog_socket_clients', 'Local API connections open.', [], function () {
+      this.set(source.socketClients())
+    })
+  }
+
+  /** Starts serving GET /metrics on `host:port` (port 0: any free port); returns the address. */
+  async listen(host: string, port: number): Promise<{ host: string, port: number }> {
+    const server = http.createServer((request, response) => {
+      if (request.method !== 'GET' || (request.url ?? '').split('?')[0] !== '/metrics') {
+        response.writeHead(404, { 'content-type': 'text/plain' }).end('InterLog serves /metrics here\n')
+        return
+      }
+      this.registry.metrics().then((text) => {
+        response.writeHead(200, { 'content-type': this.registry.contentType }).end(text)
+      }, (error: unknown) => {
+        response.writeHead(500, { 'content-type': 'text/plain' }).end(`metrics failed: ${(error as Error).message}\n`)
+      })
+    })
+    server.headersTimeout = 10_000
+    server.requestTimeout = 10_000
+    server.maxConnections = 32
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject)
+      server.listen(port, host, () => { server.off('error', reject); resolve() })
+    })
+    this.server = server
+    const address = server.address() as { address: string, port: number }
+    return { host: address.address, port: address.port }
+  }
+
+  async close(): Promise<void> {
+    for (const detach of this.detach) detach()
+    const server = this.server
+    this.server = null
+    if (server === null) return
+    server.closeAllConnections()
+    await new Promise<void>((resolve) => server.close(() => resolve()))
+  }
+}
+
+function peersOf(served: ServedLog): { replica: string, online: boolean, vector: Record<string, number> }[] {
+  const peers = served.sync?.status().peers ?? []
+  return peers.length > METRICS_LABELS_MAX ? peers.slice(0, METRICS_LABELS_MAX) : peers
+}
+
+/** Events of `ours` beyond `theirs`, summed over origins. */
+function lagOf(ours: Record<string, number>, theirs: Record<string, number>): number {
+  let lag = 0
+  for (const [origin, count] of Object.entries(ours)) lag += Math.max(0, count - (theirs[origin] ?? 0))
+  return lag
+}
+
+function freeBytes(directory: string): number {
+  try {
+    const stats = fs.statfsSync(directory)
+    return stats.bavail * stats.bsize
+  } catch {
+    return NaN
+  }
+}
+
+/** Seconds until the disk is full at the rate the log directory grew over the window of samples (one sample per scrape). */
+function fullSeconds(growth: Map<string, { at: number, bytes: number }[]>, served: ServedLog, now: number): number {
+  const used = diskUse(served.log.directory).bytes
+  const free = freeBytes(served.log.directory)
+  let samples = growth.get(served.name)
+  if (samples === undefined) growth.set(served.name, samples = [])
+  samples.push({ at: now, bytes: used })
+  while (samples.length > GROWTH_SAMPLES_MAX || (samples.length > 2 && now - samples[0]!.at > GROWTH_WINDOW_MS)) samples.shift()
+  const first = samples[0]!
+  const rate = now > first.at ? (used - first.bytes) / ((now - first.at) / 1000) : 0
+  if (!(rate > 0) || !Number.isFinite(free)) return Infinity
+  return free / rate
+}

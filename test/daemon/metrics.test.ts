@@ -1,0 +1,106 @@
+// Prometheus metrics of a running gateway (daemon/metrics.ts, docs/metrics.md): two real daemons
+// syncing through a real broker, scraped over HTTP while one catches up with the other.
+
+import t from 'tap'
+import fs from 'node:fs'
+import path from 'node:path'
+import { connect } from '../../index.js'
+import { startTestBroker } from '../helpers/broker.js'
+import { startDaemon, type DaemonProcess } from '../helpers/daemon.js'
+import { tempDir } from '../helpers/temp.js'
+import { until } from '../helpers/until.js'
+
+const EVENTS = 20_000
+
+/** One scrape: every sample as `name{labels}` to its value. */
+async function scrape(url: string): Promise<Map<string, number>> {
+  const response = await fetch(url)
+  if (response.status !== 200) throw new Error(`scrape answered ${response.status}`)
+  const samples = new Map<string, number>()
+  for (const line of (await response.text()).split('\n')) {
+    if (line === '' || line.startsWith('#')) continue
+    const space = line.lastIndexOf(' ')
+    samples.set(line.slice(0, space), Number(line.slice(space + 1)))
+  }
+  return samples
+}
+
+/** The address the daemon says it serves metrics on (it says so right after the local API). */
+async function metricsUrl(daemon: DaemonProcess): Promise<string> {
+  await until(() => /metrics on http:\/\/\S+/.test(daemon.output()), 10_000, 'the metrics line')
+  return /metrics on (http:\/\/\S+)/.exec(daemon.output())![1]!
+}
+
+t.test('a gateway\'s metrics show a peer falling behind while it is away and the lag going to zero as it catches up', async (t) => {
+  const broker = await startTestBroker(t)
+  const [dataA, dataB] = [tempDir(t), tempDir(t)]
+  const config = (dir: string): string => {
+    const file = path.join(dir, 'config.json')
+    fs.writeFileSync(file, JSON.stringify({ broker: broker.url, announceIntervalMs: 300, metrics: { listen: ':0' } }))
+    return file
+  }
+  const a = await startDaemon(t, dataA, ['--config', config(dataA)])
+  let b = await startDaemon(t, dataB, ['--config', config(dataB)])
+  const urlA = await metricsUrl(a)
+  t.match((await fetch(urlA)).headers.get('content-type'), /^text\/plain; version=0\.0\.4/, 'Prometheus text format')
+  t.match(urlA, /^http:\/\/127\.0\.0\.1:\d+\/metrics$/, 'loopback by default')
+  const clientA = await connect(a.socket)
+  const clientB = await connect(b.socket)
+  const [idA, idB] = [clientA.replicaId, clientB.replicaId]
+  await clientB.close()
+  await until(async () => (await scrape(urlA)).get(`interlog_peer_online{log="main",peer="${idB}"}`) === 1, 15_000, 'A to see B online')
+
+  await b.stop()
+  for (let i = 0; i < EVENTS; i += 1000) await clientA.appendBatch(Array.from({ length: 1000 }, (_, j) => Buffer.from(`reading ${i + j}`)))
+  const away = await scrape(urlA)
+  t.equal(away.get('interlog_log_events{log="main"}'), EVENTS)
+  t.equal(away.get('interlog_appended_events_total{log="main"}'), EVENTS, 'appends through the socket are counted')
+  t.ok(away.get('interlog_appended_bytes_total{log="main"}')! > EVENTS * 9, 'and their bytes')
+  t.equal(away.get(`interlog_peer_lag_events{log="main",peer="${idB}"}`), EVENTS, 'B lacks every event appended while it was away')
+  t.ok(away.get('interlog_fsync_seconds_count{log="main"}')! > 0, 'fsyncs are timed')
+  t.ok(away.get('interlog_disk_used_bytes{log="main"}')! > 0 && away.get('interlog_disk_free_bytes{log="main"}')! > 0)
+  t.equal(away.get('interlog_socket_clients'), 1)
+  await new Promise((resolve) => setTimeout(resolve, 1100))
+  t.ok((await scrape(urlA)).get(`interlog_peer_lag_seconds{log="main",peer="${idB}"}`)! >= 1, 'and has been behind for a second and more')
+
+  b = await startDaemon(t, dataB, ['--config', config(dataB)])
+  const urlB = await metricsUrl(b)
+  await until(async () => (await scrape(urlB)).get('interlog_log_events{log="main"}') === EVENTS, 30_000, 'B to catch up')
+  await until(async () => {
+    const samples = await scrape(urlA)
+    return samples.get(`interlog_peer_lag_events{log="main",peer="${idB}"}`) === 0 && samples.get(`interlog_peer_lag_seconds{log="main",peer="${idB}"}`) === 0
+  }, 15_000, 'A to see B caught up')
+  const caughtUp = await scrape(urlB)
+  t.equal(caughtUp.get(`interlog_origin_lag_events{log="main",origin="${idA}"}`), 0, 'B lacks nothing of A')
+  t.equal(caughtUp.get('interlog_sync_events_received_total{log="main"}'), EVENTS, 'B received every event once')
+  t.equal(caughtUp.get('interlog_sync_connected{log="main"}'), 1)
+  t.ok((await scrape(urlA)).get('interlog_sync_events_sent_total{log="main"}')! >= EVENTS, 'A sent them')
+  const notFound = await fetch(urlA.replace('/metrics', '/'))
+  t.equal(notFound.status, 404, 'only /metrics is served')
+  await clientA.close()
+})
+
+t.test('every metric the daemon serves is listed in docs/metrics.md, and every one listed is served', async (t) => {
+  const data = tempDir(t)
+  const file = path.join(data, 'config.json')
+  fs.writeFileSync(file, JSON.stringify({ metrics: { listen: '127.0.0.1:0' } }))
+  const daemon = await startDaemon(t, data, ['--config', file])
+  const text = await (await fetch(await metricsUrl(daemon))).text()
+  const served = new Set([...text.matchAll(/^# TYPE (\S+) /gm)].map((match) => match[1]!))
+  const doc = fs.readFileSync(new URL('../../docs/metrics.md', import.meta.url), 'utf8')
+  const listed = new Set([...doc.matchAll(/^\| `(interlog_[a-z_]+)` \|/gm)].map((match) => match[1]!))
+  t.same([...served].filter((name) => name.startsWith('interlog_') && !listed.has(name)), [], 'served but not documented')
+  t.same([...listed].filter((name) => !served.has(name)), [], 'documented but not served')
+})
+
+t.test('a metrics setting that is not an address is refused at start-up', async (t) => {
+  const { loadConfig } = await import('../../daemon/index.js')
+  const data = tempDir(t)
+  const file = path.join(data, 'config.json')
+  fs.writeFileSync(file, JSON.stringify({ data, metrics: { listen: 'everywhere' } }))
+  t.throws(() => loadConfig({ file }), /'metrics' must be null or \{ "listen": "host:port" \}/)
+  fs.writeFileSync(file, JSON.stringify({ data, metrics: { listen: ':9464', extra: 1 } }))
+  t.throws(() => loadConfig({ file }), /'metrics' must be/)
+  fs.writeFileSync(file, JSON.stringify({ data, metrics: { listen: 9464 } }))
+  t.same(loadConfig({ file }).metrics, { listen: ':9464' }, 'a port alone listens on loopback')
+})
