@@ -6,7 +6,7 @@ import fs from 'node:fs'
 import path from 'node:path'
 import { addTrustedKey, LogError, openLog, readTrustedKeys, removeTrustedKey, type DamagedRange, type LogEvent, type SecurityStatus } from '../core/index.js'
 import { ConfigError, loadConfig, logDirectory, serve, journalLogger, type Daemon, type DaemonConfig } from '../daemon/index.js'
-import { delta } from '../sync/index.js'
+import { delta, type HealthReport } from '../sync/index.js'
 import { openTarget, targetDirectory, UsageError, type Target, type TargetOptions } from './target.js'
 
 export const EXIT = { ok: 0, damage: 1, usage: 2, failed: 3, unreachable: 4 } as const
@@ -412,7 +412,12 @@ function watchDirectory(directory: string, onChange: () => void): fs.FSWatcher |
 
 export async function status(values: Values): Promise<number> {
   return withTarget(values, async (target) => {
-    const report = await target.status()
+    const fleet = values['fleet'] === true
+    const report = await target.status(fleet ? { fleet: true } : {})
+    if (fleet && report['fleet'] === undefined) {
+      process.stderr.write('status --fleet: the health reports come from a running daemon with sync; none runs on this log\n')
+      report['fleet'] = []
+    }
     const vector = report['vector'] as Record<string, number>
     const sync = report['sync'] as { connected: boolean, peers: { replica: string, online: boolean, vector: Record<string, number> }[] } | null
     const peers = (sync?.peers ?? []).map((peer) => ({
@@ -443,6 +448,7 @@ export async function status(values: Values): Promise<number> {
     }
     if (report['noSpace'] === true) out('  disk      full: writes are stalled (appends get NO_SPACE) until space is freed')
     for (const range of (report['damage'] as DamagedRange[] | undefined) ?? []) out(`  damaged   ${range.segment} at ${range.offset}: ${describeLoss(range)}`)
+    if (fleet) printFleet(report['fleet'] as HealthReport[])
     return EXIT.ok
   })
 }
@@ -502,5 +508,22 @@ export async function trust(values: Values, positionals: string[]): Promise<numb
     }
     default:
       throw new UsageError(`trust needs add, rm or ls, got ${verb === undefined ? 'nothing' : `'${verb}'`}`)
+  }
+}
+
+/** The other replicas' health reports (docs/sync.md, "Health"), one line each: what a fleet's operator checks first. */
+function printFleet(fleet: HealthReport[]): void {
+  out(`fleet (${fleet.length} other replica${fleet.length === 1 ? '' : 's'} reporting health)`)
+  const now = Date.now()
+  for (const { replica, receivedMs, report } of fleet) {
+    const number = (key: string): string => (typeof report[key] === 'number' ? String(report[key]) : '?')
+    const free = typeof report['diskFreeBytes'] === 'number' ? `${((report['diskFreeBytes'] as number) / 2 ** 30).toFixed(1)} GiB free` : 'disk ?'
+    const trouble = [
+      report['noSpace'] === true ? 'DISK FULL' : '',
+      typeof report['damagedRanges'] === 'number' && report['damagedRanges'] > 0 ? `${number('damagedRanges')} damaged` : '',
+      typeof report['quarantined'] === 'number' && report['quarantined'] > 0 ? `${number('quarantined')} quarantined` : '',
+    ].filter((text) => text !== '')
+    out(`  ${replica} ${String(report['node'] ?? '?')}: ${number('length')} events (${number('durableLength')} durable), behind ${number('behindEvents')}, ` +
+      `${number('peersOnline')} peers online, ${free}, reported ${Math.round((now - receivedMs) / 1000)} s ago${trouble.length > 0 ? `; ${trouble.join(', ')}` : ''}`)
   }
 }

@@ -85,8 +85,8 @@ const COMMANDS: Record<string, Command> = {
   },
   status: {
     summary: 'replica id, version vector, length, segments, disk use, sync peers and lag',
-    usage: `interlog status (--data DIR | --socket PATH) [--log NAME] [--json]\n  ${TARGET}`,
-    options: COMMON, run: status,
+    usage: `interlog status (--data DIR | --socket PATH) [--log NAME] [--json] [--fleet]\n  ${TARGET}\n  --fleet  also list the health reports of the log's other replicas (from a running daemon with sync)`,
+    options: { ...COMMON, fleet: { type: 'boolean' } }, run: status,
   },
   verify: {
     summary: 'check every checksum; exit 1 if anything is damaged',

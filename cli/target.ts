@@ -17,7 +17,8 @@ export interface Target {
   length(): Promise<number>
   versionVector(): Promise<VersionVector>
   verify(): Promise<VerifyResult>
-  status(): Promise<Record<string, unknown>>
+  /** With `fleet`, the daemon adds the other replicas' health reports (a directory has none to give). */
+  status(options?: { fleet?: boolean }): Promise<Record<string, unknown>>
   close(): Promise<void>
 }
 
@@ -89,7 +90,7 @@ function remoteTarget(client: RemoteLog, where: string): Target {
     length: () => client.length(),
     versionVector: () => client.versionVector(),
     verify: () => client.verify(),
-    status: async () => ({ ...(await client.status()) }),
+    status: async (options) => ({ ...(await client.status(options)) }),
     close: () => client.close(),
   }
 }

@@ -8,7 +8,7 @@ import {
   LogError, type BatchRange, type ConsumerInfo, type DamagedRange, type EventId, type LogErrorCode, type LogEvent, type Quarantine, type VerifyResult,
   type VersionVector,
 } from '../core/index.js'
-import type { SyncStatus } from '../sync/index.js'
+import type { HealthReport, SyncStatus } from '../sync/index.js'
 import { FRAME_BYTES_MAX, FrameReader, TurnWriter, encodeFrame } from './frames.js'
 
 /** Requests waiting for an answer, at most; further calls wait for room. */
@@ -45,6 +45,8 @@ export interface RemoteStatus {
   damage: DamagedRange[]
   /** Writes are stalled on a full disk. */
   noSpace: boolean
+  /** With status({ fleet: true }): the other replicas' health reports (empty without sync). */
+  fleet?: HealthReport[]
 }
 
 interface Pending {
@@ -173,8 +175,9 @@ export class RemoteLog {
     return this.request({ op: 'versionVector' }) as Promise<VersionVector>
   }
 
-  status(): Promise<RemoteStatus> {
-    return this.request({ op: 'status' }) as Promise<RemoteStatus>
+  /** The log's status; with `fleet`, also the health reports of the other replicas of the log (sync's `fleet()`). */
+  status(options: { fleet?: boolean } = {}): Promise<RemoteStatus> {
+    return this.request(options.fleet === true ? { op: 'status', fleet: true } : { op: 'status' }) as Promise<RemoteStatus>
   }
 
   verify(): Promise<VerifyResult> {

@@ -24,6 +24,8 @@ export interface DaemonConfig {
   maxMessageBytes: number
   /** Compression of the sync events messages sent (docs/sync.md). Default 'deflate-raw'. */
   compression: 'deflate-raw' | 'none'
+  /** Period of the retained health summary each log publishes on its health topic (docs/sync.md "Health"). Default 60000. */
+  healthIntervalMs: number
   /** Prometheus metrics over HTTP (docs/metrics.md): null (default) for none, else where to listen
    *  ('host:port', ':port' or a port: 127.0.0.1 unless a host is named). */
   metrics: { listen: string } | null
@@ -82,6 +84,7 @@ export const DEFAULT_CONFIG: Omit<DaemonConfig, 'data' | 'socket'> = {
   compression: 'deflate-raw',
   storedCompression: 'none',
   metrics: null,
+  healthIntervalMs: 60_000,
   clientId: null,
   username: null,
   password: null,
@@ -100,7 +103,7 @@ type Kind = 'string' | 'port' | 'integer' | 'names' | 'durability' | 'compressio
 
 const KEYS: Record<keyof DaemonConfig, Kind> = {
   data: 'string', socket: 'string', broker: 'string', brokerPort: 'port', logs: 'names', durability: 'durability',
-  intervalMs: 'integer', topicPrefix: 'string', announceIntervalMs: 'integer', maxMessageBytes: 'integer', compression: 'compression', storedCompression: 'compression', metrics: 'metrics',
+  intervalMs: 'integer', topicPrefix: 'string', announceIntervalMs: 'integer', maxMessageBytes: 'integer', compression: 'compression', storedCompression: 'compression', metrics: 'metrics', healthIntervalMs: 'integer',
   clientId: 'nullable-string', username: 'nullable-string', password: 'nullable-string', ca: 'nullable-string', cert: 'nullable-string', key: 'nullable-string',
   validators: 'validators', trust: 'trust', encryptionKeyFile: 'nullable-string', init: 'boolean', clientStallMs: 'integer', syncSummaryMs: 'integer',
 }

@@ -13,6 +13,16 @@ import type { ValidatorSpec } from '../validators/index.js'
 import { ConfigError, logDirectory, parseListen, readEncryptionKeys, type DaemonConfig } from './config.js'
 import { LocalApiServer, newServedCounts, type Logger, type ServedLog } from './server.js'
 import { SyncJournal } from './sync-journal.js'
+import { diskUse } from './disk-use.js'
+
+/** The package's version (package.json beside dist/), for health reports. */
+const PACKAGE_VERSION = ((): string => {
+  try {
+    return (JSON.parse(fs.readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }).version
+  } catch {
+    return 'unknown'
+  }
+})()
 
 /** How often the journal checks whether each log's sync is connected. */
 const SYNC_WATCH_MS = 1000
@@ -158,6 +168,7 @@ export async function serve(config: DaemonConfig, logger: Logger = journalLogger
         served.sync = await startSync(served.log, {
           url: brokerUrl, logName: served.name, topicPrefix: config.topicPrefix, announceIntervalMs: config.announceIntervalMs,
           maxMessageBytes: config.maxMessageBytes, compression: config.compression, logger: journal.log, firstConnectWaitMs: 0,
+          health: { intervalMs: Math.max(100, config.healthIntervalMs), summary: () => healthSummary(served) },
           ...(config.clientId === null ? {} : { clientId: config.clientId }),
           ...(config.username === null ? {} : { username: config.username }),
           ...(config.password === null ? {} : { password: config.password }),
@@ -193,5 +204,35 @@ export async function serve(config: DaemonConfig, logger: Logger = journalLogger
     await closeAll()
     if (error instanceof ConfigError) throw error
     throw accessError(error, config.data)
+  }
+}
+
+/**
+ * The health summary a log publishes on its health topic (docs/sync.md, "Health"): what an
+ * operator of a fleet wants to see of each gateway without logging in to it.
+ */
+function healthSummary(served: ServedLog): Record<string, unknown> {
+  const { log } = served
+  const vector = log.versionVector()
+  const peers = served.sync?.status().peers ?? []
+  let behind = 0
+  for (const peer of peers) {
+    if (!peer.online) continue
+    let lag = 0
+    for (const [origin, count] of Object.entries(peer.vector)) lag += Math.max(0, count - (vector[origin] ?? 0))
+    behind = Math.max(behind, lag)
+  }
+  let free = NaN
+  try {
+    const stats = fs.statfsSync(log.directory)
+    free = stats.bavail * stats.bsize
+  } catch { /* reported as null */ }
+  const consumers = log.consumers()
+  return {
+    version: PACKAGE_VERSION, length: log.length, durableLength: log.durableLength, ownEvents: vector[log.replicaId] ?? 0,
+    diskUsedBytes: diskUse(log.directory).bytes, diskFreeBytes: Number.isFinite(free) ? free : null,
+    peersOnline: peers.filter((peer) => peer.online).length, behindEvents: behind,
+    consumerLagMax: consumers.reduce((max, consumer) => Math.max(max, consumer.lag), 0),
+    damagedRanges: log.damage().length, noSpace: log.noSpace, quarantined: log.quarantined().length, forged: log.securityStatus().forged,
   }
 }

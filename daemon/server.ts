@@ -455,6 +455,8 @@ export class LocalApiServer {
           log: served.name, replicaId: log.replicaId, length: log.length, durableLength: log.durableLength, vector: log.versionVector(),
           quarantined: log.quarantined(), sync: served.sync?.status() ?? null, directory: log.directory, ...diskUse(log.directory),
           consumers: log.consumers(), security: log.securityStatus(), damage: log.damage(), noSpace: log.noSpace,
+          // Asked for: the health reports of the other replicas of this log (docs/sync.md, "Health").
+          ...(frame['fleet'] === true ? { fleet: served.sync?.fleet() ?? [] } : {}),
         } })
         return
       case 'consumers':

@@ -11,7 +11,7 @@ import { realClock, type Clock } from './clock.js'
 
 export { startBroker, type BrokerHandle } from './broker.js'
 export { compare, delta, mergeVectors, equalVectors, type Order } from './version-vector.js'
-export type { PeerInfo, SyncStatus, SyncEvents } from './replicator.js'
+export type { HealthReport, PeerInfo, SyncStatus, SyncEvents } from './replicator.js'
 export { PROTOCOL_VERSION } from './protocol.js'
 export type { Clock, TimerHandle } from './clock.js'
 export type { SyncClient, SyncConnection, Subscriber } from './connection.js'
@@ -52,13 +52,19 @@ export interface SyncOptions {
    * present peer reads it, or 'none'. Every replica reads compressed messages either way.
    */
   compression?: 'deflate-raw' | 'none'
+  /**
+   * A retained health summary published on the log's health topic every `intervalMs` (and at each
+   * connection): `summary()` gives its fields (docs/sync.md, "Health"). Default: none. Health
+   * reports of other replicas are kept either way (`fleet()`).
+   */
+  health?: { intervalMs: number, summary: () => Record<string, unknown> }
 }
 
 /** startSync waits this long for the first connection before returning a handle that keeps retrying (option firstConnectWaitMs). */
 const FIRST_CONNECT_WAIT_MS = 5000
 
 const OPTION_KEYS = new Set(['url', 'logName', 'topicPrefix', 'clientId', 'username', 'password', 'ca', 'cert', 'key', 'origins',
-  'maxMessageBytes', 'announceIntervalMs', 'inflightMessagesMax', 'logger', 'firstConnectWaitMs', 'compression'])
+  'maxMessageBytes', 'announceIntervalMs', 'inflightMessagesMax', 'logger', 'firstConnectWaitMs', 'compression', 'health'])
 
 /** Starts replicating `log` through the broker at options.url; resolves once subscribed and announced. */
 export async function startSync(log: Log, options: SyncOptions): Promise<SyncHandle> {
@@ -113,9 +119,13 @@ function replicatorSettings(log: Log, options: SyncOptions, clock: Clock): Repli
   if (!Number.isSafeInteger(inflightMessagesMax) || inflightMessagesMax < 1) throw invalid('inflightMessagesMax must be a positive integer')
   const compression = options.compression ?? 'deflate-raw'
   if (compression !== 'deflate-raw' && compression !== 'none') throw invalid("compression must be 'deflate-raw' or 'none'")
+  const health = options.health ?? null
+  if (health !== null && (typeof health !== 'object' || !Number.isSafeInteger(health.intervalMs) || health.intervalMs < 100 || typeof health.summary !== 'function')) {
+    throw invalid('health must be { intervalMs: an integer of at least 100, summary: a function }')
+  }
   return {
     logName: options.logName, topicPrefix, origins: origins === null ? null : [...new Set([...origins, log.replicaId])],
-    maxMessageBytes, announceIntervalMs, inflightMessagesMax, compression, log: options.logger ?? rateLimitedStderr(), clock,
+    maxMessageBytes, announceIntervalMs, inflightMessagesMax, compression, health, log: options.logger ?? rateLimitedStderr(), clock,
   }
 }
 

@@ -44,6 +44,15 @@ export interface PeerInfo {
   compression: string[]
 }
 
+/** The last health report of another replica of this log (docs/sync.md, "Health"), as it published it. */
+export interface HealthReport {
+  replica: string
+  /** When this replica received it (its own clock). */
+  receivedMs: number
+  /** The report's fields: `v`, `replica`, `node`, `log`, `timeMs` and what the sender's summary added. Not authenticated. */
+  report: Record<string, unknown>
+}
+
 export interface SyncStatus {
   replica: string
   /** The connection this log syncs through (shared by the logs of this process on one broker). */
@@ -77,6 +86,8 @@ export interface ReplicatorSettings {
   inflightMessagesMax: number
   /** Compression of the events messages sent, when every present peer reads it ('none': never). */
   compression: 'deflate-raw' | 'none'
+  /** The retained health summary this replica publishes, and how often (null: none). */
+  health: { intervalMs: number, summary: () => Record<string, unknown> } | null
   log: (level: 'info' | 'warning' | 'error', message: string) => void
   /** Wall clock and timers (realClock; the simulator passes its own). */
   clock: Clock
@@ -88,8 +99,10 @@ const ANNOUNCE_DEBOUNCE_MS = 50
 const PEER_SILENCE_INTERVALS = 3
 /** A peer silent for this many intervals is forgotten. */
 const PEER_FORGET_INTERVALS = 60
-/** Peers remembered, at most. */
+/** Peers remembered, at most (and health reports of other replicas). */
 const PEERS_MAX = 1024
+/** A health message larger than this is dropped. */
+export const HEALTH_BYTES_MAX = 4096
 /** A range published within this many intervals is not sent again for an older announcement. */
 const RESEND_GRACE_INTERVALS = 2
 /** Published ranges remembered per origin, at most. */
@@ -137,6 +150,9 @@ interface Assembly { key: string, time: number, bytes: Uint8Array, received: num
 export class Replicator extends EventEmitter<SyncEvents> implements Subscriber {
   private readonly client: SyncClient
   private readonly peers = new Map<string, PeerInfo>()
+  /** Health reports of other replicas, by replica id (at most PEERS_MAX: the oldest goes first). */
+  private readonly healthReports = new Map<string, HealthReport>()
+  private healthTimer: TimerHandle | null = null
   /** Per origin: positions [from, upTo) to send (upTo Infinity: all from `from`). */
   private readonly relayJobs = new Map<string, { from: number, upTo: number }>()
   private readonly assemblies: Assembly[] = []
@@ -221,6 +237,12 @@ export class Replicator extends EventEmitter<SyncEvents> implements Subscriber {
     this.periodic = this.settings.clock.setInterval(() => {
       this.announce(false).catch((error: unknown) => this.noteError(error))
     }, this.settings.announceIntervalMs)
+    const health = this.settings.health
+    if (health !== null) {
+      this.healthTimer = this.settings.clock.setInterval(() => {
+        this.publishHealth().catch((error: unknown) => this.noteError(error))
+      }, health.intervalMs)
+    }
     this.connection.attach(this)
     const timeout = new Promise<void>((resolve) => this.settings.clock.setTimeout(resolve, firstConnectWaitMs))
     return Promise.race([this.ready, timeout])
@@ -253,8 +275,10 @@ export class Replicator extends EventEmitter<SyncEvents> implements Subscriber {
       subscription(topicPrefix, logName, 'status'),
       subscription(topicPrefix, logName, 'vector'),
       subscription(topicPrefix, logName, 'events'),
+      subscription(topicPrefix, logName, 'health'),
     ], { qos: 1 })
     await this.announce(true)
+    await this.publishHealth()
     if (!this.ownConfirmed && this.confirmTimer === null) {
       this.confirmTimer = this.settings.clock.setTimeout(() => {
         this.confirmTimer = null
@@ -273,6 +297,7 @@ export class Replicator extends EventEmitter<SyncEvents> implements Subscriber {
     this.log.off('healed', this.onDamageChange)
     this.log.off('originMoved', this.onOriginMoved)
     if (this.periodic !== null) this.settings.clock.clearInterval(this.periodic)
+    if (this.healthTimer !== null) this.settings.clock.clearInterval(this.healthTimer)
     if (this.announceTimer !== null) this.settings.clock.clearTimeout(this.announceTimer)
     if (this.confirmTimer !== null) this.settings.clock.clearTimeout(this.confirmTimer)
     if (this.client.connected) {
@@ -355,8 +380,50 @@ export class Replicator extends EventEmitter<SyncEvents> implements Subscriber {
   async receive(packet: IPublishPacket): Promise<boolean> {
     const parsed = parseTopic(this.settings.topicPrefix, this.settings.logName, packet.topic)
     if (parsed === undefined) return false
-    if (!this.closed) await this.receiveOwned(packet, parsed)
+    if (this.closed) return true
+    if (parsed.channel === 'health') this.receiveHealth(packet, parsed.replica)
+    else await this.receiveOwned(packet, parsed)
     return true
+  }
+
+  /** Publishes this replica's health summary, retained (when the log's sync has one: option health). */
+  private async publishHealth(): Promise<void> {
+    const health = this.settings.health
+    if (health === null || this.closed || !this.client.connected) return
+    const { topicPrefix, logName } = this.settings
+    const report = { ...health.summary(), v: 1, replica: this.replica, node: this.connection.node, log: logName, timeMs: this.settings.clock.now() }
+    let payload = Buffer.from(JSON.stringify(report))
+    if (payload.length > HEALTH_BYTES_MAX) payload = Buffer.from(JSON.stringify({ v: 1, replica: this.replica, node: this.connection.node, log: logName, timeMs: report.timeMs, truncated: true }))
+    await this.client.publishAsync(topic(topicPrefix, logName, 'health', this.replica), payload, { qos: 1, retain: true })
+  }
+
+  /** Keeps another replica's health report (JSON, at most HEALTH_BYTES_MAX); an empty payload clears it; garbage is dropped. */
+  private receiveHealth(packet: IPublishPacket, replica: string): void {
+    if (replica === this.replica) return
+    const bytes = packet.payload as Uint8Array
+    if (bytes.length === 0) {
+      this.healthReports.delete(replica)
+      return
+    }
+    let report: unknown
+    try {
+      if (bytes.length > HEALTH_BYTES_MAX) throw new ProtocolError(`a health report of ${bytes.length} bytes (at most ${HEALTH_BYTES_MAX})`)
+      report = JSON.parse(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('utf8'))
+      if (typeof report !== 'object' || report === null || Array.isArray(report)) throw new ProtocolError('a health report that is not a JSON object')
+      const fields = report as Record<string, unknown>
+      if (fields['v'] !== 1 || fields['replica'] !== replica) throw new ProtocolError(`a health report of version ${String(fields['v'])} for ${String(fields['replica'])} on the topic of ${replica}`)
+    } catch (error) {
+      this.drop(packet.topic, error)
+      return
+    }
+    this.healthReports.delete(replica)
+    this.healthReports.set(replica, { replica, receivedMs: this.settings.clock.now(), report: report as Record<string, unknown> })
+    if (this.healthReports.size > PEERS_MAX) this.healthReports.delete(this.healthReports.keys().next().value as string)
+  }
+
+  /** The last health report of every other replica heard on this log's health topic, by replica id. */
+  fleet(): HealthReport[] {
+    return [...this.healthReports.values()].sort((a, b) => (a.replica < b.replica ? -1 : a.replica > b.replica ? 1 : 0)).map((entry) => ({ ...entry, report: { ...entry.report } }))
   }
 
   private async receiveOwned(packet: IPublishPacket, parsed: { channel: string, replica: string }): Promise<void> {

@@ -1,7 +1,7 @@
-// Topic layout (docs/sync.md): {prefix}/{log}/{status|vector|events}/{replica}.
+// Topic layout (docs/sync.md): {prefix}/{log}/{status|vector|events|health}/{replica}.
 // The prefix carries the protocol version ('interlog/v1' by default).
 
-export type Channel = 'status' | 'vector' | 'events'
+export type Channel = 'status' | 'vector' | 'events' | 'health'
 
 const NAME = /^[A-Za-z0-9.-][A-Za-z0-9_.-]{0,127}$/
 
@@ -24,6 +24,6 @@ export function parseTopic(prefix: string, log: string, value: string): { channe
   if (!value.startsWith(head)) return undefined
   const [channel, replica, ...rest] = value.slice(head.length).split('/')
   if (rest.length > 0 || replica === undefined) return undefined
-  if (channel !== 'status' && channel !== 'vector' && channel !== 'events') return undefined
+  if (channel !== 'status' && channel !== 'vector' && channel !== 'events' && channel !== 'health') return undefined
   return { channel, replica }
 }

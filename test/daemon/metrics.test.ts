@@ -104,3 +104,48 @@ t.test('a metrics setting that is not an address is refused at start-up', async 
   fs.writeFileSync(file, JSON.stringify({ data, metrics: { listen: 9464 } }))
   t.same(loadConfig({ file }).metrics, { listen: ':9464' }, 'a port alone listens on loopback')
 })
+
+t.test('each gateway publishes a retained health summary; status --fleet on another lists it, and garbage on the health topic is dropped', async (t) => {
+  const broker = await startTestBroker(t)
+  const [dataA, dataB] = [tempDir(t), tempDir(t)]
+  const config = (dir: string): string => {
+    const file = path.join(dir, 'config.json')
+    fs.writeFileSync(file, JSON.stringify({ broker: broker.url, announceIntervalMs: 300, healthIntervalMs: 200 }))
+    return file
+  }
+  const a = await startDaemon(t, dataA, ['--config', config(dataA)])
+  const clientA = await connect(a.socket)
+  t.teardown(() => clientA.close())
+  await clientA.appendBatch(Array.from({ length: 500 }, (_, i) => Buffer.from(`reading ${i}`)))
+  // Garbage and a forged report on the health topics, before B subscribes: retained, so B gets them at once.
+  const mqtt = await import('mqtt')
+  const rogue = await mqtt.connectAsync(broker.url)
+  await rogue.publishAsync('interlog/v1/main/health/0123456789abcdef0123456789abcdef', Buffer.from('not json'), { qos: 1, retain: true })
+  await rogue.publishAsync('interlog/v1/main/health/fedcba9876543210fedcba9876543210', JSON.stringify({ v: 1, replica: clientA.replicaId }), { qos: 1, retain: true })
+  await rogue.endAsync()
+  const b = await startDaemon(t, dataB, ['--config', config(dataB)])
+  const clientB = await connect(b.socket)
+  t.teardown(() => clientB.close())
+  await until(async () => {
+    const fleet = (await clientB.status({ fleet: true })).fleet ?? []
+    return fleet.some((entry) => entry.replica === clientA.replicaId && entry.report['length'] === 500)
+  }, 15_000, 'B to hear A\'s health with its 500 events')
+  const { fleet, sync } = await clientB.status({ fleet: true })
+  t.same(fleet!.map((entry) => entry.replica), [clientA.replicaId], 'only A reports: the garbage and the report on another replica\'s topic are not kept')
+  const report = fleet![0]!.report
+  t.equal(report['v'], 1)
+  t.equal(report['log'], 'main')
+  t.equal(report['durableLength'], 500)
+  t.equal(report['ownEvents'], 500)
+  t.ok(typeof report['diskFreeBytes'] === 'number' && typeof report['diskUsedBytes'] === 'number' && report['noSpace'] === false)
+  t.ok(sync!.messagesDropped >= 2, `B dropped both (${sync!.messagesDropped} dropped)`)
+  t.notOk('fleet' in (await clientB.status()), 'plain status does not carry the fleet')
+
+  const { execFile } = await import('node:child_process')
+  const { promisify } = await import('node:util')
+  const { CLI } = await import('../helpers/daemon.js')
+  const { stdout } = await promisify(execFile)(process.execPath, [CLI, 'status', '--socket', b.socket, '--fleet'])
+  t.match(stdout, new RegExp(`fleet \\(1 other replica reporting health\\)\\n  ${clientA.replicaId} \\S+: 500 events \\(500 durable\\), behind 0`), 'status --fleet lists A')
+  const json = JSON.parse((await promisify(execFile)(process.execPath, [CLI, 'status', '--socket', b.socket, '--fleet', '--json'])).stdout) as { fleet: { replica: string }[] }
+  t.same(json.fleet.map((entry) => entry.replica), [clientA.replicaId], 'and --json carries it')
+})
