@@ -2,12 +2,13 @@
 // names `metrics.listen`, on loopback unless it names another host. Every figure is read when
 // Prometheus scrapes, from the logs, their sync and the local API server: nothing is sampled in
 // the background but the disk growth behind the time-to-full estimate, a few samples per log.
+// Beside /metrics: the read-only status page (web/status.html at /) and its /status.json.
 
 import fs from 'node:fs'
 import http from 'node:http'
 import { Counter, Gauge, Histogram, Registry } from 'prom-client'
 import { diskUse } from './disk-use.js'
-import type { ServedLog } from './server.js'
+import { statusOf, type ServedLog } from './server.js'
 
 /** Series per log for per-peer and per-origin figures, at most: a fleet's origins beyond it are summed in no series (docs/metrics.md). */
 export const METRICS_LABELS_MAX = 1000
@@ -22,6 +23,19 @@ export interface MetricsSource {
   /** Local API connections open now. */
   socketClients(): number
   now(): number
+  /** The daemon's last warnings and errors (for the status page), oldest first. */
+  warnings(): { timeMs: number, level: string, message: string }[]
+  version: string
+}
+
+/** The status page (web/status.html), read once: beside dist/ in a package, beside daemon/ in the source tree. */
+function statusPage(): Buffer {
+  for (const relative of ['../../web/status.html', '../web/status.html']) {
+    try {
+      return fs.readFileSync(new URL(relative, import.meta.url))
+    } catch { /* the other layout */ }
+  }
+  return Buffer.from('<!doctype html><title>InterLog</title><p>The status page (web/status.html) is not installed.</p>\n')
 }
 
 export class MetricsServer {
@@ -32,8 +46,9 @@ export class MetricsServer {
   private readonly caughtUp = new Map<string, number>()
   private readonly fsync: Histogram<'log'>
   private readonly detach: (() => void)[] = []
+  private readonly page = statusPage()
 
-  constructor(source: MetricsSource) {
+  constructor(private readonly source: MetricsSource) {
     const registers = [this.registry]
     const perLog = <T>(each: (served: ServedLog) => T, set: (served: ServedLog, value: T) => void) => (): void => {
       for (const served of source.logs.values()) set(served, each(served))
@@ -154,8 +169,17 @@ export class MetricsServer {
   /** Starts serving GET /metrics on `host:port` (port 0: any free port); returns the address. */
   async listen(host: string, port: number): Promise<{ host: string, port: number }> {
     const server = http.createServer((request, response) => {
-      if (request.method !== 'GET' || (request.url ?? '').split('?')[0] !== '/metrics') {
-        response.writeHead(404, { 'content-type': 'text/plain' }).end('InterLog serves /metrics here\n')
+      const path = (request.url ?? '').split('?')[0]
+      if (request.method === 'GET' && path === '/') {
+        response.writeHead(200, { 'content-type': 'text/html; charset=utf-8', 'cache-control': 'no-store' }).end(this.page)
+        return
+      }
+      if (request.method === 'GET' && path === '/status.json') {
+        response.writeHead(200, { 'content-type': 'application/json', 'cache-control': 'no-store' }).end(JSON.stringify(this.statusJson()))
+        return
+      }
+      if (request.method !== 'GET' || path !== '/metrics') {
+        response.writeHead(404, { 'content-type': 'text/plain' }).end('InterLog serves /metrics, / (the status page) and /status.json here\n')
         return
       }
       this.registry.metrics().then((text) => {
@@ -174,6 +198,15 @@ export class MetricsServer {
     this.server = server
     const address = server.address() as { address: string, port: number }
     return { host: address.address, port: address.port }
+  }
+
+  /** What the status page shows: each log's status (as `interlog status --json` has it) with its free disk, and the recent warnings. */
+  statusJson(): Record<string, unknown> {
+    const logs = [...this.source.logs.values()].map((served) => {
+      const free = freeBytes(served.log.directory)
+      return { ...statusOf(served), diskFreeBytes: Number.isFinite(free) ? free : null }
+    })
+    return { version: this.source.version, timeMs: this.source.now(), logs, warnings: this.source.warnings() }
   }
 
   async close(): Promise<void> {

@@ -15,6 +15,9 @@ import { LocalApiServer, newServedCounts, type Logger, type ServedLog } from './
 import { SyncJournal } from './sync-journal.js'
 import { diskUse } from './disk-use.js'
 
+/** Warnings and errors the status page shows, at most (the journal has them all). */
+const RECENT_WARNINGS_MAX = 50
+
 /** The package's version (package.json beside dist/), for health reports. */
 const PACKAGE_VERSION = ((): string => {
   try {
@@ -96,7 +99,16 @@ function describeUser(): string {
   }
 }
 
-export async function serve(config: DaemonConfig, logger: Logger = journalLogger()): Promise<Daemon> {
+export async function serve(config: DaemonConfig, journal: Logger = journalLogger()): Promise<Daemon> {
+  // The last warnings and errors, for the status page (daemon/metrics.ts).
+  const recentWarnings: { timeMs: number, level: string, message: string }[] = []
+  const logger: Logger = (level, message) => {
+    if (level !== 'info') {
+      recentWarnings.push({ timeMs: Date.now(), level, message })
+      if (recentWarnings.length > RECENT_WARNINGS_MAX) recentWarnings.shift()
+    }
+    journal(level, message)
+  }
   checkLogsExist(config)
   const logs = new Map<string, ServedLog>()
   let broker: BrokerHandle | null = null
@@ -154,7 +166,7 @@ export async function serve(config: DaemonConfig, logger: Logger = journalLogger
       const where = parseListen(config.metrics.listen)!
       // Loaded only when asked for: prom-client stays out of processes that only use the client.
       const { MetricsServer } = await import('./metrics.js')
-      const endpoint = new MetricsServer({ logs, socketClients: () => listening.clientCount, now: () => Date.now() })
+      const endpoint = new MetricsServer({ logs, socketClients: () => listening.clientCount, now: () => Date.now(), warnings: () => [...recentWarnings], version: PACKAGE_VERSION })
       metrics = endpoint
       const address = await endpoint.listen(where.host, where.port)
       metricsUrl = `http://${address.host.includes(':') ? `[${address.host}]` : address.host}:${address.port}/metrics`

@@ -451,13 +451,7 @@ export class LocalApiServer {
         send({ id, ok: true, result: log.versionVector() })
         return
       case 'status':
-        send({ id, ok: true, result: {
-          log: served.name, replicaId: log.replicaId, length: log.length, durableLength: log.durableLength, vector: log.versionVector(),
-          quarantined: log.quarantined(), sync: served.sync?.status() ?? null, directory: log.directory, ...diskUse(log.directory),
-          consumers: log.consumers(), security: log.securityStatus(), damage: log.damage(), noSpace: log.noSpace,
-          // Asked for: the health reports of the other replicas of this log (docs/sync.md, "Health").
-          ...(frame['fleet'] === true ? { fleet: served.sync?.fleet() ?? [] } : {}),
-        } })
+        send({ id, ok: true, result: statusOf(served, frame['fleet'] === true) })
         return
       case 'consumers':
         send({ id, ok: true, result: log.consumers() })
@@ -620,6 +614,20 @@ async function removeStaleSocket(socketPath: string): Promise<void> {
   })
   if (live) throw new LogError('LOCKED', `another daemon is listening on ${socketPath}`, { path: socketPath })
   fs.rmSync(socketPath, { force: true })
+}
+
+/**
+ * A served log's status, as the `status` op answers it (docs/local-api.md) and the status page
+ * shows it; with `fleet`, the health reports of the log's other replicas too (docs/sync.md, "Health").
+ */
+export function statusOf(served: ServedLog, fleet = false): Record<string, unknown> {
+  const { log } = served
+  return {
+    log: served.name, replicaId: log.replicaId, length: log.length, durableLength: log.durableLength, vector: log.versionVector(),
+    quarantined: log.quarantined(), sync: served.sync?.status() ?? null, directory: log.directory, ...diskUse(log.directory),
+    consumers: log.consumers(), security: log.securityStatus(), damage: log.damage(), noSpace: log.noSpace,
+    ...(fleet ? { fleet: served.sync?.fleet() ?? [] } : {}),
+  }
 }
 
 /** Counts an append for the metrics: its events and bytes once it is in, its error code when refused. */

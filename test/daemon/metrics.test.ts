@@ -75,8 +75,8 @@ t.test('a gateway\'s metrics show a peer falling behind while it is away and the
   t.equal(caughtUp.get('interlog_sync_events_received_total{log="main"}'), EVENTS, 'B received every event once')
   t.equal(caughtUp.get('interlog_sync_connected{log="main"}'), 1)
   t.ok((await scrape(urlA)).get('interlog_sync_events_sent_total{log="main"}')! >= EVENTS, 'A sent them')
-  const notFound = await fetch(urlA.replace('/metrics', '/'))
-  t.equal(notFound.status, 404, 'only /metrics is served')
+  const notFound = await fetch(urlA.replace('/metrics', '/nothing'))
+  t.equal(notFound.status, 404, 'only /metrics, the status page and its status.json are served')
   await clientA.close()
 })
 
