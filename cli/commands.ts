@@ -455,9 +455,13 @@ export async function status(values: Values): Promise<number> {
 
 export async function verify(values: Values): Promise<number> {
   return withTarget(values, async (target) => {
-    if (process.stderr.isTTY === true) process.stderr.write(`verifying ${target.where}…\r`)
-    const result = await target.verify()
-    if (process.stderr.isTTY === true) process.stderr.write('\x1b[2K')
+    // Progress on a terminal only (stderr a TTY, no --json): segments checked of all, from a directory.
+    const progress = process.stderr.isTTY === true && values['json'] !== true
+    if (progress) process.stderr.write(`verifying ${target.where}…\r`)
+    const result = await target.verify(progress ? {
+      onProgress: (checked, segments) => process.stderr.write(`\x1b[2Kverifying ${target.where}: segment ${Math.min(checked + 1, segments)} of ${segments} (${Math.floor(100 * checked / Math.max(1, segments))}%)\r`),
+    } : {})
+    if (progress) process.stderr.write('\x1b[2K')
     if (values['json'] === true) out(JSON.stringify(result))
     else {
       out(`${result.ok ? 'ok' : 'DAMAGED'}: ${result.events} events, ${result.segments} segments, ${result.bytes} bytes checked`)

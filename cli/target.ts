@@ -16,7 +16,8 @@ export interface Target {
   tail(options: { from?: number, signal?: AbortSignal }): AsyncIterable<LogEvent>
   length(): Promise<number>
   versionVector(): Promise<VersionVector>
-  verify(): Promise<VerifyResult>
+  /** `onProgress`: segments checked of all (a directory only: through a daemon, verify is one request). */
+  verify(options?: { onProgress?: (checked: number, segments: number) => void }): Promise<VerifyResult>
   /** With `fleet`, the daemon adds the other replicas' health reports (a directory has none to give). */
   status(options?: { fleet?: boolean }): Promise<Record<string, unknown>>
   close(): Promise<void>
@@ -106,7 +107,7 @@ function localTarget(log: Log, directory: string): Target {
     tail: (options) => log.tail(options),
     length: async () => log.length,
     versionVector: async () => log.versionVector(),
-    verify: () => log.verify(),
+    verify: (options) => log.verify(options),
     status: async () => ({
       log: path.basename(directory), replicaId: log.replicaId, length: log.length, durableLength: log.durableLength,
       vector: log.versionVector(), quarantined: log.quarantined(), sync: null, directory, ...diskUse(directory),

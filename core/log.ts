@@ -1379,14 +1379,15 @@ export class Log extends EventEmitter<LogEvents> {
 
   /**
    * Checks every segment: headers, record framing and checksums, sequences, chains. Damage it
-   * finds that no fence holds yet is fenced off, as a read finding it would.
+   * finds that no fence holds yet is fenced off, as a read finding it would. `onProgress` is told
+   * (synchronously: verify holds the thread) before each segment and at the end.
    */
-  async verify(): Promise<VerifyResult> {
+  async verify(options: { onProgress?: (checked: number, segments: number) => void } = {}): Promise<VerifyResult> {
     this.checkOpen()
     await this.flusher.flushAll(false)
     const result = verifyLog({
       table: this.table, checksum: this.checksum, end: this.committedEnd, length: this.committedCount,
-      truncations: this.truncations,
+      truncations: this.truncations, onProgress: options.onProgress,
     })
     for (const found of result.damage) {
       const segment = this.table.segments.find((candidate) => candidate.name === found.segment)

@@ -52,6 +52,8 @@ export interface VerifyInput {
   end: number
   length: number
   truncations: readonly Truncation[]
+  /** Told before each segment and once at the end: segments checked so far, of all. */
+  onProgress?: ((checked: number, segments: number) => void) | undefined
 }
 
 export function verifyLog(input: VerifyInput): VerifyResult {
@@ -71,7 +73,9 @@ export function verifyLog(input: VerifyInput): VerifyResult {
   let unitStart = -1
   let events = 0
   let bytes = 0
+  let checked = 0
   for (const segment of input.table.segments) {
+    input.onProgress?.(checked++, input.table.segments.length)
     const storage = input.table.storage
     if (segment.missing === true) {
       damage.push({ segment: segment.name, offset: 0, reason: 'segment file missing' })
@@ -153,6 +157,7 @@ export function verifyLog(input: VerifyInput): VerifyResult {
   if (events + skipped !== input.length && damage.length === 0) {
     damage.push({ segment: input.table.last.name, offset: 0, reason: `read ${events} events and ${skipped} skipped positions, the log holds ${input.length}` })
   }
+  input.onProgress?.(input.table.segments.length, input.table.segments.length)
   return { ok: damage.length === 0, damage, repaired, truncated: [...input.truncations], events, segments: input.table.segments.length, bytes }
 }
 
