@@ -24,6 +24,8 @@ export interface DaemonConfig {
   maxMessageBytes: number
   /** Compression of the sync events messages sent (docs/sync.md). Default 'deflate-raw'. */
   compression: 'deflate-raw' | 'none'
+  /** While anything is wrong with a log (sync not connected, a full disk, damage, quarantine, little disk left), one summary line per this period. Default 60000. */
+  journalSummaryMs: number
   /** Period of the retained health summary each log publishes on its health topic (docs/sync.md "Health"). Default 60000. */
   healthIntervalMs: number
   /** Prometheus metrics over HTTP (docs/metrics.md): null (default) for none, else where to listen
@@ -85,6 +87,7 @@ export const DEFAULT_CONFIG: Omit<DaemonConfig, 'data' | 'socket'> = {
   storedCompression: 'none',
   metrics: null,
   healthIntervalMs: 60_000,
+  journalSummaryMs: 60_000,
   clientId: null,
   username: null,
   password: null,
@@ -103,7 +106,7 @@ type Kind = 'string' | 'port' | 'integer' | 'names' | 'durability' | 'compressio
 
 const KEYS: Record<keyof DaemonConfig, Kind> = {
   data: 'string', socket: 'string', broker: 'string', brokerPort: 'port', logs: 'names', durability: 'durability',
-  intervalMs: 'integer', topicPrefix: 'string', announceIntervalMs: 'integer', maxMessageBytes: 'integer', compression: 'compression', storedCompression: 'compression', metrics: 'metrics', healthIntervalMs: 'integer',
+  intervalMs: 'integer', topicPrefix: 'string', announceIntervalMs: 'integer', maxMessageBytes: 'integer', compression: 'compression', storedCompression: 'compression', metrics: 'metrics', healthIntervalMs: 'integer', journalSummaryMs: 'integer',
   clientId: 'nullable-string', username: 'nullable-string', password: 'nullable-string', ca: 'nullable-string', cert: 'nullable-string', key: 'nullable-string',
   validators: 'validators', trust: 'trust', encryptionKeyFile: 'nullable-string', init: 'boolean', clientStallMs: 'integer', syncSummaryMs: 'integer',
 }

@@ -14,6 +14,7 @@ import { ConfigError, logDirectory, parseListen, readEncryptionKeys, type Daemon
 import { LocalApiServer, newServedCounts, type Logger, type ServedLog } from './server.js'
 import { SyncJournal } from './sync-journal.js'
 import { diskUse } from './disk-use.js'
+import { RateLimitedJournal, troubleSummary } from './journal.js'
 
 /** Warnings and errors the status page shows, at most (the journal has them all). */
 const RECENT_WARNINGS_MAX = 50
@@ -100,14 +101,16 @@ function describeUser(): string {
 }
 
 export async function serve(config: DaemonConfig, journal: Logger = journalLogger()): Promise<Daemon> {
-  // The last warnings and errors, for the status page (daemon/metrics.ts).
+  // Each kind of message at most JOURNAL_KIND_LINES_MAX lines a minute (daemon/journal.ts); the
+  // last warnings and errors kept for the status page (daemon/metrics.ts).
+  const limited = new RateLimitedJournal(journal)
   const recentWarnings: { timeMs: number, level: string, message: string }[] = []
   const logger: Logger = (level, message) => {
     if (level !== 'info') {
       recentWarnings.push({ timeMs: Date.now(), level, message })
       if (recentWarnings.length > RECENT_WARNINGS_MAX) recentWarnings.shift()
     }
-    journal(level, message)
+    limited.log(level, message)
   }
   checkLogsExist(config)
   const logs = new Map<string, ServedLog>()
@@ -115,7 +118,15 @@ export async function serve(config: DaemonConfig, journal: Logger = journalLogge
   let server: LocalApiServer | null = null
   let watcher: NodeJS.Timeout | null = null
   let metrics: { close(): Promise<void> } | null = null
+  // One summary line a period while anything is wrong (daemon/journal.ts troubleSummary).
+  const summary = setInterval(() => {
+    limited.roll()
+    const line = troubleSummary(logs.values())
+    if (line !== null) logger('warning', line)
+  }, config.journalSummaryMs)
+  summary.unref()
   const closeAll = async (): Promise<void> => {
+    clearInterval(summary)
     if (watcher !== null) clearInterval(watcher)
     await metrics?.close().catch(() => undefined)
     await server?.close().catch(() => undefined)
