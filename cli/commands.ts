@@ -313,14 +313,31 @@ export async function read(values: Values): Promise<number> {
   return withTarget(values, async (target) => {
     const skipped: DamagedRange[] = []
     const onDamage = (range: DamagedRange): void => { skipped.push(range) }
+    // Progress on stderr when it is a terminal and the events go elsewhere (a file, a pipe): a
+    // line at most every READ_PROGRESS_MS, for ranges of READ_PROGRESS_MIN_EVENTS and more.
+    const start = from ?? 0
+    const end = Math.min(to ?? Infinity, await target.length())
+    const progress = process.stderr.isTTY === true && process.stdout.isTTY !== true && end - start >= READ_PROGRESS_MIN_EVENTS
+    let saidAt = 0
+    let count = 0
     for await (const event of target.read({ ...(from === undefined ? {} : { from }), ...(to === undefined ? {} : { to }), onDamage })) {
       await writeOut(formatEvent(event, format))
+      count++
+      if (progress && (count & 1023) === 0 && Date.now() - saidAt >= READ_PROGRESS_MS) {
+        saidAt = Date.now()
+        process.stderr.write(`\x1b[2Kreading: ${count} of ${end - start} events (${Math.floor(100 * count / (end - start))}%)\r`)
+      }
     }
+    if (progress) process.stderr.write(`\x1b[2Kread ${count} events\n`)
     // The output misses the events of damaged ranges: said on stderr, and exit 1 (as verify on damage).
     for (const range of skipped) process.stderr.write(`interlog read: ${describeDamage(range)}\n`)
     return skipped.length > 0 ? EXIT.damage : EXIT.ok
   })
 }
+
+/** `read` shows progress on a terminal for ranges of at least this many events, at most this often. */
+const READ_PROGRESS_MIN_EVENTS = 10_000
+const READ_PROGRESS_MS = 250
 
 /** A followed log directory (no daemon) is read again when it changes, or at least this often. */
 export const FOLLOW_POLL_MS = 1000

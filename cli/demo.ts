@@ -55,9 +55,9 @@ export async function demo(values: Values): Promise<number> {
   if (!Number.isInteger(perSensor) || perSensor < 1 || perSensor > 100_000) throw new UsageError('--events must be 1 to 100000')
   const json = values['json'] === true
   const tty = process.stdout.isTTY === true && !json
+  // Progress (say) only on a terminal, overwritten in place; what is done (done) always, but with --json.
   const say = (line: string): void => {
-    if (json) return
-    process.stdout.write(tty ? `\r\x1b[2K${line}` : `${line}\n`)
+    if (tty) process.stdout.write(`\r\x1b[2K${line}`)
   }
   const done = (line: string): void => {
     if (!json) process.stdout.write(tty ? `\r\x1b[2K${line}\n` : `${line}\n`)
