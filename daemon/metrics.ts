@@ -44,6 +44,8 @@ export class MetricsServer {
   private readonly growth = new Map<string, { at: number, bytes: number }[]>()
   /** When each peer last held everything this log held (ms), by log and peer. */
   private readonly caughtUp = new Map<string, number>()
+  /** When this log last held everything online peers held of each origin (ms), by log and origin. */
+  private readonly originCaughtUp = new Map<string, number>()
   private readonly fsync: Histogram<'log'>
   private readonly detach: (() => void)[] = []
   private readonly page = statusPage()
@@ -102,6 +104,12 @@ export class MetricsServer {
     counter('interlog_sync_events_received_total', 'Events sync received and stored since the daemon started.', ['log'], function () {
       for (const s of source.logs.values()) { const st = sync(s); if (st !== null) this.inc({ log: s.name }, st.eventsReceived) }
     })
+    counter('interlog_sync_messages_sent_total', 'Events messages (and fragments) sync published and the broker acknowledged.', ['log'], function () {
+      for (const s of source.logs.values()) { const st = sync(s); if (st !== null) this.inc({ log: s.name }, st.messagesSent) }
+    })
+    counter('interlog_sync_messages_received_total', 'Messages of other replicas on the log\'s topics that decoded.', ['log'], function () {
+      for (const s of source.logs.values()) { const st = sync(s); if (st !== null) this.inc({ log: s.name }, st.messagesReceived) }
+    })
     counter('interlog_sync_messages_dropped_total', 'Sync messages dropped as malformed, oversized or from an older protocol.', ['log'], function () {
       for (const s of source.logs.values()) { const st = sync(s); if (st !== null) this.inc({ log: s.name }, st.messagesDropped) }
     })
@@ -157,6 +165,25 @@ export class MetricsServer {
         for (const [origin, lag] of behind) if (series++ < METRICS_LABELS_MAX) this.set({ log: s.name, origin }, lag)
         for (const origin of Object.keys(ours)) if (!behind.has(origin) && series++ < METRICS_LABELS_MAX) this.set({ log: s.name, origin }, 0)
       }
+    })
+    const originCaughtUp = this.originCaughtUp
+    gauge('interlog_origin_lag_seconds', 'Seconds since this log last held all an online peer holds of the origin (0 while it does).', ['log', 'origin'], function () {
+      const now = source.now()
+      for (const s of source.logs.values()) {
+        const ours = s.log.versionVector()
+        const ahead = new Set<string>()
+        for (const peer of peersOf(s)) {
+          if (!peer.online) continue
+          for (const [origin, count] of Object.entries(peer.vector)) if (count > (ours[origin] ?? 0)) ahead.add(origin)
+        }
+        let series = 0
+        for (const origin of new Set([...Object.keys(ours), ...ahead])) {
+          const key = `${s.name}\u0000${origin}`
+          if (!ahead.has(origin) || !originCaughtUp.has(key)) originCaughtUp.set(key, now)
+          if (series++ < METRICS_LABELS_MAX) this.set({ log: s.name, origin }, (now - originCaughtUp.get(key)!) / 1000)
+        }
+      }
+      while (originCaughtUp.size > METRICS_LABELS_MAX * Math.max(1, source.logs.size)) originCaughtUp.delete(originCaughtUp.keys().next().value as string)
     })
     gauge('interlog_consumer_lag_events', 'Events after a durable consumer\'s committed position.', ['log', 'consumer'], function () {
       for (const s of source.logs.values()) for (const consumer of s.log.consumers()) this.set({ log: s.name, consumer: consumer.name }, consumer.lag)

@@ -62,6 +62,10 @@ export interface SyncStatus {
   peers: PeerInfo[]
   eventsSent: number
   eventsReceived: number
+  /** Events messages (and fragments) this replica published and the broker acknowledged. */
+  messagesSent: number
+  /** Messages of other replicas on this log's topics that decoded (status, vector, events, fragments). */
+  messagesReceived: number
   messagesDropped: number
   lastError: string | null
   quarantined: Quarantine[]
@@ -174,6 +178,8 @@ export class Replicator extends EventEmitter<SyncEvents> implements Subscriber {
   private wasConverged = false
   private eventsSent = 0
   private eventsReceived = 0
+  private messagesSent = 0
+  private messagesReceived = 0
   private messagesDropped = 0
   private lastError: string | null = null
   private readonly onDurable = (): void => this.planSends()
@@ -321,6 +327,8 @@ export class Replicator extends EventEmitter<SyncEvents> implements Subscriber {
       peers: [...this.peers.values()].map((peer) => ({ ...peer, vector: { ...peer.vector } })),
       eventsSent: this.eventsSent,
       eventsReceived: this.eventsReceived,
+      messagesSent: this.messagesSent,
+      messagesReceived: this.messagesReceived,
       messagesDropped: this.messagesDropped,
       lastError: this.lastError,
       quarantined: this.log.quarantined(),
@@ -441,6 +449,7 @@ export class Replicator extends EventEmitter<SyncEvents> implements Subscriber {
       return
     }
     if (claimed === this.replica) return // our own messages, echoed by the broker
+    this.messagesReceived++
     if (message.kind === 'events') {
       try {
         unpackRecords(message)
@@ -685,7 +694,7 @@ export class Replicator extends EventEmitter<SyncEvents> implements Subscriber {
       let acknowledged: Promise<void> = Promise.resolve()
       issued = issued.then(async () => {
         const payload = await ready
-        acknowledged = this.client.publishAsync(target, payload, { qos: 1 }).then(() => { this.eventsSent += events })
+        acknowledged = this.client.publishAsync(target, payload, { qos: 1 }).then(() => { this.eventsSent += events; this.messagesSent++ })
       }).catch((error: unknown) => { failure ??= error })
       inflight.push(issued.then(() => acknowledged).catch((error: unknown) => { failure ??= error }))
       if (inflight.length >= inflightMessagesMax) await inflight.shift()
