@@ -536,6 +536,8 @@ export async function trust(values: Values, positionals: string[]): Promise<numb
 function printFleet(fleet: HealthReport[]): void {
   out(`fleet (${fleet.length} other replica${fleet.length === 1 ? '' : 's'} reporting health)`)
   const now = Date.now()
+  // Reports are not authenticated: only numbers and plain text reach the terminal.
+  const text = (value: unknown): string => (typeof value === 'string' ? value.replace(/[\u0000-\u001f\u007f-\u009f]/g, '?') : '?')
   for (const { replica, receivedMs, report } of fleet) {
     const number = (key: string): string => (typeof report[key] === 'number' ? String(report[key]) : '?')
     const free = typeof report['diskFreeBytes'] === 'number' ? `${((report['diskFreeBytes'] as number) / 2 ** 30).toFixed(1)} GiB free` : 'disk ?'
@@ -544,7 +546,7 @@ function printFleet(fleet: HealthReport[]): void {
       typeof report['damagedRanges'] === 'number' && report['damagedRanges'] > 0 ? `${number('damagedRanges')} damaged` : '',
       typeof report['quarantined'] === 'number' && report['quarantined'] > 0 ? `${number('quarantined')} quarantined` : '',
     ].filter((text) => text !== '')
-    out(`  ${replica} ${String(report['node'] ?? '?')}: ${number('length')} events (${number('durableLength')} durable), behind ${number('behindEvents')}, ` +
+    out(`  ${text(replica)} ${text(report['node'])}: ${number('length')} events (${number('durableLength')} durable), behind ${number('behindEvents')}, ` +
       `${number('peersOnline')} peers online, ${free}, reported ${Math.round((now - receivedMs) / 1000)} s ago${trouble.length > 0 ? `; ${trouble.join(', ')}` : ''}`)
   }
 }

@@ -281,7 +281,8 @@ export class Log extends EventEmitter<LogEvents> {
     this.flusher = new Flusher(this.storage, this.cache, fd, {
       commitPoint: () => this.commitPoint(),
       onDurable: (point) => this.onDurable(point as CommitState),
-      onSynced: (seconds) => this.emit('fsync', seconds),
+      // Outside the flush loop: a listener that throws must not fail the flush.
+      onSynced: (seconds) => queueMicrotask(() => this.emit('fsync', seconds)),
       onNoSpace: (error) => this.space.stalled(error),
       onSpace: () => this.space.cleared(),
     }, this.committedEnd, this.committedCount)

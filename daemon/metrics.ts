@@ -202,7 +202,14 @@ export class MetricsServer {
         return
       }
       if (request.method === 'GET' && path === '/status.json') {
-        response.writeHead(200, { 'content-type': 'application/json', 'cache-control': 'no-store' }).end(JSON.stringify(this.statusJson()))
+        let body: string
+        try {
+          body = JSON.stringify(this.statusJson())
+        } catch (error) {
+          response.writeHead(500, { 'content-type': 'text/plain' }).end(`status failed: ${(error as Error).message}\n`)
+          return
+        }
+        response.writeHead(200, { 'content-type': 'application/json', 'cache-control': 'no-store' }).end(body)
         return
       }
       if (request.method !== 'GET' || path !== '/metrics') {
@@ -222,6 +229,7 @@ export class MetricsServer {
       server.once('error', reject)
       server.listen(port, host, () => { server.off('error', reject); resolve() })
     })
+    server.on('error', () => undefined) // an accept error (EMFILE) after listen: the endpoint goes on
     this.server = server
     const address = server.address() as { address: string, port: number }
     return { host: address.address, port: address.port }

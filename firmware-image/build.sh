@@ -60,7 +60,7 @@ fi
 step "staging InterLog (production dependencies)"
 rm -rf "$stage"
 mkdir -p "$stage"
-cp -r "$repo/dist" "$repo/docs" "$repo/package.json" "$repo/package-lock.json" "$stage/"
+cp -r "$repo/dist" "$repo/docs" "$repo/web" "$repo/package.json" "$repo/package-lock.json" "$stage/"
 (cd "$stage" && npm ci --omit=dev --ignore-scripts --no-audit --no-fund >/dev/null 2>&1)
 # cbor-extract is an optional native speed-up of cbor-x; without it cbor-x uses its JavaScript decoder.
 rm -rf "$stage/node_modules/cbor-extract" "$stage/node_modules/@cbor-extract"

@@ -284,7 +284,8 @@ export class Replicator extends EventEmitter<SyncEvents> implements Subscriber {
       subscription(topicPrefix, logName, 'health'),
     ], { qos: 1 })
     await this.announce(true)
-    await this.publishHealth()
+    // Not awaited: a failed health report must not hold back the rest of the set-up.
+    this.publishHealth().catch((error: unknown) => this.noteError(error))
     if (!this.ownConfirmed && this.confirmTimer === null) {
       this.confirmTimer = this.settings.clock.setTimeout(() => {
         this.confirmTimer = null
@@ -399,7 +400,13 @@ export class Replicator extends EventEmitter<SyncEvents> implements Subscriber {
     const health = this.settings.health
     if (health === null || this.closed || !this.client.connected) return
     const { topicPrefix, logName } = this.settings
-    const report = { ...health.summary(), v: 1, replica: this.replica, node: this.connection.node, log: logName, timeMs: this.settings.clock.now() }
+    let summary: Record<string, unknown>
+    try {
+      summary = health.summary()
+    } catch (error) {
+      summary = { summaryError: (error as Error).message }
+    }
+    const report = { ...summary, v: 1, replica: this.replica, node: this.connection.node, log: logName, timeMs: this.settings.clock.now() }
     let payload = Buffer.from(JSON.stringify(report))
     if (payload.length > HEALTH_BYTES_MAX) payload = Buffer.from(JSON.stringify({ v: 1, replica: this.replica, node: this.connection.node, log: logName, timeMs: report.timeMs, truncated: true }))
     await this.client.publishAsync(topic(topicPrefix, logName, 'health', this.replica), payload, { qos: 1, retain: true })
@@ -419,7 +426,11 @@ export class Replicator extends EventEmitter<SyncEvents> implements Subscriber {
       report = JSON.parse(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('utf8'))
       if (typeof report !== 'object' || report === null || Array.isArray(report)) throw new ProtocolError('a health report that is not a JSON object')
       const fields = report as Record<string, unknown>
-      if (fields['v'] !== 1 || fields['replica'] !== replica) throw new ProtocolError(`a health report of version ${String(fields['v'])} for ${String(fields['replica'])} on the topic of ${replica}`)
+      if (fields['v'] !== 1 || fields['replica'] !== replica) throw new ProtocolError(`a health report of another version or replica on the topic of ${replica}`)
+      // Flat: strings, numbers, booleans and null only (nested values are refused: status answers carry reports).
+      for (const value of Object.values(fields)) {
+        if (value !== null && typeof value !== 'string' && typeof value !== 'number' && typeof value !== 'boolean') throw new ProtocolError('a health report with a nested value')
+      }
     } catch (error) {
       this.drop(packet.topic, error)
       return
