@@ -420,17 +420,9 @@ export function composeRegion(runs: readonly Run[], fence: Fence, regionEnd: num
   for (const record of plan) {
     const start = at
     let cursor = start + RECORD_HEADER_BYTES
-    if (record.deflated !== null) {
-      bytes.set(record.deflated, cursor)
-      cursor += record.deflated.length
-    }
-    for (let i = record.deflated === null ? record.from : record.to; i < record.to; i++) {
-      const event = record.run.events[i]!
-      view.setUint32(cursor + EVENT_OFFSET_LENGTH, event.payload.length, true)
-      writeU64(view, cursor + EVENT_OFFSET_TIME, event.time)
-      bytes.set(event.payload, cursor + EVENT_HEADER_BYTES)
-      cursor += EVENT_HEADER_BYTES + event.payload.length
-    }
+    const body = record.deflated ?? framedBody(record)
+    bytes.set(body, cursor)
+    cursor += body.length
     const extension = (record.seal?.length ?? 0) + record.fill
     if (record.seal !== null) bytes.set(record.seal, cursor)
     cursor += extension

@@ -12,3 +12,13 @@ export function diskUse(directory: string): { segments: number, bytes: number } 
   }
   return { segments, bytes }
 }
+
+/** Bytes free for this user on the file system of `directory`, and their share of it; null when statfs fails. */
+export function diskFree(directory: string): { bytes: number, fraction: number } | null {
+  try {
+    const stats = fs.statfsSync(directory)
+    return { bytes: stats.bavail * stats.bsize, fraction: stats.blocks > 0 ? stats.bavail / stats.blocks : 1 }
+  } catch {
+    return null
+  }
+}

@@ -6,7 +6,7 @@
 // - One structured summary line a minute while anything is wrong with a log: sync not connected,
 //   a full disk, damage, quarantined origins, little disk left. Nothing while all is well.
 
-import fs from 'node:fs'
+import { diskFree } from './disk-use.js'
 import type { Logger, ServedLog } from './server.js'
 
 /** Lines of one kind the journal takes a minute; the rest are counted. */
@@ -74,11 +74,8 @@ export function troubleSummary(logs: Iterable<ServedLog>): string | null {
     if (damaged > 0) trouble.push(`damaged=${damaged}`)
     const quarantined = log.quarantined().length
     if (quarantined > 0) trouble.push(`quarantined=${quarantined}`)
-    try {
-      const stats = fs.statfsSync(log.directory)
-      const free = stats.blocks > 0 ? stats.bavail / stats.blocks : 1
-      if (free < DISK_LOW_FRACTION) trouble.push(`disk_free_percent=${(100 * free).toFixed(1)}`)
-    } catch { /* the disk check is best effort */ }
+    const free = diskFree(log.directory)
+    if (free !== null && free.fraction < DISK_LOW_FRACTION) trouble.push(`disk_free_percent=${(100 * free.fraction).toFixed(1)}`)
     if (trouble.length > 0) parts.push(`log=${served.name} ${trouble.join(' ')}`)
   }
   return parts.length === 0 ? null : `summary ${parts.join(' ')}`

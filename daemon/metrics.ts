@@ -7,7 +7,8 @@
 import fs from 'node:fs'
 import http from 'node:http'
 import { Counter, Gauge, Histogram, Registry } from 'prom-client'
-import { diskUse } from './disk-use.js'
+import { eventsBeyond } from '../sync/index.js'
+import { diskFree, diskUse } from './disk-use.js'
 import { statusOf, type ServedLog } from './server.js'
 
 /** Series per log for per-peer and per-origin figures, at most: a fleet's origins beyond it are summed in no series (docs/metrics.md). */
@@ -135,7 +136,7 @@ export class MetricsServer {
     gauge('interlog_peer_lag_events', 'Events this log holds that the peer does not (by the vector it last announced).', ['log', 'peer'], function () {
       for (const s of source.logs.values()) {
         const ours = s.log.versionVector()
-        for (const peer of peersOf(s)) this.set({ log: s.name, peer: peer.replica }, lagOf(ours, peer.vector))
+        for (const peer of peersOf(s)) this.set({ log: s.name, peer: peer.replica }, eventsBeyond(ours, peer.vector))
       }
     })
     gauge('interlog_peer_lag_seconds', 'Seconds since the peer last held everything this log held (0 while it does).', ['log', 'peer'], function () {
@@ -144,7 +145,7 @@ export class MetricsServer {
         const ours = s.log.versionVector()
         for (const peer of peersOf(s)) {
           const key = `${s.name}\u0000${peer.replica}`
-          if (lagOf(ours, peer.vector) === 0 || !caughtUp.has(key)) caughtUp.set(key, now)
+          if (eventsBeyond(ours, peer.vector) === 0 || !caughtUp.has(key)) caughtUp.set(key, now)
           this.set({ log: s.name, peer: peer.replica }, (now - caughtUp.get(key)!) / 1000)
         }
         if (caughtUp.size > METRICS_LABELS_MAX * source.logs.size) caughtUp.delete(caughtUp.keys().next().value as string)
@@ -259,20 +260,9 @@ function peersOf(served: ServedLog): { replica: string, online: boolean, vector:
   return peers.length > METRICS_LABELS_MAX ? peers.slice(0, METRICS_LABELS_MAX) : peers
 }
 
-/** Events of `ours` beyond `theirs`, summed over origins. */
-function lagOf(ours: Record<string, number>, theirs: Record<string, number>): number {
-  let lag = 0
-  for (const [origin, count] of Object.entries(ours)) lag += Math.max(0, count - (theirs[origin] ?? 0))
-  return lag
-}
-
+/** Bytes free on the file system of `directory` (NaN when not known). */
 function freeBytes(directory: string): number {
-  try {
-    const stats = fs.statfsSync(directory)
-    return stats.bavail * stats.bsize
-  } catch {
-    return NaN
-  }
+  return diskFree(directory)?.bytes ?? NaN
 }
 
 /** Seconds until the disk is full at the rate the log directory grew over the window of samples (one sample per scrape). */

@@ -8,12 +8,12 @@ import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import { openLog, LogError, type Log, type LogWarning } from '../core/index.js'
-import { startBroker, startSync, type BrokerHandle } from '../sync/index.js'
+import { eventsBeyond, startBroker, startSync, type BrokerHandle } from '../sync/index.js'
 import type { ValidatorSpec } from '../validators/index.js'
 import { ConfigError, logDirectory, parseListen, readEncryptionKeys, type DaemonConfig } from './config.js'
 import { LocalApiServer, newServedCounts, type Logger, type ServedLog } from './server.js'
 import { SyncJournal } from './sync-journal.js'
-import { diskUse } from './disk-use.js'
+import { diskFree, diskUse } from './disk-use.js'
 import { RateLimitedJournal, troubleSummary } from './journal.js'
 
 /** Warnings and errors the status page shows, at most (the journal has them all). */
@@ -239,21 +239,11 @@ function healthSummary(served: ServedLog): Record<string, unknown> {
   const vector = log.versionVector()
   const peers = served.sync?.status().peers ?? []
   let behind = 0
-  for (const peer of peers) {
-    if (!peer.online) continue
-    let lag = 0
-    for (const [origin, count] of Object.entries(peer.vector)) lag += Math.max(0, count - (vector[origin] ?? 0))
-    behind = Math.max(behind, lag)
-  }
-  let free = NaN
-  try {
-    const stats = fs.statfsSync(log.directory)
-    free = stats.bavail * stats.bsize
-  } catch { /* reported as null */ }
+  for (const peer of peers) if (peer.online) behind = Math.max(behind, eventsBeyond(peer.vector, vector))
   const consumers = log.consumers()
   return {
     version: PACKAGE_VERSION, length: log.length, durableLength: log.durableLength, ownEvents: vector[log.replicaId] ?? 0,
-    diskUsedBytes: diskUse(log.directory).bytes, diskFreeBytes: Number.isFinite(free) ? free : null,
+    diskUsedBytes: diskUse(log.directory).bytes, diskFreeBytes: diskFree(log.directory)?.bytes ?? null,
     peersOnline: peers.filter((peer) => peer.online).length, behindEvents: behind,
     consumerLagMax: consumers.reduce((max, consumer) => Math.max(max, consumer.lag), 0),
     damagedRanges: log.damage().length, noSpace: log.noSpace, quarantined: log.quarantined().length, forged: log.securityStatus().forged,

@@ -10,7 +10,7 @@ import { isTopicName } from './topics.js'
 import { realClock, type Clock } from './clock.js'
 
 export { startBroker, type BrokerHandle } from './broker.js'
-export { compare, delta, mergeVectors, equalVectors, type Order } from './version-vector.js'
+export { compare, delta, eventsBeyond, mergeVectors, equalVectors, type Order } from './version-vector.js'
 export type { HealthReport, PeerInfo, SyncStatus, SyncEvents } from './replicator.js'
 export { PROTOCOL_VERSION } from './protocol.js'
 export type { Clock, TimerHandle } from './clock.js'

@@ -36,6 +36,13 @@ export function delta(have: VersionVector, peer: VersionVector): Map<string, [nu
   return missing
 }
 
+/** How many events `have` holds that `peer` lacks (the sum of delta's ranges). */
+export function eventsBeyond(have: VersionVector, peer: VersionVector): number {
+  let events = 0
+  for (const [origin, count] of Object.entries(have)) events += Math.max(0, count - (peer[origin] ?? 0))
+  return events
+}
+
 export function equalVectors(a: VersionVector, b: VersionVector): boolean {
   return compare(a, b) === 'equal'
 }
