@@ -539,14 +539,23 @@ function printFleet(fleet: HealthReport[]): void {
   // Reports are not authenticated: only numbers and plain text reach the terminal.
   const text = (value: unknown): string => (typeof value === 'string' ? value.replace(/[\u0000-\u001f\u007f-\u009f]/g, '?') : '?')
   for (const { replica, receivedMs, report } of fleet) {
+    // Aged from when the gateway wrote it (a retained report arrives at once however old it is);
+    // from its arrival when it has no time. A gateway's clock may be wrong: said, not hidden.
+    const written = typeof report['timeMs'] === 'number' && Number.isFinite(report['timeMs']) ? report['timeMs'] as number : receivedMs
+    const ageMs = now - written
+    const age = Math.round(ageMs / 1000)
+    const interval = typeof report['intervalMs'] === 'number' && report['intervalMs'] > 0 ? report['intervalMs'] as number : null
+    const when = age < -5 ? `its clock ${-age} s ahead of ours` : `reported ${Math.max(0, age)} s ago`
     const number = (key: string): string => (typeof report[key] === 'number' ? String(report[key]) : '?')
     const free = typeof report['diskFreeBytes'] === 'number' ? `${((report['diskFreeBytes'] as number) / 2 ** 30).toFixed(1)} GiB free` : 'disk ?'
     const trouble = [
+      // Three reports missed, with ten seconds for the broker and clocks.
+      interval !== null && ageMs > 3 * interval + 10_000 ? `SILENT (reports every ${Math.round(interval / 1000)} s)` : '',
       report['noSpace'] === true ? 'DISK FULL' : '',
       typeof report['damagedRanges'] === 'number' && report['damagedRanges'] > 0 ? `${number('damagedRanges')} damaged` : '',
       typeof report['quarantined'] === 'number' && report['quarantined'] > 0 ? `${number('quarantined')} quarantined` : '',
     ].filter((text) => text !== '')
     out(`  ${text(replica)} ${text(report['node'])}: ${number('length')} events (${number('durableLength')} durable), behind ${number('behindEvents')}, ` +
-      `${number('peersOnline')} peers online, ${free}, reported ${Math.round((now - receivedMs) / 1000)} s ago${trouble.length > 0 ? `; ${trouble.join(', ')}` : ''}`)
+      `${number('peersOnline')} peers online, ${free}, ${when}${trouble.length > 0 ? `; ${trouble.join(', ')}` : ''}`)
   }
 }

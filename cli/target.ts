@@ -16,7 +16,7 @@ export interface Target {
   tail(options: { from?: number, signal?: AbortSignal }): AsyncIterable<LogEvent>
   length(): Promise<number>
   versionVector(): Promise<VersionVector>
-  /** `onProgress`: segments checked of all (a directory only: through a daemon, verify is one request). */
+  /** `onProgress`: segments checked of all (through a daemon, a few times a second). */
   verify(options?: { onProgress?: (checked: number, segments: number) => void }): Promise<VerifyResult>
   /** With `fleet`, the daemon adds the other replicas' health reports (a directory has none to give). */
   status(options?: { fleet?: boolean }): Promise<Record<string, unknown>>
@@ -90,7 +90,7 @@ function remoteTarget(client: RemoteLog, where: string): Target {
     tail: (options) => client.tail(options),
     length: () => client.length(),
     versionVector: () => client.versionVector(),
-    verify: () => client.verify(),
+    verify: (options) => client.verify(options),
     status: async (options) => ({ ...(await client.status(options)) }),
     close: () => client.close(),
   }

@@ -58,6 +58,8 @@ interface Pending {
   onCaughtUp?: (position: number) => void
   /** For streams: a damaged range the stream went around. */
   onDamage?: (range: DamagedRange) => void
+  /** For a verify: segments checked of all. */
+  onProgress?: (checked: number, segments: number) => void
 }
 
 type WireEvent = [number, string, number, number, Uint8Array]
@@ -180,8 +182,11 @@ export class RemoteLog {
     return this.request(options.fleet === true ? { op: 'status', fleet: true } : { op: 'status' }) as Promise<RemoteStatus>
   }
 
-  verify(): Promise<VerifyResult> {
-    return this.request({ op: 'verify' }) as Promise<VerifyResult>
+  /** As log.verify: `onProgress` hears of the segments checked, of all, a few times a second. */
+  verify(options: { onProgress?: (checked: number, segments: number) => void } = {}): Promise<VerifyResult> {
+    const onProgress = options.onProgress
+    if (onProgress === undefined) return this.request({ op: 'verify' }) as Promise<VerifyResult>
+    return this.reserveId().then((id) => new Promise<unknown>((resolve, reject) => this.send(id, { op: 'verify', progress: true }, { resolve, reject, onProgress }))) as Promise<VerifyResult>
   }
 
   /** As log.read: `onDamage` hears of each damaged range the read goes around. */
@@ -322,6 +327,11 @@ export class RemoteLog {
     }
     if (typeof frame['damage'] === 'object' && frame['damage'] !== null) {
       pending.onDamage?.(frame['damage'] as DamagedRange)
+      return
+    }
+    if (Array.isArray(frame['progress'])) {
+      const [checked, segments] = frame['progress'] as unknown[]
+      if (Number.isSafeInteger(checked) && Number.isSafeInteger(segments)) pending.onProgress?.(checked as number, segments as number)
       return
     }
     if (Number.isSafeInteger(frame['caughtUp'])) {

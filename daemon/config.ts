@@ -29,8 +29,9 @@ export interface DaemonConfig {
   /** Period of the retained health summary each log publishes on its health topic (docs/sync.md "Health"). Default 60000. */
   healthIntervalMs: number
   /** Prometheus metrics over HTTP (docs/metrics.md): null (default) for none, else where to listen
-   *  ('host:port', ':port' or a port: 127.0.0.1 unless a host is named). */
-  metrics: { listen: string } | null
+   *  ('host:port', ':port' or a port: 127.0.0.1 unless a host is named); `hosts`: names besides
+   *  IP addresses, localhost and this machine's name that requests may use for it. */
+  metrics: { listen: string, hosts: string[] } | null
   /** How the logs store record bodies (core option storedCompression, docs/format.md). Default 'none'. */
   storedCompression: 'deflate-raw' | 'none'
   /** MQTT client id of the daemon's connection (default: a random one); with mosquitto's
@@ -143,8 +144,12 @@ function check(key: keyof DaemonConfig, value: unknown, where: string): unknown 
       return value === 'deflate-raw' || value === 'none' ? value : fail(`'deflate-raw' or 'none'`)
     case 'metrics': {
       if (value === null) return null
-      const listen = typeof value === 'object' && !Array.isArray(value) && Object.keys(value as object).every((k) => k === 'listen') ? (value as { listen?: unknown }).listen : undefined
-      return parseListen(listen) === null ? fail(`null or { "listen": "host:port" } (":port" or a port listens on 127.0.0.1)`) : { listen: typeof listen === 'number' ? `:${listen}` : String(listen) }
+      const shape = `null or { "listen": "host:port", "hosts": ["name", ...] } (":port" or a port listens on 127.0.0.1; hosts optional)`
+      if (typeof value !== 'object' || Array.isArray(value) || !Object.keys(value as object).every((k) => k === 'listen' || k === 'hosts')) fail(shape)
+      const { listen, hosts } = value as { listen?: unknown, hosts?: unknown }
+      if (parseListen(listen) === null) fail(shape)
+      if (hosts !== undefined && !(Array.isArray(hosts) && hosts.every((h) => typeof h === 'string' && /^[A-Za-z0-9.-]{1,253}$/.test(h)))) fail(`${shape}: hosts must be a list of host names`)
+      return { listen: typeof listen === 'number' ? `:${listen}` : String(listen), hosts: (hosts as string[] | undefined) ?? [] }
     }
     case 'names':
       return Array.isArray(value) && value.length > 0 && value.every((n) => typeof n === 'string' && LOG_NAME.test(n)) && new Set(value).size === value.length

@@ -6,9 +6,12 @@
 
 import fs from 'node:fs'
 import http from 'node:http'
+import net from 'node:net'
+import os from 'node:os'
 import { Counter, Gauge, Histogram, Registry } from 'prom-client'
 import { eventsBeyond } from '../sync/index.js'
 import { diskFree, diskUse } from './disk-use.js'
+import { LAG_SAMPLE_MS, LagHistory } from './lag-history.js'
 import { statusOf, type ServedLog } from './server.js'
 
 /** Series per log for per-peer and per-origin figures, at most: a fleet's origins beyond it are summed in no series (docs/metrics.md). */
@@ -16,6 +19,10 @@ export const METRICS_LABELS_MAX = 1000
 /** The disk growth behind the time-to-full estimate: samples kept per log, and how far back they reach. */
 const GROWTH_SAMPLES_MAX = 64
 const GROWTH_WINDOW_MS = 10 * 60_000
+/** Connections the HTTP endpoint serves at once, and how long one may take to send a request or idle between requests, and to be answered. */
+const HTTP_CONNECTIONS_MAX = 32
+const HEADERS_TIMEOUT_MS = 5000
+const REQUEST_TIMEOUT_MS = 10_000
 /** Buckets of the fsync latency histogram, in seconds. */
 const FSYNC_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5]
 
@@ -43,10 +50,9 @@ export class MetricsServer {
   readonly registry = new Registry()
   private server: http.Server | null = null
   private readonly growth = new Map<string, { at: number, bytes: number }[]>()
-  /** When each peer last held everything this log held (ms), by log and peer. */
-  private readonly caughtUp = new Map<string, number>()
-  /** When this log last held everything online peers held of each origin (ms), by log and origin. */
-  private readonly originCaughtUp = new Map<string, number>()
+  /** Timestamped samples of each log's vector and of what its online peers hold, by log (the lags in seconds). */
+  private readonly lag = new Map<string, LagHistory>()
+  private lagTimer: NodeJS.Timeout | null = null
   private readonly fsync: Histogram<'log'>
   private readonly detach: (() => void)[] = []
   private readonly page = statusPage()
@@ -129,7 +135,6 @@ export class MetricsServer {
     gauge('interlog_no_space', '1 while writes wait for disk space (NO_SPACE), else 0.', ['log'], function () {
       for (const s of source.logs.values()) this.set({ log: s.name }, s.log.noSpace ? 1 : 0)
     })
-    const caughtUp = this.caughtUp
     gauge('interlog_peer_online', '1 while a peer of the log is online, else 0.', ['log', 'peer'], function () {
       for (const s of source.logs.values()) for (const peer of peersOf(s)) this.set({ log: s.name, peer: peer.replica }, peer.online ? 1 : 0)
     })
@@ -139,16 +144,15 @@ export class MetricsServer {
         for (const peer of peersOf(s)) this.set({ log: s.name, peer: peer.replica }, eventsBeyond(ours, peer.vector))
       }
     })
-    gauge('interlog_peer_lag_seconds', 'Seconds since the peer last held everything this log held (0 while it does).', ['log', 'peer'], function () {
+    const lagNow = (s: ServedLog): { now: number, history: LagHistory } => {
       const now = source.now()
+      return { now, history: this.sampleLag(s, now) }
+    }
+    gauge('interlog_peer_lag_seconds', 'Age of the oldest events this log held that the peer does not hold yet, in seconds (0 while it holds them all).', ['log', 'peer'], function () {
       for (const s of source.logs.values()) {
+        const { now, history } = lagNow(s)
         const ours = s.log.versionVector()
-        for (const peer of peersOf(s)) {
-          const key = `${s.name}\u0000${peer.replica}`
-          if (eventsBeyond(ours, peer.vector) === 0 || !caughtUp.has(key)) caughtUp.set(key, now)
-          this.set({ log: s.name, peer: peer.replica }, (now - caughtUp.get(key)!) / 1000)
-        }
-        if (caughtUp.size > METRICS_LABELS_MAX * source.logs.size) caughtUp.delete(caughtUp.keys().next().value as string)
+        for (const peer of peersOf(s)) this.set({ log: s.name, peer: peer.replica }, history.peerLagSeconds(now, ours, peer.vector))
       }
     })
     gauge('interlog_origin_lag_events', 'Events of an origin that an online peer holds and this log does not yet.', ['log', 'origin'], function () {
@@ -167,24 +171,18 @@ export class MetricsServer {
         for (const origin of Object.keys(ours)) if (!behind.has(origin) && series++ < METRICS_LABELS_MAX) this.set({ log: s.name, origin }, 0)
       }
     })
-    const originCaughtUp = this.originCaughtUp
-    gauge('interlog_origin_lag_seconds', 'Seconds since this log last held all an online peer holds of the origin (0 while it does).', ['log', 'origin'], function () {
-      const now = source.now()
+    gauge('interlog_origin_lag_seconds', 'Age of the oldest events of the origin that an online peer held and this log does not yet, in seconds (0 while it holds them).', ['log', 'origin'], function () {
       for (const s of source.logs.values()) {
+        const { now, history } = lagNow(s)
         const ours = s.log.versionVector()
-        const ahead = new Set<string>()
-        for (const peer of peersOf(s)) {
-          if (!peer.online) continue
-          for (const [origin, count] of Object.entries(peer.vector)) if (count > (ours[origin] ?? 0)) ahead.add(origin)
-        }
+        const origins = new Set(Object.keys(ours))
+        for (const peer of peersOf(s)) if (peer.online) for (const origin of Object.keys(peer.vector)) origins.add(origin)
         let series = 0
-        for (const origin of new Set([...Object.keys(ours), ...ahead])) {
-          const key = `${s.name}\u0000${origin}`
-          if (!ahead.has(origin) || !originCaughtUp.has(key)) originCaughtUp.set(key, now)
-          if (series++ < METRICS_LABELS_MAX) this.set({ log: s.name, origin }, (now - originCaughtUp.get(key)!) / 1000)
+        for (const origin of origins) {
+          if (series++ >= METRICS_LABELS_MAX) break
+          this.set({ log: s.name, origin }, history.originLagSeconds(now, origin, ours[origin] ?? 0))
         }
       }
-      while (originCaughtUp.size > METRICS_LABELS_MAX * Math.max(1, source.logs.size)) originCaughtUp.delete(originCaughtUp.keys().next().value as string)
     })
     gauge('interlog_consumer_lag_events', 'Events after a durable consumer\'s committed position.', ['log', 'consumer'], function () {
       for (const s of source.logs.values()) for (const consumer of s.log.consumers()) this.set({ log: s.name, consumer: consumer.name }, consumer.lag)
@@ -194,10 +192,42 @@ export class MetricsServer {
     })
   }
 
-  /** Starts serving GET /metrics on `host:port` (port 0: any free port); returns the address. */
-  async listen(host: string, port: number): Promise<{ host: string, port: number }> {
-    const server = http.createServer((request, response) => {
+  /** Notes a log's vector and its online peers' (the most of each origin among them) at `now`; returns its history. */
+  private sampleLag(served: ServedLog, now: number): LagHistory {
+    let history = this.lag.get(served.name)
+    if (history === undefined) this.lag.set(served.name, history = new LagHistory())
+    const theirs: Record<string, number> = {}
+    for (const peer of peersOf(served)) {
+      if (!peer.online) continue
+      for (const origin in peer.vector) if (peer.vector[origin]! > (theirs[origin] ?? 0)) theirs[origin] = peer.vector[origin]!
+    }
+    history.note(now, served.log.versionVector(), theirs)
+    return history
+  }
+
+  /**
+   * Starts serving GET /metrics, the status page and /status.json on `host:port` (port 0: any free
+   * port); returns the address. Requests naming a host other than an IP address, localhost, this
+   * machine's name or one of `hosts` are refused (421): a web page whose name was made to resolve
+   * to this address (DNS rebinding) cannot read the endpoint.
+   */
+  async listen(host: string, port: number, hosts: readonly string[] = []): Promise<{ host: string, port: number }> {
+    const names = hostNames(hosts)
+    const server = http.createServer({
+      // A connection that sends no complete request within HEADERS_TIMEOUT_MS, or idles that long
+      // between requests, is closed: clients that stall cannot hold the HTTP_CONNECTIONS_MAX.
+      connectionsCheckingInterval: 1000,
+      headersTimeout: HEADERS_TIMEOUT_MS,
+      requestTimeout: REQUEST_TIMEOUT_MS,
+      keepAliveTimeout: HEADERS_TIMEOUT_MS,
+    }, (request, response) => {
       const path = (request.url ?? '').split('?')[0]
+      const named = request.headers.host
+      if (named !== undefined && !hostAllowed(named, names)) {
+        response.writeHead(421, { 'content-type': 'text/plain' })
+          .end(`this endpoint answers to its IP address, localhost and ${os.hostname()}; to reach it as '${named.replace(/[^\x20-\x7e]/g, '?')}', add the name to metrics.hosts\n`)
+        return
+      }
       if (request.method === 'GET' && path === '/') {
         response.writeHead(200, { 'content-type': 'text/html; charset=utf-8', 'cache-control': 'no-store' }).end(this.page)
         return
@@ -223,15 +253,22 @@ export class MetricsServer {
         response.writeHead(500, { 'content-type': 'text/plain' }).end(`metrics failed: ${(error as Error).message}\n`)
       })
     })
-    server.headersTimeout = 10_000
-    server.requestTimeout = 10_000
-    server.maxConnections = 32
+    server.maxConnections = HTTP_CONNECTIONS_MAX
+    // A socket with nothing read or written for this long is destroyed: one that never sends a
+    // byte (headersTimeout does not see it) or leaves its answer unread. Set per socket: Node 20's
+    // server.setTimeout did not close a connection that never sent anything (tried).
+    server.on('connection', (socket) => { socket.setTimeout(HEADERS_TIMEOUT_MS, () => socket.destroy()) })
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject)
       server.listen(port, host, () => { server.off('error', reject); resolve() })
     })
     server.on('error', () => undefined) // an accept error (EMFILE) after listen: the endpoint goes on
     this.server = server
+    this.lagTimer = setInterval(() => {
+      const now = this.source.now()
+      for (const served of this.source.logs.values()) this.sampleLag(served, now)
+    }, LAG_SAMPLE_MS)
+    this.lagTimer.unref()
     const address = server.address() as { address: string, port: number }
     return { host: address.address, port: address.port }
   }
@@ -247,6 +284,8 @@ export class MetricsServer {
 
   async close(): Promise<void> {
     for (const detach of this.detach) detach()
+    if (this.lagTimer !== null) clearInterval(this.lagTimer)
+    this.lagTimer = null
     const server = this.server
     this.server = null
     if (server === null) return
@@ -277,4 +316,18 @@ function fullSeconds(growth: Map<string, { at: number, bytes: number }[]>, serve
   const rate = now > first.at ? (used - first.bytes) / ((now - first.at) / 1000) : 0
   if (!(rate > 0) || !Number.isFinite(free)) return Infinity
   return free / rate
+}
+
+/** The host names a request may name besides IP addresses: localhost, this machine's name (and name.local), and the configured ones. */
+function hostNames(configured: readonly string[]): Set<string> {
+  const machine = os.hostname().toLowerCase()
+  return new Set(['localhost', machine, `${machine}.local`, ...configured.map((name) => name.toLowerCase().replace(/\.$/, ''))])
+}
+
+/** Whether a Host header (name or address, with or without a port) names this endpoint. */
+export function hostAllowed(header: string, names: ReadonlySet<string>): boolean {
+  if (header.startsWith('[')) return net.isIPv6(header.slice(1, header.indexOf(']')))
+  const colon = header.lastIndexOf(':')
+  const name = (colon === -1 ? header : header.slice(0, colon)).toLowerCase().replace(/\.$/, '')
+  return net.isIPv4(name) || names.has(name)
 }

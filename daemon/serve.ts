@@ -179,7 +179,7 @@ export async function serve(config: DaemonConfig, journal: Logger = journalLogge
       const { MetricsServer } = await import('./metrics.js')
       const endpoint = new MetricsServer({ logs, socketClients: () => listening.clientCount, now: () => Date.now(), warnings: () => [...recentWarnings], version: PACKAGE_VERSION })
       metrics = endpoint
-      const address = await endpoint.listen(where.host, where.port)
+      const address = await endpoint.listen(where.host, where.port, config.metrics.hosts)
       metricsUrl = `http://${address.host.includes(':') ? `[${address.host}]` : address.host}:${address.port}/metrics`
       logger('info', `metrics on ${metricsUrl}`)
     }

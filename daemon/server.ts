@@ -15,6 +15,9 @@ import { diskUse } from './disk-use.js'
 import { FRAME_BYTES_MAX, FrameError, FrameReader, TurnWriter, encodeFrame } from './frames.js'
 import { DEFAULT_LIMITS, SendPool, type PoolOwner, type ServerLimits } from './limits.js'
 
+/** Progress frames of a verify, at most one per this many ms. */
+const VERIFY_PROGRESS_MS = 250
+
 export interface ServedLog {
   name: string
   log: Log
@@ -476,9 +479,19 @@ export class LocalApiServer {
         await log.consumer(frame['name'] as string).delete()
         send({ id, ok: true, result: null })
         return
-      case 'verify':
-        send({ id, ok: true, result: await log.verify() })
+      case 'verify': {
+        // With `progress: true`, a { id, progress: [checked, segments] } frame as each segment is
+        // checked, at most one every VERIFY_PROGRESS_MS (and the last), before the answer.
+        let last = -Infinity
+        const onProgress = frame['progress'] === true ? (checked: number, segments: number): void => {
+          const now = performance.now()
+          if (checked < segments && now - last < VERIFY_PROGRESS_MS) return
+          last = now
+          send({ id, progress: [checked, segments] })
+        } : undefined
+        send({ id, ok: true, result: await log.verify(onProgress === undefined ? {} : { onProgress }) })
         return
+      }
       case 'read':
       case 'tail': {
         const from = position(frame['from'], 'from', 0)

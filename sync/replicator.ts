@@ -201,7 +201,7 @@ export class Replicator extends EventEmitter<SyncEvents> implements Subscriber {
     this.ownConfirmed = true // nobody holds anything of the new origin
     this.ownNext = -1
     this.ownRestart = Infinity
-    this.goOffline(moved.from).then(() => this.announce(true)).catch((error: unknown) => this.noteError(error))
+    this.goOffline(moved.from).then(() => this.announce(true)).then(() => this.publishHealth()).catch((error: unknown) => this.noteError(error))
   }
   private ready: Promise<void> = Promise.resolve()
   private firstReady: () => void = () => undefined
@@ -361,6 +361,8 @@ export class Replicator extends EventEmitter<SyncEvents> implements Subscriber {
     const { vector, holes } = this.announced()
     const goodbye = encodeMessage({ kind: 'status', replica, node: this.connection.node, online: false, vector, holes, origins: this.settings.origins, maxMessageBytes: this.settings.maxMessageBytes, timeMs: this.settings.clock.now() })
     await this.client.publishAsync(topic(this.settings.topicPrefix, this.settings.logName, 'status', replica), Buffer.from(goodbye), { qos: 1, retain: true })
+    // Its retained health report would otherwise stand for a gateway that no longer exists.
+    await this.client.publishAsync(topic(this.settings.topicPrefix, this.settings.logName, 'health', replica), Buffer.alloc(0), { qos: 1, retain: true })
   }
 
   /** Publishes our presence (retained, with `status`) and our version vector. */
@@ -406,9 +408,9 @@ export class Replicator extends EventEmitter<SyncEvents> implements Subscriber {
     } catch (error) {
       summary = { summaryError: (error as Error).message }
     }
-    const report = { ...summary, v: 1, replica: this.replica, node: this.connection.node, log: logName, timeMs: this.settings.clock.now() }
+    const report = { ...summary, v: 1, replica: this.replica, node: this.connection.node, log: logName, timeMs: this.settings.clock.now(), intervalMs: health.intervalMs }
     let payload = Buffer.from(JSON.stringify(report))
-    if (payload.length > HEALTH_BYTES_MAX) payload = Buffer.from(JSON.stringify({ v: 1, replica: this.replica, node: this.connection.node, log: logName, timeMs: report.timeMs, truncated: true }))
+    if (payload.length > HEALTH_BYTES_MAX) payload = Buffer.from(JSON.stringify({ v: 1, replica: this.replica, node: this.connection.node, log: logName, timeMs: report.timeMs, intervalMs: health.intervalMs, truncated: true }))
     await this.client.publishAsync(topic(topicPrefix, logName, 'health', this.replica), payload, { qos: 1, retain: true })
   }
 

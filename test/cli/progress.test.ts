@@ -7,8 +7,8 @@ import fs from 'node:fs'
 import path from 'node:path'
 import { execFile } from 'node:child_process'
 import { promisify } from 'node:util'
-import { openLog } from '../../index.js'
-import { CLI } from '../helpers/daemon.js'
+import { connect, openLog } from '../../index.js'
+import { CLI, startDaemon } from '../helpers/daemon.js'
 import { tempDir } from '../helpers/temp.js'
 
 const run = promisify(execFile)
@@ -27,12 +27,25 @@ t.test('verify shows segments checked on a terminal, and nothing when piped or w
   t.match(terminal, new RegExp(`segment ${segments} of ${segments} \\(100%\\)`), 'and the end')
   t.match(terminal, /ok: 12000 events/, 'then the result')
 
-  const piped = await run(process.execPath, [CLI, 'verify', '--data', data])
-  t.equal(piped.stderr, '', 'piped: no progress')
-  t.match(piped.stdout, /^ok: 12000 events/)
+  const pipedDirectory = await run(process.execPath, [CLI, 'verify', '--data', data])
+  t.equal(pipedDirectory.stderr, '', 'piped: no progress')
+  t.match(pipedDirectory.stdout, /^ok: 12000 events/)
   const json = (await run('script', ['-qec', `${command} --json`, '/dev/null'])).stdout
   t.notMatch(json, /verifying/, '--json on a terminal: no progress either')
   t.match(json, /"ok":true/)
+
+  // Through a running daemon: the same lines, from progress frames.
+  const daemon = await startDaemon(t, data)
+  const throughDaemon = (await run('script', ['-qec', `${process.execPath} ${CLI} verify --socket ${daemon.socket}`, '/dev/null'])).stdout
+  t.match(throughDaemon, new RegExp(`segment ${segments} of ${segments} \\(100%\\)`), 'through the daemon: progress to the end')
+  t.match(throughDaemon, /ok: 12000 events/, 'then the result')
+  const client = await connect(daemon.socket)
+  const heard: number[] = []
+  const result = await client.verify({ onProgress: (checked, all) => { heard.push(checked); t.equal(all, segments, 'of all the segments', { diagnostic: false }) } })
+  await client.close()
+  t.ok(result.ok && heard.length >= 1 && heard[heard.length - 1] === segments, `the client heard ${heard.length} progress frames, the last at the end`)
+  const piped = await run(process.execPath, [CLI, 'verify', '--socket', daemon.socket])
+  t.equal(piped.stderr, '', 'piped through the daemon: no progress')
 })
 
 t.test('read of a large range into a file says how far it got on the terminal, and nothing when all of it is piped', async (t) => {

@@ -3,6 +3,9 @@
 
 import t from 'tap'
 import fs from 'node:fs'
+import http from 'node:http'
+import net from 'node:net'
+import os from 'node:os'
 import path from 'node:path'
 import { connect } from '../../index.js'
 import { startTestBroker } from '../helpers/broker.js'
@@ -102,11 +105,52 @@ t.test('a metrics setting that is not an address is refused at start-up', async 
   const data = tempDir(t)
   const file = path.join(data, 'config.json')
   fs.writeFileSync(file, JSON.stringify({ data, metrics: { listen: 'everywhere' } }))
-  t.throws(() => loadConfig({ file }), /'metrics' must be null or \{ "listen": "host:port" \}/)
+  t.throws(() => loadConfig({ file }), /'metrics' must be null or \{ "listen": "host:port", "hosts": \["name", \.\.\.\] \}/)
   fs.writeFileSync(file, JSON.stringify({ data, metrics: { listen: ':9464', extra: 1 } }))
   t.throws(() => loadConfig({ file }), /'metrics' must be/)
   fs.writeFileSync(file, JSON.stringify({ data, metrics: { listen: 9464 } }))
-  t.same(loadConfig({ file }).metrics, { listen: ':9464' }, 'a port alone listens on loopback')
+  t.same(loadConfig({ file }).metrics, { listen: ':9464', hosts: [] }, 'a port alone listens on loopback')
+  fs.writeFileSync(file, JSON.stringify({ data, metrics: { listen: ':9464', hosts: ['gateway-17.example'] } }))
+  t.same(loadConfig({ file }).metrics, { listen: ':9464', hosts: ['gateway-17.example'] }, 'host names it answers to')
+  fs.writeFileSync(file, JSON.stringify({ data, metrics: { listen: ':9464', hosts: ['a b'] } }))
+  t.throws(() => loadConfig({ file }), /hosts must be a list of host names/)
+})
+
+/** A GET naming `host` in its Host header (fetch would name the address). */
+function getAs(url: string, host: string): Promise<{ status: number, body: string }> {
+  return new Promise((resolve, reject) => {
+    http.get(url, { headers: { host } }, (response) => {
+      let body = ''
+      response.setEncoding('utf8').on('data', (chunk: string) => { body += chunk }).on('end', () => resolve({ status: response.statusCode!, body }))
+    }).on('error', reject)
+  })
+}
+
+t.test('the endpoint answers only to its address and known names (no DNS rebinding), and closes connections that stall', async (t) => {
+  const data = tempDir(t)
+  const file = path.join(data, 'config.json')
+  fs.writeFileSync(file, JSON.stringify({ metrics: { listen: '127.0.0.1:0', hosts: ['gateway-17.example'] } }))
+  const daemon = await startDaemon(t, data, ['--config', file])
+  const url = await metricsUrl(daemon)
+  const port = Number(new URL(url).port)
+  for (const path of ['/metrics', '/status.json', '/']) {
+    const refused = await getAs(url.replace('/metrics', path), `attacker.example:${port}`)
+    t.equal(refused.status, 421, `a page on another name cannot read ${path}`)
+    t.match(refused.body, /add the name to metrics\.hosts/, 'and the answer says how to allow a name')
+  }
+  for (const host of [`127.0.0.1:${port}`, `localhost:${port}`, `gateway-17.example:${port}`, 'GATEWAY-17.example.', `${os.hostname()}:${port}`]) {
+    t.equal((await getAs(url, host)).status, 200, `${host} is answered`)
+  }
+
+  // More idle connections than the endpoint serves: none of them keeps Prometheus out for long.
+  const started = Date.now()
+  const closed = Array.from({ length: 40 }, () => new Promise<void>((resolve) => {
+    net.connect(port, '127.0.0.1').on('error', () => undefined).on('close', () => resolve())
+  }))
+  await Promise.all(closed)
+  const seconds = (Date.now() - started) / 1000
+  t.ok(seconds < 15, `the endpoint closed 40 connections that sent nothing within ${seconds.toFixed(1)} s (headers are due in 5 s)`)
+  t.equal((await fetch(url)).status, 200, 'and is scraped again')
 })
 
 t.test('each gateway publishes a retained health summary; status --fleet on another lists it, and garbage on the health topic is dropped', async (t) => {
@@ -152,4 +196,14 @@ t.test('each gateway publishes a retained health summary; status --fleet on anot
   t.match(stdout, new RegExp(`fleet \\(1 other replica reporting health\\)\\n  ${clientA.replicaId} \\S+: 500 events \\(500 durable\\), behind 0`), 'status --fleet lists A')
   const json = JSON.parse((await promisify(execFile)(process.execPath, [CLI, 'status', '--socket', b.socket, '--fleet', '--json'])).stdout) as { fleet: { replica: string }[] }
   t.same(json.fleet.map((entry) => entry.replica), [clientA.replicaId], 'and --json carries it')
+
+  // A gateway gone for an hour: its retained report arrives at once, and is aged from when it was written.
+  const gone = '00112233445566778899aabbccddeeff'
+  const publisher = await mqtt.connectAsync(broker.url)
+  await publisher.publishAsync(`interlog/v1/main/health/${gone}`, JSON.stringify({ v: 1, replica: gone, node: 'truck-9', log: 'main', length: 7, timeMs: Date.now() - 3_600_000, intervalMs: 60_000 }), { qos: 1, retain: true })
+  await publisher.endAsync()
+  await until(async () => ((await clientB.status({ fleet: true })).fleet ?? []).some((entry) => entry.replica === gone), 15_000, 'B to hear the old report')
+  const silent = (await promisify(execFile)(process.execPath, [CLI, 'status', '--socket', b.socket, '--fleet'])).stdout
+  t.match(silent, new RegExp(`  ${gone} truck-9: 7 events .*reported 3[56]\\d\\d s ago; SILENT \\(reports every 60 s\\)`), 'status --fleet says how old it is and that it went silent')
+  t.match(stdout, /reported \d s ago\n/, 'a live report is not marked')
 })

@@ -23,6 +23,18 @@ async function withClient<T>(socket: string, work: (client: Awaited<ReturnType<t
   }
 }
 
+/** The replicas with a retained health report on the broker now. */
+async function retainedHealth(url: string): Promise<Set<string>> {
+  const mqtt = await import('mqtt')
+  const client = await mqtt.connectAsync(url)
+  const replicas = new Set<string>()
+  client.on('message', (topic, payload, packet) => { if (packet.retain && payload.length > 0) replicas.add(topic.split('/').pop()!) })
+  await client.subscribeAsync('interlog/v1/main/health/+', { qos: 1 })
+  await new Promise((resolve) => setTimeout(resolve, 300))
+  await client.endAsync()
+  return replicas
+}
+
 const vectorOf = (socket: string): Promise<Record<string, number>> => withClient(socket, async (client) => (await client.status()).vector)
 
 t.test('a gateway that lost its tail and appends before it hears its peer starts a new origin; the peer never sees two histories', async (t) => {
@@ -30,7 +42,7 @@ t.test('a gateway that lost its tail and appends before it hears its peer starts
   const [dataA, dataB] = [tempDir(t), tempDir(t)]
   const config = (dir: string): string => {
     const file = path.join(dir, 'config.json')
-    fs.writeFileSync(file, JSON.stringify({ broker: broker.url, announceIntervalMs: 500 }))
+    fs.writeFileSync(file, JSON.stringify({ broker: broker.url, announceIntervalMs: 500, healthIntervalMs: 500 }))
     return file
   }
   let a = await startDaemon(t, dataA, ['--config', config(dataA)])
@@ -59,6 +71,11 @@ t.test('a gateway that lost its tail and appends before it hears its peer starts
   await until(async () => (await withClient(a.socket, async (client) => client.replicaId)) !== origin, 15_000, 'A to move to a new origin')
   const moved = await withClient(a.socket, async (client) => client.replicaId)
   t.match(a.output(), /holds 2000 events of this log's own origin|no longer as/, 'the journal says why')
+  await until(async () => {
+    const retained = await retainedHealth(broker.url)
+    return retained.has(moved) && !retained.has(origin)
+  }, 15_000, 'the old id\'s retained health report cleared and the new id reporting')
+  t.pass('a fleet view does not keep showing the old id as a gateway')
 
   b = await startDaemon(t, dataB, ['--config', config(dataB)])
   await until(async () => {
