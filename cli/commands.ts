@@ -538,14 +538,17 @@ function printFleet(fleet: HealthReport[]): void {
   const now = Date.now()
   // Reports are not authenticated: only numbers and plain text reach the terminal.
   const text = (value: unknown): string => (typeof value === 'string' ? value.replace(/[\u0000-\u001f\u007f-\u009f]/g, '?') : '?')
-  for (const { replica, receivedMs, report } of fleet) {
-    // Aged from when the gateway wrote it (a retained report arrives at once however old it is);
-    // from its arrival when it has no time. A gateway's clock may be wrong: said, not hidden.
-    const written = typeof report['timeMs'] === 'number' && Number.isFinite(report['timeMs']) ? report['timeMs'] as number : receivedMs
+  for (const { replica, retained, receivedMs, report } of fleet) {
+    // A report that came as published is aged from its arrival (our clock); one the broker kept
+    // and handed over at subscribe may be old: aged from when the gateway wrote it (its clock).
+    const timeMs = typeof report['timeMs'] === 'number' && Number.isFinite(report['timeMs']) ? report['timeMs'] as number : null
+    const written = retained === true && timeMs !== null ? timeMs : receivedMs
     const ageMs = now - written
     const age = Math.round(ageMs / 1000)
     const interval = typeof report['intervalMs'] === 'number' && report['intervalMs'] > 0 ? report['intervalMs'] as number : null
-    const when = age < -5 ? `its clock ${-age} s ahead of ours` : `reported ${Math.max(0, age)} s ago`
+    // A gateway without a real-time clock shows here: its clock against ours, on a live report.
+    const skew = retained !== true && timeMs !== null ? Math.round((timeMs - receivedMs) / 1000) : 0
+    const when = `reported ${Math.max(0, age)} s ago${retained === true ? ' (kept by the broker)' : ''}${Math.abs(skew) > 30 ? `, its clock ${Math.abs(skew)} s ${skew > 0 ? 'ahead of' : 'behind'} ours` : ''}`
     const number = (key: string): string => (typeof report[key] === 'number' ? String(report[key]) : '?')
     const free = typeof report['diskFreeBytes'] === 'number' ? `${((report['diskFreeBytes'] as number) / 2 ** 30).toFixed(1)} GiB free` : 'disk ?'
     const trouble = [

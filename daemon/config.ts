@@ -58,6 +58,20 @@ export interface DaemonConfig {
   clientStallMs: number
   /** While sync keeps failing the same way, the journal says so once per this period. */
   syncSummaryMs: number
+  /** The Sparkplug B store-and-forward bridge (docs/sparkplug.md); null (default) for none. */
+  sparkplug: SparkplugConfig | null
+}
+
+export interface SparkplugConfig {
+  /** The broker the edge nodes and host use; null: the daemon's broker. */
+  broker: string | null
+  /** The log that records (default: the only log, or main). */
+  log: string | null
+  groups: string[]
+  edgeNodes: string[] | null
+  primaryHosts: string[]
+  replayRatePerSecond: number
+  hostDeathGraceMs: number
 }
 
 /** Parses `host:port`, `:port` or a port number; the host defaults to 127.0.0.1. Returns null when it is neither. */
@@ -101,15 +115,16 @@ export const DEFAULT_CONFIG: Omit<DaemonConfig, 'data' | 'socket'> = {
   init: false,
   clientStallMs: 30_000,
   syncSummaryMs: 5 * 60_000,
+  sparkplug: null,
 }
 
-type Kind = 'string' | 'port' | 'integer' | 'names' | 'durability' | 'compression' | 'metrics' | 'nullable-string' | 'validators' | 'trust' | 'boolean'
+type Kind = 'string' | 'port' | 'integer' | 'names' | 'durability' | 'compression' | 'metrics' | 'nullable-string' | 'validators' | 'trust' | 'boolean' | 'sparkplug'
 
 const KEYS: Record<keyof DaemonConfig, Kind> = {
   data: 'string', socket: 'string', broker: 'string', brokerPort: 'port', logs: 'names', durability: 'durability',
   intervalMs: 'integer', topicPrefix: 'string', announceIntervalMs: 'integer', maxMessageBytes: 'integer', compression: 'compression', storedCompression: 'compression', metrics: 'metrics', healthIntervalMs: 'integer', journalSummaryMs: 'integer',
   clientId: 'nullable-string', username: 'nullable-string', password: 'nullable-string', ca: 'nullable-string', cert: 'nullable-string', key: 'nullable-string',
-  validators: 'validators', trust: 'trust', encryptionKeyFile: 'nullable-string', init: 'boolean', clientStallMs: 'integer', syncSummaryMs: 'integer',
+  validators: 'validators', trust: 'trust', encryptionKeyFile: 'nullable-string', init: 'boolean', clientStallMs: 'integer', syncSummaryMs: 'integer', sparkplug: 'sparkplug',
 }
 
 const ENV: Partial<Record<keyof DaemonConfig, string>> = {
@@ -150,6 +165,38 @@ function check(key: keyof DaemonConfig, value: unknown, where: string): unknown 
       if (parseListen(listen) === null) fail(shape)
       if (hosts !== undefined && !(Array.isArray(hosts) && hosts.every((h) => typeof h === 'string' && /^[A-Za-z0-9.-]{1,253}$/.test(h)))) fail(`${shape}: hosts must be a list of host names`)
       return { listen: typeof listen === 'number' ? `:${listen}` : String(listen), hosts: (hosts as string[] | undefined) ?? [] }
+    }
+    case 'sparkplug': {
+      if (value === null) return null
+      const shape = '{ "groups": [group ids], "primaryHosts"?: [host ids], "edgeNodes"?: [edge node ids], "broker"?: URL, "log"?: name, "replayRatePerSecond"?: integer, "hostDeathGraceMs"?: integer } or null'
+      if (typeof value !== 'object' || Array.isArray(value)) fail(shape)
+      const v = value as Record<string, unknown>
+      const known = ['groups', 'primaryHosts', 'edgeNodes', 'broker', 'log', 'replayRatePerSecond', 'hostDeathGraceMs']
+      for (const k of Object.keys(v)) if (!known.includes(k)) throw new ConfigError(`${where}: unknown key 'sparkplug.${k}' (known: ${known.join(', ')})`)
+      const ids = (k: string, list: unknown, optional: boolean): string[] | null => {
+        if (list === undefined && optional) return null
+        if (!Array.isArray(list) || (!optional && list.length === 0) || !list.every((id) => typeof id === 'string' && id.length > 0 && !/[/+#]/.test(id))) {
+          throw new ConfigError(`${where}: 'sparkplug.${k}' must be a ${optional ? '' : 'non-empty '}list of Sparkplug ids (no / + #)`)
+        }
+        return list as string[]
+      }
+      const integer = (k: string, min: number, max: number, otherwise: number): number => {
+        const n = v[k]
+        if (n === undefined) return otherwise
+        if (!Number.isSafeInteger(n) || (n as number) < min || (n as number) > max) throw new ConfigError(`${where}: 'sparkplug.${k}' must be an integer from ${min} to ${max}`)
+        return n as number
+      }
+      if (v['broker'] !== undefined && (typeof v['broker'] !== 'string' || !/^(mqtts?|tcp|ssl|wss?):\/\//.test(v['broker']))) throw new ConfigError(`${where}: 'sparkplug.broker' must be an mqtt:// or mqtts:// URL`)
+      if (v['log'] !== undefined && (typeof v['log'] !== 'string' || !LOG_NAME.test(v['log']))) throw new ConfigError(`${where}: 'sparkplug.log' must be a log name`)
+      return {
+        broker: (v['broker'] as string | undefined) ?? null,
+        log: (v['log'] as string | undefined) ?? null,
+        groups: ids('groups', v['groups'], false)!,
+        edgeNodes: ids('edgeNodes', v['edgeNodes'], true),
+        primaryHosts: ids('primaryHosts', v['primaryHosts'], true) ?? [],
+        replayRatePerSecond: integer('replayRatePerSecond', 1, 1_000_000, 500),
+        hostDeathGraceMs: integer('hostDeathGraceMs', 0, 3_600_000, 90_000),
+      }
     }
     case 'names':
       return Array.isArray(value) && value.length > 0 && value.every((n) => typeof n === 'string' && LOG_NAME.test(n)) && new Set(value).size === value.length
@@ -214,6 +261,12 @@ export function loadConfig(input: { file?: string | undefined, env?: NodeJS.Proc
   const broker = merged['broker'] as string
   if (broker !== 'none' && broker !== 'embedded' && !/^(mqtts?|tcp|ssl|wss?):\/\//.test(broker)) {
     throw new ConfigError(`'broker' must be 'none', 'embedded' or an mqtt:// or mqtts:// URL, got ${JSON.stringify(broker)}`)
+  }
+  const sparkplug = merged['sparkplug'] as SparkplugConfig | null
+  if (sparkplug !== null) {
+    if (sparkplug.broker === null && broker === 'none') throw new ConfigError(`'sparkplug' needs a broker: 'sparkplug.broker', or the daemon's 'broker'`)
+    const logs = merged['logs'] as string[]
+    if (sparkplug.log !== null && !logs.includes(sparkplug.log)) throw new ConfigError(`'sparkplug.log' is ${sparkplug.log}, not one of the daemon's logs (${logs.join(', ')})`)
   }
   return merged as unknown as DaemonConfig
 }

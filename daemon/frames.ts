@@ -52,6 +52,13 @@ export class TurnWriter {
     }
     return ok
   }
+
+  /** Hands what this turn wrote to the socket now: for frames sent while the thread stays busy (a verify's progress). */
+  flush(): void {
+    if (!this.corked) return
+    this.socket.uncork()
+    this.socket.cork()
+  }
 }
 
 /** Accumulates socket bytes and returns whole decoded frames. */

@@ -31,6 +31,15 @@ export class LagHistory {
   note(now: number, ours: VersionVector, theirs: VersionVector): void {
     const last = this.samples[this.samples.length - 1]
     if (last !== undefined && sameVector(last.ours, ours) && sameVector(last.theirs, theirs)) return
+    if (last !== undefined) {
+      // Our vector may shrink (a log that moves to a new origin gives back the old one's events it
+      // cannot vouch for): earlier samples are lowered to it, so they stay a growing sequence.
+      const lowered: string[] = []
+      for (const origin in last.ours) if ((ours[origin] ?? 0) < last.ours[origin]!) lowered.push(origin)
+      for (const sample of lowered.length === 0 ? [] : this.samples) {
+        for (const origin of lowered) if (sample.ours[origin] !== undefined && sample.ours[origin]! > (ours[origin] ?? 0)) sample.ours[origin] = ours[origin] ?? 0
+      }
+    }
     this.samples.push({ at: now, ours, theirs })
     if (this.samples.length > LAG_SAMPLES_MAX) this.thin(now)
   }
@@ -58,7 +67,8 @@ export class LagHistory {
    */
   peerLagSeconds(now: number, current: VersionVector, peer: VersionVector): number {
     if (covers(peer, current)) return 0
-    // Our vector only grows, so the samples a peer covers are a prefix: search for its end.
+    // The samples of our vector grow (note() lowers old ones when it shrinks), so the ones a peer
+    // covers are a prefix: search for its end.
     let low = 0
     let high = this.samples.length
     while (low < high) {

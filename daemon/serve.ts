@@ -118,6 +118,7 @@ export async function serve(config: DaemonConfig, journal: Logger = journalLogge
   let server: LocalApiServer | null = null
   let watcher: NodeJS.Timeout | null = null
   let metrics: { close(): Promise<void> } | null = null
+  let sparkplug: { close(): Promise<void> } | null = null
   // One summary line a period while anything is wrong (daemon/journal.ts troubleSummary).
   const summary = setInterval(() => {
     limited.roll()
@@ -130,6 +131,7 @@ export async function serve(config: DaemonConfig, journal: Logger = journalLogge
     if (watcher !== null) clearInterval(watcher)
     await metrics?.close().catch(() => undefined)
     await server?.close().catch(() => undefined)
+    await sparkplug?.close().catch(() => undefined)
     for (const served of logs.values()) await served.sync?.close().catch(() => undefined)
     for (const served of logs.values()) await served.log.close().catch(() => undefined)
     await broker?.close().catch(() => undefined)
@@ -177,7 +179,7 @@ export async function serve(config: DaemonConfig, journal: Logger = journalLogge
       const where = parseListen(config.metrics.listen)!
       // Loaded only when asked for: prom-client stays out of processes that only use the client.
       const { MetricsServer } = await import('./metrics.js')
-      const endpoint = new MetricsServer({ logs, socketClients: () => listening.clientCount, now: () => Date.now(), warnings: () => [...recentWarnings], version: PACKAGE_VERSION })
+      const endpoint = new MetricsServer({ logs, socketClients: () => listening.clientCount, now: () => Date.now(), warnings: () => [...recentWarnings], version: PACKAGE_VERSION, log: (level, message) => logger(level, message) })
       metrics = endpoint
       const address = await endpoint.listen(where.host, where.port, config.metrics.hosts)
       metricsUrl = `http://${address.host.includes(':') ? `[${address.host}]` : address.host}:${address.port}/metrics`
@@ -208,6 +210,22 @@ export async function serve(config: DaemonConfig, journal: Logger = journalLogge
       }
       watcher = setInterval(watch, SYNC_WATCH_MS)
       watcher.unref()
+    }
+    if (config.sparkplug !== null) {
+      const settings = config.sparkplug
+      const served = settings.log !== null ? logs.get(settings.log)! : logs.size === 1 ? [...logs.values()][0]! : logs.get('main')
+      if (served === undefined) throw new ConfigError(`'sparkplug.log' must name one of the daemon's logs (${[...logs.keys()].join(', ')}): there is no main`)
+      // Loaded only when configured: sparkplug-payload stays out of other daemons.
+      const { startSparkplugBridge } = await import('../sparkplug/index.js')
+      const bridge = await startSparkplugBridge(served.log, {
+        url: settings.broker ?? brokerUrl!, groups: settings.groups, edgeNodes: settings.edgeNodes, primaryHosts: settings.primaryHosts,
+        replayRatePerSecond: settings.replayRatePerSecond, hostDeathGraceMs: settings.hostDeathGraceMs,
+        logger: (level, message) => logger(level, `log ${served.name}: ${message}`),
+        ...(settings.broker === null && config.username !== null ? { username: config.username } : {}),
+        ...(settings.broker === null && config.password !== null ? { password: config.password } : {}),
+      })
+      sparkplug = bridge
+      served.sparkplug = bridge
     }
     let closing: Promise<void> | null = null
     return {

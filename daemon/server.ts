@@ -22,6 +22,8 @@ export interface ServedLog {
   name: string
   log: Log
   sync: SyncHandle | undefined
+  /** The Sparkplug bridge recording into this log (docs/sparkplug.md), if configured. */
+  sparkplug?: { status(): unknown }
   /** What the local API counts for the metrics (daemon/metrics.ts). */
   counts: ServedCounts
 }
@@ -488,6 +490,7 @@ export class LocalApiServer {
           if (checked < segments && now - last < VERIFY_PROGRESS_MS) return
           last = now
           send({ id, progress: [checked, segments] })
+          client.writer.flush() // verify holds the thread: the frame would wait for its end
         } : undefined
         send({ id, ok: true, result: await log.verify(onProgress === undefined ? {} : { onProgress }) })
         return
@@ -639,6 +642,7 @@ export function statusOf(served: ServedLog, fleet = false): Record<string, unkno
     log: served.name, replicaId: log.replicaId, length: log.length, durableLength: log.durableLength, vector: log.versionVector(),
     quarantined: log.quarantined(), sync: served.sync?.status() ?? null, directory: log.directory, ...diskUse(log.directory),
     consumers: log.consumers(), security: log.securityStatus(), damage: log.damage(), noSpace: log.noSpace,
+    ...(served.sparkplug === undefined ? {} : { sparkplug: served.sparkplug.status() }),
     ...(fleet ? { fleet: served.sync?.fleet() ?? [] } : {}),
   }
 }

@@ -47,6 +47,8 @@ export interface PeerInfo {
 /** The last health report of another replica of this log (docs/sync.md, "Health"), as it published it. */
 export interface HealthReport {
   replica: string
+  /** Delivered from the broker's retained store when this replica subscribed (it may be old), not as it was published. */
+  retained: boolean
   /** When this replica received it (its own clock). */
   receivedMs: number
   /** The report's fields: `v`, `replica`, `node`, `log`, `timeMs` and what the sender's summary added. Not authenticated. */
@@ -284,6 +286,11 @@ export class Replicator extends EventEmitter<SyncEvents> implements Subscriber {
       subscription(topicPrefix, logName, 'health'),
     ], { qos: 1 })
     await this.announce(true)
+    // Ids this log moved away from keep no retained health report (a move while the broker was
+    // away, or a crash right after one, left it there).
+    for (const retired of this.retiredOrigins) {
+      this.client.publishAsync(topic(topicPrefix, logName, 'health', retired), Buffer.alloc(0), { qos: 1, retain: true }).catch((error: unknown) => this.noteError(error))
+    }
     // Not awaited: a failed health report must not hold back the rest of the set-up.
     this.publishHealth().catch((error: unknown) => this.noteError(error))
     if (!this.ownConfirmed && this.confirmTimer === null) {
@@ -438,8 +445,19 @@ export class Replicator extends EventEmitter<SyncEvents> implements Subscriber {
       return
     }
     this.healthReports.delete(replica)
-    this.healthReports.set(replica, { replica, receivedMs: this.settings.clock.now(), report: report as Record<string, unknown> })
+    this.healthReports.set(replica, { replica, retained: packet.retain, receivedMs: this.settings.clock.now(), report: report as Record<string, unknown> })
     if (this.healthReports.size > PEERS_MAX) this.healthReports.delete(this.healthReports.keys().next().value as string)
+  }
+
+  /** For each origin, the most of it an online peer announced (read in place, no copies: the metrics sample it, daemon/lag-history.ts). */
+  onlinePeersHold(): VersionVector {
+    const most: VersionVector = {}
+    for (const peer of this.peers.values()) {
+      if (!peer.online) continue
+      const vector = peer.vector
+      for (const origin in vector) if (vector[origin]! > (most[origin] ?? 0)) most[origin] = vector[origin]!
+    }
+    return most
   }
 
   /** The last health report of every other replica heard on this log's health topic, by replica id. */

@@ -60,3 +60,21 @@ t.test('read of a large range into a file says how far it got on the terminal, a
   const piped = await run(process.execPath, [CLI, 'read', '--data', data], { maxBuffer: 64 << 20 })
   t.equal(piped.stderr, '', 'piped: no progress')
 })
+
+t.test('through a daemon, progress frames arrive while verify runs, not in one burst at its end', async (t) => {
+  const data = tempDir(t)
+  const log = await openLog(path.join(data, 'logs', 'main'), { segmentBytes: 64 << 10, cacheBytes: 64 << 10, maxEventBytes: 4096, durability: 'none' })
+  const batch = Array.from({ length: 50 }, (_, j) => Buffer.alloc(1000, j))
+  for (let i = 0; i < 400; i++) await log.appendBatch(batch)
+  await log.close()
+  const daemon = await startDaemon(t, data)
+  const client = await connect(daemon.socket)
+  t.teardown(() => client.close())
+  const heard: number[] = []
+  const started = performance.now()
+  const result = await client.verify({ onProgress: () => heard.push(performance.now()) })
+  const took = performance.now() - started
+  t.ok(result.ok && result.segments >= 400, `${result.segments} segments verified in ${Math.round(took)} ms`)
+  const spread = heard[heard.length - 1]! - heard[0]!
+  t.ok(heard.length >= 2 && spread > 0.4 * took, `${heard.length} progress frames over ${Math.round(spread)} ms of the ${Math.round(took)} ms verify took`)
+})

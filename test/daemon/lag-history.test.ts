@@ -58,3 +58,13 @@ t.test('an origin an online peer holds more of ages from when a peer first held 
   for (let s = 0; s <= 100; s++) stuck.note(s * 1000, { x: 10 }, { x: s >= 40 ? 50 : 10 })
   t.equal(stuck.originLagSeconds(100_000, 'x', 10), 60, 'stuck since a peer first held more, 60 s ago')
 })
+
+t.test('when the log\'s own count of an origin shrinks (a move to a new origin), a peer close behind still shows a small lag', async (t) => {
+  const history = new LagHistory()
+  for (let s = 0; s <= 3000; s++) history.note(s * 1000, { f: s * 10 }, {})
+  // The move: the old origin f drops to 12 events this log can vouch for; the new origin g grows.
+  for (let s = 3001; s <= 3100; s++) history.note(s * 1000, { f: 12, g: (s - 3000) * 10 }, {})
+  const now = 3_100_000
+  const lag = history.peerLagSeconds(now, { f: 12, g: 1000 }, { f: 12, g: 980 })
+  t.ok(lag <= 3, `a peer 2 s behind on the new origin: ${lag} s, not the age of the samples before the move`)
+})
