@@ -223,6 +223,9 @@ export async function serve(config: DaemonConfig, journal: Logger = journalLogge
         logger: (level, message) => logger(level, `log ${served.name}: ${message}`),
         ...(settings.broker === null && config.username !== null ? { username: config.username } : {}),
         ...(settings.broker === null && config.password !== null ? { password: config.password } : {}),
+        ...(settings.broker === null && config.ca !== null ? { ca: fs.readFileSync(config.ca) } : {}),
+        ...(settings.broker === null && config.cert !== null ? { cert: fs.readFileSync(config.cert) } : {}),
+        ...(settings.broker === null && config.key !== null ? { key: fs.readFileSync(config.key) } : {}),
       })
       sparkplug = bridge
       served.sparkplug = bridge

@@ -54,10 +54,21 @@ function fromBytes(bytes, output) {
   return buffer
 }
 
+/** Waits `ms`, or less when `signal` aborts; leaves no listener behind. */
 const sleep = (ms, signal) => new Promise((resolve) => {
-  const timer = setTimeout(resolve, ms)
-  signal?.addEventListener('abort', () => { clearTimeout(timer); resolve() }, { once: true })
+  const onAbort = () => { clearTimeout(timer); resolve() }
+  const timer = setTimeout(() => { signal.removeEventListener('abort', onAbort); resolve() }, ms)
+  signal.addEventListener('abort', onAbort, { once: true })
 })
+
+/** Lets the rest of the flow run between batches (Node-RED delivers messages asynchronously). */
+const turn = () => new Promise((resolve) => setImmediate(resolve))
+
+/** Whether an error means the connection to the daemon is gone (then the next use connects again). */
+const connectionLost = (error) => error?.code === 'CLOSED'
+
+/** Consumers in use by a tail, by config node and name. */
+const tailsByConsumer = new Set()
 
 module.exports = function (RED) {
   /** One connection to a daemon, shared by the nodes that name this config node; made again after it fails. */
@@ -119,7 +130,7 @@ module.exports = function (RED) {
           done()
         }, (error) => {
           this.status({ fill: 'red', shape: 'ring', text: error.code ?? error.message })
-          if (remote !== null && error.code !== 'VALIDATION' && error.code !== 'INVALID_ARGUMENT' && error.code !== 'TOO_LARGE') daemon.forget(remote)
+          if (remote !== null && connectionLost(error)) daemon.forget(remote)
           done(error)
         })
     })
@@ -142,29 +153,51 @@ module.exports = function (RED) {
     const inFlightMax = Math.min(IN_FLIGHT_MAX_LIMIT, Math.max(1, Number.parseInt(config.inFlightMax, 10) || IN_FLIGHT_MAX_DEFAULT))
     const from = config.from === 'start' || config.from === 'end' ? config.from : Number.isSafeInteger(Number(config.from)) && config.from !== '' ? Number(config.from) : 'end'
     const stop = new AbortController()
-    /** Local positions sent and not yet acknowledged (manual), in the order sent. */
-    const inFlight = new Set()
+    if (consumerName !== '') {
+      // Two tails on one consumer would each commit the other's messages.
+      const key = `${config.daemon}\u0000${consumerName}`
+      if (tailsByConsumer.has(key)) this.warn(`interlog tail: another tail of this flow uses the consumer ${consumerName}: each would commit what the other sent`)
+      tailsByConsumer.add(key)
+    }
+    /** Messages sent and not yet acknowledged (manual): local position to `origin:pos`, in the order sent. */
+    const inFlight = new Map()
     let lastSent = -1
     let wake = null
     let consumer = null
-    let committing = Promise.resolve()
+    /** The highest position to commit, and the one commit loop running (acks faster than commits merge). */
+    let commitTarget = -1
+    let committing = null
     /** Where a tail without a consumer goes on after losing the daemon: after the last event it sent. */
     let resumeAt = null
 
     const commitAcknowledged = () => {
       // Everything before the oldest message still in flight has been handled.
       let upTo = lastSent
-      for (const localPos of inFlight) { upTo = localPos - 1; break }
+      for (const localPos of inFlight.keys()) { upTo = localPos - 1; break }
       if (consumer === null || upTo < consumer.position) return
-      const target = consumer
-      committing = committing.then(() => target.commit(upTo)).catch((error) => this.warn(`interlog tail: commit of ${upTo} failed: ${error.message}`))
+      commitTarget = Math.max(commitTarget, upTo)
+      committing ??= (async () => {
+        const target = consumer
+        try {
+          while (commitTarget >= target.position) await target.commit(commitTarget)
+        } catch (error) {
+          this.warn(`interlog tail: commit of ${commitTarget} failed: ${error.message}`)
+        } finally {
+          committing = null
+        }
+      })()
     }
 
     if (manual) {
       this.on('input', (msg, send, done) => {
-        const localPos = msg.interlog?.localPos
-        if (!Number.isSafeInteger(localPos)) return done(new Error('interlog tail: an acknowledgement needs msg.interlog.localPos (send back the message this node sent)'))
-        if (inFlight.delete(localPos)) commitAcknowledged()
+        const ack = msg.interlog
+        if (!Number.isSafeInteger(ack?.localPos)) return done(new Error('interlog tail: an acknowledgement needs msg.interlog.localPos (send back the message this node sent)'))
+        // Only this tail's own messages: another tail's (another consumer or log) would commit what nobody handled.
+        if (ack.consumer !== consumerName || inFlight.get(ack.localPos) !== `${ack.origin}:${ack.pos}`) {
+          return done(new Error(`interlog tail ${consumerName}: an acknowledgement of a message this tail is not waiting for (consumer ${ack.consumer}, local position ${ack.localPos})`))
+        }
+        inFlight.delete(ack.localPos)
+        commitAcknowledged()
         wake?.()
         done()
       })
@@ -177,7 +210,7 @@ module.exports = function (RED) {
       }
       if (consumerName !== '') msg.interlog.consumer = consumerName
       lastSent = event.localPos
-      if (manual) inFlight.add(event.localPos)
+      if (manual) inFlight.set(event.localPos, `${event.origin}:${event.pos}`)
       this.send(msg)
     }
 
@@ -185,9 +218,11 @@ module.exports = function (RED) {
       if (consumerName === '') {
         const start = resumeAt ?? (from === 'end' ? await remote.length() : from === 'start' ? 0 : from)
         this.status({ fill: 'green', shape: 'dot', text: `tailing from ${start}` })
+        let sent = 0
         for await (const event of remote.tail({ from: start, signal: stop.signal })) {
           deliver(event)
           resumeAt = event.localPos + 1
+          if (++sent % BATCH_MAX === 0) await turn()
         }
         return
       }
@@ -199,7 +234,11 @@ module.exports = function (RED) {
         for (const event of batch) {
           while (manual && inFlight.size >= inFlightMax && !stop.signal.aborted) {
             this.status({ fill: 'yellow', shape: 'ring', text: `${inFlight.size} waiting for acknowledgement` })
-            await new Promise((resolve) => { wake = resolve; stop.signal.addEventListener('abort', resolve, { once: true }) })
+            await new Promise((resolve) => {
+              const onAbort = () => resolve()
+              wake = () => { stop.signal.removeEventListener('abort', onAbort); resolve() }
+              stop.signal.addEventListener('abort', onAbort, { once: true })
+            })
             wake = null
           }
           if (stop.signal.aborted) return
@@ -207,6 +246,7 @@ module.exports = function (RED) {
         }
         if (!manual) commitAcknowledged()
         this.status({ fill: 'green', shape: 'dot', text: `${consumerName} sent up to ${lastSent}` })
+        await turn()
       }
     }
 
@@ -225,7 +265,7 @@ module.exports = function (RED) {
           if (stop.signal.aborted) break
           this.status({ fill: 'red', shape: 'ring', text: error.code ?? error.message })
           this.warn(`interlog tail: ${error.message}; trying again in ${RETRY_MS / 1000} s`)
-          if (remote !== null) daemon.forget(remote)
+          if (remote !== null && connectionLost(error)) daemon.forget(remote)
         }
         await sleep(RETRY_MS, stop.signal)
       }
@@ -235,6 +275,7 @@ module.exports = function (RED) {
     this.on('close', (done) => {
       stop.abort()
       running.then(() => committing).then(() => done(), () => done())
+      if (consumerName !== '') tailsByConsumer.delete(`${config.daemon}\u0000${consumerName}`)
     })
   }
   RED.nodes.registerType('interlog tail', InterlogTailNode)

@@ -6,14 +6,15 @@
 // mid-replay resumes where the consumer stands (at-least-once: what was published and not yet
 // committed goes again).
 //
-// Where a host's gap starts and ends is known exactly: each boundary is the last recorded message
-// the bridge had appended when it heard the STATE, found by its event id once durable. A host that
-// dies without saying so (its Last Will fires a keep-alive and a half later) is taken as offline
-// `hostDeathGraceMs` before the will arrived, so a replay repeats a little rather than misses.
+// Where a host's gap starts and ends is known exactly: the bridge appends what arrives in a turn as
+// one batch and knows each message's local position, so a boundary is the position after the last
+// message recorded when the STATE came. A host that dies without saying so (its Last Will fires a
+// keep-alive and a half later) is taken back to where its consumer stood `hostDeathGraceMs` before
+// the will arrived, so a replay repeats a little rather than misses.
 
 import mqtt, { type IPublishPacket, type MqttClient } from 'mqtt'
 import { decode, encode } from 'cbor-x'
-import { LogError, type Consumer, type Log } from '../core/index.js'
+import { LogError, isLogError, type Consumer, type Log } from '../core/index.js'
 
 /** One recorded Sparkplug message (the event's payload, CBOR): docs/sparkplug.md. */
 export interface SparkplugRecord {
@@ -41,6 +42,10 @@ export interface SparkplugOptions {
   clientId?: string
   username?: string
   password?: string
+  /** PEM for mqtts:// (as sync takes them). */
+  ca?: Buffer
+  cert?: Buffer
+  key?: Buffer
   logger?: (level: 'info' | 'warning' | 'error', message: string) => void
 }
 
@@ -73,19 +78,16 @@ const NAMESPACE = 'spBv1.0'
 const RECORDED = new Set(['NBIRTH', 'NDEATH', 'DBIRTH', 'DDEATH', 'NDATA', 'DDATA'])
 /** Message types replayed to a host that missed them. */
 const REPLAYED = new Set(['NDATA', 'DDATA'])
-/** A STATE whose timestamp is this close to now was sent by the host itself, not its Last Will. */
+/** A STATE whose timestamp is this close to now (and not its ONLINE's) was sent by the host itself, not its Last Will. */
 const GRACEFUL_SKEW_MS = 10_000
 /** How often an online host's consumer is moved up to what it has received live. */
 const LIVE_COMMIT_MS = 1000
-/** Samples of the last message recorded, for finding where a host that died went away (one per 100 ms, an hour). */
-const ISSUED_SAMPLE_MS = 100
-const ISSUED_SAMPLES_MAX = 36_000
+/** Moves of each host's consumer remembered (when, to where), for taking back what a dead host never got. */
+const POSITIONS_MAX = 4096
 /** A replay commits its consumer after this many messages (and at its end). */
 const REPLAY_COMMIT_EVERY = 100
-/** How far back from the head the bridge looks for a boundary's event, at most, before settling for an earlier position (more repeats, nothing missed). */
-const BOUNDARY_SCAN_MAX = 1_000_000
-
-type EventId = { origin: string, pos: number }
+/** How long close() waits for a replay's publish on a broker that went away. */
+const CLOSE_WAIT_MS = 2000
 
 export async function startSparkplugBridge(log: Log, options: SparkplugOptions): Promise<SparkplugBridge> {
   const bridge = new Bridge(log, options)
@@ -93,13 +95,20 @@ export async function startSparkplugBridge(log: Log, options: SparkplugOptions):
   return bridge
 }
 
-/** The consumer name for a host's replays: `sparkplug.` and the host id, made safe for a consumer name. */
-export function hostConsumerName(host: string): string {
-  const safe = host.replace(/[^A-Za-z0-9_.-]/g, '_').slice(0, 40)
-  if (safe === host) return `sparkplug.${host}`
-  let hash = 0
-  for (let i = 0; i < host.length; i++) hash = (Math.imul(hash, 31) + host.charCodeAt(i)) >>> 0
-  return `sparkplug.${safe}.${hash.toString(16)}`
+/**
+ * The consumer names of a host's replays: `sparkplug.{host}` (its position) and
+ * `sparkplug-until.{host}` (where a due replay ends); a host id with characters a consumer name
+ * cannot hold, or longer than 40, gets a safe part and a hash. Distinct prefixes: no host's name is
+ * another's until.
+ */
+export function hostConsumerNames(host: string): { position: string, until: string } {
+  let part = host
+  if (!/^[A-Za-z0-9_.-]{1,40}$/.test(host)) {
+    let hash = 0
+    for (let i = 0; i < host.length; i++) hash = (Math.imul(hash, 31) + host.charCodeAt(i)) >>> 0
+    part = `${host.replace(/[^A-Za-z0-9_.-]/g, '_').slice(0, 30)}~`.replace('~', `.${hash.toString(16).padStart(8, '0')}`)
+  }
+  return { position: `sparkplug.${part}`, until: `sparkplug-until.${part}` }
 }
 
 /** A recorded message, or null when the event is not one (another appender's event in the same log). */
@@ -115,16 +124,40 @@ export function decodeSparkplugRecord(payload: Uint8Array): SparkplugRecord | nu
 
 class Host {
   state: 'online' | 'offline' | 'unknown' = 'unknown'
-  replaying: Promise<void> | null = null
   /** Bumped at every STATE: a replay stops when it changes. */
   generation = 0
   replayed = 0
+  replaying = false
+  /** The generation whose replay finished: until then (a replay queued or running) live commits wait. */
+  caughtUp = -1
   /** The timestamp of the host's last ONLINE: its Last Will (Sparkplug 3.0) carries the same one. */
   onlineTimestamp: number | null = null
-  /** A replay the last run did not finish (its end stands in `until`): the first ONLINE of this run finishes it. */
-  pendingFromStart: boolean
+  /** Marking the host offline and replays run in the order their STATEs came, one at a time. */
+  chain: Promise<void> = Promise.resolve()
+  /** Where the consumer stood since when, oldest first. */
+  private readonly positions: { at: number, position: number }[] = []
+
   constructor(readonly id: string, readonly consumer: Consumer, readonly until: Consumer) {
-    this.pendingFromStart = until.position > consumer.position
+    this.positions.push({ at: Date.now(), position: consumer.position })
+  }
+
+  /** Where the consumer stood at `at` (the oldest remembered when older). */
+  positionAt(at: number): number {
+    for (let i = this.positions.length - 1; i >= 0; i--) if (this.positions[i]!.at <= at) return this.positions[i]!.position
+    return this.positions[0]!.position
+  }
+
+  async moveTo(target: number): Promise<void> {
+    if (target > this.consumer.position) await this.consumer.commit(target - 1)
+    else if (target < this.consumer.position) await this.consumer.reset({ to: target })
+    else return
+    this.positions.push({ at: Date.now(), position: this.consumer.position })
+    if (this.positions.length > POSITIONS_MAX) this.positions.shift()
+  }
+
+  /** Whether a replay this host's last ONLINE started has not finished (no OFFLINE since: it was online since). */
+  get replayDue(): boolean {
+    return this.until.position > this.consumer.position
   }
 }
 
@@ -133,12 +166,13 @@ class Bridge implements SparkplugBridge {
   private readonly hosts = new Map<string, Host>()
   private recorded = 0
   private dropped = 0
-  /** The last append the bridge made (its id once durable), and samples of it over time. */
-  private lastIssued: Promise<EventId | null> = Promise.resolve(null)
-  private readonly issued: { at: number, id: Promise<EventId | null> }[] = []
-  /** Where the log stood when the bridge started: the boundary before its first append. */
-  private baseline = 0
-  private readonly timers: NodeJS.Timeout[] = []
+  /** Messages of this turn, appended as one batch at its end. */
+  private pending: Uint8Array[] = []
+  private flushScheduled = false
+  /** The local position after the last message recorded (once its batch is in). */
+  private lastEnd: Promise<number> = Promise.resolve(0)
+  private liveTimer: NodeJS.Timeout | null = null
+  private committingLive = false
   private closed = false
   private readonly log: (level: 'info' | 'warning' | 'error', message: string) => void
   private readonly rate: number
@@ -161,11 +195,11 @@ class Bridge implements SparkplugBridge {
   }
 
   async start(): Promise<void> {
-    this.baseline = this.target.length
+    this.lastEnd = Promise.resolve(this.target.length)
     for (const id of this.options.primaryHosts ?? []) {
-      const name = hostConsumerName(id)
+      const names = hostConsumerNames(id)
       // A new host's consumer starts at the head: what was recorded before the bridge knew of it is not its gap.
-      this.hosts.set(id, new Host(id, this.target.consumer(name, { startAt: 'latest' }), this.target.consumer(`${name}.until`, { startAt: 'latest' })))
+      this.hosts.set(id, new Host(id, this.target.consumer(names.position, { startAt: 'latest' }), this.target.consumer(names.until, { startAt: 'latest' })))
     }
     const client = mqtt.connect(this.options.url, {
       protocolVersion: 5,
@@ -174,9 +208,15 @@ class Bridge implements SparkplugBridge {
       ...(this.options.clientId === undefined ? {} : { clientId: this.options.clientId }),
       ...(this.options.username === undefined ? {} : { username: this.options.username }),
       ...(this.options.password === undefined ? {} : { password: this.options.password }),
+      ...(this.options.ca === undefined ? {} : { ca: this.options.ca }),
+      ...(this.options.cert === undefined ? {} : { cert: this.options.cert }),
+      ...(this.options.key === undefined ? {} : { key: this.options.key }),
     })
     this.client = client
-    client.on('error', (error) => this.log('warning', `sparkplug: broker ${this.options.url}: ${error.message}`))
+    client.on('error', (error) => {
+      const v5 = /protocol/i.test(error.message) ? ': the bridge needs MQTT 5 (no-local subscriptions, so it never records its own replays); this broker refuses it' : ''
+      this.log(v5 === '' ? 'warning' : 'error', `sparkplug: broker ${this.options.url}: ${error.message}${v5}`)
+    })
     client.on('connect', () => {
       const subscriptions: Record<string, { qos: 0 | 1, nl: boolean }> = {}
       // nl (no local, MQTT 5): the bridge does not hear, and record, its own replays.
@@ -190,14 +230,8 @@ class Bridge implements SparkplugBridge {
         (error: Error) => this.log('error', `sparkplug: subscribing on ${this.options.url} failed: ${error.message}`))
     })
     client.on('message', (topic, payload, packet) => this.receive(topic, payload, packet))
-    const sample = setInterval(() => {
-      this.issued.push({ at: Date.now(), id: this.lastIssued })
-      if (this.issued.length > ISSUED_SAMPLES_MAX) this.issued.shift()
-    }, ISSUED_SAMPLE_MS)
-    const live = setInterval(() => { this.commitLive().catch((error: unknown) => this.log('warning', `sparkplug: ${(error as Error).message}`)) }, LIVE_COMMIT_MS)
-    sample.unref()
-    live.unref()
-    this.timers.push(sample, live)
+    this.liveTimer = setInterval(() => this.commitLive(), LIVE_COMMIT_MS)
+    this.liveTimer.unref()
   }
 
   private receive(topic: string, payload: Buffer, packet: IPublishPacket): void {
@@ -215,13 +249,47 @@ class Bridge implements SparkplugBridge {
       return
     }
     const record: SparkplugRecord = { sp: 1, t: topic, p: payload }
-    const appended = this.target.append(encode(record))
-    this.recorded++
-    this.lastIssued = appended.then((id) => id, (error: unknown) => {
+    const bytes = encode(record)
+    if (bytes.length > this.target.maxEventBytes) {
       this.dropped++
-      this.log('warning', `sparkplug: a message on ${topic} was not recorded: ${(error as Error).message}`)
-      return null
-    })
+      this.log('warning', `sparkplug: a message of ${payload.length} bytes on ${topic} is over the log's maxEventBytes (${this.target.maxEventBytes}): not recorded`)
+      return
+    }
+    this.pending.push(bytes)
+    if (!this.flushScheduled) {
+      this.flushScheduled = true
+      queueMicrotask(() => this.flush())
+    }
+  }
+
+  /** Appends the messages of this turn as one batch; `lastEnd` moves past them once they are in. */
+  private flush(): void {
+    this.flushScheduled = false
+    if (this.pending.length === 0) return
+    const batch = this.pending
+    this.pending = []
+    const previous = this.lastEnd
+    // Positions are taken in call order, so batches keep the order of arrival.
+    const appended = this.append(batch)
+    this.lastEnd = Promise.all([previous, appended]).then(([before, end]) => Math.max(before, end))
+  }
+
+  private async append(batch: Uint8Array[]): Promise<number> {
+    try {
+      const range = await this.target.appendBatchRange(batch)
+      this.recorded += batch.length
+      return range.localPos + range.count
+    } catch (error) {
+      if (batch.length > 1 && isLogError(error) && error.code === 'VALIDATION') {
+        // A validator refused one of them: the others go in one by one (after what came since).
+        let end = 0
+        for (const one of batch) end = Math.max(end, await this.append([one]))
+        return end
+      }
+      this.dropped += batch.length
+      this.log('warning', `sparkplug: ${batch.length} message${batch.length === 1 ? ' was' : 's were'} not recorded: ${(error as Error).message}`)
+      return 0
+    }
   }
 
   private onState(host: Host, payload: Buffer, retained: boolean): void {
@@ -241,74 +309,71 @@ class Bridge implements SparkplugBridge {
         return
       }
     }
+    // What came before the STATE in this turn is recorded before its boundary is taken.
+    this.flush()
+    const end = this.lastEnd
     const was = host.state
     host.state = online ? 'online' : 'offline'
     host.generation++
     const generation = host.generation
     const now = Date.now()
+    let work: () => Promise<void>
     if (!online) {
       // The host's own OFFLINE is now; a Last Will (Sparkplug 3.0: the timestamp of the ONLINE it
       // follows) or a retained one heard at start-up may be late by a keep-alive and a half.
       const graceful = !retained && timestamp !== null && timestamp !== host.onlineTimestamp && Math.abs(now - timestamp) < GRACEFUL_SKEW_MS
-      const since = graceful ? Infinity : now - this.grace
       if (was === 'online') this.log('info', `sparkplug: host ${host.id} offline${graceful ? '' : ` (counted from ${Math.round(this.grace / 1000)} s before)`}: recording for a replay`)
-      this.markOffline(host, since, generation, was === 'online').catch((error: unknown) => this.log('warning', `sparkplug: host ${host.id}: ${(error as Error).message}`))
-      return
+      work = () => this.markOffline(host, end, graceful ? null : now - this.grace, was === 'online')
+    } else {
+      host.onlineTimestamp = timestamp
+      if (was !== 'online') this.log('info', `sparkplug: host ${host.id} online`)
+      work = () => this.replay(host, generation, end)
     }
-    host.onlineTimestamp = timestamp
-    if (was !== 'online') this.log('info', `sparkplug: host ${host.id} online`)
-    const previous = host.replaying ?? Promise.resolve()
-    host.replaying = previous.then(() => this.replay(host, generation)).catch((error: unknown) => {
-      this.log('warning', `sparkplug: replay to host ${host.id} stopped: ${(error as Error).message}`)
-    }).finally(() => { if (host.generation === generation) host.replaying = null })
+    // In STATE order, each after the last: an OFFLINE's rollback holds even when ONLINE follows at once.
+    host.chain = host.chain.then(work).catch((error: unknown) => this.log('warning', `sparkplug: host ${host.id}: ${(error as Error).message}`))
   }
 
   /**
-   * A host that was online went offline at `since`: it received, live, what was recorded before
-   * then, so its consumer moves to that boundary (on, or back for a host that died unannounced).
-   * A host whose replay was still due keeps its consumer where the replay got to.
+   * A host went offline. A replay still due keeps its place, and the gap's end opens (the next
+   * ONLINE sets it). A host that was online received, live, what was recorded before `end`: its
+   * consumer moves there. One that died unannounced (`since`) goes back to where its consumer
+   * stood then, whatever it was sent after.
    */
-  private async markOffline(host: Host, since: number, generation: number, wasOnline: boolean): Promise<void> {
-    let before: Promise<EventId | null> | null = null
-    if (since >= Date.now()) before = this.lastIssued
-    else {
-      for (let i = this.issued.length - 1; i >= 0; i--) {
-        if (this.issued[i]!.at <= since) { before = this.issued[i]!.id; break }
-      }
-    }
-    await host.replaying
-    host.pendingFromStart = false // the gap goes on: the next replay ends where that host comes back
-    // No sample that old: the host went before anything this run recorded.
-    const boundary = before === null ? this.baseline : await this.after(await before)
-    if (host.generation !== generation || !wasOnline || host.until.position > host.consumer.position) return
-    if (boundary > host.consumer.position) await host.consumer.commit(boundary - 1)
-    else if (boundary < host.consumer.position) await host.consumer.reset({ to: boundary })
+  private async markOffline(host: Host, end: Promise<number>, since: number | null, wasOnline: boolean): Promise<void> {
+    const boundary = await end
+    const replayDue = host.replayDue
+    if (replayDue) await host.until.reset({ to: host.consumer.position })
+    if (!wasOnline) return
+    let target = replayDue ? host.consumer.position : boundary
+    if (since !== null) target = Math.min(target, host.positionAt(since))
+    await host.moveTo(target)
   }
 
-  /** Replays what `host` missed: from its consumer to the boundary of now (or the one a crash left). */
-  private async replay(host: Host, generation: number): Promise<void> {
-    // A replay a crash cut short ends where it was to end; otherwise at the last message recorded now.
+  /** Replays what `host` missed: from its consumer to `end` (or to where an unfinished replay was to end). */
+  private async replay(host: Host, generation: number, end: Promise<number>): Promise<void> {
+    const boundary = await end
+    if (host.generation !== generation || this.closed) return
     let until: number
-    if (host.pendingFromStart) {
-      until = host.until.position
-      host.pendingFromStart = false
-    } else {
-      until = await this.after(await this.lastIssued)
-      if (host.generation !== generation) return
+    if (host.replayDue) until = host.until.position
+    else {
+      until = boundary
       await host.until.reset({ to: until })
     }
     const from = host.consumer.position
-    if (from >= until) return
+    if (from >= until) {
+      host.caughtUp = generation
+      return
+    }
     this.log('info', `sparkplug: replaying local positions ${from} to ${until} to host ${host.id}`)
-    const sp = await sparkplugPayload()
-    let sent = 0
-    let position = from
-    for await (const event of this.target.read({ from, to: until })) {
-      if (this.closed || host.generation !== generation) return
-      position = event.localPos + 1
-      const record = event.origin === this.target.replicaId ? decodeSparkplugRecord(event.payload) : null
-      const type = record?.t.split('/')[2]
-      if (record !== null && type !== undefined && REPLAYED.has(type)) {
+    host.replaying = true
+    try {
+      const sp = await sparkplugPayload()
+      let sent = 0
+      for await (const event of this.target.read({ from, to: until })) {
+        if (this.closed || host.generation !== generation) return
+        const record = event.origin === this.target.replicaId ? decodeSparkplugRecord(event.payload) : null
+        const type = record?.t.split('/')[2]
+        if (record === null || type === undefined || !REPLAYED.has(type)) continue
         let bytes: Uint8Array
         try {
           const decoded = sp.decodePayload(record.p)
@@ -322,38 +387,34 @@ class Bridge implements SparkplugBridge {
         if (this.closed || host.generation !== generation) return
         await this.client!.publishAsync(record.t, Buffer.from(bytes), { qos: 1 })
         host.replayed++
-        if (++sent % REPLAY_COMMIT_EVERY === 0) await host.consumer.commit(event.localPos)
+        if (++sent % REPLAY_COMMIT_EVERY === 0 && host.generation === generation) await host.moveTo(event.localPos + 1)
       }
+      // To the end, whatever the read went around (a damaged range has nothing to replay).
+      if (host.generation !== generation) return
+      await host.moveTo(until)
+      host.caughtUp = generation
+      this.log('info', `sparkplug: replayed ${sent} messages to host ${host.id}`)
+    } finally {
+      host.replaying = false
     }
-    if (host.generation !== generation) return
-    if (position > host.consumer.position) await host.consumer.commit(position - 1)
-    this.log('info', `sparkplug: replayed ${sent} messages to host ${host.id}`)
   }
 
-  /** Online hosts not replaying have received what was recorded: their consumers move up to it. */
-  private async commitLive(): Promise<void> {
+  /** Online hosts with no replay due have received what was recorded: their consumers move up to it. */
+  private commitLive(): void {
+    if (this.committingLive || this.closed) return
+    this.committingLive = true
     const generations = new Map([...this.hosts.values()].map((host) => [host, host.generation]))
-    const boundary = await this.after(await this.lastIssued)
-    for (const host of this.hosts.values()) {
-      // A STATE since: the host may have gone before the boundary's messages reached it.
-      if (host.generation !== generations.get(host) || host.state !== 'online' || host.replaying !== null || host.until.position > host.consumer.position) continue
-      if (boundary > host.consumer.position) await host.consumer.commit(boundary - 1)
-    }
-  }
-
-  /** The local position after the event `id` (the bridge's last append at some moment): where a gap starts or ends. */
-  private async after(id: EventId | null): Promise<number> {
-    if (id === null) return this.baseline
-    const length = this.target.length
-    const floor = Math.max(0, length - BOUNDARY_SCAN_MAX)
-    for (let to = length; to > floor; to = Math.max(floor, to - 256)) {
-      const window: { localPos: number, origin: string, pos: number }[] = []
-      for await (const event of this.target.read({ from: Math.max(floor, to - 256), to })) window.push({ localPos: event.localPos, origin: event.origin, pos: event.pos })
-      for (let i = window.length - 1; i >= 0; i--) {
-        if (window[i]!.origin === id.origin && window[i]!.pos === id.pos) return window[i]!.localPos + 1
+    this.lastEnd.then(async (boundary) => {
+      for (const host of this.hosts.values()) {
+        // A STATE since: the host may have gone before the boundary's messages reached it.
+        if (host.generation !== generations.get(host) || host.state !== 'online' || host.caughtUp !== host.generation || host.replayDue) continue
+        if (boundary > host.consumer.position) {
+          // On the host's chain, so that it never passes an OFFLINE's rollback.
+          host.chain = host.chain.then(async () => { if (host.generation === generations.get(host)) await host.moveTo(boundary) })
+          await host.chain
+        }
       }
-    }
-    return this.baseline
+    }).catch((error: unknown) => this.log('warning', `sparkplug: ${(error as Error).message}`)).finally(() => { this.committingLive = false })
   }
 
   /** Waits for a replay token: at most `replayRatePerSecond` publishes a second. */
@@ -379,8 +440,8 @@ class Bridge implements SparkplugBridge {
         host: host.id,
         state: host.state,
         position: host.consumer.position,
-        replayUntil: host.until.position > host.consumer.position ? host.until.position : null,
-        replaying: host.replaying !== null,
+        replayUntil: host.replayDue ? host.until.position : null,
+        replaying: host.replaying,
         replayed: host.replayed,
       })),
     }
@@ -388,12 +449,14 @@ class Bridge implements SparkplugBridge {
 
   async close(): Promise<void> {
     if (this.closed) return
+    this.flush()
     this.closed = true
-    for (const timer of this.timers) clearInterval(timer)
+    if (this.liveTimer !== null) clearInterval(this.liveTimer)
     for (const host of this.hosts.values()) host.generation++
-    await Promise.all([...this.hosts.values()].map((host) => host.replaying))
-    await this.lastIssued
-    await this.client?.endAsync().catch(() => undefined)
+    // Forced: a replay's publish waiting for a broker that went away fails now instead of holding the daemon's stop.
+    await this.client?.endAsync(true).catch(() => undefined)
+    const settled = Promise.all([this.lastEnd, ...[...this.hosts.values()].map((host) => host.chain)])
+    await Promise.race([settled, new Promise((resolve) => setTimeout(resolve, CLOSE_WAIT_MS).unref())])
   }
 }
 

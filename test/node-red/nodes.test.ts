@@ -107,6 +107,13 @@ t.test('interlog tail with a consumer commits only what the flow acknowledged, a
   t.equal(out.length, 4, 'no more than four wait for acknowledgement')
   t.same(out.map((msg) => msg.payload.reading), [0, 1, 2, 3], 'in order, parsed')
   t.same(Object.keys(out[0].interlog).sort(), ['consumer', 'localPos', 'origin', 'pos', 'time'])
+  // An acknowledgement this tail is not waiting for (another tail's, or made up) commits nothing.
+  const refusals: any[] = []
+  helper.getNode('tail').on('call:error', (call) => refusals.push(call))
+  helper.getNode('tail').receive({ interlog: { ...out[2].interlog, consumer: 'another' } })
+  helper.getNode('tail').receive({ interlog: { ...out[2].interlog, pos: out[2].interlog.pos + 100 } })
+  await until(() => refusals.length === 2, 10_000, 'both refused')
+  t.match(`${refusals[0].args[0]?.message ?? refusals[0].args[0]}`, /not waiting for/)
   // The flow handles 0, 1 and 3; 2 is still being handled: only 0 and 1 may be committed.
   for (const i of [0, 1, 3]) helper.getNode('tail').receive(out[i])
   await until(() => out.length === 7, 10_000, 'three more as three were acknowledged')

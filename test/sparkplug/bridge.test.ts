@@ -59,6 +59,15 @@ async function recorded(daemon: DaemonProcess): Promise<number> {
   }
 }
 
+async function durable(daemon: DaemonProcess): Promise<number> {
+  const client = await connect(daemon.socket)
+  try {
+    return (await client.status()).durableLength
+  } finally {
+    await client.close()
+  }
+}
+
 const range = (from: number, to: number): number[] => Array.from({ length: to - from }, (_, i) => from + i)
 
 t.test('a primary host that goes OFFLINE gets what it missed when ONLINE again: in order, historical, once; a replay cut by a crash resumes', async (t) => {
@@ -102,7 +111,7 @@ t.test('a primary host that goes OFFLINE gets what it missed when ONLINE again: 
   await hostOffline(host)
   await until(() => (daemon.output().match(/host scada offline/g) ?? []).length === 2, 10_000, 'offline again')
   await publishReadings(edge, 80, 380)
-  await until(async () => (await recorded(daemon)) >= 361, 15_000, 'the 300 readings recorded')
+  await until(async () => (await recorded(daemon)) >= 361 && (await durable(daemon)) >= 361, 15_000, 'the 300 readings recorded and on disk')
   const before = received.length
   host = await hostOnline(broker.url, received)
   hosts.push(host)
@@ -176,4 +185,73 @@ t.test('a host that dies without a word (its Last Will) still gets what it misse
   t.ok(range(10, 30).every((value) => historical.includes(value)), `the readings sent while the host was dead and after: all replayed (${historical.join(' ')})`)
   t.same(historical, [...historical].sort((a, b) => a - b), 'in order')
   t.ok(historical.length - 20 <= 10, `at most the readings of the grace before them repeat (${historical.length - 20})`)
+})
+
+t.test('a host that dies and comes straight back (will and ONLINE back to back) still gets what the broker sent it while dead', async (t) => {
+  const broker = await startTestBroker(t)
+  const data = tempDir(t)
+  const file = path.join(data, 'config.json')
+  fs.writeFileSync(file, JSON.stringify({ broker: broker.url, durability: 'interval', sparkplug: { groups: ['plant'], primaryHosts: ['scada'], hostDeathGraceMs: 5000 } }))
+  const daemon = await startDaemon(t, data, ['--config', file])
+  await until(() => /sparkplug: recording groups plant/.test(daemon.output()), 15_000, 'the bridge to subscribe')
+  const edge = await mqtt.connectAsync(broker.url, { protocolVersion: 5, clientId: 'line-3' })
+  t.teardown(() => edge.endAsync())
+  const received: Received[] = []
+  const connectedAt = Date.now()
+  const dying = await mqtt.connectAsync(broker.url, {
+    protocolVersion: 5, clientId: 'scada-host', keepalive: 60, reconnectPeriod: 0,
+    will: { topic: STATE, payload: Buffer.from(JSON.stringify({ online: false, timestamp: connectedAt })), qos: 1, retain: true },
+  })
+  await dying.subscribeAsync('spBv1.0/plant/#', { qos: 1 })
+  await dying.publishAsync(STATE, JSON.stringify({ online: true, timestamp: connectedAt }), { qos: 1, retain: true })
+  await until(() => /host scada online/.test(daemon.output()), 10_000, 'the host online')
+  dying.stream.destroy() // gone without a word; the broker learns of it only when the host comes back
+  await publishReadings(edge, 0, 20)
+  await until(async () => (await recorded(daemon)) >= 20, 10_000, 'the readings recorded')
+  await new Promise((resolve) => setTimeout(resolve, 1500)) // the bridge commits what it thinks went live
+  const host = await hostOnline(broker.url, received) // same client id: the broker fires the will, then ONLINE
+  t.teardown(() => host.endAsync(true))
+  await until(() => range(0, 20).every((value) => received.some((r) => r.historical && r.value === value)), 15_000, 'the readings sent to the dead host, replayed')
+  t.pass('the will rolled the consumer back although ONLINE came right after it')
+})
+
+t.test('a replay cut by OFFLINE, then a crash, then ONLINE: the host gets the rest and what came since', async (t) => {
+  const broker = await startTestBroker(t)
+  const data = tempDir(t)
+  const file = path.join(data, 'config.json')
+  fs.writeFileSync(file, JSON.stringify({ broker: broker.url, durability: 'interval', sparkplug: { groups: ['plant'], primaryHosts: ['scada'], replayRatePerSecond: 50 } }))
+  let daemon = await startDaemon(t, data, ['--config', file])
+  await until(() => /sparkplug: recording groups plant/.test(daemon.output()), 15_000, 'the bridge to subscribe')
+  const edge = await mqtt.connectAsync(broker.url, { protocolVersion: 5, clientId: 'line-3' })
+  t.teardown(() => edge.endAsync())
+  const received: Received[] = []
+  let host = await hostOnline(broker.url, received)
+  await until(() => /host scada online/.test(daemon.output()), 10_000, 'the host online')
+  await hostOffline(host)
+  await until(() => /host scada offline/.test(daemon.output()), 10_000, 'offline')
+  await publishReadings(edge, 0, 100)
+  await until(async () => (await recorded(daemon)) >= 100, 10_000, 'recorded')
+  host = await hostOnline(broker.url, received)
+  await until(() => received.length >= 20, 10_000, 'the replay under way')
+  await hostOffline(host) // cut
+  await until(() => (daemon.output().match(/host scada offline/g) ?? []).length === 2, 10_000, 'offline again')
+  await publishReadings(edge, 100, 150)
+  await until(async () => (await recorded(daemon)) >= 150 && (await durable(daemon)) >= 150, 10_000, 'recorded and on disk')
+  await daemon.stop('SIGKILL')
+  daemon = await startDaemon(t, data, ['--config', file])
+  await until(() => /sparkplug: recording groups plant/.test(daemon.output()), 15_000, 'the bridge again')
+  host = await hostOnline(broker.url, received)
+  t.teardown(() => host.endAsync(true))
+  await until(() => new Set(received.filter((r) => r.historical).map((r) => r.value)).size === 150, 30_000, 'every reading replayed')
+  t.pass('the replay after the crash went past the end the cut replay had')
+})
+
+t.test('consumer names of host ids: within 64 characters, and no host\'s name is another\'s', async (t) => {
+  const { hostConsumerNames } = await import('../../sparkplug/index.js')
+  const long = hostConsumerNames('Ignition Gateway Primary Host Application at the plant in Linz')
+  t.ok(long.position.length <= 64 && long.until.length <= 64, `${long.position} and ${long.until}`)
+  t.match(long.position, /^[A-Za-z0-9_.-]+$/)
+  t.notSame(hostConsumerNames('foo').position, hostConsumerNames('foo.until').until)
+  t.notSame(hostConsumerNames('foo').until, hostConsumerNames('foo.until').position)
+  t.notSame(hostConsumerNames('a b').position, hostConsumerNames('a_b').position, 'names made safe keep apart')
 })
