@@ -309,6 +309,10 @@ class Bridge implements SparkplugBridge {
         return
       }
     }
+    // The same STATE again (the broker hands the retained one over each time the bridge
+    // reconnects): nothing changed, and a replay would repeat what the host received live.
+    if (online && host.state === 'online' && timestamp === host.onlineTimestamp) return
+    if (!online && host.state === 'offline') return
     // What came before the STATE in this turn is recorded before its boundary is taken.
     this.flush()
     const end = this.lastEnd
