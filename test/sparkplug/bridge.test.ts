@@ -4,13 +4,13 @@
 // it missed republished in order and flagged historical, and a replay cut by a SIGKILL of the
 // daemon resumes after the restart.
 
-import t from 'tap'
+import t, { type Test } from 'tap'
 import fs from 'node:fs'
 import path from 'node:path'
 import mqtt, { type MqttClient } from 'mqtt'
 import { get } from 'sparkplug-payload'
 import { connect } from '../../index.js'
-import { startTestBroker } from '../helpers/broker.js'
+import { startTestBroker, type TestBroker } from '../helpers/broker.js'
 import { startDaemon, type DaemonProcess } from '../helpers/daemon.js'
 import { tempDir } from '../helpers/temp.js'
 import { until } from '../helpers/until.js'
@@ -68,19 +68,41 @@ async function durable(daemon: DaemonProcess): Promise<number> {
   }
 }
 
+/** mosquitto, a daemon whose bridge records group `plant` for host `scada` (with `settings`), and an edge node. */
+async function gateway(t: Test, settings: Record<string, unknown>): Promise<{ broker: TestBroker, data: string, file: string, daemon: DaemonProcess, edge: MqttClient }> {
+  const broker = await startTestBroker(t)
+  if (broker.kind !== 'mosquitto') t.fail('the Sparkplug tests need mosquitto (MQTT 5); CI installs it')
+  const data = tempDir(t)
+  const file = path.join(data, 'config.json')
+  fs.writeFileSync(file, JSON.stringify({ broker: broker.url, durability: 'interval', sparkplug: { groups: ['plant'], primaryHosts: ['scada'], ...settings } }))
+  const daemon = await startDaemon(t, data, ['--config', file])
+  await until(() => /sparkplug: recording groups plant/.test(daemon.output()), 15_000, 'the bridge to subscribe')
+  const edge = await mqtt.connectAsync(broker.url, { protocolVersion: 5, clientId: 'line-3' })
+  t.teardown(() => edge.endAsync())
+  return { broker, data, file, daemon, edge }
+}
+
+/** A host that will die without a word: its Last Will says OFFLINE with the timestamp of its ONLINE. */
+async function hostThatDies(url: string, keepalive: number, received?: Received[]): Promise<MqttClient> {
+  const connectedAt = Date.now()
+  const host = await mqtt.connectAsync(url, {
+    protocolVersion: 5, clientId: 'scada-host', keepalive, reconnectPeriod: 0,
+    will: { topic: STATE, payload: Buffer.from(JSON.stringify({ online: false, timestamp: connectedAt })), qos: 1, retain: true },
+  })
+  host.on('message', (topic, payload) => {
+    if (topic.startsWith('spBv1.0/plant/NDATA/')) received?.push({ value: sp.decodePayload(payload).metrics![0]!.value as number, historical: false })
+  })
+  await host.subscribeAsync('spBv1.0/plant/#', { qos: 1 })
+  await host.publishAsync(STATE, JSON.stringify({ online: true, timestamp: connectedAt }), { qos: 1, retain: true })
+  return host
+}
+
 const range = (from: number, to: number): number[] => Array.from({ length: to - from }, (_, i) => from + i)
 
 t.test('a primary host that goes OFFLINE gets what it missed when ONLINE again: in order, historical, once; a replay cut by a crash resumes', async (t) => {
-  const broker = await startTestBroker(t)
-  if (broker.kind !== 'mosquitto') t.fail('the Sparkplug test needs mosquitto (MQTT 5); CI installs it')
-  const data = tempDir(t)
-  const file = path.join(data, 'config.json')
-  fs.writeFileSync(file, JSON.stringify({ broker: broker.url, durability: 'interval', sparkplug: { groups: ['plant'], primaryHosts: ['scada'], replayRatePerSecond: 200 } }))
-  let daemon = await startDaemon(t, data, ['--config', file])
-  await until(() => /sparkplug: recording groups plant/.test(daemon.output()), 15_000, 'the bridge to subscribe')
-
-  const edge = await mqtt.connectAsync(broker.url, { protocolVersion: 5, clientId: 'line-3' })
-  t.teardown(() => edge.endAsync())
+  const started = await gateway(t, { replayRatePerSecond: 200 })
+  const { broker, data, file, edge } = started
+  let daemon = started.daemon
   await edge.publishAsync('spBv1.0/plant/NBIRTH/line-3', Buffer.from(sp.encodePayload({ timestamp: Date.now(), seq: 0, metrics: [{ name: 'reading', type: 'Int32', value: 0 }] })), { qos: 1 })
   const received: Received[] = []
   const hosts: MqttClient[] = []
@@ -150,25 +172,9 @@ t.test('a sparkplug setting that cannot work is refused at start-up with what is
 })
 
 t.test('a host that dies without a word (its Last Will) still gets what it missed: the gap counts from hostDeathGraceMs before the will', async (t) => {
-  const broker = await startTestBroker(t)
-  const data = tempDir(t)
-  const file = path.join(data, 'config.json')
-  fs.writeFileSync(file, JSON.stringify({ broker: broker.url, durability: 'interval', sparkplug: { groups: ['plant'], primaryHosts: ['scada'], hostDeathGraceMs: 3000 } }))
-  const daemon = await startDaemon(t, data, ['--config', file])
-  await until(() => /sparkplug: recording groups plant/.test(daemon.output()), 15_000, 'the bridge to subscribe')
-  const edge = await mqtt.connectAsync(broker.url, { protocolVersion: 5, clientId: 'line-3' })
-  t.teardown(() => edge.endAsync())
+  const { broker, daemon, edge } = await gateway(t, { hostDeathGraceMs: 3000 })
   const received: Received[] = []
-  const connectedAt = Date.now()
-  const dying = await mqtt.connectAsync(broker.url, {
-    protocolVersion: 5, clientId: 'scada-host', keepalive: 1, reconnectPeriod: 0,
-    will: { topic: STATE, payload: Buffer.from(JSON.stringify({ online: false, timestamp: connectedAt })), qos: 1, retain: true },
-  })
-  dying.on('message', (topic, payload) => {
-    if (topic.startsWith('spBv1.0/plant/NDATA/')) received.push({ value: sp.decodePayload(payload).metrics![0]!.value as number, historical: false })
-  })
-  await dying.subscribeAsync('spBv1.0/plant/#', { qos: 1 })
-  await dying.publishAsync(STATE, JSON.stringify({ online: true, timestamp: connectedAt }), { qos: 1, retain: true })
+  const dying = await hostThatDies(broker.url, 1, received)
   await until(() => /host scada online/.test(daemon.output()), 10_000, 'the host online')
   await publishReadings(edge, 0, 10)
   await until(() => received.length === 10, 10_000, 'the live readings')
@@ -188,22 +194,9 @@ t.test('a host that dies without a word (its Last Will) still gets what it misse
 })
 
 t.test('a host that dies and comes straight back (will and ONLINE back to back) still gets what the broker sent it while dead', async (t) => {
-  const broker = await startTestBroker(t)
-  const data = tempDir(t)
-  const file = path.join(data, 'config.json')
-  fs.writeFileSync(file, JSON.stringify({ broker: broker.url, durability: 'interval', sparkplug: { groups: ['plant'], primaryHosts: ['scada'], hostDeathGraceMs: 5000 } }))
-  const daemon = await startDaemon(t, data, ['--config', file])
-  await until(() => /sparkplug: recording groups plant/.test(daemon.output()), 15_000, 'the bridge to subscribe')
-  const edge = await mqtt.connectAsync(broker.url, { protocolVersion: 5, clientId: 'line-3' })
-  t.teardown(() => edge.endAsync())
+  const { broker, daemon, edge } = await gateway(t, { hostDeathGraceMs: 5000 })
   const received: Received[] = []
-  const connectedAt = Date.now()
-  const dying = await mqtt.connectAsync(broker.url, {
-    protocolVersion: 5, clientId: 'scada-host', keepalive: 60, reconnectPeriod: 0,
-    will: { topic: STATE, payload: Buffer.from(JSON.stringify({ online: false, timestamp: connectedAt })), qos: 1, retain: true },
-  })
-  await dying.subscribeAsync('spBv1.0/plant/#', { qos: 1 })
-  await dying.publishAsync(STATE, JSON.stringify({ online: true, timestamp: connectedAt }), { qos: 1, retain: true })
+  const dying = await hostThatDies(broker.url, 60)
   await until(() => /host scada online/.test(daemon.output()), 10_000, 'the host online')
   dying.stream.destroy() // gone without a word; the broker learns of it only when the host comes back
   await publishReadings(edge, 0, 20)
@@ -216,14 +209,9 @@ t.test('a host that dies and comes straight back (will and ONLINE back to back) 
 })
 
 t.test('a replay cut by OFFLINE, then a crash, then ONLINE: the host gets the rest and what came since', async (t) => {
-  const broker = await startTestBroker(t)
-  const data = tempDir(t)
-  const file = path.join(data, 'config.json')
-  fs.writeFileSync(file, JSON.stringify({ broker: broker.url, durability: 'interval', sparkplug: { groups: ['plant'], primaryHosts: ['scada'], replayRatePerSecond: 50 } }))
-  let daemon = await startDaemon(t, data, ['--config', file])
-  await until(() => /sparkplug: recording groups plant/.test(daemon.output()), 15_000, 'the bridge to subscribe')
-  const edge = await mqtt.connectAsync(broker.url, { protocolVersion: 5, clientId: 'line-3' })
-  t.teardown(() => edge.endAsync())
+  const started = await gateway(t, { replayRatePerSecond: 50 })
+  const { broker, data, file, edge } = started
+  let daemon = started.daemon
   const received: Received[] = []
   let host = await hostOnline(broker.url, received)
   await until(() => /host scada online/.test(daemon.output()), 10_000, 'the host online')
