@@ -34,6 +34,8 @@ t.test('npm ci --omit=dev in a clean copy installs a CLI that prints its version
     fs.mkdirSync(path.dirname(path.join(copy, file)), { recursive: true })
     fs.copyFileSync(path.join(ROOT, file), path.join(copy, file))
   }
+  // `npm` from PATH: under tap that is node_modules/.bin/npm, the npm 10 node-red brings (Node 20's
+  // own npm), and the lock file must suit it as well as npm 11 (it did not, once: an optional peer).
   const install = await run('npm', ['ci', '--omit=dev', '--no-audit', '--no-fund'], copy)
   t.equal(install.code, 0, `npm ci --omit=dev: ${install.output.slice(-2000)}`)
   t.notOk(fs.existsSync(path.join(copy, 'node_modules', 'tap')), 'the dev dependencies are not installed')
