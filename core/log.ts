@@ -1381,14 +1381,21 @@ export class Log extends EventEmitter<LogEvents> {
   /**
    * Checks every segment: headers, record framing and checksums, sequences, chains. Damage it
    * finds that no fence holds yet is fenced off, as a read finding it would. `onProgress` is told
-   * (synchronously: verify holds the thread) before each segment and at the end.
+   * before each segment and at the end. It checks what the log held when it started; the log goes
+   * on appending, reading and syncing between segments.
    */
   async verify(options: { onProgress?: (checked: number, segments: number) => void } = {}): Promise<VerifyResult> {
     this.checkOpen()
     await this.flusher.flushAll(false)
-    const result = verifyLog({
+    const result = await verifyLog({
       table: this.table, checksum: this.checksum, end: this.committedEnd, length: this.committedCount,
       truncations: this.truncations, onProgress: options.onProgress,
+      // Appends, reads and sync go on between segments; a close meanwhile ends the verify.
+      pause: async () => {
+        await new Promise<void>((resolve) => setImmediate(resolve))
+        this.checkOpen()
+      },
+      currentEnd: () => this.committedEnd,
     })
     for (const found of result.damage) {
       const segment = this.table.segments.find((candidate) => candidate.name === found.segment)

@@ -54,9 +54,18 @@ export interface VerifyInput {
   truncations: readonly Truncation[]
   /** Told before each segment and once at the end: segments checked so far, of all. */
   onProgress?: ((checked: number, segments: number) => void) | undefined
+  /**
+   * Awaited between segments, so that a live log goes on appending while it is checked (it throws
+   * when the log closed meanwhile). What is appended after `end` is not checked, and the head
+   * segment's bytes from `currentEnd()` on must be zeros, not from `end` on.
+   */
+  pause?: (() => Promise<void>) | undefined
+  currentEnd?: (() => number) | undefined
 }
 
-export function verifyLog(input: VerifyInput): VerifyResult {
+export async function verifyLog(input: VerifyInput): Promise<VerifyResult> {
+  // The segments as they were at the start: a live log may add more while this checks.
+  const segments = [...input.table.segments]
   const damage: Damage[] = []
   const repaired: RepairedRange[] = []
   const counts = new Map<string, number>()
@@ -74,8 +83,9 @@ export function verifyLog(input: VerifyInput): VerifyResult {
   let events = 0
   let bytes = 0
   let checked = 0
-  for (const segment of input.table.segments) {
-    input.onProgress?.(checked++, input.table.segments.length)
+  for (const segment of segments) {
+    if (checked > 0 && input.pause !== undefined) await input.pause()
+    input.onProgress?.(checked++, segments.length)
     const storage = input.table.storage
     if (segment.missing === true) {
       damage.push({ segment: segment.name, offset: 0, reason: 'segment file missing' })
@@ -146,7 +156,10 @@ export function verifyLog(input: VerifyInput): VerifyResult {
         damage.push({ segment: segment.name, offset: dataEnd, reason: 'a batch is cut short at the end of the segment' })
         openBatch = null
       }
-      const garbage = firstNonZero(reader, Math.max(dataEnd, SEGMENT_HEADER_BYTES), segment)
+      // In the segment the log ended in at the start, what was appended since is not garbage.
+      const holdsEnd = input.end >= segment.start && input.end <= segment.start + segment.size
+      const zerosFrom = holdsEnd && input.currentEnd !== undefined ? Math.max(dataEnd, input.currentEnd() - segment.start) : dataEnd
+      const garbage = firstNonZero(reader, Math.max(zerosFrom, SEGMENT_HEADER_BYTES), segment)
       // A torn tail a read-only open left in place is reported in `truncated`, not as damage.
       const torn = input.truncations.some((cut) => cut.segment === segment.name && garbage >= cut.offset)
       if (garbage >= 0 && !torn) damage.push({ segment: segment.name, offset: garbage, reason: 'non-zero bytes after the last record' })
@@ -155,10 +168,10 @@ export function verifyLog(input: VerifyInput): VerifyResult {
     }
   }
   if (events + skipped !== input.length && damage.length === 0) {
-    damage.push({ segment: input.table.last.name, offset: 0, reason: `read ${events} events and ${skipped} skipped positions, the log holds ${input.length}` })
+    damage.push({ segment: segments[segments.length - 1]!.name, offset: 0, reason: `read ${events} events and ${skipped} skipped positions, the log holds ${input.length}` })
   }
-  input.onProgress?.(input.table.segments.length, input.table.segments.length)
-  return { ok: damage.length === 0, damage, repaired, truncated: [...input.truncations], events, segments: input.table.segments.length, bytes }
+  input.onProgress?.(segments.length, segments.length)
+  return { ok: damage.length === 0, damage, repaired, truncated: [...input.truncations], events, segments: segments.length, bytes }
 }
 
 /** The next offset in [from, end) where a valid record (or hole) at local position `minLocalPos` or later starts, or `end`. */

@@ -490,7 +490,7 @@ export class LocalApiServer {
           if (checked < segments && now - last < VERIFY_PROGRESS_MS) return
           last = now
           send({ id, progress: [checked, segments] })
-          client.writer.flush() // verify holds the thread: the frame would wait for its end
+          client.writer.flush() // out now, not at the end of a turn a segment's check may fill
         } : undefined
         send({ id, ok: true, result: await log.verify(onProgress === undefined ? {} : { onProgress }) })
         return

@@ -72,9 +72,22 @@ t.test('through a daemon, progress frames arrive while verify runs, not in one b
   t.teardown(() => client.close())
   const heard: number[] = []
   const started = performance.now()
-  const result = await client.verify({ onProgress: () => heard.push(performance.now()) })
-  const took = performance.now() - started
-  t.ok(result.ok && result.segments >= 400, `${result.segments} segments verified in ${Math.round(took)} ms`)
+  const verifying = client.verify({ onProgress: () => heard.push(performance.now()) })
+  // The daemon goes on collecting while it verifies: appends from another client are acknowledged meanwhile.
+  const sensor = await connect(daemon.socket)
+  t.teardown(() => sensor.close())
+  let appendedAt = 0
+  let verifiedAt = 0
+  const appending = (async () => {
+    for (let i = 0; i < 20; i++) await sensor.appendBatch(Array.from({ length: 50 }, () => Buffer.alloc(1000, 9)))
+    appendedAt = performance.now()
+  })()
+  const result = await verifying.then((r) => { verifiedAt = performance.now(); return r })
+  await appending
+  const took = verifiedAt - started
+  t.ok(result.ok && result.segments >= 400, `${result.segments} segments verified in ${Math.round(took)} ms: what was appended meanwhile is not taken for garbage`)
+  t.ok(appendedAt < verifiedAt, `1,000 events appended ${Math.round(appendedAt - started)} ms into a verify of ${Math.round(took)} ms`)
+  t.ok((await client.verify()).ok, 'and a verify after them finds them in order')
   const spread = heard[heard.length - 1]! - heard[0]!
   t.ok(heard.length >= 2 && spread > 0.4 * took, `${heard.length} progress frames over ${Math.round(spread)} ms of the ${Math.round(took)} ms verify took`)
 })
