@@ -10,6 +10,7 @@
 // A lag is the age of a sample, a lower bound of the true one by at most the gap before it.
 
 import type { VersionVector } from '../core/index.js'
+import { eventsBeyond } from '../sync/index.js'
 
 /** Samples kept per log, at most (the oldest always stays: it bounds the lags from below). */
 export const LAG_SAMPLES_MAX = 64
@@ -66,14 +67,14 @@ export class LagHistory {
    * age of the oldest sample, a lower bound).
    */
   peerLagSeconds(now: number, current: VersionVector, peer: VersionVector): number {
-    if (covers(peer, current)) return 0
+    if (eventsBeyond(current, peer) === 0) return 0
     // The samples of our vector grow (note() lowers old ones when it shrinks), so the ones a peer
     // covers are a prefix: search for its end.
     let low = 0
     let high = this.samples.length
     while (low < high) {
       const middle = (low + high) >> 1
-      if (covers(peer, this.samples[middle]!.ours)) low = middle + 1
+      if (eventsBeyond(this.samples[middle]!.ours, peer) === 0) low = middle + 1
       else high = middle
     }
     const first = this.samples[low]
@@ -93,12 +94,6 @@ export class LagHistory {
     }
     return 0
   }
-}
-
-/** Whether `holder` has every event `vector` counts. */
-function covers(holder: VersionVector, vector: VersionVector): boolean {
-  for (const origin in vector) if ((holder[origin] ?? 0) < vector[origin]!) return false
-  return true
 }
 
 function sameVector(a: VersionVector, b: VersionVector): boolean {

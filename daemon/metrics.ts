@@ -161,12 +161,8 @@ export class MetricsServer {
       for (const s of source.logs.values()) {
         const ours = s.log.versionVector()
         const behind = new Map<string, number>()
-        for (const peer of peersOf(s)) {
-          if (!peer.online) continue
-          for (const [origin, count] of Object.entries(peer.vector)) {
-            const lag = count - (ours[origin] ?? 0)
-            if (lag > (behind.get(origin) ?? 0)) behind.set(origin, lag)
-          }
+        for (const [origin, count] of Object.entries(s.sync?.onlinePeersHold() ?? {})) {
+          if (count > (ours[origin] ?? 0)) behind.set(origin, count - (ours[origin] ?? 0))
         }
         let series = 0
         for (const [origin, lag] of behind) if (series++ < METRICS_LABELS_MAX) this.set({ log: s.name, origin }, lag)

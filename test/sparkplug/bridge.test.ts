@@ -50,23 +50,19 @@ async function publishReadings(edge: MqttClient, from: number, to: number): Prom
   }
 }
 
-async function recorded(daemon: DaemonProcess): Promise<number> {
+/** What the daemon's status says: messages the bridge recorded, and events on disk. */
+async function counts(daemon: DaemonProcess): Promise<{ recorded: number, durable: number }> {
   const client = await connect(daemon.socket)
   try {
-    return ((await client.status()) as unknown as { sparkplug: { recorded: number } }).sparkplug.recorded
+    const status = await client.status()
+    return { recorded: (status as unknown as { sparkplug: { recorded: number } }).sparkplug.recorded, durable: status.durableLength }
   } finally {
     await client.close()
   }
 }
 
-async function durable(daemon: DaemonProcess): Promise<number> {
-  const client = await connect(daemon.socket)
-  try {
-    return (await client.status()).durableLength
-  } finally {
-    await client.close()
-  }
-}
+const recorded = async (daemon: DaemonProcess): Promise<number> => (await counts(daemon)).recorded
+const durable = async (daemon: DaemonProcess): Promise<number> => (await counts(daemon)).durable
 
 /** mosquitto, a daemon whose bridge records group `plant` for host `scada` (with `settings`), and an edge node. */
 async function gateway(t: Test, settings: Record<string, unknown>): Promise<{ broker: TestBroker, data: string, file: string, daemon: DaemonProcess, edge: MqttClient }> {
